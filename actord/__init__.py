@@ -1,0 +1,81 @@
+"""actord: an actor runtime for long-running Python daemons.
+
+Actors are threads that share nothing and talk only through typed messages on one
+`ThreadChannel`. Start with `ActorSystem`, subclass `Actor`, and hold `ActorRef`s.
+"""
+
+from .actor import Actor, ActorRef
+from .channel import DEAD_LETTERS, ThreadChannel
+from .clock import Clock, SystemClock
+from .errors import (
+    ActordError,
+    ActorDead,
+    AskTimeout,
+    BadPayload,
+    ChannelClosed,
+    ErrorCode,
+    InvalidArgument,
+    MailboxClosed,
+    MailboxFull,
+    NameTaken,
+    StopTimeout,
+    UnknownActor,
+)
+from .logctx import LOG_FORMAT
+from .message import (
+    Batch,
+    Control,
+    ControlKind,
+    DeadLetter,
+    DeadLetterReason,
+    Message,
+    MessageType,
+    Pong,
+)
+from .stats import ActorState, ActorStats, Histogram
+from .supervisor import Decision, Escalation, RestartPolicy, Supervisor
+from .system import ActorSystem
+from .timers import Timer, TimerService
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEAD_LETTERS",
+    "LOG_FORMAT",
+    "ActorDead",
+    "Actor",
+    "ActorRef",
+    "ActorState",
+    "ActorStats",
+    "ActorSystem",
+    "ActordError",
+    "AskTimeout",
+    "BadPayload",
+    "Batch",
+    "ChannelClosed",
+    "Clock",
+    "Control",
+    "ControlKind",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Decision",
+    "ErrorCode",
+    "Escalation",
+    "Histogram",
+    "InvalidArgument",
+    "MailboxClosed",
+    "MailboxFull",
+    "Message",
+    "MessageType",
+    "NameTaken",
+    "Pong",
+    "RestartPolicy",
+    "StopTimeout",
+    "Supervisor",
+    "SystemClock",
+    "ThreadChannel",
+    "Timer",
+    "TimerService",
+    "UnknownActor",
+    "__version__",
+]

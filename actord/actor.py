@@ -1,0 +1,443 @@
+"""Actors: the `Actor` base class (hooks only), the shareable `ActorRef`, and the receive loop.
+
+The receive loop (`_Cell`) is the one failure boundary of the runtime: it alone catches
+`Exception`, logs it with its traceback, dead-letters the message that raised and asks the
+supervisor whether to restart or escalate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from . import logctx
+from .channel import ThreadChannel
+from .clock import Clock
+from .errors import MailboxClosed
+from .message import Control, ControlKind, Message, MessageType, Pong
+from .stats import ActorState, ActorStats, _Counters
+from .supervisor import Escalation, Supervisor
+
+if TYPE_CHECKING:
+    from .timers import Timer
+
+__all__ = ["Actor", "ActorRef"]
+
+_log: Final = logging.getLogger("actord.actor")
+_CONTROL: Final = MessageType.CONTROL
+_now_ns: Final = time.monotonic_ns
+
+
+class Actor:
+    """Subclass this and implement `handle`. Every hook runs on the actor's own thread
+    (named ``actord:<member>``), one message at a time; an actor never needs a lock for its
+    own state. Other code holds an `ActorRef`, never the actor object.
+
+    The runtime binds `name`, `member` and the helpers before `on_start`; they are not yet
+    available in `__init__`.
+    """
+
+    _channel: ThreadChannel
+    _name: str
+    _member: str
+    _ref: ActorRef
+
+    @property
+    def name(self) -> str:
+        """The address others send to (the pool's name for a pool member)."""
+        return self._name
+
+    @property
+    def member(self) -> str:
+        """This member's own name: ``name`` for a single actor, ``name#i`` in a pool."""
+        return self._member
+
+    @property
+    def ref(self) -> ActorRef:
+        return self._ref
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Actor thread, before the first message (and again after each restart)."""
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: handle one message. An exception crashes (and restarts) this actor."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
+
+    def on_stop(self) -> None:
+        """Actor thread, after the last message when the actor stops (not after a crash)."""
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: this instance raised `error` (on `message`, or in `on_start` when
+        None) and is about to be discarded; a fresh instance may replace it."""
+
+    # -- helpers, for use from the hooks ---------------------------------------------------
+
+    def send(
+        self,
+        recipient: str,
+        payload: Any,
+        *,
+        mtype: MessageType = MessageType.DATA,
+        timeout: float | None = None,
+    ) -> None:
+        """Send to `recipient`, blocking while its mailbox is full (see `ThreadChannel.send`)."""
+        self._channel.send(recipient, payload, sender=self._name, mtype=mtype, timeout=timeout)
+
+    def send_batch(
+        self, recipient: str, payloads: Iterable[Any], *, timeout: float | None = None
+    ) -> None:
+        """Send many payloads in one hand-off (one `Batch` message)."""
+        self._channel.send_batch(recipient, payloads, sender=self._name, timeout=timeout)
+
+    def reply(self, message: Message, payload: Any) -> None:
+        """Answer a request (`ask`/`request`) with `payload`."""
+        self._channel.reply(message, payload, sender=self._name)
+
+    def publish(self, payload: Any, *, timeout: float | None = None) -> int:
+        """Send `payload` as an EVENT to every subscriber of this actor."""
+        return self._channel.publish(self._name, payload, timeout=timeout)
+
+    def request(self, recipient: str, payload: Any, *, timeout: float | None = None) -> Future[Any]:
+        """Send a request; the future resolves with the reply's payload."""
+        return self._channel.request(recipient, payload, sender=self._name, timeout=timeout)
+
+    def ask(self, recipient: str, payload: Any, *, timeout: float) -> Any:
+        """Send a request and block this actor until the reply's payload arrives."""
+        return self._channel.ask(recipient, payload, sender=self._name, timeout=timeout)
+
+    def schedule(
+        self,
+        delay: float,
+        payload: Any,
+        *,
+        recipient: str | None = None,
+        interval: float | None = None,
+    ) -> Timer:
+        """Deliver `payload` to `recipient` (default: this actor) after `delay` seconds, then
+        every `interval` seconds if given. Cancel with the returned timer's `cancel()`."""
+        return schedule_message(
+            self._channel, self._name, recipient or self._name, payload, delay, interval
+        )
+
+
+def schedule_message(
+    channel: ThreadChannel,
+    sender: str,
+    recipient: str,
+    payload: Any,
+    delay: float,
+    interval: float | None,
+) -> Timer:
+    """Schedule a DATA message on the channel's timer thread. A tick that finds the mailbox
+    full becomes a dead letter (MAILBOX_FULL); the timer stops once the channel closes."""
+    timer: Timer | None = None
+
+    def fire() -> None:
+        # Timer thread: never block it.
+        if channel.closed:
+            if timer is not None:
+                timer.cancel()
+            return
+        channel.try_post(Message(MessageType.DATA, sender, recipient, payload))
+
+    timer = channel.timers.call_later(delay, fire, interval)
+    return timer
+
+
+class _Group(Protocol):
+    """What a ref needs from the system's record of an actor or pool."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def stop(self, *, graceful: bool, timeout: float) -> None: ...
+
+    def stats(self) -> tuple[ActorStats, ...]: ...
+
+
+class ActorRef:
+    """A shareable handle on an actor or pool: `tell`, `ask`, `stop`. Safe from any thread."""
+
+    __slots__ = ("_channel", "_group", "name")
+
+    def __init__(self, name: str, channel: ThreadChannel, group: _Group) -> None:
+        self.name = name
+        self._channel = channel
+        self._group = group
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r}, alive={self.alive})"
+
+    @property
+    def alive(self) -> bool:
+        return self._group.alive
+
+    def tell(
+        self,
+        payload: Any,
+        *,
+        mtype: MessageType = MessageType.DATA,
+        sender: str = "$ref",
+        timeout: float | None = None,
+    ) -> None:
+        """Send without waiting for an answer (blocks only while the mailbox is full)."""
+        self._channel.send(self.name, payload, sender=sender, mtype=mtype, timeout=timeout)
+
+    def tell_batch(
+        self, payloads: Iterable[Any], *, sender: str = "$ref", timeout: float | None = None
+    ) -> None:
+        self._channel.send_batch(self.name, payloads, sender=sender, timeout=timeout)
+
+    def ask(self, payload: Any, *, timeout: float = 5.0, sender: str = "$ask") -> Any:
+        """Send a request and return the reply's payload.
+
+        Raises `AskTimeout` after `timeout`, `ActorDead` if the actor is stopped, or the
+        handler's own exception if it raised.
+        """
+        return self._channel.ask(self.name, payload, sender=sender, timeout=timeout)
+
+    def ask_future(
+        self, payload: Any, *, timeout: float | None = None, sender: str = "$ask"
+    ) -> Future[Any]:
+        return self._channel.request(self.name, payload, sender=sender, timeout=timeout)
+
+    def ping(self, *, timeout: float = 5.0) -> Pong:
+        """Ask the receive loop itself (control lane) whether it is turning."""
+        result: Pong = self._channel.ask_control(self.name, ControlKind.PING, timeout=timeout)
+        return result
+
+    def stop(self, *, graceful: bool = True, timeout: float = 10.0) -> None:
+        """Stop and join. Graceful drains what is queued until `timeout`, then stops at once;
+        immediate turns what is queued into dead letters. Raises `StopTimeout` if a thread is
+        still stuck in `handle` after the deadline."""
+        self._group.stop(graceful=graceful, timeout=timeout)
+
+    def stats(self) -> tuple[ActorStats, ...]:
+        """A snapshot per member (one for a single actor)."""
+        return self._group.stats()
+
+
+class _Outcome:
+    __slots__ = ("error", "message", "stop_kind")
+
+    def __init__(
+        self,
+        stop_kind: ControlKind | None = None,
+        error: Exception | None = None,
+        message: Message | None = None,
+    ) -> None:
+        self.stop_kind = stop_kind
+        self.error = error
+        self.message = message
+
+
+_DRAINED: Final = _Outcome()
+
+
+class _Cell:
+    """One thread running one actor instance at a time on a (possibly shared) mailbox."""
+
+    def __init__(
+        self,
+        *,
+        mailbox: str,
+        member: str,
+        channel: ThreadChannel,
+        factory: Callable[[], Actor],
+        ref: ActorRef,
+        supervisor: Supervisor,
+        clock: Clock,
+        batch: int,
+        on_escalate: Callable[[Escalation], None],
+    ) -> None:
+        self.mailbox = mailbox
+        self.member = member
+        self._channel = channel
+        self._factory = factory
+        self._ref = ref
+        self._supervisor = supervisor
+        self._clock = clock
+        self._batch = batch
+        self._on_escalate = on_escalate
+        self.counters = _Counters()
+        self.retired = False  # left a shrinking pool (set on its own thread as it exits)
+        # The message in hand (read by the log record factory on this thread).
+        self.current: Message | None = None
+        # Set to interrupt a backoff wait; the control lane interrupts a receive.
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"actord:{member}", daemon=False)
+
+    @property
+    def correlation_id(self) -> str | None:
+        current = self.current
+        return None if current is None else current.correlation_id
+
+    def stats(self) -> ActorStats:
+        channel = self._channel
+        if self.mailbox in channel:
+            depth, capacity = channel.depth(self.mailbox), channel.capacity(self.mailbox)
+        else:
+            depth, capacity = 0, 0
+        return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        logctx.bind(self)
+        counters = self.counters
+        counters.native_thread_id = threading.get_native_id()
+        try:
+            while True:
+                actor = self._start_instance()
+                if actor is None:
+                    return
+                counters.state = ActorState.RUNNING
+                outcome = self._serve(actor)
+                if outcome.error is None:
+                    counters.state = ActorState.STOPPING
+                    self._stop_instance(actor)
+                    self.retired = outcome.stop_kind is ControlKind.RETIRE
+                    return
+                self._failed(actor, outcome.error, outcome.message)
+                if not self._restart_after_backoff(outcome.error):
+                    return
+        finally:
+            if counters.state is not ActorState.FAILED:
+                counters.state = ActorState.STOPPED
+            self.current = None
+            logctx.bind(None)
+
+    def _start_instance(self) -> Actor | None:
+        # Build and start a fresh instance; a failure here is supervised like one in handle.
+        while not self.stop_event.is_set():
+            try:
+                actor = self._factory()
+                actor._channel = self._channel
+                actor._name = self.mailbox
+                actor._member = self.member
+                actor._ref = self._ref
+                actor.on_start()
+            except Exception as error:
+                _log.exception("actor %s failed to start", self.member)
+                self.counters.errors += 1
+                if not self._restart_after_backoff(error):
+                    return None
+                continue
+            return actor
+        return None
+
+    def _restart_after_backoff(self, error: Exception) -> bool:
+        decision = self._supervisor.record_failure()
+        if decision.escalate:
+            self.counters.state = ActorState.FAILED
+            _log.critical(
+                "actor %s failed %d times within %.1fs: escalating",
+                self.member,
+                decision.failures_in_period,
+                self._supervisor.policy.period,
+            )
+            self._on_escalate(
+                Escalation(
+                    self.mailbox, error, decision.failures_in_period, self._supervisor.policy.period
+                )
+            )
+            return False
+        self.counters.state = ActorState.RESTARTING
+        _log.warning("restarting actor %s in %.3fs", self.member, decision.delay)
+        if self._clock.sleep(decision.delay, self.stop_event):
+            return False
+        self.counters.restarts += 1
+        return True
+
+    def _serve(self, actor: Actor) -> _Outcome:
+        # The hot loop: locals for everything it touches per message.
+        receive = self._channel.receive
+        mailbox = self.mailbox
+        batch_size = self._batch
+        handle = actor.handle
+        counters = self.counters
+        by_type = counters.by_type
+        handle_hist = counters.handle_hist
+        wait_hist = counters.wait_hist
+        now = _now_ns
+        while True:
+            try:
+                batch = receive(mailbox, batch_size)
+            except MailboxClosed:
+                return _DRAINED
+            for index, message in enumerate(batch):
+                if message.type is _CONTROL:
+                    kind = self._control(message)
+                    if kind is not None:
+                        return _Outcome(stop_kind=kind)
+                    continue
+                start = now()
+                wait = start - message.sent_ns
+                wait_hist[wait.bit_length()] += 1
+                counters.wait_ns += wait
+                self.current = message
+                counters.busy_since_ns = start
+                try:
+                    handle(message)
+                except Exception as error:
+                    self._handler_raised(message, error)
+                    rest = batch[index + 1 :]
+                    if rest:
+                        self._channel.requeue(mailbox, rest)
+                    return _Outcome(error=error, message=message)
+                elapsed = now() - start
+                handle_hist[elapsed.bit_length()] += 1
+                counters.handle_ns += elapsed
+                by_type[message.type] += 1
+                counters.busy_since_ns = 0
+                self.current = None
+
+    def _control(self, message: Message) -> ControlKind | None:
+        payload = message.payload
+        if not isinstance(payload, Control):
+            _log.error("ignoring malformed control message %r", message)
+            return None
+        self.counters.by_type[_CONTROL] += 1
+        if payload.kind is ControlKind.PING:
+            if message.correlation_id is not None:
+                self._channel.reply(
+                    message,
+                    Pong(self.member, self.counters.native_thread_id),
+                    sender=self.mailbox,
+                )
+            return None
+        return payload.kind
+
+    def _handler_raised(self, message: Message, error: Exception) -> None:
+        _log.exception(
+            "actor %s failed on %s message %d from %s",
+            self.member,
+            message.type.name,
+            message.id,
+            message.sender,
+        )
+        counters = self.counters
+        counters.errors += 1
+        counters.busy_since_ns = 0
+        self.current = None
+        self._channel.fail(message, error)
+
+    def _failed(self, actor: Actor, error: Exception, message: Message | None) -> None:
+        try:
+            actor.on_failure(error, message)
+        except Exception:
+            _log.exception("on_failure of %s raised", self.member)
+            self.counters.errors += 1
+
+    def _stop_instance(self, actor: Actor) -> None:
+        try:
+            actor.on_stop()
+        except Exception:
+            _log.exception("on_stop of %s raised", self.member)
+            self.counters.errors += 1

@@ -1,0 +1,436 @@
+"""ThreadChannel: the one way actors talk. Mailboxes, routing, pub/sub, request/reply, dead letters.
+
+Routing reads never lock: the table is a dict that writers replace whole (copy-on-write) under a
+lock, so a reader sees either the old or the new table, never a half-updated one. That is the
+seed's read-write lock, done so that readers never wait at all.
+
+Nothing is dropped silently: a message for an unknown or stopped recipient, one whose handler
+raised, and a reply that came too late all become dead letters, counted by reason, kept in a
+bounded ring and published as EVENTs from `DEAD_LETTERS`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import Counter, deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import Any, Final
+
+from .errors import (
+    ActorDead,
+    AskTimeout,
+    ChannelClosed,
+    InvalidArgument,
+    MailboxClosed,
+    MailboxFull,
+    NameTaken,
+    UnknownActor,
+)
+from .mailbox import Mailbox
+from .message import (
+    _MUTABLE_TYPES,
+    Batch,
+    Control,
+    ControlKind,
+    DeadLetter,
+    DeadLetterReason,
+    Message,
+    MessageType,
+    check_payload,
+)
+from .timers import TimerService
+
+__all__ = ["DEAD_LETTERS", "ThreadChannel"]
+
+DEAD_LETTERS: Final = "$deadletters"
+_log: Final = logging.getLogger("actord.channel")
+_RESPONSE: Final = MessageType.RESPONSE
+
+
+class ThreadChannel:
+    """Routes typed messages between named, bounded mailboxes. Safe to use from any thread."""
+
+    def __init__(
+        self, *, dead_letter_capacity: int = 1000, timers: TimerService | None = None
+    ) -> None:
+        if dead_letter_capacity < 1:
+            raise InvalidArgument("dead_letter_capacity must be >= 1")
+        # _lock serialises writers of _routes, _subscribers and _closed; readers take no lock.
+        self._lock = threading.Lock()
+        self._routes: dict[str, Mailbox] = {}  # replaced whole, never mutated in place
+        self._subscribers: dict[str, tuple[str, ...]] = {}  # replaced whole, as _routes
+        self._closed = False
+        # Open requests by correlation id. Single dict operations are atomic; whoever pops an
+        # entry is the one that resolves its future.
+        self._pending: dict[str, Future[Any]] = {}
+        self._correlation = itertools.count(1)
+        # _dead_lock guards _dead_ring and _dead_counts.
+        self._dead_lock = threading.Lock()
+        self._dead_ring: deque[DeadLetter] = deque(maxlen=dead_letter_capacity)
+        self._dead_counts: Counter[DeadLetterReason] = Counter()
+        self.timers = timers if timers is not None else TimerService()
+
+    # -- mailboxes -------------------------------------------------------------------------
+
+    def register(self, name: str, capacity: int = 1024) -> None:
+        """Create the bounded mailbox `name`. Raises `NameTaken` if it exists."""
+        if capacity < 1:
+            raise InvalidArgument(f"mailbox capacity must be >= 1, got {capacity}")
+        if not name or name.startswith("$"):
+            raise InvalidArgument(f"invalid mailbox name {name!r} (empty or starting with '$')")
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed("the channel is closed")
+            if name in self._routes:
+                raise NameTaken(f"a mailbox named {name!r} already exists")
+            self._routes = {**self._routes, name: Mailbox(name, capacity)}
+
+    def unregister(self, name: str) -> int:
+        """Remove the mailbox; whatever is still queued becomes dead letters (STOPPED).
+
+        Returns how many messages were dead-lettered.
+        """
+        with self._lock:
+            routes = dict(self._routes)
+            mailbox = routes.pop(name, None)
+            if mailbox is None:
+                raise UnknownActor(f"no mailbox named {name!r}")
+            self._routes = routes
+            self._subscribers = {
+                pub: tuple(s for s in subs if s != name)
+                for pub, subs in self._subscribers.items()
+                if pub != name
+            }
+        mailbox.close()
+        leftovers = mailbox.drain()
+        for message in leftovers:
+            self.dead_letter(message, DeadLetterReason.STOPPED)
+        return len(leftovers)
+
+    def close_mailbox(self, name: str) -> None:
+        """Stop accepting data for `name`; its receivers drain what is queued, then stop."""
+        self._mailbox(name).close()
+
+    def send_control(self, name: str, kind: ControlKind, *, sender: str = "$system") -> None:
+        """Put a CONTROL message in the control lane of `name` (never blocks)."""
+        message = Message(MessageType.CONTROL, sender, name, Control(kind))
+        self._mailbox(name).put_control(message)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._routes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._routes
+
+    def depth(self, name: str) -> int:
+        """Data messages queued for `name` now."""
+        return len(self._mailbox(name))
+
+    def capacity(self, name: str) -> int:
+        return self._mailbox(name).capacity
+
+    def _mailbox(self, name: str) -> Mailbox:
+        mailbox = self._routes.get(name)
+        if mailbox is None:
+            if self._closed:
+                raise ChannelClosed("the channel is closed")
+            raise UnknownActor(f"no mailbox named {name!r}")
+        return mailbox
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        recipient: str,
+        payload: Any,
+        *,
+        sender: str,
+        mtype: MessageType = MessageType.DATA,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Build a message and deliver it; blocks while the recipient's mailbox is full.
+
+        Raises `MailboxFull` if `timeout` runs out (the message is not enqueued), `BadPayload`
+        for a mutable container payload, `ChannelClosed` once the channel is closed. An unknown
+        or stopped recipient makes the message a dead letter instead.
+        """
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
+        message = Message(mtype, sender, recipient, payload, correlation_id)
+        self.post(message, timeout)
+        return message
+
+    def send_batch(
+        self,
+        recipient: str,
+        payloads: Iterable[Any],
+        *,
+        sender: str,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send many payloads as one DATA message whose payload is a `Batch`."""
+        return self.send(recipient, Batch(tuple(payloads)), sender=sender, timeout=timeout)
+
+    def post(self, message: Message, timeout: float | None = None) -> None:
+        """Deliver a prebuilt message (see `send`). RESPONSEs resolve their request's future."""
+        if message.type is _RESPONSE:
+            self._resolve(message)
+            return
+        mailbox = self._routes.get(message.recipient)
+        if mailbox is None:
+            if self._closed:
+                raise ChannelClosed("the channel is closed")
+            self.dead_letter(message, DeadLetterReason.UNKNOWN_RECIPIENT)
+            return
+        try:
+            mailbox.put(message, timeout)
+        except MailboxClosed:
+            if self._closed:
+                raise ChannelClosed("the channel is closed") from None
+            self.dead_letter(message, DeadLetterReason.STOPPED)
+
+    def try_post(self, message: Message) -> bool:
+        """Deliver without waiting; a full mailbox makes it a dead letter (MAILBOX_FULL).
+
+        For senders that must never block: the timer thread and dead-letter notifications.
+        """
+        try:
+            self.post(message, timeout=0)
+        except MailboxFull:
+            self.dead_letter(message, DeadLetterReason.MAILBOX_FULL)
+            return False
+        return True
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def receive(
+        self, name: str, max_items: int = 1, timeout: float | None = None
+    ) -> list[Message]:
+        """Take up to `max_items` messages for `name`, control messages first.
+
+        Blocks while empty; raises `TimeoutError` when `timeout` runs out, `MailboxClosed` once
+        the mailbox is closed and drained or removed.
+        """
+        mailbox = self._routes.get(name)
+        if mailbox is None:
+            if self._closed:
+                raise ChannelClosed("the channel is closed")
+            raise MailboxClosed(f"no mailbox named {name!r}")
+        try:
+            return mailbox.take(max_items, timeout)
+        except MailboxClosed:
+            if self._closed:
+                raise ChannelClosed("the channel is closed") from None
+            raise
+
+    def requeue(self, name: str, messages: list[Message]) -> None:
+        """Return taken-but-unhandled messages to the front of `name`'s mailbox, in order."""
+        mailbox = self._routes.get(name)
+        if mailbox is None:
+            for message in messages:
+                self.dead_letter(message, DeadLetterReason.STOPPED)
+            return
+        mailbox.requeue_front(messages)
+
+    # -- request / reply -------------------------------------------------------------------
+
+    def request(
+        self,
+        recipient: str,
+        payload: Any,
+        *,
+        sender: str,
+        timeout: float | None = None,
+        mtype: MessageType = MessageType.COMMAND,
+    ) -> Future[Any]:
+        """Send a request; the returned future is resolved by the RESPONSE with its id.
+
+        With `timeout`, the future fails with `AskTimeout` when no reply came in time, and a
+        later reply becomes a dead letter. A stopped or unknown recipient fails it with
+        `ActorDead`; a handler that raises fails it with that exception.
+        """
+        check_payload(payload)
+        correlation_id, future = self._open_request(sender)
+        if timeout is not None:
+            self.timers.call_later(timeout, lambda: self._expire(correlation_id, timeout))
+        try:
+            self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
+        except BaseException:
+            self._pending.pop(correlation_id, None)
+            raise
+        return future
+
+    def ask(
+        self,
+        recipient: str,
+        payload: Any,
+        *,
+        sender: str,
+        timeout: float,
+        mtype: MessageType = MessageType.COMMAND,
+    ) -> Any:
+        """Send a request and wait for the reply's payload (see `request` for the errors)."""
+        check_payload(payload)
+        correlation_id, future = self._open_request(sender)
+        try:
+            self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
+            return self._await_reply(future, correlation_id, recipient, timeout)
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    def ask_control(
+        self, name: str, kind: ControlKind, *, timeout: float, sender: str = "$system"
+    ) -> Any:
+        """Send a CONTROL request through the control lane and wait for the loop's reply."""
+        mailbox = self._mailbox(name)
+        if mailbox.closed:
+            raise ActorDead(f"{name!r} is stopping or stopped")
+        correlation_id, future = self._open_request(sender)
+        try:
+            mailbox.put_control(
+                Message(MessageType.CONTROL, sender, name, Control(kind), correlation_id)
+            )
+            return self._await_reply(future, correlation_id, name, timeout)
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    def _open_request(self, sender: str) -> tuple[str, Future[Any]]:
+        correlation_id = f"{sender}:{next(self._correlation)}"
+        future: Future[Any] = Future()
+        self._pending[correlation_id] = future
+        return correlation_id, future
+
+    def _await_reply(
+        self, future: Future[Any], correlation_id: str, recipient: str, timeout: float
+    ) -> Any:
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():
+                raise  # the handler's own TimeoutError
+            if self._pending.pop(correlation_id, None) is not None:
+                raise AskTimeout(f"no reply from {recipient!r} within {timeout}s") from None
+            return future.result()  # the reply won the race against the timeout
+
+    def reply(self, request: Message, payload: Any, *, sender: str) -> None:
+        """Answer `request` (which must carry a correlation id) with `payload`."""
+        if request.correlation_id is None:
+            raise InvalidArgument(f"message {request.id} is not a request (no correlation id)")
+        check_payload(payload)
+        self._resolve(Message(_RESPONSE, sender, request.sender, payload, request.correlation_id))
+
+    def _resolve(self, response: Message) -> None:
+        future = (
+            self._pending.pop(response.correlation_id, None)
+            if response.correlation_id is not None
+            else None
+        )
+        if future is None:
+            self.dead_letter(response, DeadLetterReason.LATE_REPLY)
+            return
+        future.set_result(response.payload)
+
+    def _expire(self, correlation_id: str, timeout: float) -> None:
+        # Timer thread.
+        future = self._pending.pop(correlation_id, None)
+        if future is not None:
+            future.set_exception(AskTimeout(f"no reply to {correlation_id} within {timeout}s"))
+
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
+    # -- failures and dead letters ---------------------------------------------------------
+
+    def fail(self, message: Message, error: BaseException) -> None:
+        """Record that a handler raised on `message`: a FAILED dead letter; a requester gets
+        the exception itself."""
+        if message.correlation_id is not None and message.type is not _RESPONSE:
+            future = self._pending.pop(message.correlation_id, None)
+            if future is not None:
+                future.set_exception(error)
+        self.dead_letter(message, DeadLetterReason.FAILED, f"{type(error).__name__}: {error}")
+
+    def dead_letter(
+        self, message: Message, reason: DeadLetterReason, error: str | None = None
+    ) -> None:
+        """Count, keep and publish a message that will not be handled."""
+        if message.correlation_id is not None and message.type is not _RESPONSE:
+            future = self._pending.pop(message.correlation_id, None)
+            if future is not None:
+                future.set_exception(
+                    ActorDead(f"{message.recipient!r} cannot handle the request ({reason.value})")
+                )
+        letter = DeadLetter(message, reason, error)
+        with self._dead_lock:
+            self._dead_counts[reason] += 1
+            if message.sender == DEAD_LETTERS:
+                return  # a lost dead-letter notice is counted, never re-published
+            self._dead_ring.append(letter)
+        _log.debug("dead letter (%s) %s -> %s", reason.value, message.sender, message.recipient)
+        for subscriber in self._subscribers.get(DEAD_LETTERS, ()):
+            if not self._closed:
+                self.try_post(Message(MessageType.EVENT, DEAD_LETTERS, subscriber, letter))
+
+    def dead_letters(self) -> tuple[DeadLetter, ...]:
+        """The most recent dead letters, oldest first (bounded ring)."""
+        with self._dead_lock:
+            return tuple(self._dead_ring)
+
+    def dead_letter_counts(self) -> dict[DeadLetterReason, int]:
+        """Dead letters counted by reason since the channel was created."""
+        with self._dead_lock:
+            return dict(self._dead_counts)
+
+    # -- publish / subscribe ---------------------------------------------------------------
+
+    def subscribe(self, publisher: str, subscriber: str) -> None:
+        """Deliver every EVENT `publisher` publishes to `subscriber` as well."""
+        with self._lock:
+            subs = self._subscribers.get(publisher, ())
+            if subscriber not in subs:
+                self._subscribers = {**self._subscribers, publisher: (*subs, subscriber)}
+
+    def unsubscribe(self, publisher: str, subscriber: str) -> None:
+        with self._lock:
+            subs = tuple(s for s in self._subscribers.get(publisher, ()) if s != subscriber)
+            self._subscribers = {**self._subscribers, publisher: subs}
+
+    def subscribers(self, publisher: str) -> tuple[str, ...]:
+        return self._subscribers.get(publisher, ())
+
+    def publish(self, publisher: str, payload: Any, *, timeout: float | None = None) -> int:
+        """Send `payload` as an EVENT to each subscriber of `publisher`, in subscription order.
+
+        Blocks for room like `send`; returns how many subscribers it was sent to.
+        """
+        check_payload(payload)
+        subscribers = self._subscribers.get(publisher, ())
+        for subscriber in subscribers:
+            self.post(Message(MessageType.EVENT, publisher, subscriber, payload), timeout)
+        return len(subscribers)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close every mailbox, fail every open request with `ChannelClosed`, stop the timers.
+
+        Blocked senders and receivers wake with `ChannelClosed`.
+        """
+        with self._lock:
+            self._closed = True
+            mailboxes = list(self._routes.values())
+        for mailbox in mailboxes:
+            mailbox.close()
+        for correlation_id in list(self._pending):
+            future = self._pending.pop(correlation_id, None)
+            if future is not None:
+                future.set_exception(ChannelClosed("the channel closed before the reply"))
+        self.timers.close()

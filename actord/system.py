@@ -1,0 +1,313 @@
+"""ActorSystem: spawns actors and pools on one ThreadChannel, looks them up, stops them.
+
+Actors are stopped in reverse start order: spawn consumers before producers and a graceful
+stop drains a pipeline from its source down. Every thread is named, non-daemon and joined.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from . import logctx
+from .actor import Actor, ActorRef, _Cell, schedule_message
+from .channel import ThreadChannel
+from .clock import Clock, SystemClock
+from .errors import ActorDead, InvalidArgument, NameTaken, StopTimeout, UnknownActor
+from .message import ControlKind
+from .stats import ActorStats
+from .supervisor import Escalation, RestartPolicy, Supervisor
+from .timers import Timer, TimerService
+
+__all__ = ["ActorSystem"]
+
+_log: Final = logging.getLogger("actord.system")
+_POOL_BATCH: Final = 1  # pool members take one message at a time: whoever is free takes the next
+_SINGLE_BATCH: Final = 64  # a lone consumer drains up to this many per lock round trip
+_KILL_GRACE: Final = 1.0  # after a graceful deadline, how long an immediate stop may take
+
+
+class _Group:
+    """The system's record of one actor or pool: its mailbox, members and supervisor."""
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        name: str,
+        factory: Callable[[], Actor],
+        *,
+        pooled: bool,
+        policy: RestartPolicy,
+    ) -> None:
+        self.name = name
+        self.pooled = pooled
+        self._system = system
+        self._factory = factory
+        self._supervisor = Supervisor(policy, system.clock)
+        self.ref = ActorRef(name, system.channel, self)
+        # _lock guards cells, _size, _next_index and _state.
+        self._lock = threading.Lock()
+        self.cells: list[_Cell] = []  # every member started and not yet pruned
+        self._size = 0  # members wanted: retiring ones are no longer counted
+        self._next_index = 0
+        self._state = "running"  # running | failed | stopping | stopped
+
+    @property
+    def alive(self) -> bool:
+        return self._state == "running"
+
+    def _new_cell(self) -> _Cell:
+        # Called with _lock held.
+        index = self._next_index
+        self._next_index += 1
+        member = f"{self.name}#{index}" if self.pooled else self.name
+        return _Cell(
+            mailbox=self.name,
+            member=member,
+            channel=self._system.channel,
+            factory=self._factory,
+            ref=self.ref,
+            supervisor=self._supervisor,
+            clock=self._system.clock,
+            batch=_POOL_BATCH if self.pooled else _SINGLE_BATCH,
+            on_escalate=self._escalated,
+        )
+
+    def resize(self, size: int) -> None:
+        """Grow by starting members, shrink by retiring members between messages."""
+        if size < 1:
+            raise InvalidArgument(f"pool size must be >= 1, got {size}")
+        with self._lock:
+            if self._state != "running":
+                raise ActorDead(f"{self.name!r} is {self._state}")
+            self.cells = [c for c in self.cells if not c.retired]
+            delta = size - self._size
+            self._size = size
+            started = [self._new_cell() for _ in range(max(delta, 0))]
+            self.cells.extend(started)
+        for cell in started:
+            cell.thread.start()
+        for _ in range(max(-delta, 0)):
+            self._system.channel.send_control(self.name, ControlKind.RETIRE)
+
+    def stats(self) -> tuple[ActorStats, ...]:
+        with self._lock:
+            cells = list(self.cells)
+        return tuple(c.stats() for c in cells if not c.retired)
+
+    def _escalated(self, escalation: Escalation) -> None:
+        # The failing member's thread: stop the whole pool, then tell the system.
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "failed"
+            others = [c for c in self.cells if c.thread is not threading.current_thread()]
+        channel = self._system.channel
+        if self.name in channel:
+            channel.close_mailbox(self.name)
+            self._stop_now(others)
+        self._system._escalated(escalation)
+
+    def _stop_now(self, cells: list[_Cell]) -> None:
+        channel = self._system.channel
+        for cell in cells:
+            cell.stop_event.set()
+            if self.name in channel:
+                channel.send_control(self.name, ControlKind.STOP)
+
+    def stop(self, *, graceful: bool, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._state in ("stopping", "stopped"):
+                return
+            self._state = "stopping"
+            cells = list(self.cells)
+        channel = self._system.channel
+        if self.name in channel:
+            channel.close_mailbox(self.name)
+        if not graceful:
+            self._stop_now(cells)
+        me = threading.current_thread()
+        if any(c.thread is me for c in cells):
+            return  # an actor stopping itself: the system's stop joins it later
+        for cell in cells:
+            cell.thread.join(max(0.0, deadline - time.monotonic()))
+        if graceful and any(c.thread.is_alive() for c in cells):
+            _log.warning("%s did not drain within %.1fs: stopping it now", self.name, timeout)
+            self._stop_now(cells)
+            for cell in cells:
+                cell.thread.join(_KILL_GRACE)
+        stuck = [c.member for c in cells if c.thread.is_alive()]
+        if self.name in channel:
+            channel.unregister(self.name)
+        with self._lock:
+            self._state = "stopped"
+        self._system._forget(self)
+        if stuck:
+            raise StopTimeout(f"still inside handle() after the stop deadline: {stuck}")
+
+    def join(self, timeout: float | None) -> None:
+        for cell in list(self.cells):
+            if cell.thread.ident is not None and cell.thread is not threading.current_thread():
+                cell.thread.join(timeout)
+
+
+class ActorSystem:
+    """Hosts actors on one `ThreadChannel` with one timer thread.
+
+    `on_escalate` is called (on the failing actor's thread) when an actor exceeds its restart
+    intensity; the daemon uses it to exit non-zero so that systemd restarts it.
+    """
+
+    def __init__(
+        self,
+        name: str = "actord",
+        *,
+        clock: Clock | None = None,
+        on_escalate: Callable[[Escalation], None] | None = None,
+        default_capacity: int = 1024,
+        default_policy: RestartPolicy | None = None,
+        dead_letter_capacity: int = 1000,
+    ) -> None:
+        logctx.install()
+        self.name = name
+        self.clock: Clock = clock or SystemClock()
+        self.channel = ThreadChannel(
+            dead_letter_capacity=dead_letter_capacity,
+            timers=TimerService(name=f"{name}-timers"),
+        )
+        self.default_capacity = default_capacity
+        self.default_policy = default_policy or RestartPolicy()
+        self._on_escalate = on_escalate
+        # _lock guards _groups and _order.
+        self._lock = threading.Lock()
+        self._groups: dict[str, _Group] = {}
+        self._order: list[_Group] = []  # start order; stopped in reverse
+        self.escalations: list[Escalation] = []  # appended once per escalated actor
+        self.escalated = threading.Event()  # set on the first escalation
+
+    def __enter__(self) -> ActorSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def spawn(
+        self,
+        factory: Callable[[], Actor],
+        name: str,
+        *,
+        capacity: int | None = None,
+        policy: RestartPolicy | None = None,
+    ) -> ActorRef:
+        """Start one actor (a class or any zero-argument callable returning an `Actor`)."""
+        return self._spawn(factory, name, 1, pooled=False, capacity=capacity, policy=policy)
+
+    def spawn_pool(
+        self,
+        factory: Callable[[], Actor],
+        name: str,
+        size: int,
+        *,
+        capacity: int | None = None,
+        policy: RestartPolicy | None = None,
+    ) -> ActorRef:
+        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next."""
+        return self._spawn(factory, name, size, pooled=True, capacity=capacity, policy=policy)
+
+    def _spawn(
+        self,
+        factory: Callable[[], Actor],
+        name: str,
+        size: int,
+        *,
+        pooled: bool,
+        capacity: int | None,
+        policy: RestartPolicy | None,
+    ) -> ActorRef:
+        if size < 1:
+            raise InvalidArgument(f"pool size must be >= 1, got {size}")
+        with self._lock:
+            if name in self._groups:
+                raise NameTaken(f"an actor named {name!r} is already running")
+            self.channel.register(name, capacity or self.default_capacity)
+            group = _Group(self, name, factory, pooled=pooled, policy=policy or self.default_policy)
+            self._groups[name] = group
+            self._order.append(group)
+        group.resize(size)
+        return group.ref
+
+    def resize(self, name: str, size: int) -> None:
+        """Change a pool's size while it runs; no queued message is lost."""
+        group = self._group(name)
+        if not group.pooled:
+            raise InvalidArgument(f"{name!r} is a single actor, not a pool")
+        group.resize(size)
+
+    def lookup(self, name: str) -> ActorRef:
+        return self._group(name).ref
+
+    def _group(self, name: str) -> _Group:
+        group = self._groups.get(name)
+        if group is None:
+            raise UnknownActor(f"no actor named {name!r}")
+        return group
+
+    def names(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(g.name for g in self._order)
+
+    def stats(self) -> tuple[ActorStats, ...]:
+        """A snapshot of every member of every actor, in start order."""
+        with self._lock:
+            groups = list(self._order)
+        return tuple(s for g in groups for s in g.stats())
+
+    def schedule(
+        self,
+        delay: float,
+        recipient: str,
+        payload: Any,
+        *,
+        interval: float | None = None,
+        sender: str = "$timer",
+    ) -> Timer:
+        """Send `payload` to `recipient` after `delay` seconds, then every `interval` if given."""
+        return schedule_message(self.channel, sender, recipient, payload, delay, interval)
+
+    def _escalated(self, escalation: Escalation) -> None:
+        self.escalations.append(escalation)
+        self.escalated.set()
+        if self._on_escalate is not None:
+            self._on_escalate(escalation)
+
+    def _forget(self, group: _Group) -> None:
+        with self._lock:
+            if self._groups.get(group.name) is group:
+                del self._groups[group.name]
+            if group in self._order:
+                self._order.remove(group)
+
+    def stop(self, *, graceful: bool = True, timeout: float = 10.0) -> None:
+        """Stop every actor in reverse start order, then close the channel and timers.
+
+        The whole stop shares one `timeout`. Raises `StopTimeout` naming the actors whose
+        threads were still stuck after it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            groups = list(reversed(self._order))
+        stuck: list[str] = []
+        for group in groups:
+            try:
+                group.stop(graceful=graceful, timeout=max(0.0, deadline - time.monotonic()))
+            except StopTimeout as error:
+                stuck.append(str(error))
+        self.channel.close()
+        for group in groups:
+            group.join(_KILL_GRACE)
+        if stuck:
+            raise StopTimeout("; ".join(stuck))
