@@ -87,7 +87,7 @@ class Actor:
         timeout: float | None = None,
     ) -> None:
         """Send to `recipient`, blocking while its mailbox is full (see `ThreadChannel.send`)."""
-        self._channel.send(recipient, payload, sender=self._name, mtype=mtype, timeout=timeout)
+        self._channel.deliver(recipient, payload, self._name, mtype, None, timeout)
 
     def send_batch(
         self, recipient: str, payloads: Iterable[Any], *, timeout: float | None = None
@@ -187,7 +187,7 @@ class ActorRef:
         timeout: float | None = None,
     ) -> None:
         """Send without waiting for an answer (blocks only while the mailbox is full)."""
-        self._channel.send(self.name, payload, sender=sender, mtype=mtype, timeout=timeout)
+        self._channel.deliver(self.name, payload, sender, mtype, None, timeout)
 
     def tell_batch(
         self, payloads: Iterable[Any], *, sender: str = "$ref", timeout: float | None = None
@@ -371,12 +371,12 @@ class _Cell:
                 batch = receive(mailbox, batch_size)
             except MailboxClosed:
                 return _DRAINED
-            for index, message in enumerate(batch):
-                if message.type is _CONTROL:
-                    kind = self._control(message)
-                    if kind is not None:
-                        return _Outcome(stop_kind=kind)
-                    continue
+            if batch[0].type is _CONTROL:  # the control lane hands out one message at a time
+                kind = self._control(batch[0])
+                if kind is not None:
+                    return _Outcome(stop_kind=kind)
+                continue
+            for message in batch:
                 start = now()
                 wait = start - message.sent_ns
                 wait_hist[wait.bit_length()] += 1
@@ -387,16 +387,22 @@ class _Cell:
                     handle(message)
                 except Exception as error:
                     self._handler_raised(message, error)
-                    rest = batch[index + 1 :]
-                    if rest:
-                        self._channel.requeue(mailbox, rest)
+                    self._requeue_after(batch, message)
                     return _Outcome(error=error, message=message)
                 elapsed = now() - start
                 handle_hist[elapsed.bit_length()] += 1
                 counters.handle_ns += elapsed
                 by_type[message.type] += 1
-                counters.busy_since_ns = 0
-                self.current = None
+            # Idle again: cleared once per batch, not per message (the next one overwrites).
+            counters.busy_since_ns = 0
+            self.current = None
+
+    def _requeue_after(self, batch: list[Message], failed: Message) -> None:
+        # Messages taken with the one that raised go back to the front for the next instance.
+        index = next(i for i, m in enumerate(batch) if m is failed)
+        rest = batch[index + 1 :]
+        if rest:
+            self._channel.requeue(self.mailbox, rest)
 
     def _control(self, message: Message) -> ControlKind | None:
         payload = message.payload

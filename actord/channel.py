@@ -11,6 +11,7 @@ bounded ring and published as EVENTs from `DEAD_LETTERS`.
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import logging
 import threading
@@ -48,6 +49,32 @@ __all__ = ["DEAD_LETTERS", "ThreadChannel"]
 DEAD_LETTERS: Final = "$deadletters"
 _log: Final = logging.getLogger("actord.channel")
 _RESPONSE: Final = MessageType.RESPONSE
+_allocate_lock: Final = _thread.allocate_lock
+
+
+class _ReplySlot:
+    """A one-shot reply for a blocking `ask`: the asker blocks on a bare lock, which wakes it
+    faster than a `concurrent.futures.Future` (whose Condition is Python code). It has the
+    two setters a Future has, and is resolved once: by whoever pops it from `_pending`."""
+
+    __slots__ = ("_done", "error", "value")
+
+    def __init__(self) -> None:
+        self._done = _allocate_lock()
+        self._done.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set_result(self, value: Any) -> None:
+        self.value = value
+        self._done.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error = error
+        self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.acquire(True, timeout)
 
 
 class ThreadChannel:
@@ -65,7 +92,7 @@ class ThreadChannel:
         self._closed = False
         # Open requests by correlation id. Single dict operations are atomic; whoever pops an
         # entry is the one that resolves its future.
-        self._pending: dict[str, Future[Any]] = {}
+        self._pending: dict[str, Future[Any] | _ReplySlot] = {}
         self._correlation = itertools.count(1)
         # _dead_lock guards _dead_ring and _dead_counts.
         self._dead_lock = threading.Lock()
@@ -158,10 +185,30 @@ class ThreadChannel:
         for a mutable container payload, `ChannelClosed` once the channel is closed. An unknown
         or stopped recipient makes the message a dead letter instead.
         """
+        return self.deliver(recipient, payload, sender, mtype, correlation_id, timeout)
+
+    def deliver(
+        self,
+        recipient: str,
+        payload: Any,
+        sender: str,
+        mtype: MessageType,
+        correlation_id: str | None,
+        timeout: float | None,
+        /,
+    ) -> Message:
+        """`send` with positional arguments: the hot path that actors and refs call."""
         if type(payload) in _MUTABLE_TYPES:
             check_payload(payload)
         message = Message(mtype, sender, recipient, payload, correlation_id)
-        self.post(message, timeout)
+        mailbox = self._routes.get(recipient) if mtype is not _RESPONSE else None
+        if mailbox is None:
+            self.post(message, timeout)
+            return message
+        try:
+            mailbox.put(message, timeout)
+        except MailboxClosed:
+            self.post(message, timeout)  # a dead letter, or ChannelClosed
         return message
 
     def send_batch(
@@ -254,7 +301,9 @@ class ThreadChannel:
         `ActorDead`; a handler that raises fails it with that exception.
         """
         check_payload(payload)
-        correlation_id, future = self._open_request(sender)
+        correlation_id = f"{sender}:{next(self._correlation)}"
+        future: Future[Any] = Future()
+        self._pending[correlation_id] = future
         if timeout is not None:
             self.timers.call_later(timeout, lambda: self._expire(correlation_id, timeout))
         try:
@@ -275,10 +324,11 @@ class ThreadChannel:
     ) -> Any:
         """Send a request and wait for the reply's payload (see `request` for the errors)."""
         check_payload(payload)
-        correlation_id, future = self._open_request(sender)
+        correlation_id = f"{sender}:{next(self._correlation)}"
+        slot = self._pending[correlation_id] = _ReplySlot()
         try:
             self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
-            return self._await_reply(future, correlation_id, recipient, timeout)
+            return self._await_reply(slot, correlation_id, recipient, timeout)
         finally:
             self._pending.pop(correlation_id, None)
 
@@ -289,50 +339,51 @@ class ThreadChannel:
         mailbox = self._mailbox(name)
         if mailbox.closed:
             raise ActorDead(f"{name!r} is stopping or stopped")
-        correlation_id, future = self._open_request(sender)
+        correlation_id = f"{sender}:{next(self._correlation)}"
+        slot = self._pending[correlation_id] = _ReplySlot()
         try:
             mailbox.put_control(
                 Message(MessageType.CONTROL, sender, name, Control(kind), correlation_id)
             )
-            return self._await_reply(future, correlation_id, name, timeout)
+            return self._await_reply(slot, correlation_id, name, timeout)
         finally:
             self._pending.pop(correlation_id, None)
 
-    def _open_request(self, sender: str) -> tuple[str, Future[Any]]:
-        correlation_id = f"{sender}:{next(self._correlation)}"
-        future: Future[Any] = Future()
-        self._pending[correlation_id] = future
-        return correlation_id, future
-
     def _await_reply(
-        self, future: Future[Any], correlation_id: str, recipient: str, timeout: float
+        self, slot: _ReplySlot, correlation_id: str, recipient: str, timeout: float
     ) -> Any:
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            if future.done():
-                raise  # the handler's own TimeoutError
+        if not slot.wait(timeout):
             if self._pending.pop(correlation_id, None) is not None:
-                raise AskTimeout(f"no reply from {recipient!r} within {timeout}s") from None
-            return future.result()  # the reply won the race against the timeout
+                raise AskTimeout(f"no reply from {recipient!r} within {timeout}s")
+            slot.wait(timeout)  # popped by a resolver that is setting it right now
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
 
     def reply(self, request: Message, payload: Any, *, sender: str) -> None:
         """Answer `request` (which must carry a correlation id) with `payload`."""
-        if request.correlation_id is None:
+        correlation_id = request.correlation_id
+        if correlation_id is None:
             raise InvalidArgument(f"message {request.id} is not a request (no correlation id)")
-        check_payload(payload)
-        self._resolve(Message(_RESPONSE, sender, request.sender, payload, request.correlation_id))
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
+        waiter = self._pending.pop(correlation_id, None)
+        if waiter is None:
+            late = Message(_RESPONSE, sender, request.sender, payload, correlation_id)
+            self.dead_letter(late, DeadLetterReason.LATE_REPLY)
+            return
+        waiter.set_result(payload)
 
     def _resolve(self, response: Message) -> None:
-        future = (
+        waiter = (
             self._pending.pop(response.correlation_id, None)
             if response.correlation_id is not None
             else None
         )
-        if future is None:
+        if waiter is None:
             self.dead_letter(response, DeadLetterReason.LATE_REPLY)
             return
-        future.set_result(response.payload)
+        waiter.set_result(response.payload)
 
     def _expire(self, correlation_id: str, timeout: float) -> None:
         # Timer thread.

@@ -4,12 +4,15 @@ Data messages wait in a bounded deque: a sender blocks while it is full (backpre
 messages go to a separate, unbounded lane that `take` serves first, so a stop is never stuck
 behind a full data lane. Receivers take batches: one lock round trip can move many messages.
 
-Wake-ups are counted: a put notifies only when a receiver is really waiting, and a take only
-when a sender is, so the uncontended path is one lock acquire, an append and a release.
+Wake-ups are exact: a put wakes a receiver only when one is blocked and not yet woken, and a
+take wakes senders the same way, so the uncontended path is one lock round trip and an append.
+`threading.Condition` cannot tell "blocked" from "woken but not yet running", which makes every
+put during that window pay for a useless notify; `_WaitQueue` removes a waiter as it wakes it.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 from collections import deque
@@ -18,6 +21,43 @@ from .errors import MailboxClosed, MailboxFull
 from .message import Message
 
 _monotonic = time.monotonic
+_allocate_lock = _thread.allocate_lock
+
+
+class _WaitQueue(deque[_thread.LockType]):
+    """Threads blocked on one condition of a mailbox, woken one at a time in FIFO order.
+
+    Each entry is a locked lock its thread blocks on. A deque subclass so that "is anyone
+    waiting?" is a C-level truth test. Used with the mailbox lock held, as a Condition is.
+    """
+
+    __slots__ = ()
+
+    def wait(self, lock: _thread.LockType, timeout: float | None) -> bool:
+        """Release `lock`, block until notified or `timeout`, re-acquire; True if notified."""
+        waiter = _allocate_lock()
+        waiter.acquire()
+        self.append(waiter)
+        lock.release()
+        notified = False
+        try:
+            notified = waiter.acquire() if timeout is None else waiter.acquire(True, timeout)
+        finally:
+            lock.acquire()
+            if not notified:
+                try:
+                    self.remove(waiter)
+                except ValueError:
+                    notified = True  # woken just as the wait timed out: the wake-up is ours
+        return notified
+
+    def notify(self, n: int = 1) -> None:
+        while self and n > 0:
+            self.popleft().release()
+            n -= 1
+
+    def notify_all(self) -> None:
+        self.notify(len(self))
 
 
 class Mailbox:
@@ -30,8 +70,6 @@ class Mailbox:
         "_lock",
         "_not_empty",
         "_not_full",
-        "_receivers_waiting",
-        "_senders_waiting",
         "capacity",
         "name",
     )
@@ -39,16 +77,13 @@ class Mailbox:
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        # _lock guards every field below; both conditions share it.
+        # _lock guards every field below; both wait queues are used with it held.
         self._lock = threading.Lock()
         self._data: deque[Message] = deque()
         self._control: deque[Message] = deque()
         self._closed = False
-        self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
-        # Receivers / senders currently blocked in take / put: notify only when non-zero.
-        self._receivers_waiting = 0
-        self._senders_waiting = 0
+        self._not_empty = _WaitQueue()  # receivers blocked in take
+        self._not_full = _WaitQueue()  # senders blocked in put
 
     def __len__(self) -> int:
         """Data messages queued now (the control lane is not counted)."""
@@ -70,7 +105,7 @@ class Mailbox:
             if len(self._data) >= self.capacity:
                 self._wait_for_room(message, timeout)
             self._data.append(message)
-            if self._receivers_waiting:
+            if self._not_empty:
                 self._not_empty.notify()
 
     def put_many(self, messages: list[Message], timeout: float | None = None) -> None:
@@ -82,45 +117,39 @@ class Mailbox:
                 if len(self._data) >= self.capacity:
                     self._wait_for_room(message, timeout)
                 self._data.append(message)
-            if self._receivers_waiting:
-                self._not_empty.notify(self._receivers_waiting)
+            if self._not_empty:
+                self._not_empty.notify_all()
 
     def _wait_for_room(self, message: Message, timeout: float | None) -> None:
         # Called with _lock held; returns with room available or raises.
         deadline = None if timeout is None else _monotonic() + timeout
-        self._senders_waiting += 1
-        try:
-            while len(self._data) >= self.capacity:
-                if self._closed:
-                    raise MailboxClosed(f"mailbox {self.name!r} is closed")
-                if deadline is None:
-                    self._not_full.wait()
-                    continue
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise MailboxFull(
-                        f"mailbox {self.name!r} stayed full ({self.capacity}) for {timeout}s",
-                        message,
-                    )
-                self._not_full.wait(remaining)
+        while len(self._data) >= self.capacity:
             if self._closed:
                 raise MailboxClosed(f"mailbox {self.name!r} is closed")
-        finally:
-            self._senders_waiting -= 1
+            remaining = None if deadline is None else deadline - _monotonic()
+            if remaining is not None and remaining <= 0:
+                raise MailboxFull(
+                    f"mailbox {self.name!r} stayed full ({self.capacity}) for {timeout}s", message
+                )
+            self._not_full.wait(self._lock, remaining)
+        if self._closed:
+            raise MailboxClosed(f"mailbox {self.name!r} is closed")
+        if len(self._data) + 1 < self.capacity and self._not_full:
+            self._not_full.notify()  # room for more: pass the wake-up on
 
     def put_control(self, message: Message) -> None:
         """Append to the control lane: never blocks, accepted even when closed."""
         with self._lock:
             self._control.append(message)
-            if self._receivers_waiting:
+            if self._not_empty:
                 self._not_empty.notify_all()
 
     def requeue_front(self, messages: list[Message]) -> None:
         """Put messages a receiver took but did not handle back at the front, in order."""
         with self._lock:
             self._data.extendleft(reversed(messages))
-            if self._receivers_waiting:
-                self._not_empty.notify(self._receivers_waiting)
+            if self._not_empty:
+                self._not_empty.notify_all()
 
     def take(self, max_items: int = 1, timeout: float | None = None) -> list[Message]:
         """Remove and return up to `max_items` messages, control messages first.
@@ -140,27 +169,20 @@ class Mailbox:
             else:
                 popleft = data.popleft
                 items = [popleft() for _ in range(max_items)]
-            if self._senders_waiting:
+            if self._not_full:
                 self._not_full.notify(len(items))
             return items
 
     def _wait_for_message(self, timeout: float | None) -> None:
         # Called with _lock held; returns with a message available or raises.
         deadline = None if timeout is None else _monotonic() + timeout
-        self._receivers_waiting += 1
-        try:
-            while not self._control and not self._data:
-                if self._closed:
-                    raise MailboxClosed(f"mailbox {self.name!r} is closed and drained")
-                if deadline is None:
-                    self._not_empty.wait()
-                    continue
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"mailbox {self.name!r} stayed empty for {timeout}s")
-                self._not_empty.wait(remaining)
-        finally:
-            self._receivers_waiting -= 1
+        while not self._control and not self._data:
+            if self._closed:
+                raise MailboxClosed(f"mailbox {self.name!r} is closed and drained")
+            remaining = None if deadline is None else deadline - _monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"mailbox {self.name!r} stayed empty for {timeout}s")
+            self._not_empty.wait(self._lock, remaining)
 
     def close(self) -> None:
         """Refuse new data and wake every blocked sender and receiver.
@@ -178,6 +200,6 @@ class Mailbox:
             items = list(self._data)
             self._data.clear()
             self._control.clear()
-            if self._senders_waiting:
+            if self._not_full:
                 self._not_full.notify_all()
             return items

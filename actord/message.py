@@ -89,6 +89,8 @@ _set_correlation_id = _slot_setter("correlation_id")
 _set_id = _slot_setter("id")
 _set_sent_ns = _slot_setter("sent_ns")
 
+
+
 # Mutable builtin containers may not cross an actor boundary: the receiver would share them.
 _MUTABLE_TYPES = frozenset({dict, list, set, bytearray})
 
