@@ -8,8 +8,8 @@ from .actor import Actor, ActorRef
 from .channel import DEAD_LETTERS, ThreadChannel
 from .clock import Clock, SystemClock
 from .errors import (
-    ActordError,
     ActorDead,
+    ActordError,
     AskTimeout,
     BadPayload,
     ChannelClosed,
@@ -42,8 +42,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEAD_LETTERS",
     "LOG_FORMAT",
-    "ActorDead",
     "Actor",
+    "ActorDead",
     "ActorRef",
     "ActorState",
     "ActorStats",

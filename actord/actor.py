@@ -271,6 +271,9 @@ class _Cell:
         self.current: Message | None = None
         # Set to interrupt a backoff wait; the control lane interrupts a receive.
         self.stop_event = threading.Event()
+        # Set with stop_event by an immediate stop: checked before each message of a batch in
+        # hand, so a stop does not wait for up to a whole batch (a plain bool: read per message).
+        self.halt = False
         self.thread = threading.Thread(target=self._run, name=f"actord:{member}", daemon=False)
 
     @property
@@ -377,6 +380,9 @@ class _Cell:
                     return _Outcome(stop_kind=kind)
                 continue
             for message in batch:
+                if self.halt:
+                    self._requeue_from(batch, message, inclusive=True)
+                    return _Outcome(stop_kind=ControlKind.STOP)
                 start = now()
                 wait = start - message.sent_ns
                 wait_hist[wait.bit_length()] += 1
@@ -387,7 +393,7 @@ class _Cell:
                     handle(message)
                 except Exception as error:
                     self._handler_raised(message, error)
-                    self._requeue_after(batch, message)
+                    self._requeue_from(batch, message, inclusive=False)
                     return _Outcome(error=error, message=message)
                 elapsed = now() - start
                 handle_hist[elapsed.bit_length()] += 1
@@ -397,10 +403,11 @@ class _Cell:
             counters.busy_since_ns = 0
             self.current = None
 
-    def _requeue_after(self, batch: list[Message], failed: Message) -> None:
-        # Messages taken with the one that raised go back to the front for the next instance.
-        index = next(i for i, m in enumerate(batch) if m is failed)
-        rest = batch[index + 1 :]
+    def _requeue_from(self, batch: list[Message], message: Message, *, inclusive: bool) -> None:
+        # Messages taken in a batch but not handled go back to the front of the mailbox: for
+        # the next instance after a failure, or to become dead letters after a stop.
+        index = next(i for i, m in enumerate(batch) if m is message)
+        rest = batch[index if inclusive else index + 1 :]
         if rest:
             self._channel.requeue(self.mailbox, rest)
 

@@ -254,9 +254,7 @@ class ThreadChannel:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def receive(
-        self, name: str, max_items: int = 1, timeout: float | None = None
-    ) -> list[Message]:
+    def receive(self, name: str, max_items: int = 1, timeout: float | None = None) -> list[Message]:
         """Take up to `max_items` messages for `name`, control messages first.
 
         Blocks while empty; raises `TimeoutError` when `timeout` runs out, `MailboxClosed` once

@@ -60,12 +60,12 @@ class Message:
 
     def __init__(
         self,
-        type: MessageType,  # noqa: A002 - the field is called type in DESIGN.md
+        type: MessageType,
         sender: str,
         recipient: str,
         payload: Any,
         correlation_id: str | None = None,
-        id: int | None = None,  # noqa: A002
+        id: int | None = None,
         sent_ns: int | None = None,
     ) -> None:
         _set_type(self, type)
@@ -88,7 +88,6 @@ _set_payload = _slot_setter("payload")
 _set_correlation_id = _slot_setter("correlation_id")
 _set_id = _slot_setter("id")
 _set_sent_ns = _slot_setter("sent_ns")
-
 
 
 # Mutable builtin containers may not cross an actor boundary: the receiver would share them.

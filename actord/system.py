@@ -114,6 +114,7 @@ class _Group:
     def _stop_now(self, cells: list[_Cell]) -> None:
         channel = self._system.channel
         for cell in cells:
+            cell.halt = True
             cell.stop_event.set()
             if self.name in channel:
                 channel.send_control(self.name, ControlKind.STOP)

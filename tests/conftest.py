@@ -1,0 +1,116 @@
+"""Shared fixtures: systems that always stop, a fake clock, and a recording actor.
+
+Tests synchronise on events, futures and joins with timeouts, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from actord import Actor, ActorSystem, Message, RestartPolicy, ThreadChannel
+
+WAIT = 10.0  # generous ceiling for an event that should happen at once
+
+
+class FakeClock:
+    """A clock whose time moves only when a test (or a backoff sleep) moves it.
+
+    `sleep` records the requested delay and returns at once, advancing time by it, so
+    supervision can be tested without real waiting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards now and sleeps
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+    def sleep(self, seconds: float, interrupt: threading.Event) -> bool:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+        return interrupt.is_set()
+
+
+@dataclass
+class Recorder:
+    """Thread-safe record of what actors handled, with a condition to wait on."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    handled: list[tuple[str, Message]] = field(default_factory=list)
+
+    def add(self, member: str, message: Message) -> None:
+        with self.cond:
+            self.handled.append((member, message))
+            self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError(f"condition not met within {timeout}s")
+
+    def wait_count(self, n: int, timeout: float = WAIT) -> None:
+        self.wait_for(lambda: len(self.handled) >= n, timeout)
+
+    def payloads(self) -> list[Any]:
+        with self.cond:
+            return [m.payload for _, m in self.handled]
+
+
+class RecordingActor(Actor):
+    """Records each message; a payload equal to "boom" raises; replies to requests."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def handle(self, message: Message) -> None:
+        if message.payload == "boom":
+            raise RuntimeError("boom")
+        self.recorder.add(self.member, message)
+        if message.correlation_id is not None:
+            self.reply(message, message.payload)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def system(fake_clock: FakeClock) -> Iterator[ActorSystem]:
+    """A system with a fake clock (restarts do not wait) that is always stopped."""
+    sys_ = ActorSystem(
+        "test",
+        clock=fake_clock,
+        default_policy=RestartPolicy(max_restarts=100, period=60.0),
+    )
+    try:
+        yield sys_
+    finally:
+        sys_.stop(timeout=WAIT)
+
+
+@pytest.fixture
+def channel() -> Iterator[ThreadChannel]:
+    ch = ThreadChannel()
+    try:
+        yield ch
+    finally:
+        ch.close()
