@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from actord import Actor, ActorSystem, Batch, Message, MessageType
+from actord import Actor, ActorSystem, Batch, Message
 
 BATCH = 256
 _STOP = object()
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(a: str, b: str) -> str:
         return f"{rows[a][1] / rows[b][1]:.2f}x" if a in rows and b in rows else "n/a"
 
-    print(f"\nmedians of {rep} runs; {n:,} messages, {rt:,} round trips; Python {sys.version.split()[0]}")
+    version = sys.version.split()[0]
+    print(f"\nmedians of {rep} runs; {n:,} messages, {rt:,} round trips; Python {version}")
     print(f"| {'implementation':<26} | {'measure':<16} | {'median':>12} |")
     print(f"|{'-' * 28}|{'-' * 18}|{'-' * 14}|")
     for name, (measure, value) in rows.items():
@@ -319,11 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|{'-' * 48}|{'-' * 9}|{'-' * 9}|")
     for label, value, goal in (
         ("actord / pykka, one-way", ratio("actord", "pykka"), ">= 4"),
-        ("actord / SimpleQueue + frozen msg, one-way", ratio("actord", "SimpleQueue + frozen msg"), ""),
+        (
+            "actord / SimpleQueue + frozen msg, one-way",
+            ratio("actord", "SimpleQueue + frozen msg"),
+            "",
+        ),
         ("actord / queue.Queue(1024), one-way", ratio("actord", "queue.Queue(1024)"), ""),
         ("actord ask / pykka ask", ratio("actord ask", "pykka ask"), ">= 1.3"),
         ("actord ask / SimpleQueue pair", ratio("actord ask", "SimpleQueue pair"), ">= 0.8"),
-        (f"actord batched / SimpleQueue (bare)", ratio(f"actord batched x{BATCH}", "SimpleQueue (bare)"), ">= 0.5"),
+        (
+            "actord batched / SimpleQueue (bare)",
+            ratio(f"actord batched x{BATCH}", "SimpleQueue (bare)"),
+            ">= 0.5",
+        ),
     ):
         print(f"| {label:<46} | {value:>7} | {goal:>7} |")
     return 0
