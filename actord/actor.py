@@ -243,6 +243,24 @@ _DRAINED: Final = _Outcome()
 class _Cell:
     """One thread running one actor instance at a time on a (possibly shared) mailbox."""
 
+    __slots__ = (
+        "_batch",
+        "_channel",
+        "_clock",
+        "_factory",
+        "_on_escalate",
+        "_ref",
+        "_supervisor",
+        "counters",
+        "current",
+        "halt",
+        "mailbox",
+        "member",
+        "retired",
+        "stop_event",
+        "thread",
+    )
+
     def __init__(
         self,
         *,
@@ -379,26 +397,35 @@ class _Cell:
                 if kind is not None:
                     return _Outcome(stop_kind=kind)
                 continue
+            # One clock read per message: each message starts when the previous one ended.
+            # Duration sums are flushed once per batch; histograms and counts per message.
+            end = now()
+            wait_total = handle_total = 0
             for message in batch:
                 if self.halt:
                     self._requeue_from(batch, message, inclusive=True)
                     return _Outcome(stop_kind=ControlKind.STOP)
-                start = now()
+                start = end
                 wait = start - message.sent_ns
                 wait_hist[wait.bit_length()] += 1
-                counters.wait_ns += wait
+                wait_total += wait
                 self.current = message
                 counters.busy_since_ns = start
                 try:
                     handle(message)
                 except Exception as error:
+                    counters.wait_ns += wait_total
+                    counters.handle_ns += handle_total
                     self._handler_raised(message, error)
                     self._requeue_from(batch, message, inclusive=False)
                     return _Outcome(error=error, message=message)
-                elapsed = now() - start
+                end = now()
+                elapsed = end - start
                 handle_hist[elapsed.bit_length()] += 1
-                counters.handle_ns += elapsed
+                handle_total += elapsed
                 by_type[message.type] += 1
+            counters.wait_ns += wait_total
+            counters.handle_ns += handle_total
             # Idle again: cleared once per batch, not per message (the next one overwrites).
             counters.busy_since_ns = 0
             self.current = None
