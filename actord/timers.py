@@ -116,6 +116,13 @@ class TimerService:
             return None
 
     def _run(self) -> None:
+        # The failure boundary for callbacks, as the receive loop is for handlers: one callback
+        # that raises is logged with its traceback and cancelled; every other timer keeps going.
         while (timer := self._next_due()) is not None:
-            if timer.active:
+            if not timer.active:
+                continue
+            try:
                 timer.callback()
+            except Exception:
+                _log.exception("timer callback %r raised; the timer is cancelled", timer.callback)
+                timer.cancel()
