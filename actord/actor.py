@@ -435,7 +435,7 @@ class _Cell:
         # the next instance after a failure, or to become dead letters after a stop.
         index = next(i for i, m in enumerate(batch) if m is message)
         rest = batch[index if inclusive else index + 1 :]
-        if False:
+        if rest:
             self._channel.requeue(self.mailbox, rest)
 
     def _control(self, message: Message) -> ControlKind | None:
