@@ -337,6 +337,7 @@ class _Cell:
     def _start_instance(self) -> Actor | None:
         # Build and start a fresh instance; a failure here is supervised like one in handle.
         while not self.stop_event.is_set():
+            actor: Actor | None = None
             try:
                 actor = self._factory()
                 actor._channel = self._channel
@@ -347,6 +348,8 @@ class _Cell:
             except Exception as error:
                 _log.exception("actor %s failed to start", self.member)
                 self.counters.errors += 1
+                if actor is not None:
+                    self._failed(actor, error, None)
                 if not self._restart_after_backoff(error):
                     return None
                 continue

@@ -31,13 +31,14 @@ class RestartPolicy:
     backoff_factor: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.max_restarts < 0:
+        # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
+        if not self.max_restarts >= 0:
             raise InvalidArgument(f"max_restarts must be >= 0, got {self.max_restarts}")
-        if self.period <= 0:
+        if not self.period > 0:
             raise InvalidArgument(f"period must be > 0, got {self.period}")
-        if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:
+        if not 0 <= self.backoff_initial <= self.backoff_max:
             raise InvalidArgument("need 0 <= backoff_initial <= backoff_max")
-        if self.backoff_factor < 1:
+        if not self.backoff_factor >= 1:
             raise InvalidArgument(f"backoff_factor must be >= 1, got {self.backoff_factor}")
 
 
