@@ -156,7 +156,7 @@ class _Group(Protocol):
     @property
     def alive(self) -> bool: ...
 
-    def stop(self, *, graceful: bool, timeout: float) -> None: ...
+    def stop(self, *, graceful: bool, timeout: float, wait: bool = True) -> None: ...
 
     def stats(self) -> tuple[ActorStats, ...]: ...
 
@@ -212,11 +212,15 @@ class ActorRef:
         result: Pong = self._channel.ask_control(self.name, ControlKind.PING, timeout=timeout)
         return result
 
-    def stop(self, *, graceful: bool = True, timeout: float = 10.0) -> None:
+    def stop(self, *, graceful: bool = True, timeout: float = 10.0, wait: bool = True) -> None:
         """Stop and join. Graceful drains what is queued until `timeout`, then stops at once;
         immediate turns what is queued into dead letters. Raises `StopTimeout` if a thread is
-        still stuck in `handle` after the deadline."""
-        self._group.stop(graceful=graceful, timeout=timeout)
+        still stuck in `handle` after the deadline.
+
+        `wait=False` only starts the stop (for an actor stopping another one without blocking
+        on it); the actor's name is released when its last thread exits. An actor stopping
+        itself never waits."""
+        self._group.stop(graceful=graceful, timeout=timeout, wait=wait)
 
     def stats(self) -> tuple[ActorStats, ...]:
         """A snapshot per member (one for a single actor)."""
@@ -249,6 +253,7 @@ class _Cell:
         "_clock",
         "_factory",
         "_on_escalate",
+        "_on_exit",
         "_ref",
         "_supervisor",
         "counters",
@@ -273,6 +278,7 @@ class _Cell:
         clock: Clock,
         batch: int,
         on_escalate: Callable[[Escalation], None],
+        on_exit: Callable[[_Cell], None],
     ) -> None:
         self.mailbox = mailbox
         self.member = member
@@ -283,6 +289,7 @@ class _Cell:
         self._clock = clock
         self._batch = batch
         self._on_escalate = on_escalate
+        self._on_exit = on_exit
         self.counters = _Counters()
         self.retired = False  # left a shrinking pool (set on its own thread as it exits)
         # The message in hand (read by the log record factory on this thread).
@@ -333,6 +340,7 @@ class _Cell:
                 counters.state = ActorState.STOPPED
             self.current = None
             logctx.bind(None)
+            self._on_exit(self)
 
     def _start_instance(self) -> Actor | None:
         # Build and start a fresh instance; a failure here is supervised like one in handle.

@@ -48,12 +48,14 @@ class _Group:
         self._factory = factory
         self._supervisor = Supervisor(policy, system.clock)
         self.ref = ActorRef(name, system.channel, self)
-        # _lock guards cells, _size, _next_index and _state.
+        # _lock guards cells, _size, _live, _next_index, _state and _finalized.
         self._lock = threading.Lock()
         self.cells: list[_Cell] = []  # every member started and not yet pruned
         self._size = 0  # members wanted: retiring ones are no longer counted
+        self._live = 0  # member threads started and not yet exited
         self._next_index = 0
         self._state = "running"  # running | failed | stopping | stopped
+        self._finalized = False  # mailbox unregistered and the system has forgotten us
 
     @property
     def alive(self) -> bool:
@@ -74,6 +76,7 @@ class _Group:
             clock=self._system.clock,
             batch=_POOL_BATCH if self.pooled else _SINGLE_BATCH,
             on_escalate=self._escalated,
+            on_exit=self._cell_exited,
         )
 
     def resize(self, size: int) -> None:
@@ -88,6 +91,7 @@ class _Group:
             self._size = size
             started = [self._new_cell() for _ in range(max(delta, 0))]
             self.cells.extend(started)
+            self._live += len(started)
         for cell in started:
             cell.thread.start()
         for _ in range(max(-delta, 0)):
@@ -119,21 +123,44 @@ class _Group:
             if self.name in channel:
                 channel.send_control(self.name, ControlKind.STOP)
 
-    def stop(self, *, graceful: bool, timeout: float) -> None:
+    def _cell_exited(self, cell: _Cell) -> None:
+        # The exiting member's own thread, as its last act.
+        with self._lock:
+            self._live -= 1
+            last = self._live == 0 and self._state == "stopping"
+        if last:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        # Once per group: what is still queued becomes dead letters and the name is free again.
+        with self._lock:
+            if self._finalized:
+                return
+            self._finalized = True
+            self._state = "stopped"
+        channel = self._system.channel
+        if self.name in channel:
+            channel.unregister(self.name)
+        self._system._forget(self)
+
+    def stop(self, *, graceful: bool, timeout: float, wait: bool = True) -> None:
         deadline = time.monotonic() + timeout
         with self._lock:
             if self._state in ("stopping", "stopped"):
                 return
             self._state = "stopping"
             cells = list(self.cells)
+            exited = self._live == 0
         channel = self._system.channel
         if self.name in channel:
             channel.close_mailbox(self.name)
         if not graceful:
             self._stop_now(cells)
+        if exited:
+            self._finalize()
         me = threading.current_thread()
-        if any(c.thread is me for c in cells):
-            return  # an actor stopping itself: the system's stop joins it later
+        if not wait or any(c.thread is me for c in cells):
+            return  # the last member to exit finalizes; the system's stop joins the threads
         for cell in cells:
             cell.thread.join(max(0.0, deadline - time.monotonic()))
         if graceful and any(c.thread.is_alive() for c in cells):
@@ -142,11 +169,7 @@ class _Group:
             for cell in cells:
                 cell.thread.join(_KILL_GRACE)
         stuck = [c.member for c in cells if c.thread.is_alive()]
-        if self.name in channel:
-            channel.unregister(self.name)
-        with self._lock:
-            self._state = "stopped"
-        self._system._forget(self)
+        self._finalize()
         if stuck:
             raise StopTimeout(f"still inside handle() after the stop deadline: {stuck}")
 

@@ -281,3 +281,21 @@ def test_escalation_stops_the_whole_pool_and_calls_back(fake_clock: object) -> N
     # The third failure escalates; a member may already hold a fourth message by then.
     assert dead[DeadLetterReason.FAILED] >= 3
     assert dead[DeadLetterReason.FAILED] + dead[DeadLetterReason.STOPPED] == 5
+
+
+def test_stop_without_waiting_releases_the_name_when_the_last_thread_exits(
+    system: ActorSystem, recorder: Recorder
+) -> None:
+    gate = threading.Event()
+    ref = system.spawn(lambda: GatedRecorder(recorder, gate), "transient")
+    ref.tell(1)
+    ref.tell(2)
+    ref.stop(graceful=False, wait=False)  # returns at once: the handler is still gated
+    assert "transient" in system.names()
+    gate.set()
+    thread = next(t for t in threading.enumerate() if t.name == "actord:transient")
+    thread.join(WAIT)
+    assert "transient" not in system.names()
+    assert "transient" not in system.channel
+    again = system.spawn(lambda: RecordingActor(recorder), "transient")  # the name is free
+    assert again.ask("hi", timeout=WAIT) == "hi"
