@@ -460,13 +460,21 @@ class ThreadChannel:
     def publish(self, publisher: str, payload: Any, *, timeout: float | None = None) -> int:
         """Send `payload` as an EVENT to each subscriber of `publisher`, in subscription order.
 
-        Blocks for room like `send`; returns how many subscribers it was sent to.
+        Blocks for room like `send`. With a `timeout`, a subscriber whose mailbox stays full
+        gets a dead letter (MAILBOX_FULL) instead, and the others still get the event: one
+        slow subscriber never fails the publisher. Returns how many subscribers got it.
         """
         check_payload(payload)
-        subscribers = self._subscribers.get(publisher, ())
-        for subscriber in subscribers:
-            self.post(Message(MessageType.EVENT, publisher, subscriber, payload), timeout)
-        return len(subscribers)
+        delivered = 0
+        for subscriber in self._subscribers.get(publisher, ()):
+            message = Message(MessageType.EVENT, publisher, subscriber, payload)
+            try:
+                self.post(message, timeout)
+            except MailboxFull:
+                self.dead_letter(message, DeadLetterReason.MAILBOX_FULL)
+                continue
+            delivered += 1
+        return delivered
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -431,3 +431,18 @@ def test_routing_reads_survive_concurrent_register_and_unregister(
     assert reader.result > 0
     assert channel.dead_letter_counts() == {}
     assert "stable" in channel.names()
+
+
+def test_publish_with_a_timeout_dead_letters_a_full_subscriber_and_goes_on(
+    channel: ThreadChannel,
+) -> None:
+    channel.register("full", capacity=1)
+    channel.register("free")
+    channel.subscribe("news", "full")
+    channel.subscribe("news", "free")
+    channel.send("full", "filler", sender="tester")
+    assert channel.publish("news", "update", timeout=0) == 1
+    assert channel.receive("free", timeout=WAIT)[0].payload == "update"
+    (letter,) = channel.dead_letters()
+    assert letter.reason is DeadLetterReason.MAILBOX_FULL
+    assert letter.message.recipient == "full"

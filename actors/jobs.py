@@ -1,0 +1,271 @@
+"""The jobs actor and the job system it belongs to.
+
+The jobs actor keeps the job table. For each job it spawns a writer and then a reader (both
+per job) in front of the shared pools (parsers or FFT workers): several jobs run at once on
+the same pools. It never blocks: replies and events never wait for room, and it stops a
+job's actors without joining them, so no cycle of full mailboxes can ever wait on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, replace
+
+from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message
+
+from .formats import resolve_format
+from .model import (
+    Cancel,
+    Executor,
+    FFTOptions,
+    GetJob,
+    JobError,
+    JobInfo,
+    JobKind,
+    JobRejected,
+    JobSpec,
+    JobState,
+    ListJobs,
+    LogOptions,
+    Progress,
+    Rejected,
+    Submit,
+    WaitJob,
+    WriterDone,
+    WrittenProgress,
+)
+from .parser import Parser
+from .reader import ArrayReader, LogReader
+from .writer import ArrayWriter, LogWriter
+
+__all__ = ["JOBS", "JobClient", "JobSystemConfig", "JobsActor", "start_job_system"]
+
+JOBS = "jobs"
+PARSERS = "parser"
+FFT_WORKERS = "fft"
+_FINAL_DTYPES = ("complex128", "complex64")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSystemConfig:
+    parsers: int = 2
+    parser_executor: Executor = Executor.PROCESS
+    fft_workers: int = 2
+    pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
+    writer_capacity: int = 64
+
+
+class _Job:
+    """The jobs actor's own record of a job (never leaves the actor)."""
+
+    def __init__(self, info: JobInfo) -> None:
+        self.info = info
+        self.reader: ActorRef | None = None
+        self.writer: ActorRef | None = None
+        self.waiters: list[Message] = []
+
+
+class JobsActor(Actor):
+    """Requests (each replied to): Submit, Cancel, GetJob, ListJobs, WaitJob (replied when
+    the job ends). Notes from readers and writers: WrittenProgress, WriterDone, JobError.
+    Publishes a `Progress` EVENT as each job advances and when it ends."""
+
+    def __init__(self, system: ActorSystem, config: JobSystemConfig) -> None:
+        self.system = system
+        self.config = config
+        self.jobs: dict[str, _Job] = {}
+        self.ids = itertools.count(1)
+
+    def handle(self, message: Message) -> None:
+        """Actor thread."""
+        payload = message.payload
+        if isinstance(payload, WrittenProgress):
+            self._advance(payload)
+        elif isinstance(payload, WriterDone):
+            self._end(payload.job, JobState.DONE, summary=payload.summary)
+        elif isinstance(payload, JobError):
+            self._end(payload.job, JobState.FAILED, error=payload.error)
+        elif isinstance(payload, Submit):
+            self._answer(message, self._submit(payload.spec))
+        elif isinstance(payload, ListJobs):
+            self._answer(message, tuple(job.info for job in self.jobs.values()))
+        elif isinstance(payload, GetJob | Cancel | WaitJob):
+            job = self.jobs.get(payload.job)
+            if job is None:
+                self._answer(message, Rejected("not_found", f"no job {payload.job!r}"))
+            elif isinstance(payload, Cancel):
+                self._end(payload.job, JobState.CANCELLED, error="cancelled")
+                self._answer(message, job.info)
+            elif isinstance(payload, WaitJob) and not job.info.state.finished:
+                job.waiters.append(message)  # answered when the job ends
+            else:
+                self._answer(message, job.info)
+
+    def _answer(self, request: Message, answer: object) -> None:
+        if request.correlation_id is not None:
+            self.reply(request, answer)
+
+    def _submit(self, spec: JobSpec) -> JobInfo | Rejected:
+        try:
+            pattern = _validate(spec)
+        except InvalidArgument as error:
+            return Rejected("invalid", str(error))
+        job_id = f"{spec.kind.value}-{next(self.ids)}"
+        info = JobInfo(job_id, spec.kind, JobState.RUNNING, spec.input, spec.output)
+        job = self.jobs[job_id] = _Job(info)
+        writer, reader = f"{job_id}.writer", f"{job_id}.reader"
+        cap = self.config.writer_capacity
+        if isinstance(spec.options, LogOptions):
+            assert spec.input is not None and pattern is not None
+            log_input, log_options = spec.input, spec.options
+            job.writer = self.system.spawn(
+                lambda: LogWriter(job_id, spec.output, self.name), writer, capacity=cap
+            )
+            job.reader = self.system.spawn(
+                lambda: LogReader(
+                    job_id,
+                    log_input,
+                    log_options,
+                    pattern,
+                    pool=PARSERS,
+                    writer=writer,
+                    jobs=self.name,
+                ),
+                reader,
+                capacity=cap,
+            )
+        else:
+            fft_options = spec.options
+            job.writer = self.system.spawn(
+                lambda: ArrayWriter(job_id, spec.output, self.name), writer, capacity=cap
+            )
+            job.reader = self.system.spawn(
+                lambda: ArrayReader(
+                    job_id,
+                    spec.input,
+                    fft_options,
+                    pool=FFT_WORKERS,
+                    writer=writer,
+                    jobs=self.name,
+                ),
+                reader,
+                capacity=cap,
+            )
+        self._publish(job.info)
+        return job.info
+
+    def _advance(self, note: WrittenProgress) -> None:
+        job = self.jobs.get(note.job)
+        if job is None or job.info.state.finished:
+            return
+        job.info = replace(job.info, done=note.done, total=note.total, bytes=note.bytes)
+        self._publish(job.info)
+
+    def _end(self, job_id: str, state: JobState, *, error: str | None = None, **kw: object) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.info.state.finished:
+            return
+        summary = kw.get("summary")
+        info = replace(job.info, state=state, error=error)
+        if summary is not None:
+            info = replace(info, summary=summary, total=job.info.total or job.info.done)  # type: ignore[arg-type]
+        job.info = info
+        # Stop without joining: the writer's on_stop removes the temp files of a job that
+        # did not finish; units still in the pools for it become dead letters.
+        for ref in (job.reader, job.writer):
+            if ref is not None and ref.alive:
+                ref.stop(graceful=False, wait=False)
+        self._publish(info)
+        for waiter in job.waiters:
+            self._answer(waiter, info)
+        job.waiters.clear()
+
+    def _publish(self, info: JobInfo) -> None:
+        progress = Progress(info.id, info.kind, info.state, info.done, info.total, info.bytes)
+        self.publish(progress, timeout=0)
+
+
+def _validate(spec: JobSpec) -> str | None:
+    """Check a job before accepting it; returns the log pattern. Raises InvalidArgument."""
+    out_dir = os.path.dirname(os.path.abspath(spec.output)) or "."
+    if not os.path.isdir(out_dir):
+        raise InvalidArgument(f"output directory {out_dir} does not exist")
+    if os.path.isdir(spec.output):
+        raise InvalidArgument(f"output {spec.output} is a directory")
+    if spec.input is not None:
+        if not os.path.isfile(spec.input):
+            raise InvalidArgument(f"input {spec.input} does not exist or is not a file")
+        if os.path.realpath(spec.input) == os.path.realpath(spec.output):
+            raise InvalidArgument("the output would overwrite the input")
+    if spec.kind is JobKind.LOG:
+        if not isinstance(spec.options, LogOptions):
+            raise InvalidArgument("a log job takes LogOptions")
+        if spec.input is None:
+            raise InvalidArgument("a log job needs an input file")
+        if spec.options.block_bytes < 1 or spec.options.max_line_bytes < 1:
+            raise InvalidArgument("block_bytes and max_line_bytes must be positive")
+        return resolve_format(spec.options.format, spec.options.pattern).pattern
+    if not isinstance(spec.options, FFTOptions):
+        raise InvalidArgument("an FFT job takes FFTOptions")
+    if (spec.input is None) == (spec.options.synthetic is None):
+        raise InvalidArgument("an FFT job needs either an input .npy or a synthetic shape")
+    if spec.options.synthetic is not None and min(spec.options.synthetic) < 1:
+        raise InvalidArgument("synthetic dimensions must be positive")
+    if spec.options.dtype not in _FINAL_DTYPES:
+        raise InvalidArgument(f"dtype must be one of {_FINAL_DTYPES}")
+    return None
+
+
+class JobClient:
+    """Blocking, in-process access to the jobs actor (any thread but an actor's own)."""
+
+    def __init__(self, jobs: ActorRef, *, timeout: float = 30.0) -> None:
+        self.jobs = jobs
+        self.timeout = timeout
+
+    def _ask(self, request: object, timeout: float | None = None) -> object:
+        answer = self.jobs.ask(request, timeout=timeout or self.timeout)
+        if isinstance(answer, Rejected):
+            raise JobRejected(answer)
+        return answer
+
+    def submit(self, spec: JobSpec) -> JobInfo:
+        info = self._ask(Submit(spec))
+        assert isinstance(info, JobInfo)
+        return info
+
+    def get(self, job: str) -> JobInfo:
+        info = self._ask(GetJob(job))
+        assert isinstance(info, JobInfo)
+        return info
+
+    def cancel(self, job: str) -> JobInfo:
+        info = self._ask(Cancel(job))
+        assert isinstance(info, JobInfo)
+        return info
+
+    def list(self) -> tuple[JobInfo, ...]:
+        infos = self._ask(ListJobs())
+        assert isinstance(infos, tuple)
+        return infos
+
+    def wait(self, job: str, timeout: float = 300.0) -> JobInfo:
+        """Block until the job has ended; its final JobInfo."""
+        info = self._ask(WaitJob(job), timeout)
+        assert isinstance(info, JobInfo)
+        return info
+
+
+def start_job_system(system: ActorSystem, config: JobSystemConfig | None = None) -> JobClient:
+    """Spawn the pools and the jobs actor on `system`; return a client for submitting jobs."""
+    from .fft import FFTWorker  # noqa: PLC0415 - keeps numpy out of imports that need none
+
+    config = config or JobSystemConfig()
+    jobs = system.spawn(lambda: JobsActor(system, config), JOBS, capacity=4096)
+    executor = config.parser_executor
+    system.spawn_pool(
+        lambda: Parser(executor), PARSERS, config.parsers, capacity=config.pool_capacity
+    )
+    system.spawn_pool(FFTWorker, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    return JobClient(jobs)

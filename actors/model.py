@@ -1,0 +1,293 @@
+"""The job model and every payload the job actors exchange (frozen dataclasses only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from actord.errors import ActordError, ErrorCode
+
+__all__ = [
+    "ArrayPlan",
+    "BlockFailed",
+    "Cancel",
+    "Executor",
+    "FFTChunk",
+    "FFTOptions",
+    "FFTResult",
+    "FFTSummary",
+    "GetJob",
+    "JobError",
+    "JobInfo",
+    "JobKind",
+    "JobRejected",
+    "JobSpec",
+    "JobState",
+    "ListJobs",
+    "LogBlock",
+    "LogOptions",
+    "LogSummary",
+    "ParsedBlock",
+    "Progress",
+    "ReadDone",
+    "Rejected",
+    "Submit",
+    "Transform",
+    "WaitJob",
+    "WriterDone",
+    "WrittenProgress",
+]
+
+
+class JobKind(StrEnum):
+    LOG = "log"
+    FFT = "fft"
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class Executor(StrEnum):
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class Transform(StrEnum):
+    FFT2 = "fft2"
+    RFFT2 = "rfft2"
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    format: str = "seed"  # a built-in format name (actors.formats.BUILTIN_FORMATS)
+    pattern: str | None = None  # or a user regex with named groups
+    block_bytes: int = 256 * 1024  # read size: blocks are whole lines of about this size
+    max_line_bytes: int = 1 << 20  # longer lines are cut here (counted as too_long)
+
+
+@dataclass(frozen=True, slots=True)
+class FFTOptions:
+    transform: Transform = Transform.FFT2
+    dtype: str = "complex128"  # or "complex64"
+    synthetic: tuple[int, int, int] | None = None  # (N, H, W) generated instead of an input
+    seed: int = 0  # for the synthetic generator: chunk i uses seed + i
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    kind: JobKind
+    output: str
+    input: str | None = None
+    options: LogOptions | FFTOptions = field(default_factory=LogOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    lines: int
+    matched: int
+    rejected: int
+    blank: int
+    invalid_utf8: int
+    too_long: int
+    levels: tuple[tuple[str, int], ...]
+    bytes: int
+    seconds: float
+    output: str
+    rejects: str
+
+
+@dataclass(frozen=True, slots=True)
+class FFTSummary:
+    chunks: int
+    shape: tuple[int, ...]
+    dtype: str
+    transform: str
+    bytes: int
+    seconds: float
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job, as the jobs actor sees it."""
+
+    id: str
+    kind: JobKind
+    state: JobState
+    input: str | None
+    output: str
+    done: int = 0  # blocks or chunks written
+    total: int = 0  # 0 until the reader has seen the end of the input
+    bytes: int = 0  # input bytes written through
+    error: str | None = None
+    summary: LogSummary | FFTSummary | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """EVENT published by the jobs actor as a job advances and when it ends."""
+
+    job: str
+    kind: JobKind
+    state: JobState
+    done: int
+    total: int
+    bytes: int
+
+
+# -- requests to the jobs actor (replies are JobInfo, a tuple of them, or Rejected) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetJob:
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WaitJob:
+    """Replied to when the job has finished (done, failed or cancelled)."""
+
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The jobs actor's answer to a request it refuses."""
+
+    code: str
+    message: str
+
+
+class JobRejected(ActordError):
+    """A job request was refused (bad input path, unknown job, ...); `reason` says why."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, rejected: Rejected) -> None:
+        super().__init__(rejected.message)
+        self.reason = rejected.code
+
+
+# -- the pipelines -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogBlock:
+    """Whole input lines: `data` holds lines `first_line`, `first_line + 1`, ..."""
+
+    job: str
+    index: int
+    first_line: int
+    data: bytes
+    pattern: str
+    reader: str  # where a failure is reported (it retries once)
+    writer: str  # where the parsed block goes
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBlock:
+    job: str
+    index: int
+    lines: int
+    matched: int
+    rejected: int
+    blank: int
+    invalid_utf8: int
+    records: bytes  # JSON Lines
+    rejects: bytes  # "line_number<TAB>raw line" per line, the raw bytes kept as they were
+    levels: tuple[tuple[str, int], ...]
+    nbytes: int  # input bytes of the block
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDone:
+    """The reader reached the end: the writer now knows how many units to wait for."""
+
+    job: str
+    units: int
+    bytes: int
+    too_long: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFailed:
+    """A pool member raised on a unit twice or once: the reader decides (retry once)."""
+
+    unit: LogBlock | FFTChunk
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    job: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenProgress:
+    job: str
+    done: int
+    total: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterDone:
+    job: str
+    summary: LogSummary | FFTSummary
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayPlan:
+    """Sent by the FFT reader before any chunk: the output's shape and type."""
+
+    job: str
+    shape: tuple[int, int, int]
+    dtype: str
+    transform: str
+
+
+@dataclass(frozen=True, slots=True)
+class FFTChunk:
+    job: str
+    index: int
+    data: Any  # a read-only numpy array (a memory-mapped view, or generated)
+    transform: Transform
+    dtype: str
+    reader: str
+    writer: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FFTResult:
+    job: str
+    index: int
+    data: Any  # read-only numpy array
+    nbytes: int

@@ -1,0 +1,166 @@
+"""The parser pool: turns blocks of raw lines into JSON Lines records and rejects.
+
+`parse_block` is a pure function shared by both executors. With ``executor="thread"`` a pool
+member runs it on its own thread; with ``executor="process"`` each member owns a worker
+process (``python -m actors._parse_worker``) and ships it the block over a pipe (msgpack
+frames, no pickle), so parsing uses more than one core despite the GIL. Either way the pool
+looks the same from outside: LogBlock in, ParsedBlock out.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+from collections import Counter
+from functools import lru_cache
+from typing import IO, Any
+
+import msgpack
+import orjson
+
+from actord import Actor, Message
+
+from .model import BlockFailed, Executor, LogBlock, ParsedBlock
+
+__all__ = ["Parser", "parse_block"]
+
+_FRAME = struct.Struct(">I")
+
+
+@lru_cache(maxsize=32)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def parse_block(data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
+    """Parse whole lines. Returns the ParsedBlock fields (less job and index) as plain types,
+    so the result can cross a process boundary as msgpack.
+
+    Blank lines are counted and skipped; a line that is not valid UTF-8 or does not match is
+    rejected with its raw bytes, never dropped. CRLF endings are accepted.
+    """
+    match = _compiled(pattern).fullmatch
+    dumps = orjson.dumps
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the block ends with a newline (all but possibly the input's last line)
+    records: list[bytes] = []
+    rejects: list[bytes] = []
+    levels: Counter[str] = Counter()
+    blank = invalid = 0
+    number = first_line - 1
+    for raw in lines:
+        number += 1
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if not line.strip():
+            blank += 1
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            invalid += 1
+            rejects.append(b"%d\t%s\n" % (number, line))
+            continue
+        found = match(text)
+        if found is None:
+            rejects.append(b"%d\t%s\n" % (number, line))
+            continue
+        fields = found.groupdict()
+        level = fields.get("level")
+        if level is not None:
+            levels[level] += 1
+        records.append(dumps({"line": number, **fields}))
+        records.append(b"\n")
+    return {
+        "lines": len(lines),
+        "matched": len(records) // 2,
+        "rejected": len(rejects),
+        "blank": blank,
+        "invalid_utf8": invalid,
+        "records": b"".join(records),
+        "rejects": b"".join(rejects),
+        "levels": sorted(levels.items()),
+    }
+
+
+class _Worker:
+    """A parse worker process and the pipe to it (owned by one pool member's thread)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "actors._parse_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin: IO[bytes] = self.process.stdin
+        self._stdout: IO[bytes] = self.process.stdout
+
+    def parse(self, data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
+        body = msgpack.packb([data, first_line, pattern], use_bin_type=True)
+        self._stdin.write(_FRAME.pack(len(body)) + body)
+        self._stdin.flush()
+        header = self._stdout.read(_FRAME.size)
+        if len(header) != _FRAME.size:
+            raise RuntimeError(f"parse worker {self.process.pid} exited")
+        (size,) = _FRAME.unpack(header)
+        reply = msgpack.unpackb(self._stdout.read(size), raw=False)
+        if isinstance(reply, str):
+            raise RuntimeError(f"parse worker failed: {reply}")
+        result: dict[str, Any] = reply
+        return result
+
+    def close(self) -> None:
+        self._stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self._stdout.close()
+
+
+class Parser(Actor):
+    """Parser pool member. LogBlock in; ParsedBlock to the block's writer.
+
+    A block whose parsing raises is reported to its reader (`on_failure`), which retries it
+    once; the member itself is restarted by the supervisor (with a fresh worker process).
+    """
+
+    def __init__(self, executor: Executor = Executor.THREAD) -> None:
+        self.executor = executor
+        self._worker: _Worker | None = None
+
+    def on_start(self) -> None:
+        """Actor thread: start the worker process when this pool runs in processes."""
+        if self.executor is Executor.PROCESS:
+            self._worker = _Worker()
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: parse one block."""
+        block: LogBlock = message.payload
+        if self._worker is not None:
+            fields = self._worker.parse(block.data, block.first_line, block.pattern)
+        else:
+            fields = parse_block(block.data, block.first_line, block.pattern)
+        fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])
+        self.send(
+            block.writer,
+            ParsedBlock(job=block.job, index=block.index, nbytes=len(block.data), **fields),
+        )
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: hand the failed block back to its reader, which retries it once."""
+        if message is not None and isinstance(message.payload, LogBlock):
+            self.send(message.payload.reader, BlockFailed(message.payload, repr(error)))
+        self._close_worker()
+
+    def on_stop(self) -> None:
+        self._close_worker()
+
+    def _close_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None

@@ -1,0 +1,279 @@
+"""Readers: one per job. They stream the input to a pool and own the retry-once policy.
+
+A reader sends itself a `_Next` message after each block, so a long input never holds its
+thread inside one `handle` call: a stop or a retry is served between blocks. Memory stays
+bounded by the block size and the line limit: the file is never read whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+import numpy as np
+
+from actord import Actor, Message
+
+from .model import (
+    ArrayPlan,
+    BlockFailed,
+    FFTChunk,
+    FFTOptions,
+    JobError,
+    LogBlock,
+    LogOptions,
+    ReadDone,
+    Transform,
+)
+
+__all__ = ["ArrayReader", "LogReader", "open_log"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class _Next:
+    """A reader's note to itself: read the next block."""
+
+
+_NEXT = _Next()
+
+
+def open_log(path: str) -> IO[bytes]:
+    """Open a log for binary reading; gzip is recognised by its magic bytes, not its name."""
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if raw.read(2) == _GZIP_MAGIC:
+        raw.seek(0)
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    raw.seek(0)
+    return raw
+
+
+class _UnitReader(Actor):
+    """What both readers share: the retry-once policy and reporting errors to the jobs actor."""
+
+    def __init__(self, job: str, pool: str, writer: str, jobs: str) -> None:
+        self.job = job
+        self.pool = pool
+        self.writer = writer
+        self.jobs = jobs
+
+    def _retry_or_fail(self, failed: BlockFailed) -> None:
+        unit = failed.unit
+        if unit.attempt == 0:
+            self.send(self.pool, dataclasses.replace(unit, attempt=1))
+            return
+        where = (
+            f"block {unit.index} (from line {unit.first_line})"
+            if isinstance(unit, LogBlock)
+            else f"chunk {unit.index}"
+        )
+        self.send(self.jobs, JobError(self.job, f"{where} failed twice: {failed.error}"))
+
+    def _fail(self, error: str) -> None:
+        self.send(self.jobs, JobError(self.job, error))
+
+
+class LogReader(_UnitReader):
+    """Reads a log in blocks of whole lines and sends each block to the parser pool."""
+
+    def __init__(
+        self,
+        job: str,
+        path: str,
+        options: LogOptions,
+        pattern: str,
+        *,
+        pool: str,
+        writer: str,
+        jobs: str,
+    ) -> None:
+        super().__init__(job, pool, writer, jobs)
+        self.path = path
+        self.options = options
+        self.pattern = pattern
+        self._file: IO[bytes] | None = None
+        self._carry = b""  # the start of a line whose end has not been read yet
+        self._skipping = False  # inside an over-long line: drop bytes up to its newline
+        self._index = 0
+        self._next_line = 1
+        self._bytes = 0
+        self._too_long = 0
+        self._done = False
+
+    def on_start(self) -> None:
+        """Actor thread: open the input and start reading."""
+        try:
+            self._file = open_log(self.path)
+        except OSError as error:
+            self._done = True
+            self._fail(f"cannot open {self.path}: {error.strerror or error}")
+            return
+        self.send(self.name, _NEXT)
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: read and send one block, or retry a failed one."""
+        payload = message.payload
+        if isinstance(payload, BlockFailed):
+            self._retry_or_fail(payload)
+        elif payload is _NEXT and not self._done:
+            self._read_block()
+
+    def _read_block(self) -> None:
+        assert self._file is not None
+        try:
+            chunk = self._file.read(self.options.block_bytes)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            self._done = True
+            self._fail(f"cannot read {self.path}: {error}")
+            return
+        self._bytes += len(chunk)
+        if not chunk:
+            self._finish()
+            return
+        data = self._take_lines(chunk)
+        if data:
+            self._send_block(data)
+        self.send(self.name, _NEXT)
+
+    def _take_lines(self, chunk: bytes) -> bytes:
+        # Whole lines from carry + chunk; cut over-long lines at max_line_bytes.
+        limit = self.options.max_line_bytes
+        if self._skipping:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                return b""
+            chunk = chunk[newline + 1 :]
+            self._skipping = False
+        data = self._carry + chunk
+        cut = data.rfind(b"\n")
+        tail = data[cut + 1 :]
+        whole = data[: cut + 1]
+        if len(tail) > limit:
+            # An over-long line: keep its first `limit` bytes as a line, skip the rest.
+            whole += tail[:limit] + b"\n"
+            tail = b""
+            self._too_long += 1
+            self._skipping = True
+        self._carry = tail
+        return whole
+
+    def _send_block(self, data: bytes) -> None:
+        block = LogBlock(
+            job=self.job,
+            index=self._index,
+            first_line=self._next_line,
+            data=data,
+            pattern=self.pattern,
+            reader=self.name,
+            writer=self.writer,
+        )
+        self._index += 1
+        self._next_line += data.count(b"\n")
+        self.send(self.pool, block)
+
+    def _finish(self) -> None:
+        if self._carry:  # the last line has no newline: it is a line all the same
+            self._send_block(self._carry)
+            self._carry = b""
+        self._done = True
+        self.send(self.writer, ReadDone(self.job, self._index, self._bytes, self._too_long))
+        self._close()
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ArrayReader(_UnitReader):
+    """Sends an (N, H, W) stack chunk by chunk: a memory-mapped `.npy`, or generated."""
+
+    def __init__(
+        self,
+        job: str,
+        path: str | None,
+        options: FFTOptions,
+        *,
+        pool: str,
+        writer: str,
+        jobs: str,
+    ) -> None:
+        super().__init__(job, pool, writer, jobs)
+        self.path = path
+        self.options = options
+        self._stack: Any = None
+        self._shape: tuple[int, int, int] = (0, 0, 0)
+        self._index = 0
+
+    def on_start(self) -> None:
+        """Actor thread: map the input (or plan the synthetic one) and start sending."""
+        options = self.options
+        if self.path is None:
+            assert options.synthetic is not None
+            self._shape = options.synthetic
+        else:
+            try:
+                self._stack = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as error:
+                self._fail(f"cannot read {self.path} as .npy: {error}")
+                return
+            if self._stack.ndim != 3 or not np.issubdtype(self._stack.dtype, np.number):
+                self._fail(f"{self.path}: need a numeric (N, H, W) stack, got {self._stack.shape}")
+                return
+            n, h, w = self._stack.shape
+            self._shape = (int(n), int(h), int(w))
+        n, h, w = self._shape
+        out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
+        self.send(
+            self.writer,
+            ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value),
+        )
+        self.send(self.name, _NEXT)
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: send one chunk, or retry a failed one."""
+        payload = message.payload
+        if isinstance(payload, BlockFailed):
+            self._retry_or_fail(payload)
+            return
+        if payload is not _NEXT or self._index >= self._shape[0]:
+            return
+        index = self._index
+        self._index += 1
+        data = self._chunk(index)
+        self.send(
+            self.pool,
+            FFTChunk(
+                job=self.job,
+                index=index,
+                data=data,
+                transform=self.options.transform,
+                dtype=self.options.dtype,
+                reader=self.name,
+                writer=self.writer,
+            ),
+        )
+        if self._index < self._shape[0]:
+            self.send(self.name, _NEXT)
+        else:
+            self.send(self.writer, ReadDone(self.job, self._shape[0], 0))
+
+    def _chunk(self, index: int) -> Any:
+        if self._stack is not None:
+            view = self._stack[index]  # a read-only view of the mapped file: no copy
+            return view
+        _, h, w = self._shape
+        data = np.random.default_rng(self.options.seed + index).random((h, w))
+        data.setflags(write=False)
+        return data
+
+
+def synthetic_chunk(seed: int, index: int, shape: tuple[int, int]) -> Any:
+    """The chunk the synthetic generator sends as `index` (for checking results)."""
+    return np.random.default_rng(seed + index).random(shape)

@@ -1,0 +1,245 @@
+"""Writers: one per job. They write units as they come, finish the job when every unit is in
+(the seed's barrier, done with messages), and publish the output atomically.
+
+Outputs go to a temporary file in the destination directory, are fsynced and renamed: no
+reader ever sees a partial output, and a failed or cancelled job leaves none behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from actord import Actor, Message
+
+from .model import (
+    ArrayPlan,
+    FFTResult,
+    FFTSummary,
+    JobError,
+    LogSummary,
+    ParsedBlock,
+    ReadDone,
+    WriterDone,
+    WrittenProgress,
+)
+
+__all__ = ["ArrayWriter", "AtomicFile", "LogWriter"]
+
+REJECTS_SUFFIX = ".rejects"
+
+
+class AtomicFile:
+    """A temporary file beside `path` that becomes `path` only on `commit()`."""
+
+    def __init__(self, path: str, *, binary: bool = True) -> None:
+        self.path = os.path.abspath(path)
+        directory, name = os.path.split(self.path)
+        fd, self.temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        self.file: IO[Any] = os.fdopen(fd, "wb" if binary else "w")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.temp, self.path)
+        _fsync_dir(os.path.dirname(self.path))
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        Path(self.temp).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _UnitWriter(Actor):
+    """Counting units in, and the end of the job once the reader's total is known."""
+
+    def __init__(self, job: str, output: str, jobs: str) -> None:
+        self.job = job
+        self.output = output
+        self.jobs = jobs
+        self.total: int | None = None
+        self.done = 0
+        self.bytes = 0
+        self.committed = False
+        self.started = time.monotonic()
+
+    def _progress(self) -> None:
+        self.send(self.jobs, WrittenProgress(self.job, self.done, self.total or 0, self.bytes))
+
+    def _fail(self, error: str) -> None:
+        self.send(self.jobs, JobError(self.job, error))
+
+
+class LogWriter(_UnitWriter):
+    """Writes parsed blocks in input order: JSON Lines output and a rejects file beside it."""
+
+    def __init__(self, job: str, output: str, jobs: str) -> None:
+        super().__init__(job, output, jobs)
+        self.rejects_path = output + REJECTS_SUFFIX
+        self._pending: dict[int, ParsedBlock] = {}  # blocks that arrived ahead of their turn
+        self._counts: Counter[str] = Counter()
+        self._levels: Counter[str] = Counter()
+        self._too_long = 0
+        self._out: AtomicFile | None = None
+        self._rejects: AtomicFile | None = None
+
+    def on_start(self) -> None:
+        """Actor thread: create the temporary output and rejects files."""
+        self._out = AtomicFile(self.output)
+        self._rejects = AtomicFile(self.rejects_path)
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: a parsed block, or the reader's end-of-input note."""
+        payload = message.payload
+        if isinstance(payload, ParsedBlock):
+            self._pending[payload.index] = payload
+            while self.done in self._pending:
+                self._write(self._pending.pop(self.done))
+            self._progress()
+        elif isinstance(payload, ReadDone):
+            self.total = payload.units
+            self._too_long = payload.too_long
+        if self.total is not None and self.done == self.total and not self.committed:
+            self._commit()
+
+    def _write(self, block: ParsedBlock) -> None:
+        assert self._out is not None and self._rejects is not None
+        self._out.file.write(block.records)
+        self._rejects.file.write(block.rejects)
+        counts = self._counts
+        counts["lines"] += block.lines
+        counts["matched"] += block.matched
+        counts["rejected"] += block.rejected
+        counts["blank"] += block.blank
+        counts["invalid_utf8"] += block.invalid_utf8
+        self._levels.update(dict(block.levels))
+        self.done += 1
+        self.bytes += block.nbytes
+
+    def _commit(self) -> None:
+        assert self._out is not None and self._rejects is not None
+        self._out.commit()
+        self._rejects.commit()
+        self.committed = True
+        counts = self._counts
+        summary = LogSummary(
+            lines=counts["lines"],
+            matched=counts["matched"],
+            rejected=counts["rejected"],
+            blank=counts["blank"],
+            invalid_utf8=counts["invalid_utf8"],
+            too_long=self._too_long,
+            levels=tuple(sorted(self._levels.items())),
+            bytes=self.bytes,
+            seconds=time.monotonic() - self.started,
+            output=self._out.path,
+            rejects=self._rejects.path,
+        )
+        self.send(self.jobs, WriterDone(self.job, summary))
+
+    def on_stop(self) -> None:
+        """Actor thread: a job stopped before its end leaves no output and no temp file."""
+        self._abort()
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
+        self._abort()
+        self._fail(f"writing {self.output} failed: {error}")
+
+    def _abort(self) -> None:
+        if not self.committed:
+            for part in (self._out, self._rejects):
+                if part is not None:
+                    part.abort()
+
+
+class ArrayWriter(_UnitWriter):
+    """Writes each transformed chunk into its slot of the output `.npy`, in any order."""
+
+    def __init__(self, job: str, output: str, jobs: str) -> None:
+        super().__init__(job, output, jobs)
+        self._plan: ArrayPlan | None = None
+        self._temp: str | None = None
+        self._out: Any = None  # np.memmap of the temporary .npy
+        self._seen: set[int] = set()
+
+    def handle(self, message: Message) -> None:
+        """Actor thread: the plan, a result, or the reader's end-of-input note."""
+        payload = message.payload
+        if isinstance(payload, ArrayPlan):
+            self._open(payload)
+        elif isinstance(payload, FFTResult):
+            if payload.index not in self._seen:  # a retried chunk may arrive twice
+                self._out[payload.index] = payload.data
+                self._seen.add(payload.index)
+                self.done += 1
+                self.bytes += payload.nbytes
+            self._progress()
+        elif isinstance(payload, ReadDone):
+            self.total = payload.units
+        if self.total is not None and self.done == self.total and not self.committed:
+            self._commit()
+
+    def _open(self, plan: ArrayPlan) -> None:
+        self._plan = plan
+        directory, name = os.path.split(os.path.abspath(self.output))
+        fd, self._temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        self._out = np.lib.format.open_memmap(
+            self._temp, mode="w+", dtype=np.dtype(plan.dtype), shape=plan.shape
+        )
+
+    def _commit(self) -> None:
+        assert self._plan is not None and self._temp is not None
+        if self._out is not None:
+            self._out.flush()
+            self._out = None  # unmaps the file
+        fd = os.open(self._temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = os.path.abspath(self.output)
+        os.replace(self._temp, final)
+        _fsync_dir(os.path.dirname(final))
+        self.committed = True
+        plan = self._plan
+        summary = FFTSummary(
+            chunks=self.done,
+            shape=plan.shape,
+            dtype=plan.dtype,
+            transform=plan.transform,
+            bytes=self.bytes,
+            seconds=time.monotonic() - self.started,
+            output=final,
+        )
+        self.send(self.jobs, WriterDone(self.job, summary))
+
+    def on_stop(self) -> None:
+        """Actor thread: remove the temporary output of a job that did not finish."""
+        self._abort()
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
+        self._abort()
+        self._fail(f"writing {self.output} failed: {error}")
+
+    def _abort(self) -> None:
+        self._out = None
+        if not self.committed and self._temp is not None:
+            Path(self._temp).unlink(missing_ok=True)
