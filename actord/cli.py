@@ -17,7 +17,7 @@ from . import __version__
 from .logctx import LOG_FORMAT
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
-_DEMO = "actors.demo:main"
+_DEMO = "actors.demo:run"
 
 
 def _load(target: str) -> Callable[..., int]:
@@ -37,19 +37,41 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", help="run a sample pipeline in-process and print a summary (no daemon needed)"
+        "demo",
+        help="run a log job and an FFT job in-process on sample inputs (no daemon needed)",
+        description="Start the runtime in-process, write a sample log (with malformed lines) "
+        "and a sample FFT stack into a directory, run a log job and an FFT job with a live "
+        "progress line, then print a summary and the output paths.",
     )
-    demo.add_argument("--lines", type=int, default=200_000, help="log lines to generate")
-    demo.add_argument("--block", type=int, default=1000, help="lines per message to the parsers")
-    demo.add_argument("--parsers", type=int, default=2, help="parser pool size")
+    demo.add_argument("--dir", help="where to write inputs and outputs (default: a new temp dir)")
+    demo.add_argument("--lines", type=int, default=300_000, help="sample log lines (300000)")
+    demo.add_argument("--chunks", type=int, default=16, help="FFT stack depth N (16)")
+    demo.add_argument("--size", type=int, default=512, help="FFT chunk size H=W (512)")
+    demo.add_argument("--parsers", type=int, default=2, help="parser pool size (2)")
+    demo.add_argument("--fft-workers", type=int, default=2, help="FFT pool size (2)")
+    demo.add_argument(
+        "--executor",
+        choices=("thread", "process"),
+        default="process",
+        help="where parser pool members parse: threads, or one worker process each (process)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.lines < 1 or args.block < 1 or args.parsers < 1:
-        parser.error("--lines, --block and --parsers must be positive")
-    return _load(_DEMO)(lines=args.lines, block=args.block, parsers=args.parsers)
+    numbers = (args.lines, args.chunks, args.size, args.parsers, args.fft_workers)
+    if min(numbers) < 1:
+        parser.error("--lines, --chunks, --size, --parsers and --fft-workers must be positive")
+    return _load(_DEMO)(
+        directory=args.dir,
+        lines=args.lines,
+        chunks=args.chunks,
+        size=args.size,
+        parsers=args.parsers,
+        fft_workers=args.fft_workers,
+        executor=args.executor,
+    )
 
 
 def actorctl_main(argv: Sequence[str] | None = None) -> int:

@@ -1,132 +1,186 @@
-"""A small in-process pipeline for `actord demo`: lines -> parser pool -> counter.
+"""`actord demo`: the runtime in-process, a log job and an FFT job on sample inputs.
 
-It exercises the runtime end to end (pool, backpressure, batching, supervision, stats) on
-generated seed-format log lines, malformed ones included. The jobs issue replaces it with the
-real log and FFT jobs.
+It writes a sample log (malformed lines included) and a sample FFT stack into a directory,
+runs both jobs through the actors with a live progress line, then prints a summary: the jobs'
+throughput and rejects, every actor's messages and CPU time, and the output paths.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import re
-import threading
+import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 
-from actord import Actor, ActorSystem, Batch, Message
+import numpy as np
 
-_SEED_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) \[(\w+)\] (.*)$")
+from actord import Actor, ActorSystem, Message
+
+from .jobs import JOBS, JobSystemConfig, start_job_system
+from .model import (
+    Executor,
+    FFTOptions,
+    FFTSummary,
+    JobInfo,
+    JobKind,
+    JobSpec,
+    LogOptions,
+    LogSummary,
+    Progress,
+)
+from .monitor import GetSample, Monitor, MonitorSample
+
+__all__ = ["DemoOptions", "main", "write_sample_log", "write_sample_stack"]
+
 _LEVELS = ("INFO", "INFO", "INFO", "DEBUG", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
-class Parsed:
-    """What a parser hands the counter for one block of lines."""
-
-    matched: int
-    rejected: int
-    levels: tuple[tuple[str, int], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    lines: int
-    matched: int
-    rejected: int
-    levels: tuple[tuple[str, int], ...]
+class DemoOptions:
+    directory: str | None = None
+    lines: int = 300_000
+    chunks: int = 16
+    size: int = 512
+    parsers: int = 2
+    fft_workers: int = 2
+    executor: Executor = Executor.PROCESS
 
 
-class Parser(Actor):
-    """Pool member: parses a block of lines, sends the counts on."""
-
-    def handle(self, message: Message) -> None:
-        block: Batch = message.payload
-        levels: Counter[str] = Counter()
-        matched = 0
-        for line in block.items:
-            found = _SEED_LINE.match(line)
-            if found:
-                matched += 1
-                levels[found.group(2)] += 1
-        rejected = len(block.items) - matched
-        self.send("counter", Parsed(matched, rejected, tuple(sorted(levels.items()))))
-
-
-class CountingSink(Actor):
-    """Adds up what the parsers found; sets `done` after `blocks` blocks."""
-
-    def __init__(self, blocks: int, done: threading.Event, result: list[Summary]) -> None:
-        self.blocks = blocks
-        self.done = done
-        self.result = result
-        self.seen = 0
-        self.matched = 0
-        self.rejected = 0
-        self.levels: Counter[str] = Counter()
-
-    def handle(self, message: Message) -> None:
-        parsed: Parsed = message.payload
-        self.seen += 1
-        self.matched += parsed.matched
-        self.rejected += parsed.rejected
-        self.levels.update(dict(parsed.levels))
-        if self.seen == self.blocks:
-            lines = self.matched + self.rejected
-            levels = tuple(sorted(self.levels.items()))
-            self.result.append(Summary(lines, self.matched, self.rejected, levels))
-            self.done.set()
-
-
-def sample_lines(n: int, seed: int = 7) -> list[str]:
-    """`n` seed-format log lines; about one in fifty is malformed."""
+def write_sample_log(path: str, lines: int, seed: int = 7) -> int:
+    """A seed-format log; about 2% of lines are malformed. Returns how many are malformed."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
-    lines = []
-    for i in range(n):
-        if rng.random() < 0.02:
-            lines.append(f"garbage line {i} without a timestamp")
-        else:
-            level = rng.choice(_LEVELS)
-            lines.append(f"2026-11-25 12:{i // 60 % 60:02d}:{i % 60:02d} [{level}] event {i}")
-    return lines
+    bad = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(lines):
+            if rng.random() < 0.02:
+                bad += 1
+                out.write(f"malformed entry {i} without a timestamp\n")
+            else:
+                level = rng.choice(_LEVELS)
+                stamp = f"2026-11-25 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+                out.write(f"{stamp} [{level}] request {i} served in {rng.randint(1, 900)} ms\n")
+    return bad
 
 
-def main(lines: int = 200_000, block: int = 1000, parsers: int = 2) -> int:
-    """Run the pipeline and print a summary and a per-actor table (the CLI's UI)."""
-    data = sample_lines(lines)
-    blocks = [tuple(data[i : i + block]) for i in range(0, len(data), block)]
-    done = threading.Event()
-    result: list[Summary] = []
-    with ActorSystem("demo") as system:
-        system.spawn(lambda: CountingSink(len(blocks), done, result), "counter")
-        pool = system.spawn_pool(Parser, "parser", parsers, capacity=64)
-        start = time.perf_counter()
-        for i, items in enumerate(blocks, 1):
-            pool.tell(Batch(items), sender="demo")
-            if i % max(1, len(blocks) // 10) == 0:
-                print(f"\rsent {i}/{len(blocks)} blocks", end="", flush=True)
-        if not done.wait(120):
-            print("\nthe pipeline did not finish within 120 s")
-            return 1
-        elapsed = time.perf_counter() - start
-        stats = system.stats()
-        dead = system.channel.dead_letter_counts()
-    summary = result[0]
-    rate = summary.lines / elapsed
-    print(f"\rparsed {summary.lines:,} lines in {elapsed:.2f} s ({rate:,.0f} lines/s)")
-    print(f"matched {summary.matched:,}, rejected {summary.rejected:,}")
-    print("levels: " + ", ".join(f"{k}={v:,}" for k, v in summary.levels))
-    print(f"dead letters: {sum(dead.values())}")
-    print()
-    print(
-        f"{'actor':<12} {'thread':>8} {'messages':>9} {'errors':>6} {'restarts':>8} "
-        f"{'p50 handle':>11} {'p99 wait':>10}"
+def write_sample_stack(path: str, chunks: int, size: int, seed: int = 11) -> None:
+    """An (chunks, size, size) float64 stack, written chunk by chunk (never whole in memory)."""
+    stack = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(chunks, size, size))
+    rng = np.random.default_rng(seed)
+    for i in range(chunks):
+        stack[i] = rng.random((size, size))
+    stack.flush()
+    del stack
+
+
+class _ProgressView(Actor):
+    """Demo only: renders the jobs' Progress events as one status line on stdout."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Progress] = {}
+        self.drawn = 0.0
+
+    def handle(self, message: Message) -> None:
+        progress = message.payload
+        if not isinstance(progress, Progress):
+            return
+        previous = self.jobs.get(progress.job)
+        self.jobs[progress.job] = progress
+        now = time.monotonic()
+        changed = previous is None or previous.state is not progress.state
+        if not changed and now - self.drawn < 0.2:
+            return  # redraw at most five times a second, and on every change of state
+        self.drawn = now
+        parts = []
+        for p in self.jobs.values():
+            unit = "blocks" if p.kind is JobKind.LOG else "chunks"
+            total = p.total or "?"
+            parts.append(f"{p.job} {p.state.value} {p.done}/{total} {unit}")
+        print("\r" + " | ".join(parts) + " " * 8, end="", flush=True)
+
+
+def main(options: DemoOptions) -> int:
+    """Run the demo and print its report (this is the CLI's output)."""
+    directory = options.directory or tempfile.mkdtemp(prefix="actord-demo-")
+    os.makedirs(directory, exist_ok=True)
+    log_in = os.path.join(directory, "sample.log")
+    stack_in = os.path.join(directory, "sample.npy")
+    print(f"writing sample inputs to {directory}")
+    malformed = write_sample_log(log_in, options.lines)
+    write_sample_stack(stack_in, options.chunks, options.size)
+    config = JobSystemConfig(
+        parsers=options.parsers, parser_executor=options.executor, fft_workers=options.fft_workers
     )
-    for s in stats:
-        print(
-            f"{s.name:<12} {s.native_thread_id:>8} {s.processed_total:>9,} {s.errors:>6} "
-            f"{s.restarts:>8} {s.handle_time.quantile(0.5) * 1e3:>9.3f}ms "
-            f"{s.queue_wait.quantile(0.99) * 1e3:>8.3f}ms"
+    with ActorSystem("demo") as system:
+        client = start_job_system(system, config)
+        monitor = system.spawn(lambda: Monitor(system, interval=0.5), "monitor")
+        system.spawn(_ProgressView, "progress")
+        system.channel.subscribe(JOBS, "progress")
+        start = time.perf_counter()
+        log_job = client.submit(
+            JobSpec(JobKind.LOG, os.path.join(directory, "sample.jsonl"), log_in, LogOptions())
         )
-    print("\nmetrics: a Prometheus endpoint arrives with the observability issue")
-    return 0
+        fft_job = client.submit(
+            JobSpec(JobKind.FFT, os.path.join(directory, "sample-fft.npy"), stack_in, FFTOptions())
+        )
+        results = [client.wait(log_job.id), client.wait(fft_job.id)]
+        elapsed = time.perf_counter() - start
+        sample: MonitorSample = monitor.ask(GetSample(), timeout=10)
+    print()
+    _report(results, sample, elapsed, malformed)
+    failed = [r for r in results if r.error]
+    return 1 if failed else 0
+
+
+def _report(results: list[JobInfo], sample: MonitorSample, elapsed: float, malformed: int) -> None:
+    print(f"\nboth jobs finished in {elapsed:.2f} s\n")
+    for info in results:
+        print(f"{info.id}: {info.state.value}" + (f" ({info.error})" if info.error else ""))
+        summary = info.summary
+        if isinstance(summary, LogSummary):
+            rate = summary.lines / summary.seconds if summary.seconds else 0.0
+            print(
+                f"  {summary.lines:,} lines in {summary.seconds:.2f} s ({rate:,.0f} lines/s); "
+                f"matched {summary.matched:,}, rejected {summary.rejected:,} "
+                f"(the sample has {malformed:,} malformed), blank {summary.blank:,}"
+            )
+            print("  levels: " + ", ".join(f"{k}={v:,}" for k, v in summary.levels))
+            print(f"  output:  {summary.output}\n  rejects: {summary.rejects}")
+        elif isinstance(summary, FFTSummary):
+            rate = summary.chunks / summary.seconds if summary.seconds else 0.0
+            mb = summary.bytes / summary.seconds / 1e6 if summary.seconds else 0.0
+            print(
+                f"  {summary.chunks} chunks {summary.shape[1]}x{summary.shape[2]} "
+                f"{summary.transform} -> {summary.dtype} in {summary.seconds:.2f} s "
+                f"({rate:,.1f} chunks/s, {mb:,.0f} MB/s written)"
+            )
+            print(f"  output:  {summary.output}")
+    print(
+        f"\n{'actor':<16} {'thread':>8} {'messages':>9} {'errors':>6} {'restarts':>8} "
+        f"{'cpu user':>9} {'cpu sys':>8}"
+    )
+    for a in sorted(sample.actors, key=lambda a: a.name):
+        print(
+            f"{a.name:<16} {a.native_thread_id:>8} {a.processed:>9,} {a.errors:>6} "
+            f"{a.restarts:>8} {a.cpu_user:>8.2f}s {a.cpu_system:>7.2f}s"
+        )
+    print(
+        "\nmetrics: a Prometheus endpoint arrives with the observability issue; "
+        "the figures above come from the monitor actor"
+    )
+
+
+def run(
+    *,
+    directory: str | None,
+    lines: int,
+    chunks: int,
+    size: int,
+    parsers: int,
+    fft_workers: int,
+    executor: str,
+) -> int:
+    """Entry used by `actord demo` (loaded by name: actord/ never imports actors/)."""
+    return main(
+        DemoOptions(directory, lines, chunks, size, parsers, fft_workers, Executor(executor))
+    )

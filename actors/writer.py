@@ -8,7 +8,7 @@ reader ever sees a partial output, and a failed or cancelled job leaves none beh
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,19 +30,33 @@ from .model import (
     WrittenProgress,
 )
 
-__all__ = ["ArrayWriter", "AtomicFile", "LogWriter"]
+__all__ = ["ArrayWriter", "AtomicFile", "LogWriter", "create_temp"]
 
 REJECTS_SUFFIX = ".rejects"
+
+
+def create_temp(path: str) -> tuple[int, str]:
+    """A new, empty temporary file beside `path`: ``.<name>.<random>.tmp``.
+
+    Created with O_EXCL and mode 0666 less the umask, so the final output gets the ordinary
+    permissions a new file would (mkstemp would make it 0600).
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    while True:
+        temp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
 
 
 class AtomicFile:
     """A temporary file beside `path` that becomes `path` only on `commit()`."""
 
-    def __init__(self, path: str, *, binary: bool = True) -> None:
+    def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
-        directory, name = os.path.split(self.path)
-        fd, self.temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        self.file: IO[Any] = os.fdopen(fd, "wb" if binary else "w")
+        fd, self.temp = create_temp(self.path)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
         self.file.flush()
@@ -197,8 +211,7 @@ class ArrayWriter(_UnitWriter):
 
     def _open(self, plan: ArrayPlan) -> None:
         self._plan = plan
-        directory, name = os.path.split(os.path.abspath(self.output))
-        fd, self._temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        fd, self._temp = create_temp(self.output)
         os.close(fd)
         self._out = np.lib.format.open_memmap(
             self._temp, mode="w+", dtype=np.dtype(plan.dtype), shape=plan.shape

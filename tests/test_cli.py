@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -16,21 +18,28 @@ def _actord(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.timeout(90)
-def test_demo_runs_the_pipeline_and_reports() -> None:
-    result = _actord("demo", "--lines", "20000", "--block", "500", "--parsers", "2")
+@pytest.mark.timeout(120)
+def test_demo_runs_a_log_job_and_an_fft_job(tmp_path: Path) -> None:
+    result = _actord(
+        "demo", "--dir", str(tmp_path), "--lines", "20000", "--chunks", "4", "--size", "64"
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    parsed = re.search(r"parsed ([\d,]+) lines", out)
-    assert parsed and parsed.group(1) == "20,000"
-    counts = re.search(r"matched ([\d,]+), rejected ([\d,]+)", out)
-    assert counts
-    matched, rejected = (int(g.replace(",", "")) for g in counts.groups())
-    assert matched + rejected == 20_000
-    assert 0 < rejected < 1000  # the sample has malformed lines, and they are counted
-    assert "dead letters: 0" in out
-    assert re.search(r"^parser#0\s+\d+\s+\d+", out, re.MULTILINE)
-    assert re.search(r"^parser#1\s+\d+\s+\d+", out, re.MULTILINE)
+    assert "log-1: done" in out
+    assert "fft-2: done" in out
+    counts = re.search(
+        r"20,000 lines .* rejected ([\d,]+) \(the sample has ([\d,]+) malformed\)", out
+    )
+    assert counts and counts.group(1) == counts.group(2) != "0"
+    records = (tmp_path / "sample.jsonl").read_bytes().splitlines()
+    rejects = (tmp_path / "sample.jsonl.rejects").read_bytes().splitlines()
+    assert len(records) + len(rejects) == 20_000
+    assert len(rejects) == int(counts.group(1).replace(",", ""))
+    stack = np.load(tmp_path / "sample.npy")
+    result_stack = np.load(tmp_path / "sample-fft.npy")
+    assert np.allclose(result_stack, np.fft.fft2(stack), rtol=1e-9, atol=1e-9)
+    assert re.search(r"^parser#0\s+\d+\s+[\d,]+", out, re.MULTILINE)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_actord_without_a_command_prints_help_and_exits_2() -> None:
@@ -43,6 +52,7 @@ def test_demo_refuses_bad_numbers() -> None:
     result = _actord("demo", "--lines", "0")
     assert result.returncode == 2
     assert "must be positive" in result.stderr
+    assert _actord("demo", "--executor", "fork").returncode == 2
 
 
 def test_version() -> None:
