@@ -9,7 +9,8 @@ import numpy as np
 
 from actord import Actor, Message
 
-from .model import BlockFailed, FFTChunk, FFTResult, Transform
+from .model import BlockFailed, FFTChunk, FFTResult, SyntheticSource, Transform
+from .reader import synthetic_chunk
 
 __all__ = ["FFTWorker", "transform"]
 
@@ -31,7 +32,10 @@ class FFTWorker(Actor):
     def handle(self, message: Message) -> None:
         """Actor thread: transform one chunk."""
         chunk: FFTChunk = message.payload
-        result = transform(chunk.data, chunk.transform, chunk.dtype)
+        data = chunk.data
+        if isinstance(data, SyntheticSource):
+            data = synthetic_chunk(data.seed, data.index, data.shape)
+        result = transform(data, chunk.transform, chunk.dtype)
         result.setflags(write=False)
         self.send(chunk.writer, FFTResult(chunk.job, chunk.index, result, int(result.nbytes)))
 

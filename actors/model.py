@@ -33,6 +33,7 @@ __all__ = [
     "ReadDone",
     "Rejected",
     "Submit",
+    "SyntheticSource",
     "Transform",
     "WaitJob",
     "WriterDone",
@@ -274,10 +275,20 @@ class ArrayPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class SyntheticSource:
+    """A recipe for one generated chunk: the FFT worker makes it, so generation runs in
+    parallel on the pool instead of on the reader's one thread."""
+
+    seed: int
+    index: int
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class FFTChunk:
     job: str
     index: int
-    data: Any  # a read-only numpy array (a memory-mapped view, or generated)
+    data: Any  # a read-only numpy array (a memory-mapped view), or a SyntheticSource
     transform: Transform
     dtype: str
     reader: str

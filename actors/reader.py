@@ -25,6 +25,7 @@ from .model import (
     LogBlock,
     LogOptions,
     ReadDone,
+    SyntheticSource,
     Transform,
 )
 
@@ -269,11 +270,9 @@ class ArrayReader(_UnitReader):
             view = self._stack[index]  # a read-only view of the mapped file: no copy
             return view
         _, h, w = self._shape
-        data = np.random.default_rng(self.options.seed + index).random((h, w))
-        data.setflags(write=False)
-        return data
+        return SyntheticSource(self.options.seed, index, (h, w))
 
 
 def synthetic_chunk(seed: int, index: int, shape: tuple[int, int]) -> Any:
-    """The chunk the synthetic generator sends as `index` (for checking results)."""
+    """Generated chunk `index` of a synthetic job: uniform [0, 1) floats from seed + index."""
     return np.random.default_rng(seed + index).random(shape)

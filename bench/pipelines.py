@@ -1,0 +1,323 @@
+"""Pipeline benchmark: actord's log job and FFT job against plain loops and the seed's classes.
+
+    python bench/pipelines.py [--lines 200000] [--chunks 24] [--size 1000] [--repeat 3]
+
+One run, one table of medians. Log: a seed-format log parsed into JSON Lines plus rejects by
+(1) a plain single-thread loop (the limit for one core), (2) the best plain two-core loop
+(a process pool over 1 MiB blocks, results written in order), (3) actord's log job with
+thread and with process parser pools, and (4) the seed's LogProcessor (slide 7), loaded from
+../shared/seed at run time. FFT: fft2 of 1000x1000 float64 chunks into a complex128 .npy by
+(1) a plain loop, (2) a plain two-thread loop, (3) actord's FFT job, (4) the seed's DataPipeline
+(slide 8). Every row does the same work: the same regex, record and encoder; the same
+transform, dtype, output file system. The seed's classes never return as written (their
+workers put the None sentinel back, so the writer's queue is never empty): they are timed until
+their writer has finished the last item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actord import ActorSystem
+from actors.demo import write_sample_log
+from actors.formats import BUILTIN_FORMATS
+from actors.jobs import JobSystemConfig, start_job_system
+from actors.model import Executor, FFTOptions, JobKind, JobSpec, LogOptions
+from actors.parser import parse_block
+from actors.reader import synthetic_chunk
+from actors.writer import AtomicFile
+
+SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seed"
+PATTERN = BUILTIN_FORMATS["seed"]
+BLOCK = 1 << 20
+
+
+# -- log: plain loops -------------------------------------------------------------------------
+
+
+def _blocks(path: str) -> Any:
+    """Whole-line blocks of about BLOCK bytes with their first line numbers."""
+    line = 1
+    carry = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(BLOCK):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            yield data[:cut], line
+            line += data.count(b"\n", 0, cut)
+    if carry:
+        yield carry, line
+
+
+def _write_parsed(results: Any, output: str) -> int:
+    out, rejects = AtomicFile(output), AtomicFile(output + ".rejects")
+    lines = 0
+    for parsed in results:
+        out.file.write(parsed["records"])
+        rejects.file.write(parsed["rejects"])
+        lines += parsed["lines"]
+    out.commit()
+    rejects.commit()
+    return lines
+
+
+def _parse(args: tuple[bytes, int]) -> dict[str, Any]:
+    return parse_block(args[0], args[1], PATTERN)
+
+
+def plain_log_one_core(path: str, output: str) -> float:
+    start = time.perf_counter()
+    lines = _write_parsed(map(_parse, _blocks(path)), output)
+    return lines / (time.perf_counter() - start)
+
+
+def plain_log_two_cores(path: str, output: str, pool: ProcessPoolExecutor) -> float:
+    start = time.perf_counter()
+    lines = _write_parsed(pool.map(_parse, _blocks(path)), output)
+    return lines / (time.perf_counter() - start)
+
+
+# -- the seed's classes, loaded from the slides at run time -----------------------------------
+
+
+def _slide_code(number: int) -> str:
+    text = "".join(p.read_text() for p in sorted(SEED.glob("*.txt")))
+    start = text.index(f"Slide {number}:")
+    end = text.index(f"Slide {number + 1}:")
+    body = text[start:end]
+    body = body[body.index("import ") :]
+    return body[: body.index("# Usage Example")]
+
+
+def _load_seed_class(number: int, name: str) -> Any:
+    """Run a slide's code (up to its usage example) as a module and take one class from it."""
+    module = types.ModuleType(f"seed_slide_{number}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    code = compile(_slide_code(number), f"<seed slide {number}>", "exec")
+    exec(code, module.__dict__)
+    return getattr(module, name)
+
+
+def _time_until_done(target: Callable[[], Any], done_queue: Any, items: int, stop: Any) -> float:
+    """Run a seed pipeline until its writer has called task_done() `items` times."""
+    finished = threading.Event()
+    counted = 0
+    original = done_queue.task_done
+
+    def task_done() -> None:
+        nonlocal counted
+        original()
+        counted += 1
+        if counted >= items:
+            finished.set()
+
+    done_queue.task_done = task_done
+    runner = threading.Thread(target=target, daemon=True)  # it never returns by itself
+    start = time.perf_counter()
+    runner.start()
+    if not finished.wait(600):
+        raise RuntimeError("the seed pipeline did not finish")
+    elapsed = time.perf_counter() - start
+    stop.set()  # its threads check the stop event within a second; we do not wait for them
+    return elapsed
+
+
+def seed_log(path: str, output: str) -> float:
+    processor = _load_seed_class(7, "LogProcessor")(num_processors=3)
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    expected = sum(1 for line in lines if re.match(PATTERN, line.strip()))
+    elapsed = _time_until_done(
+        lambda: processor.process_logs(path, output),
+        processor.processed_logs,
+        expected,
+        processor.stop_event,
+    )
+    return len(lines) / elapsed
+
+
+# -- FFT: plain loops -------------------------------------------------------------------------
+
+
+def _fft_out(output: str, chunks: int, size: int) -> Any:
+    return np.lib.format.open_memmap(
+        output, mode="w+", dtype=np.complex128, shape=(chunks, size, size)
+    )
+
+
+def _finish(out: Any, output: str) -> None:
+    out.flush()
+    fd = os.open(output, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def plain_fft(output: str, chunks: int, size: int, workers: int) -> float:
+    start = time.perf_counter()
+    out = _fft_out(output, chunks, size)
+
+    def one(i: int) -> None:
+        out[i] = np.fft.fft2(synthetic_chunk(0, i, (size, size)))
+
+    if workers == 1:
+        for i in range(chunks):
+            one(i)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(chunks)))
+    _finish(out, output)
+    return chunks / (time.perf_counter() - start)
+
+
+def seed_fft(output: str, chunks: int, size: int) -> float:
+    if size != 1000:
+        return float("nan")  # the seed's generator is fixed at 1000x1000
+    pipeline = _load_seed_class(8, "DataPipeline")(num_workers=4)
+    elapsed = _time_until_done(
+        lambda: pipeline.run_pipeline(chunks, output),
+        pipeline.processed_queue,
+        chunks,
+        pipeline.stop_event,
+    )
+    return chunks / elapsed
+
+
+# -- actord -----------------------------------------------------------------------------------
+
+
+def actord_log(path: str, output: str, executor: Executor) -> float:
+    with ActorSystem("bench") as system:
+        client = start_job_system(system, JobSystemConfig(parser_executor=executor))
+        start = time.perf_counter()
+        job = client.submit(JobSpec(JobKind.LOG, output, path, LogOptions(block_bytes=BLOCK)))
+        info = client.wait(job.id, 600)
+        elapsed = time.perf_counter() - start
+    assert info.summary is not None and info.error is None, info
+    return info.summary.lines / elapsed  # type: ignore[union-attr]
+
+
+def actord_fft(output: str, chunks: int, size: int) -> float:
+    with ActorSystem("bench") as system:
+        client = start_job_system(system, JobSystemConfig(fft_workers=2))
+        options = FFTOptions(synthetic=(chunks, size, size), seed=0)
+        start = time.perf_counter()
+        job = client.submit(JobSpec(JobKind.FFT, output, None, options))
+        info = client.wait(job.id, 600)
+        elapsed = time.perf_counter() - start
+    assert info.error is None, info
+    return chunks / elapsed
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _median(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--chunks", type=int, default=24)
+    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    args = parser.parse_args(argv)
+    rep, n, size = args.repeat, args.chunks, args.size
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="actord-bench-") as scratch:
+        log = os.path.join(scratch, "input.log")
+        write_sample_log(log, args.lines)
+        out = os.path.join(scratch, "out.jsonl")
+        npy = os.path.join(scratch, "out.npy")
+        rows: dict[str, tuple[str, float]] = {}
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_parse, [(b"", 1)] * 2))  # start both workers before timing
+            rows["log: plain loop, 1 core"] = (
+                "lines/s",
+                _median(lambda: plain_log_one_core(log, out), rep),
+            )
+            rows["log: plain loop, 2 processes"] = (
+                "lines/s",
+                _median(lambda: plain_log_two_cores(log, out, pool), rep),
+            )
+        rows["log: actord, thread parsers"] = (
+            "lines/s",
+            _median(lambda: actord_log(log, out, Executor.THREAD), rep),
+        )
+        rows["log: actord, process parsers"] = (
+            "lines/s",
+            _median(lambda: actord_log(log, out, Executor.PROCESS), rep),
+        )
+        rows["log: seed LogProcessor"] = ("lines/s", _median(lambda: seed_log(log, out), 1))
+        rows["fft: plain loop, 1 thread"] = (
+            "chunks/s",
+            _median(lambda: plain_fft(npy, n, size, 1), rep),
+        )
+        rows["fft: plain loop, 2 threads"] = (
+            "chunks/s",
+            _median(lambda: plain_fft(npy, n, size, 2), rep),
+        )
+        rows["fft: actord"] = ("chunks/s", _median(lambda: actord_fft(npy, n, size), rep))
+        rows["fft: seed DataPipeline"] = (
+            "chunks/s",
+            _median(lambda: seed_fft(os.path.join(scratch, "seed.npy"), n, size), 1),
+        )
+
+    def ratio(a: str, b: str) -> str:
+        return f"{rows[a][1] / rows[b][1]:.2f}x"
+
+    best_log = max(
+        ("log: actord, thread parsers", "log: actord, process parsers"), key=lambda k: rows[k][1]
+    )
+    print(
+        f"\n{args.lines:,}-line seed-format log; {n} chunks of {size}x{size} float64 -> fft2 "
+        f"complex128; medians of {rep} (seed rows: 1 run); Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores"
+    )
+    print(f"| {'pipeline':<32} | {'measure':<8} | {'median':>11} |")
+    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 13}|")
+    for name, (measure, value) in rows.items():
+        print(f"| {name:<32} | {measure:<8} | {value:>11,.1f} |")
+    print()
+    print(f"| {'ratio':<52} | {'value':>7} | {'goal':>7} |")
+    print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|")
+    for label, value, goal in (
+        (
+            f"{best_log} / plain 2 processes",
+            ratio(best_log, "log: plain loop, 2 processes"),
+            ">= 0.75",
+        ),
+        (f"{best_log} / seed LogProcessor", ratio(best_log, "log: seed LogProcessor"), ">= 10"),
+        (
+            "log: actord, thread / process parsers",
+            ratio("log: actord, thread parsers", "log: actord, process parsers"),
+            "",
+        ),
+        (
+            "fft: actord / plain 2 threads",
+            ratio("fft: actord", "fft: plain loop, 2 threads"),
+            ">= 0.9",
+        ),
+        ("fft: actord / seed DataPipeline", ratio("fft: actord", "fft: seed DataPipeline"), ""),
+    ):
+        print(f"| {label:<52} | {value:>7} | {goal:>7} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
