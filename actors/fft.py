@@ -3,13 +3,14 @@ pool of threads uses every core)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from actord import Actor, Message
 
-from .model import BlockFailed, FFTChunk, FFTResult, SyntheticSource, Transform
+from .model import BlockFailed, ChunkWritten, FFTChunk, SyntheticSource, Transform
 from .reader import synthetic_chunk
 
 __all__ = ["FFTWorker", "transform"]
@@ -26,18 +27,43 @@ def transform(data: Any, kind: Transform, dtype: str) -> Any:
     return result.astype(dtype, copy=False)
 
 
+def write_chunk(path: str, position: int, result: Any) -> None:
+    """Write an array's bytes at `position` of an existing file (pwrite: no shared offset)."""
+    view = np.ascontiguousarray(result).data.cast("B")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        while view:
+            written = os.pwrite(fd, view, position)
+            view = view[written:]
+            position += written
+    finally:
+        os.close(fd)
+
+
 class FFTWorker(Actor):
-    """FFT pool member: FFTChunk in, FFTResult (a read-only array) to the chunk's writer."""
+    """FFT pool member: transforms a chunk, writes it into its slot of the job's output, and
+    tells the job's writer. Workers write in parallel, so the disk copy is not serialised."""
 
     def handle(self, message: Message) -> None:
-        """Actor thread: transform one chunk."""
+        """Actor thread: transform and write one chunk."""
         chunk: FFTChunk = message.payload
         data = chunk.data
         if isinstance(data, SyntheticSource):
             data = synthetic_chunk(data.seed, data.index, data.shape)
         result = transform(data, chunk.transform, chunk.dtype)
-        result.setflags(write=False)
-        self.send(chunk.writer, FFTResult(chunk.job, chunk.index, result, int(result.nbytes)))
+        layout = chunk.layout
+        if result.nbytes != layout.chunk_bytes:
+            raise ValueError(
+                f"chunk {chunk.index}: {result.nbytes} bytes, not {layout.chunk_bytes}"
+            )
+        try:
+            write_chunk(layout.path, layout.offset + chunk.index * layout.chunk_bytes, result)
+        except FileNotFoundError:
+            # The job ended (cancelled or failed) and its writer removed the file: say so to
+            # the reader, which is gone too, so this becomes a counted dead letter.
+            self.send(chunk.reader, BlockFailed(chunk, "the job's output is gone"))
+            return
+        self.send(chunk.writer, ChunkWritten(chunk.job, chunk.index, int(result.nbytes)))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: hand the failed chunk back to its reader, which retries it once."""

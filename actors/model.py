@@ -12,10 +12,10 @@ __all__ = [
     "ArrayPlan",
     "BlockFailed",
     "Cancel",
+    "ChunkWritten",
     "Executor",
     "FFTChunk",
     "FFTOptions",
-    "FFTResult",
     "FFTSummary",
     "GetJob",
     "JobError",
@@ -28,6 +28,7 @@ __all__ = [
     "LogBlock",
     "LogOptions",
     "LogSummary",
+    "OutputLayout",
     "ParsedBlock",
     "Progress",
     "ReadDone",
@@ -285,20 +286,35 @@ class SyntheticSource:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputLayout:
+    """The writer's answer to an ArrayPlan: where chunk i goes in its temporary file."""
+
+    path: str  # the temporary file (renamed into place once every chunk is in)
+    offset: int  # byte offset of chunk 0, after the .npy header
+    chunk_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class FFTChunk:
+    """One chunk to transform and write at `layout.offset + index * layout.chunk_bytes`.
+
+    Workers write disjoint byte ranges of the writer's temporary file in parallel: they share
+    a path and an offset, never an object. The writer counts, syncs and publishes the file.
+    """
+
     job: str
     index: int
     data: Any  # a read-only numpy array (a memory-mapped view), or a SyntheticSource
     transform: Transform
     dtype: str
+    layout: OutputLayout
     reader: str
     writer: str
     attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class FFTResult:
+class ChunkWritten:
     job: str
     index: int
-    data: Any  # read-only numpy array
     nbytes: int

@@ -24,7 +24,9 @@ from .model import (
     JobError,
     LogBlock,
     LogOptions,
+    OutputLayout,
     ReadDone,
+    Rejected,
     SyntheticSource,
     Transform,
 )
@@ -210,6 +212,7 @@ class ArrayReader(_UnitReader):
         self.options = options
         self._stack: Any = None
         self._shape: tuple[int, int, int] = (0, 0, 0)
+        self._layout: OutputLayout | None = None
         self._index = 0
 
     def on_start(self) -> None:
@@ -231,10 +234,16 @@ class ArrayReader(_UnitReader):
             self._shape = (int(n), int(h), int(w))
         n, h, w = self._shape
         out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
-        self.send(
-            self.writer,
-            ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value),
-        )
+        plan = ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value)
+        # The writer creates the output first; the FFT workers then write into it directly.
+        layout = self.ask(self.writer, plan, timeout=60.0)
+        if not isinstance(layout, OutputLayout):
+            self._fail(layout.message if isinstance(layout, Rejected) else repr(layout))
+            return
+        self._layout = layout
+        if n == 0:
+            self.send(self.writer, ReadDone(self.job, 0, 0))
+            return
         self.send(self.name, _NEXT)
 
     def handle(self, message: Message) -> None:
@@ -243,7 +252,7 @@ class ArrayReader(_UnitReader):
         if isinstance(payload, BlockFailed):
             self._retry_or_fail(payload)
             return
-        if payload is not _NEXT or self._index >= self._shape[0]:
+        if payload is not _NEXT or self._index >= self._shape[0] or self._layout is None:
             return
         index = self._index
         self._index += 1
@@ -256,6 +265,7 @@ class ArrayReader(_UnitReader):
                 data=data,
                 transform=self.options.transform,
                 dtype=self.options.dtype,
+                layout=self._layout,
                 reader=self.name,
                 writer=self.writer,
             ),

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -20,12 +20,14 @@ from actord import Actor, Message
 
 from .model import (
     ArrayPlan,
-    FFTResult,
+    ChunkWritten,
     FFTSummary,
     JobError,
     LogSummary,
+    OutputLayout,
     ParsedBlock,
     ReadDone,
+    Rejected,
     WriterDone,
     WrittenProgress,
 )
@@ -183,50 +185,64 @@ class LogWriter(_UnitWriter):
 
 
 class ArrayWriter(_UnitWriter):
-    """Writes each transformed chunk into its slot of the output `.npy`, in any order."""
+    """Owns the output `.npy` of an FFT job: creates it, counts the chunks the FFT workers
+    write into it (in any order), syncs it as it fills and publishes it when all are in.
 
-    def __init__(self, job: str, output: str, jobs: str) -> None:
+    The data is flushed to disk every `sync_bytes` as chunks arrive, so the disk works while
+    the pool computes instead of all at once at the end.
+    """
+
+    def __init__(self, job: str, output: str, jobs: str, sync_bytes: int = 64 << 20) -> None:
         super().__init__(job, output, jobs)
+        self.sync_bytes = sync_bytes
         self._plan: ArrayPlan | None = None
         self._temp: str | None = None
-        self._out: Any = None  # np.memmap of the temporary .npy
+        self._fd: int | None = None
+        self._unsynced = 0
         self._seen: set[int] = set()
 
     def handle(self, message: Message) -> None:
-        """Actor thread: the plan, a result, or the reader's end-of-input note."""
+        """Actor thread: the reader's plan (a request), a written chunk, or the end note."""
         payload = message.payload
         if isinstance(payload, ArrayPlan):
-            self._open(payload)
-        elif isinstance(payload, FFTResult):
-            if payload.index not in self._seen:  # a retried chunk may arrive twice
-                self._out[payload.index] = payload.data
+            self.reply(message, self._open(payload))
+        elif isinstance(payload, ChunkWritten):
+            if payload.index not in self._seen:  # a retried chunk may be reported twice
                 self._seen.add(payload.index)
                 self.done += 1
                 self.bytes += payload.nbytes
+                self._unsynced += payload.nbytes
+                if self._unsynced >= self.sync_bytes and self._fd is not None:
+                    os.fdatasync(self._fd)
+                    self._unsynced = 0
             self._progress()
         elif isinstance(payload, ReadDone):
             self.total = payload.units
         if self.total is not None and self.done == self.total and not self.committed:
             self._commit()
 
-    def _open(self, plan: ArrayPlan) -> None:
+    def _open(self, plan: ArrayPlan) -> OutputLayout | Rejected:
         self._plan = plan
-        fd, self._temp = create_temp(self.output)
-        os.close(fd)
-        self._out = np.lib.format.open_memmap(
-            self._temp, mode="w+", dtype=np.dtype(plan.dtype), shape=plan.shape
-        )
+        try:
+            fd, self._temp = create_temp(self.output)
+            os.close(fd)
+            # open_memmap writes the header and sizes the (sparse) file; workers fill it.
+            layout = np.lib.format.open_memmap(
+                self._temp, mode="w+", dtype=np.dtype(plan.dtype), shape=plan.shape
+            )
+            offset = int(layout.offset)
+            del layout
+            self._fd = os.open(self._temp, os.O_WRONLY)
+        except OSError as error:
+            return Rejected("io_error", f"cannot create the output beside {self.output}: {error}")
+        item = np.dtype(plan.dtype).itemsize
+        return OutputLayout(self._temp, offset, item * plan.shape[1] * plan.shape[2])
 
     def _commit(self) -> None:
-        assert self._plan is not None and self._temp is not None
-        if self._out is not None:
-            self._out.flush()
-            self._out = None  # unmaps the file
-        fd = os.open(self._temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        assert self._plan is not None and self._temp is not None and self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         final = os.path.abspath(self.output)
         os.replace(self._temp, final)
         _fsync_dir(os.path.dirname(final))
@@ -253,6 +269,8 @@ class ArrayWriter(_UnitWriter):
         self._fail(f"writing {self.output} failed: {error}")
 
     def _abort(self) -> None:
-        self._out = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if not self.committed and self._temp is not None:
             Path(self._temp).unlink(missing_ok=True)
