@@ -6,6 +6,7 @@ from a `Clock`, so tests drive backoff and intensity with a fake clock instead o
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -83,8 +84,14 @@ class Supervisor:
             count = len(self._failures)
             if count > policy.max_restarts:
                 return Decision(escalate=True, delay=0.0, failures_in_period=count)
-            delay = min(
-                policy.backoff_max, policy.backoff_initial * policy.backoff_factor ** (count - 1)
+            try:
+                growth = policy.backoff_factor ** (count - 1)
+            except OverflowError:  # a thousand failures in one window: capped all the same
+                growth = math.inf
+            delay = (
+                min(policy.backoff_max, policy.backoff_initial * growth)
+                if policy.backoff_initial > 0
+                else 0.0
             )
             self.restarts += 1
             return Decision(escalate=False, delay=delay, failures_in_period=count)

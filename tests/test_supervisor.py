@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ def test_restarts_counts_granted_restarts_only() -> None:
 
 def test_record_failure_is_thread_safe() -> None:
     # Pool members fail on their own threads and share one supervisor.
-    threads, per_thread = 8, 50
+    threads, per_thread = 8, 2000
     total = threads * per_thread
-    sup, _ = supervisor(RestartPolicy(max_restarts=total, period=60.0))
+    # factor 1: the delay stays put, this test is about the lock only
+    sup, _ = supervisor(RestartPolicy(max_restarts=total, period=60.0, backoff_factor=1.0))
     seen: list[int] = []
     seen_lock = threading.Lock()
     start = threading.Barrier(threads)
@@ -160,13 +162,38 @@ def test_record_failure_is_thread_safe() -> None:
             seen.extend(counts)
 
     workers = [threading.Thread(target=fail_many) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(WAIT)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that a missing lock shows
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(WAIT)
+    finally:
+        sys.setswitchinterval(interval)
     assert not any(worker.is_alive() for worker in workers)
     assert sup.restarts == total
     assert sorted(seen) == list(range(1, total + 1))  # each count handed out exactly once
+
+
+@pytest.mark.parametrize("factor", [2.0, 10.0])
+def test_backoff_stays_capped_however_many_failures_are_in_the_window(factor: float) -> None:
+    # factor ** (n - 1) overflows a float after ~1024 doublings (~308 for factor 10): the
+    # delay must stay at backoff_max instead of raising OverflowError.
+    policy = RestartPolicy(
+        max_restarts=5000, period=1e9, backoff_initial=0.1, backoff_max=1.0, backoff_factor=factor
+    )
+    sup, _ = supervisor(policy)
+    delays = [sup.record_failure().delay for _ in range(1500)]
+    assert delays[-1] == 1.0
+    assert max(delays) == 1.0
+    assert sup.restarts == 1500
+
+
+def test_zero_initial_backoff_stays_zero_however_many_failures() -> None:
+    policy = RestartPolicy(max_restarts=5000, period=1e9, backoff_initial=0.0, backoff_max=1.0)
+    sup, _ = supervisor(policy)
+    assert {sup.record_failure().delay for _ in range(1500)} == {0.0}
 
 
 @settings(max_examples=200, deadline=None)
@@ -348,6 +375,7 @@ def test_restart_keeps_the_mailbox_and_loses_nothing_queued_behind_the_failure(
     assert all(d.error is not None and "boom" in d.error for d in failed)
     assert harness.system.channel.dead_letter_counts() == {DeadLetterReason.FAILED: 3}
 
+    held.ref.ping(timeout=WAIT)  # answered between batches: the last batch is fully counted
     errors, restarts, state = harness.stats(held.ref)
     assert (errors, restarts, state) == (3, 3, ActorState.RUNNING)
     (snapshot,) = held.ref.stats()
@@ -357,6 +385,25 @@ def test_restart_keeps_the_mailbox_and_loses_nothing_queued_behind_the_failure(
     assert harness.escalations == []
     assert not harness.system.escalated.is_set()
     assert held.ref.alive
+
+
+def test_an_actor_survives_more_than_a_thousand_restarts_in_one_window(
+    make_supervised: Callable[[RestartPolicy], Supervised], recorder: Recorder
+) -> None:
+    # A generous policy (many restarts in a long window) must not kill the receive loop
+    # when the backoff exponent grows past what a float can hold.
+    failures = 1100
+    harness = make_supervised(
+        RestartPolicy(max_restarts=10_000, period=1e9, backoff_initial=0.001, backoff_max=0.01)
+    )
+    ref = harness.system.spawn(lambda: RecordingActor(recorder), "worker")
+    for _ in range(failures):
+        ref.tell("boom", timeout=WAIT)
+    ref.tell("after", timeout=WAIT)
+    recorder.wait_for(lambda: any(m.payload == "after" for _, m in recorder.handled))
+    assert harness.stats(ref) == (failures, failures, ActorState.RUNNING)
+    assert recorder.payloads() == ["after"]
+    assert max(harness.clock.sleeps) == pytest.approx(0.01)
 
 
 def test_restarted_actor_keeps_serving_later_messages(
@@ -604,6 +651,8 @@ def test_pool_members_share_one_restart_budget(
     for _ in range(4):
         ref.tell("boom")
     assert harness.system.escalated.wait(WAIT)
+    # Another member may still be on its way into its (fake) backoff: join them all first.
+    harness.system.stop(timeout=WAIT)
     (escalation,) = harness.escalations
     assert escalation.actor == "pool"
     assert escalation.failures_in_period == 4
