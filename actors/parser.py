@@ -46,9 +46,12 @@ def parse_block(data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the block ends with a newline (all but possibly the input's last line)
-    records: list[bytes] = []
-    rejects: list[bytes] = []
-    levels: Counter[str] = Counter()
+    # One growing buffer each: every encoded record is freed as soon as it is copied in
+    # (a list of small bytes objects would hold each one's whole allocation until the end).
+    records = bytearray()
+    rejects = bytearray()
+    matched = 0
+    levels_seen: list[str] = []
     blank = invalid = 0
     number = first_line - 1
     for raw in lines:
@@ -61,27 +64,28 @@ def parse_block(data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             invalid += 1
-            rejects.append(b"%d\t%s\n" % (number, line))
+            rejects += b"%d\t%s\n" % (number, line)
             continue
         found = match(text)
         if found is None:
-            rejects.append(b"%d\t%s\n" % (number, line))
+            rejects += b"%d\t%s\n" % (number, line)
             continue
         fields = found.groupdict()
         level = fields.get("level")
         if level is not None:
-            levels[level] += 1
-        records.append(dumps({"line": number, **fields}))
-        records.append(b"\n")
+            levels_seen.append(level)
+        records += dumps({"line": number, **fields})
+        records += b"\n"
+        matched += 1
     return {
         "lines": len(lines),
-        "matched": len(records) // 2,
-        "rejected": len(rejects),
+        "matched": matched,
+        "rejected": len(lines) - matched - blank,
         "blank": blank,
         "invalid_utf8": invalid,
-        "records": b"".join(records),
-        "rejects": b"".join(rejects),
-        "levels": sorted(levels.items()),
+        "records": bytes(records),
+        "rejects": bytes(rejects),
+        "levels": sorted(Counter(levels_seen).items()),
     }
 
 
