@@ -36,8 +36,8 @@ from .model import (
     WrittenProgress,
 )
 from .parser import Parser
-from .reader import ArrayReader, LogReader
-from .writer import ArrayWriter, LogWriter
+from .reader import ArrayReader, LogReader, reader_capacity
+from .writer import REJECTS_SUFFIX, ArrayWriter, LogWriter
 
 __all__ = ["JOBS", "JobClient", "JobSystemConfig", "JobsActor", "start_job_system"]
 
@@ -54,6 +54,7 @@ class JobSystemConfig:
     fft_workers: int = 2
     pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
     writer_capacity: int = 64
+    window: int = 32  # units a job may have sent and not yet written
 
 
 class _Job:
@@ -115,12 +116,16 @@ class JobsActor(Actor):
         info = JobInfo(job_id, spec.kind, JobState.RUNNING, spec.input, spec.output)
         job = self.jobs[job_id] = _Job(info)
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"
-        cap = self.config.writer_capacity
+        config = self.config
+        jobs = self.name
+        reader_cap = reader_capacity(config.window)
         if isinstance(spec.options, LogOptions):
             assert spec.input is not None and pattern is not None
             log_input, log_options = spec.input, spec.options
             job.writer = self.system.spawn(
-                lambda: LogWriter(job_id, spec.output, self.name), writer, capacity=cap
+                lambda: LogWriter(job_id, spec.output, jobs, reader),
+                writer,
+                capacity=config.writer_capacity,
             )
             job.reader = self.system.spawn(
                 lambda: LogReader(
@@ -130,15 +135,18 @@ class JobsActor(Actor):
                     pattern,
                     pool=PARSERS,
                     writer=writer,
-                    jobs=self.name,
+                    jobs=jobs,
+                    window=config.window,
                 ),
                 reader,
-                capacity=cap,
+                capacity=reader_cap,
             )
         else:
             fft_options = spec.options
             job.writer = self.system.spawn(
-                lambda: ArrayWriter(job_id, spec.output, self.name), writer, capacity=cap
+                lambda: ArrayWriter(job_id, spec.output, jobs, reader),
+                writer,
+                capacity=config.writer_capacity,
             )
             job.reader = self.system.spawn(
                 lambda: ArrayReader(
@@ -147,10 +155,11 @@ class JobsActor(Actor):
                     fft_options,
                     pool=FFT_WORKERS,
                     writer=writer,
-                    jobs=self.name,
+                    jobs=jobs,
+                    window=config.window,
                 ),
                 reader,
-                capacity=cap,
+                capacity=reader_cap,
             )
         self._publish(job.info)
         return job.info
@@ -191,13 +200,16 @@ def _validate(spec: JobSpec) -> str | None:
     out_dir = os.path.dirname(os.path.abspath(spec.output)) or "."
     if not os.path.isdir(out_dir):
         raise InvalidArgument(f"output directory {out_dir} does not exist")
-    if os.path.isdir(spec.output):
-        raise InvalidArgument(f"output {spec.output} is a directory")
+    for path in (spec.output, spec.output + REJECTS_SUFFIX):
+        if os.path.isdir(path):
+            raise InvalidArgument(f"{path} is a directory")
     if spec.input is not None:
         if not os.path.isfile(spec.input):
             raise InvalidArgument(f"input {spec.input} does not exist or is not a file")
-        if os.path.realpath(spec.input) == os.path.realpath(spec.output):
-            raise InvalidArgument("the output would overwrite the input")
+        source = os.path.realpath(spec.input)
+        written = [spec.output, spec.output + REJECTS_SUFFIX]
+        if any(os.path.realpath(path) == source for path in written):
+            raise InvalidArgument("the output (or its rejects file) would overwrite the input")
     if spec.kind is JobKind.LOG:
         if not isinstance(spec.options, LogOptions):
             raise InvalidArgument("a log job takes LogOptions")

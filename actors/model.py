@@ -36,6 +36,7 @@ __all__ = [
     "Submit",
     "SyntheticSource",
     "Transform",
+    "UnitsWritten",
     "WaitJob",
     "WriterDone",
     "WrittenProgress",
@@ -71,8 +72,8 @@ class Transform(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LogOptions:
-    format: str = "seed"  # a built-in format name (actors.formats.BUILTIN_FORMATS)
-    pattern: str | None = None  # or a user regex with named groups
+    format: str | None = None  # a built-in format name (default "seed"), or
+    pattern: str | None = None  # a user regex with named groups
     block_bytes: int = 256 * 1024  # read size: blocks are whole lines of about this size
     max_line_bytes: int = 1 << 20  # longer lines are cut here (counted as too_long)
 
@@ -243,6 +244,15 @@ class BlockFailed:
 
     unit: LogBlock | FFTChunk
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsWritten:
+    """Writer to reader: how many units are written, so the reader keeps at most a window of
+    units in flight (the writer's reorder buffer stays bounded however slow one unit is)."""
+
+    job: str
+    done: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -29,9 +30,10 @@ from .model import (
     Rejected,
     SyntheticSource,
     Transform,
+    UnitsWritten,
 )
 
-__all__ = ["ArrayReader", "LogReader", "open_log"]
+__all__ = ["ArrayReader", "LogReader", "open_log", "reader_capacity"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -54,14 +56,43 @@ def open_log(path: str) -> IO[bytes]:
     return raw
 
 
-class _UnitReader(Actor):
-    """What both readers share: the retry-once policy and reporting errors to the jobs actor."""
+def reader_capacity(window: int) -> int:
+    """The mailbox a reader with this window needs so that no note to it ever waits."""
+    return 3 * window + 16
 
-    def __init__(self, job: str, pool: str, writer: str, jobs: str) -> None:
+
+class _UnitReader(Actor):
+    """What both readers share: the retry-once policy, the in-flight window, and reporting
+    errors to the jobs actor.
+
+    At most `window` units are sent and not yet written: past that the reader pauses until the
+    writer's `UnitsWritten` note, so one slow unit cannot make the writer buffer the rest of
+    the input. The reader's mailbox must hold `3 * window` notes (one written note and two
+    failures per unit in flight), so that no note to it ever waits: see `reader_capacity`.
+    """
+
+    def __init__(self, job: str, pool: str, writer: str, jobs: str, window: int) -> None:
         self.job = job
         self.pool = pool
         self.writer = writer
         self.jobs = jobs
+        self.window = window
+        self._sent = 0
+        self._written = 0
+        self._paused = False
+
+    def _room(self) -> bool:
+        # Called before reading the next unit: False pauses the reader until a written note.
+        if self._sent - self._written < self.window:
+            return True
+        self._paused = True
+        return False
+
+    def _on_written(self, note: UnitsWritten) -> None:
+        self._written = max(self._written, note.done)
+        if self._paused and self._sent - self._written < self.window:
+            self._paused = False
+            self.send(self.name, _NEXT)
 
     def _retry_or_fail(self, failed: BlockFailed) -> None:
         unit = failed.unit
@@ -92,8 +123,9 @@ class LogReader(_UnitReader):
         pool: str,
         writer: str,
         jobs: str,
+        window: int = 32,
     ) -> None:
-        super().__init__(job, pool, writer, jobs)
+        super().__init__(job, pool, writer, jobs, window)
         self.path = path
         self.options = options
         self.pattern = pattern
@@ -105,6 +137,8 @@ class LogReader(_UnitReader):
         self._bytes = 0
         self._too_long = 0
         self._done = False
+        # A line longer than the limit: its first `limit` bytes are kept (one C-level pass).
+        self._long_line = re.compile(rb"([^\n]{%d})[^\n]+" % options.max_line_bytes)
 
     def on_start(self) -> None:
         """Actor thread: open the input and start reading."""
@@ -119,9 +153,11 @@ class LogReader(_UnitReader):
     def handle(self, message: Message) -> None:
         """Actor thread: read and send one block, or retry a failed one."""
         payload = message.payload
-        if isinstance(payload, BlockFailed):
+        if isinstance(payload, UnitsWritten):
+            self._on_written(payload)
+        elif isinstance(payload, BlockFailed):
             self._retry_or_fail(payload)
-        elif payload is _NEXT and not self._done:
+        elif payload is _NEXT and not self._done and self._room():
             self._read_block()
 
     def _read_block(self) -> None:
@@ -154,6 +190,9 @@ class LogReader(_UnitReader):
         cut = data.rfind(b"\n")
         tail = data[cut + 1 :]
         whole = data[: cut + 1]
+        if len(whole) > limit:  # only then can a finished line in it be over the limit
+            whole, cut_lines = self._long_line.subn(rb"\1", whole)
+            self._too_long += cut_lines
         if len(tail) > limit:
             # An over-long line: keep its first `limit` bytes as a line, skip the rest.
             whole += tail[:limit] + b"\n"
@@ -174,6 +213,7 @@ class LogReader(_UnitReader):
             writer=self.writer,
         )
         self._index += 1
+        self._sent += 1
         self._next_line += data.count(b"\n")
         self.send(self.pool, block)
 
@@ -206,8 +246,9 @@ class ArrayReader(_UnitReader):
         pool: str,
         writer: str,
         jobs: str,
+        window: int = 32,
     ) -> None:
-        super().__init__(job, pool, writer, jobs)
+        super().__init__(job, pool, writer, jobs, window)
         self.path = path
         self.options = options
         self._stack: Any = None
@@ -249,13 +290,19 @@ class ArrayReader(_UnitReader):
     def handle(self, message: Message) -> None:
         """Actor thread: send one chunk, or retry a failed one."""
         payload = message.payload
+        if isinstance(payload, UnitsWritten):
+            self._on_written(payload)
+            return
         if isinstance(payload, BlockFailed):
             self._retry_or_fail(payload)
             return
         if payload is not _NEXT or self._index >= self._shape[0] or self._layout is None:
             return
+        if not self._room():
+            return
         index = self._index
         self._index += 1
+        self._sent += 1
         data = self._chunk(index)
         self.send(
             self.pool,

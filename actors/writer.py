@@ -28,6 +28,7 @@ from .model import (
     ParsedBlock,
     ReadDone,
     Rejected,
+    UnitsWritten,
     WriterDone,
     WrittenProgress,
 )
@@ -61,11 +62,20 @@ class AtomicFile:
         self.file: IO[bytes] = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temp, self.path)
+        self.sync()
+        self.publish()
         _fsync_dir(os.path.dirname(self.path))
+
+    def sync(self) -> None:
+        """Flush the data to disk and close (the first half of commit)."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def publish(self) -> None:
+        """Rename into place (the second half of commit)."""
+        os.replace(self.temp, self.path)
 
     def abort(self) -> None:
         if not self.file.closed:
@@ -84,10 +94,11 @@ def _fsync_dir(directory: str) -> None:
 class _UnitWriter(Actor):
     """Counting units in, and the end of the job once the reader's total is known."""
 
-    def __init__(self, job: str, output: str, jobs: str) -> None:
+    def __init__(self, job: str, output: str, jobs: str, reader: str) -> None:
         self.job = job
         self.output = output
         self.jobs = jobs
+        self.reader = reader
         self.total: int | None = None
         self.done = 0
         self.bytes = 0
@@ -95,6 +106,7 @@ class _UnitWriter(Actor):
         self.started = time.monotonic()
 
     def _progress(self) -> None:
+        self.send(self.reader, UnitsWritten(self.job, self.done))
         self.send(self.jobs, WrittenProgress(self.job, self.done, self.total or 0, self.bytes))
 
     def _fail(self, error: str) -> None:
@@ -104,8 +116,8 @@ class _UnitWriter(Actor):
 class LogWriter(_UnitWriter):
     """Writes parsed blocks in input order: JSON Lines output and a rejects file beside it."""
 
-    def __init__(self, job: str, output: str, jobs: str) -> None:
-        super().__init__(job, output, jobs)
+    def __init__(self, job: str, output: str, jobs: str, reader: str) -> None:
+        super().__init__(job, output, jobs, reader)
         self.rejects_path = output + REJECTS_SUFFIX
         self._pending: dict[int, ParsedBlock] = {}  # blocks that arrived ahead of their turn
         self._counts: Counter[str] = Counter()
@@ -149,8 +161,16 @@ class LogWriter(_UnitWriter):
 
     def _commit(self) -> None:
         assert self._out is not None and self._rejects is not None
-        self._out.commit()
-        self._rejects.commit()
+        self._out.sync()
+        self._rejects.sync()
+        # The output appears last: a failure before it leaves neither file behind.
+        self._rejects.publish()
+        try:
+            self._out.publish()
+        except OSError:
+            Path(self._rejects.path).unlink(missing_ok=True)
+            raise
+        _fsync_dir(os.path.dirname(self._out.path))
         self.committed = True
         counts = self._counts
         summary = LogSummary(
@@ -192,8 +212,10 @@ class ArrayWriter(_UnitWriter):
     the pool computes instead of all at once at the end.
     """
 
-    def __init__(self, job: str, output: str, jobs: str, sync_bytes: int = 64 << 20) -> None:
-        super().__init__(job, output, jobs)
+    def __init__(
+        self, job: str, output: str, jobs: str, reader: str, sync_bytes: int = 64 << 20
+    ) -> None:
+        super().__init__(job, output, jobs, reader)
         self.sync_bytes = sync_bytes
         self._plan: ArrayPlan | None = None
         self._temp: str | None = None
