@@ -112,6 +112,19 @@ class _UnitWriter(Actor):
     def _fail(self, error: str) -> None:
         self.send(self.jobs, JobError(self.job, error))
 
+    def _abort(self) -> None:
+        """Remove whatever this writer created, unless it was committed."""
+        raise NotImplementedError
+
+    def on_stop(self) -> None:
+        """Actor thread: a job stopped before its end leaves no output and no temp file."""
+        self._abort()
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
+        self._abort()
+        self._fail(f"writing {self.output} failed: {error}")
+
 
 class LogWriter(_UnitWriter):
     """Writes parsed blocks in input order: JSON Lines output and a rejects file beside it."""
@@ -187,15 +200,6 @@ class LogWriter(_UnitWriter):
             rejects=self._rejects.path,
         )
         self.send(self.jobs, WriterDone(self.job, summary))
-
-    def on_stop(self) -> None:
-        """Actor thread: a job stopped before its end leaves no output and no temp file."""
-        self._abort()
-
-    def on_failure(self, error: Exception, message: Message | None) -> None:
-        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
-        self._abort()
-        self._fail(f"writing {self.output} failed: {error}")
 
     def _abort(self) -> None:
         if not self.committed:
@@ -280,15 +284,6 @@ class ArrayWriter(_UnitWriter):
             output=final,
         )
         self.send(self.jobs, WriterDone(self.job, summary))
-
-    def on_stop(self) -> None:
-        """Actor thread: remove the temporary output of a job that did not finish."""
-        self._abort()
-
-    def on_failure(self, error: Exception, message: Message | None) -> None:
-        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
-        self._abort()
-        self._fail(f"writing {self.output} failed: {error}")
 
     def _abort(self) -> None:
         if self._fd is not None:

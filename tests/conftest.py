@@ -44,6 +44,26 @@ class FakeClock:
         return interrupt.is_set()
 
 
+class Call(threading.Thread):
+    """Runs `fn` on its own thread and keeps its result or exception."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as error:
+            self.error = error
+
+    def finish(self) -> None:
+        self.join(WAIT)
+        assert not self.is_alive(), "call did not return in time"
+
+
 @dataclass
 class Recorder:
     """Thread-safe record of what actors handled, with a condition to wait on."""

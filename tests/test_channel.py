@@ -28,7 +28,7 @@ from actord import (
     UnknownActor,
 )
 
-from .conftest import WAIT
+from .conftest import WAIT, Call
 
 BLOCKED = 0.05  # how long a blocked call must stay blocked before the test unblocks it
 
@@ -37,26 +37,6 @@ BLOCKED = 0.05  # how long a blocked call must stay blocked before the test unbl
 class Point:
     x: int
     y: int
-
-
-class Call(threading.Thread):
-    """Runs `fn` on its own thread and keeps its result or exception."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as error:
-            self.error = error
-
-    def finish(self) -> None:
-        self.join(WAIT)
-        assert not self.is_alive(), "call did not return in time"
 
 
 def start(fn: Callable[[], Any]) -> Call:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from actord import Control, ControlKind, MailboxClosed, MailboxFull, Message, MessageType
 from actord.mailbox import Mailbox
 
-from .conftest import WAIT
+from .conftest import WAIT, Call
 
 BLOCKED = 0.05  # how long a blocked call must stay blocked before the test unblocks it
 
@@ -26,26 +25,6 @@ def control(kind: ControlKind = ControlKind.STOP) -> Message:
 
 def payloads(messages: list[Message]) -> list[Any]:
     return [m.payload for m in messages]
-
-
-class Call(threading.Thread):
-    """Runs `fn` on its own thread and keeps its result or exception."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as error:
-            self.error = error
-
-    def finish(self) -> None:
-        self.join(WAIT)
-        assert not self.is_alive(), "call did not return in time"
 
 
 def start_blocked(fn: Callable[[], Any]) -> Call:
