@@ -327,14 +327,24 @@ class ThreadChannel:
         mtype: MessageType = MessageType.COMMAND,
     ) -> Any:
         """Send a request and wait for the reply's payload (see `request` for the errors)."""
-        check_payload(payload)
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
         correlation_id = f"{sender}:{next(self._correlation)}"
-        slot = self._pending[correlation_id] = _ReplySlot()
+        pending = self._pending
+        slot = pending[correlation_id] = _ReplySlot()
         try:
-            self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
+            message = Message(mtype, sender, recipient, payload, correlation_id)
+            mailbox = self._routes.get(recipient)
+            if mailbox is None:
+                self.post(message, timeout)  # a dead letter that fails the slot, or closed
+            else:
+                try:
+                    mailbox.put(message, timeout)
+                except MailboxClosed:
+                    self.post(message, timeout)  # a dead letter that fails the slot, or closed
             return self._await_reply(slot, correlation_id, recipient, timeout)
         finally:
-            self._pending.pop(correlation_id, None)
+            pending.pop(correlation_id, None)
 
     def ask_control(
         self, name: str, kind: ControlKind, *, timeout: float, sender: str = "$system"
@@ -356,10 +366,10 @@ class ThreadChannel:
     def _await_reply(
         self, slot: _ReplySlot, correlation_id: str, recipient: str, timeout: float
     ) -> Any:
-        if not slot.wait(timeout):
+        if not slot._done.acquire(True, timeout):
             if self._pending.pop(correlation_id, None) is not None:
                 raise AskTimeout(f"no reply from {recipient!r} within {timeout}s")
-            slot.wait(timeout)  # popped by a resolver that is setting it right now
+            slot._done.acquire()  # popped by a resolver that is setting it right now
         if slot.error is not None:
             raise slot.error
         return slot.value
@@ -375,8 +385,11 @@ class ThreadChannel:
         if waiter is None:
             late = Message(_RESPONSE, sender, request.sender, payload, correlation_id)
             self.dead_letter(late, DeadLetterReason.LATE_REPLY)
-            return
-        waiter.set_result(payload)
+        elif type(waiter) is _ReplySlot:  # a blocking ask: no method call on the hot path
+            waiter.value = payload
+            waiter._done.release()
+        else:
+            waiter.set_result(payload)
 
     def _resolve(self, response: Message) -> None:
         waiter = (

@@ -53,7 +53,7 @@ class JobSystemConfig:
     parser_executor: Executor = Executor.PROCESS
     fft_workers: int = 2
     pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
-    writer_capacity: int = 64
+    writer_capacity: int = 16  # units a writer may have queued (each up to a block's records)
     window: int = 32  # units a job may have sent and not yet written
 
 

@@ -103,7 +103,7 @@ class LogSummary:
     invalid_utf8: int
     too_long: int
     levels: tuple[tuple[str, int], ...]
-    bytes: int
+    bytes: int  # read from the input (after gzip decompression), over-long lines included
     seconds: float
     output: str
     rejects: str

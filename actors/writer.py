@@ -136,6 +136,7 @@ class LogWriter(_UnitWriter):
         self._counts: Counter[str] = Counter()
         self._levels: Counter[str] = Counter()
         self._too_long = 0
+        self._read_bytes = 0  # bytes read from the input (decompressed), from the reader
         self._out: AtomicFile | None = None
         self._rejects: AtomicFile | None = None
 
@@ -155,6 +156,7 @@ class LogWriter(_UnitWriter):
         elif isinstance(payload, ReadDone):
             self.total = payload.units
             self._too_long = payload.too_long
+            self._read_bytes = payload.bytes
         if self.total is not None and self.done == self.total and not self.committed:
             self._commit()
 
@@ -194,7 +196,7 @@ class LogWriter(_UnitWriter):
             invalid_utf8=counts["invalid_utf8"],
             too_long=self._too_long,
             levels=tuple(sorted(self._levels.items())),
-            bytes=self.bytes,
+            bytes=self._read_bytes,
             seconds=time.monotonic() - self.started,
             output=self._out.path,
             rejects=self._rejects.path,

@@ -876,3 +876,16 @@ def test_a_big_log_is_streamed_in_bounded_memory(system: ActorSystem, tmp_path: 
     assert summary.lines == 16_000 * repeats
     assert summary.matched == len(piece.records) * repeats
     assert growth < 60_000_000, f"peak RSS grew by {growth / 1e6:.1f} MB"
+
+
+def test_summary_bytes_count_what_was_read_even_when_a_line_is_cut(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    client = start_job_system(system, JobSystemConfig(parser_executor=Executor.THREAD))
+    head = b"2026-11-25 12:00:00 [INFO] "
+    source, output = tmp_path / "in.log", tmp_path / "out.jsonl"
+    source.write_bytes(head + b"short\n" + head + b"z" * 5000 + b"\n" + head + b"end\n")
+    options = LogOptions(block_bytes=1024, max_line_bytes=100)
+    summary = log_summary(run_log(client, source, output, options))
+    assert summary.too_long == 1
+    assert summary.bytes == source.stat().st_size
