@@ -94,7 +94,8 @@ class Monitor(Actor):
         actors = []
         for stats in self.system.stats():
             user, system = cpu.get(stats.native_thread_id, (0.0, 0.0))
-            stuck = stats.busy_seconds > self.stuck_after
+            # The monitor is always busy while it samples: it never flags itself.
+            stuck = stats.busy_seconds > self.stuck_after and stats.name != self.member
             actors.append(
                 ActorSample(
                     name=stats.name,
