@@ -1,0 +1,205 @@
+"""The job journal: SQLite (stdlib), so that an accepted job survives a crash.
+
+A job is in the journal, committed, before `submit` returns. On start the daemon asks for the
+unfinished jobs and runs them again; a job that was running when the daemon died counts a
+crash retry, never a failure of its own, so a healthy job is not failed because the daemon was
+killed. The journal knows nothing about job kinds: a spec is opaque bytes (msgpack of the
+job's options), and the runtime never imports the job actors.
+
+One thread owns the connection (SQLite's default check): in the daemon that is the journal
+actor. WAL mode with ``synchronous=FULL``: a commit is on disk when it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .errors import InvalidArgument, UnknownActor
+
+__all__ = ["Journal", "JournalState", "JournaledJob"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    state TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    crash_retries INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result BLOB,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+_COLUMNS = "id, kind, spec, state, idempotency_key, crash_retries, error, result, created, updated"
+
+
+class JournalState(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JournalState.DONE, JournalState.FAILED, JournalState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledJob:
+    id: str
+    kind: str
+    spec: bytes
+    state: JournalState
+    idempotency_key: str | None
+    crash_retries: int  # times the daemon died while the job ran (not the job's own failures)
+    error: str | None
+    result: bytes | None
+    created: float
+    updated: float
+
+
+class Journal:
+    """The jobs table on one SQLite connection, used from the thread that opened it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self, kind: str, spec: bytes, *, idempotency_key: str | None = None
+    ) -> tuple[JournaledJob, bool]:
+        """Record a new job (committed when this returns). With an idempotency key already
+        used, the existing job is returned instead and nothing is added: (job, created)."""
+        if not kind:
+            raise InvalidArgument("a job needs a kind")
+        now = time.time()
+        with self._transaction():
+            if idempotency_key is not None:
+                found = self._select("WHERE idempotency_key = ?", (idempotency_key,))
+                if found:
+                    return found[0], False
+            cursor = self._db.execute(
+                "INSERT INTO jobs (id, kind, spec, state, idempotency_key, created, updated) "
+                "VALUES ('', ?, ?, ?, ?, ?, ?)",
+                (kind, spec, JournalState.ACCEPTED.value, idempotency_key, now, now),
+            )
+            job_id = f"{kind}-{cursor.lastrowid}"
+            self._db.execute("UPDATE jobs SET id = ? WHERE seq = ?", (job_id, cursor.lastrowid))
+        return self.get(job_id), True
+
+    def mark_running(self, job_id: str) -> JournaledJob:
+        return self._set_state(job_id, JournalState.RUNNING)
+
+    def finish(
+        self,
+        job_id: str,
+        state: JournalState,
+        *,
+        error: str | None = None,
+        result: bytes | None = None,
+    ) -> JournaledJob:
+        """Record a job's end (done, failed or cancelled). Finishing twice is refused."""
+        if not state.finished:
+            raise InvalidArgument(f"{state.value} is not a final state")
+        with self._transaction():
+            current = self.get(job_id)
+            if current.state.finished:
+                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._db.execute(
+                "UPDATE jobs SET state = ?, error = ?, result = ?, updated = ? WHERE id = ?",
+                (state.value, error, result, time.time(), job_id),
+            )
+        return self.get(job_id)
+
+    def recover(self) -> list[JournaledJob]:
+        """On start: every unfinished job, oldest first, back to ACCEPTED. A job that was
+        RUNNING counts one crash retry (the daemon died under it)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET crash_retries = crash_retries + 1, state = ?, updated = ? "
+                "WHERE state = ?",
+                (JournalState.ACCEPTED.value, time.time(), JournalState.RUNNING.value),
+            )
+        return self.jobs(unfinished=True)
+
+    def get(self, job_id: str) -> JournaledJob:
+        found = self._select("WHERE id = ?", (job_id,))
+        if not found:
+            raise UnknownActor(f"no job {job_id!r} in the journal")
+        return found[0]
+
+    def jobs(self, *, unfinished: bool = False) -> list[JournaledJob]:
+        if unfinished:
+            states = (JournalState.ACCEPTED.value, JournalState.RUNNING.value)
+            return self._select("WHERE state IN (?, ?) ORDER BY seq", states)
+        return self._select("ORDER BY seq", ())
+
+    def _set_state(self, job_id: str, state: JournalState) -> JournaledJob:
+        with self._transaction():
+            current = self.get(job_id)
+            if current.state.finished:
+                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._db.execute(
+                "UPDATE jobs SET state = ?, updated = ? WHERE id = ?",
+                (state.value, time.time(), job_id),
+            )
+        return self.get(job_id)
+
+    def _select(self, where: str, args: tuple[object, ...]) -> list[JournaledJob]:
+        query = f"SELECT {_COLUMNS} FROM jobs {where}"  # noqa: S608 - `where` is ours, not input
+        rows = self._db.execute(query, args).fetchall()
+        return [
+            JournaledJob(
+                id=r[0],
+                kind=r[1],
+                spec=bytes(r[2]),
+                state=JournalState(r[3]),
+                idempotency_key=r[4],
+                crash_retries=r[5],
+                error=r[6],
+                result=None if r[7] is None else bytes(r[7]),
+                created=r[8],
+                updated=r[9],
+            )
+            for r in rows
+        ]
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): a write lock for the whole
+    read-then-write, so two daemons on one file cannot both insert the same idempotency key."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
