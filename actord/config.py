@@ -1,0 +1,204 @@
+"""Daemon configuration: TOML with built-in defaults; every key can be overridden by a flag.
+
+Unknown keys and bad values are errors that name the key (``daemon.drain_deadline: must be
+> 0, got -1``). Defaults work both for an unprivileged user (``$XDG_RUNTIME_DIR``,
+``~/.local/state``) and for a systemd service (``$RUNTIME_DIRECTORY``, ``$STATE_DIRECTORY``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "MetricsConfig",
+    "PathsConfig",
+    "PoolConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/actord/actord.toml")
+_EXECUTORS = ("thread", "process")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(InvalidArgument):
+    """A config file or override is invalid; the message names the key."""
+
+
+def _runtime_dir(env: Mapping[str, str]) -> Path:
+    if env.get("RUNTIME_DIRECTORY"):  # systemd RuntimeDirectory= (may list several)
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "actord"
+    return Path(f"/tmp/actord-{os.getuid()}")  # noqa: S108 - per-user, created 0700
+
+
+def _state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local/state"
+    )
+    return Path(base) / "actord"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    socket: str = ""  # "" -> <runtime dir>/actord.sock
+    state_dir: str = ""  # "" -> the state directory (journal, outputs' bookkeeping)
+    drain_deadline: float = 30.0  # seconds SIGTERM waits for in-flight jobs
+    log_level: str = "INFO"
+    socket_group: str = ""  # peers in this group may connect (besides root and our uid)
+    max_connections: int = 64
+    frame_limit: int = 1 << 20  # bytes per request frame
+    idle_timeout: float = 60.0  # seconds a connection may stay silent
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    input_roots: tuple[str, ...] = ()  # () -> the state directory's "inputs"
+    output_roots: tuple[str, ...] = ()  # () -> the state directory's "outputs"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    size: int = 2
+    executor: str = "thread"
+    capacity: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    address: str = "127.0.0.1:9464"  # "" disables the HTTP endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    parser: PoolConfig = field(default_factory=lambda: PoolConfig(executor="process"))
+    fft: PoolConfig = field(default_factory=PoolConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    mailbox_capacity: int = 1024
+
+    def resolved(self, env: Mapping[str, str] | None = None) -> Config:
+        """Fill the environment-dependent defaults (socket, state dir, roots)."""
+        env = os.environ if env is None else env
+        state = Path(self.daemon.state_dir) if self.daemon.state_dir else _state_dir(env)
+        socket = self.daemon.socket or str(_runtime_dir(env) / "actord.sock")
+        paths = PathsConfig(
+            input_roots=self.paths.input_roots or (str(state / "inputs"),),
+            output_roots=self.paths.output_roots or (str(state / "outputs"),),
+        )
+        daemon = replace(self.daemon, socket=socket, state_dir=str(state))
+        return replace(self, daemon=daemon, paths=paths)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "daemon": DaemonConfig,
+    "paths": PathsConfig,
+    "parser": PoolConfig,
+    "fft": PoolConfig,
+    "metrics": MetricsConfig,
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Read `path` (TOML) over the defaults, then apply dotted `overrides` ("parser.size")."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if key:
+            data.setdefault(section, {})[key] = value
+        else:
+            data[section] = value
+    return _build(data)
+
+
+def _build(data: Mapping[str, Any]) -> Config:
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "mailbox_capacity":
+            values[name] = _positive_int(name, value)
+        elif name in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name}: must be a table")
+            default = getattr(Config(), name)
+            values[name] = _section(name, default, value)
+        else:
+            known = ", ".join(["mailbox_capacity", *_SECTIONS])
+            raise ConfigError(f"{name}: unknown key (known: {known})")
+    return Config(**values)
+
+
+def _section(name: str, default: Any, table: Mapping[str, Any]) -> Any:
+    allowed = {f.name: f for f in fields(default)}
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{name}.{key}"
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(allowed)})")
+        changes[key] = _check(where, getattr(default, key), value)
+    return replace(default, **changes)
+
+
+def _check(where: str, default: object, value: object) -> object:
+    key = where.rsplit(".", 1)[-1]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        return _positive_int(where, value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"{where}: must be a number > 0, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: must be a list of paths, got {value!r}")
+        if not all(os.path.isabs(v) for v in value):
+            raise ConfigError(f"{where}: paths must be absolute, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    if key == "executor" and value not in _EXECUTORS:
+        raise ConfigError(f"{where}: must be one of {_EXECUTORS}, got {value!r}")
+    if key == "log_level" and value.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"{where}: must be one of {_LOG_LEVELS}, got {value!r}")
+    if key == "address" and value and not _is_host_port(value):
+        raise ConfigError(f"{where}: must be host:port, got {value!r}")
+    return value.upper() if key == "log_level" else value
+
+
+def _positive_int(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)

@@ -1,0 +1,92 @@
+"""Daemon configuration: defaults, TOML, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actord.config import Config, ConfigError, load_config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "actord.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config()
+    assert config == Config()
+    assert config.parser.executor == "process"
+    assert config.metrics.address == "127.0.0.1:9464"
+
+
+def test_a_file_and_overrides(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        mailbox_capacity = 256
+        [daemon]
+        drain_deadline = 5
+        log_level = "debug"
+        [parser]
+        size = 4
+        executor = "thread"
+        [paths]
+        input_roots = ["/srv/in"]
+        """,
+    )
+    config = load_config(path, {"parser.size": 3, "metrics.address": ""})
+    assert config.mailbox_capacity == 256
+    assert config.daemon.drain_deadline == 5.0
+    assert config.daemon.log_level == "DEBUG"
+    assert (config.parser.size, config.parser.executor) == (3, "thread")
+    assert config.paths.input_roots == ("/srv/in",)
+    assert config.metrics.address == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("colour = 1", "colour"),
+        ("[daemon]\nsokcet = '/x'", "daemon.sokcet"),
+        ("[daemon]\ndrain_deadline = -1", "daemon.drain_deadline"),
+        ("[daemon]\nmax_connections = 0", "daemon.max_connections"),
+        ("[daemon]\nmax_connections = true", "daemon.max_connections"),
+        ("[daemon]\nlog_level = 'LOUD'", "daemon.log_level"),
+        ("[parser]\nexecutor = 'fork'", "parser.executor"),
+        ("[paths]\noutput_roots = ['relative/dir']", "paths.output_roots"),
+        ("[metrics]\naddress = 'nowhere'", "metrics.address"),
+        ("daemon = 3", "daemon"),
+        ("mailbox_capacity = 'big'", "mailbox_capacity"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{names}:"):
+        load_config(_write(tmp_path, text))
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[daemon"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_an_override_is_checked_like_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"^parser\.size:"):
+        load_config(None, {"parser.size": 0})
+
+
+def test_defaults_for_a_user_and_for_a_service() -> None:
+    user = Config().resolved({"XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/ann"})
+    assert user.daemon.socket == "/run/user/1000/actord/actord.sock"
+    assert user.daemon.state_dir == "/home/ann/.local/state/actord"
+    assert user.paths.input_roots == ("/home/ann/.local/state/actord/inputs",)
+    service = Config().resolved(
+        {"RUNTIME_DIRECTORY": "/run/actord", "STATE_DIRECTORY": "/var/lib/actord"}
+    )
+    assert service.daemon.socket == "/run/actord/actord.sock"
+    assert service.daemon.state_dir == "/var/lib/actord"
+    assert service.paths.output_roots == ("/var/lib/actord/outputs",)
