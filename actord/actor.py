@@ -45,6 +45,7 @@ class Actor:
     _name: str
     _member: str
     _ref: ActorRef
+    _stop_event: threading.Event
 
     @property
     def name(self) -> str:
@@ -59,6 +60,12 @@ class Actor:
     @property
     def ref(self) -> ActorRef:
         return self._ref
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once an immediate stop was asked for: a long `handle` can check it and return
+        early (the runtime cannot interrupt a handler)."""
+        return self._stop_event.is_set()
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -307,11 +314,7 @@ class _Cell:
         return None if current is None else current.correlation_id
 
     def stats(self) -> ActorStats:
-        channel = self._channel
-        if self.mailbox in channel:
-            depth, capacity = channel.depth(self.mailbox), channel.capacity(self.mailbox)
-        else:
-            depth, capacity = 0, 0
+        depth, capacity = self._channel.size(self.mailbox)
         return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity)
 
     # -- the thread ------------------------------------------------------------------------
@@ -352,6 +355,7 @@ class _Cell:
                 actor._name = self.mailbox
                 actor._member = self.member
                 actor._ref = self._ref
+                actor._stop_event = self.stop_event
                 actor.on_start()
             except Exception as error:
                 _log.exception("actor %s failed to start", self.member)

@@ -15,6 +15,7 @@ import _thread
 import itertools
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -50,6 +51,7 @@ DEAD_LETTERS: Final = "$deadletters"
 _log: Final = logging.getLogger("actord.channel")
 _RESPONSE: Final = MessageType.RESPONSE
 _allocate_lock: Final = _thread.allocate_lock
+_monotonic: Final = time.monotonic
 
 
 class _ReplySlot:
@@ -158,6 +160,12 @@ class ThreadChannel:
 
     def capacity(self, name: str) -> int:
         return self._mailbox(name).capacity
+
+    def size(self, name: str) -> tuple[int, int]:
+        """(depth, capacity) of `name`'s mailbox, or (0, 0) once it is gone: never raises,
+        for readers (statistics) racing with actors being removed."""
+        mailbox = self._routes.get(name)  # one read of the table: no check-then-act
+        return (0, 0) if mailbox is None else (len(mailbox), mailbox.capacity)
 
     def _mailbox(self, name: str) -> Mailbox:
         mailbox = self._routes.get(name)
@@ -332,6 +340,7 @@ class ThreadChannel:
         correlation_id = f"{sender}:{next(self._correlation)}"
         pending = self._pending
         slot = pending[correlation_id] = _ReplySlot()
+        deadline = _monotonic() + timeout  # one deadline for the send and the reply
         try:
             message = Message(mtype, sender, recipient, payload, correlation_id)
             mailbox = self._routes.get(recipient)
@@ -342,7 +351,8 @@ class ThreadChannel:
                     mailbox.put(message, timeout)
                 except MailboxClosed:
                     self.post(message, timeout)  # a dead letter that fails the slot, or closed
-            return self._await_reply(slot, correlation_id, recipient, timeout)
+            remaining = max(0.0, deadline - _monotonic())
+            return self._await_reply(slot, correlation_id, recipient, remaining)
         finally:
             pending.pop(correlation_id, None)
 

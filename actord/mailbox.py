@@ -109,12 +109,18 @@ class Mailbox:
                 self._not_empty.notify()
 
     def put_many(self, messages: list[Message], timeout: float | None = None) -> None:
-        """Append several data messages in order, blocking for room as `put` does."""
+        """Append several data messages in order, blocking for room as `put` does.
+
+        On `MailboxFull` or `MailboxClosed` the messages before the one that could not go in
+        are already enqueued (the error's `message` says which one stopped).
+        """
         with self._lock:
             for message in messages:
                 if self._closed:
                     raise MailboxClosed(f"mailbox {self.name!r} is closed")
                 if len(self._data) >= self.capacity:
+                    if self._not_empty:
+                        self._not_empty.notify_all()  # let receivers make the room we wait for
                     self._wait_for_room(message, timeout)
                 self._data.append(message)
             if self._not_empty:
@@ -195,9 +201,11 @@ class Mailbox:
             self._not_empty.notify_all()
 
     def drain(self) -> list[Message]:
-        """Remove and return every queued data message (control messages are discarded)."""
+        """Remove and return every queued data message, and every control request that
+        someone waits on (a ping); other control messages are discarded."""
         with self._lock:
-            items = list(self._data)
+            items = [m for m in self._control if m.correlation_id is not None]
+            items.extend(self._data)
             self._data.clear()
             self._control.clear()
             if self._not_full:

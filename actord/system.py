@@ -92,8 +92,9 @@ class _Group:
             started = [self._new_cell() for _ in range(max(delta, 0))]
             self.cells.extend(started)
             self._live += len(started)
-        for cell in started:
-            cell.thread.start()
+            # Started under the lock: a concurrent stop never sees a cell it cannot join.
+            for cell in started:
+                cell.thread.start()
         for _ in range(max(-delta, 0)):
             self._system.channel.send_control(self.name, ControlKind.RETIRE)
 

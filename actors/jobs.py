@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message
 
@@ -33,6 +34,7 @@ from .model import (
     Submit,
     WaitJob,
     WriterDone,
+    WriterStopped,
     WrittenProgress,
 )
 from .parser import Parser
@@ -55,6 +57,7 @@ class JobSystemConfig:
     pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
     writer_capacity: int = 16  # units a writer may have queued (each up to a block's records)
     window: int = 32  # units a job may have sent and not yet written
+    block_timeout: float = 60.0  # a parse worker busy longer on one block is killed
 
 
 class _Job:
@@ -64,6 +67,7 @@ class _Job:
         self.info = info
         self.reader: ActorRef | None = None
         self.writer: ActorRef | None = None
+        self.writer_stopped = False  # its temp files are gone: a failed job may be reported
         self.waiters: list[Message] = []
 
 
@@ -84,7 +88,9 @@ class JobsActor(Actor):
         if isinstance(payload, WrittenProgress):
             self._advance(payload)
         elif isinstance(payload, WriterDone):
-            self._end(payload.job, JobState.DONE, summary=payload.summary)
+            self._writer_done(payload)
+        elif isinstance(payload, WriterStopped):
+            self._writer_stopped(payload.job)
         elif isinstance(payload, JobError):
             self._end(payload.job, JobState.FAILED, error=payload.error)
         elif isinstance(payload, Submit):
@@ -98,8 +104,8 @@ class JobsActor(Actor):
             elif isinstance(payload, Cancel):
                 self._end(payload.job, JobState.CANCELLED, error="cancelled")
                 self._answer(message, job.info)
-            elif isinstance(payload, WaitJob) and not job.info.state.finished:
-                job.waiters.append(message)  # answered when the job ends
+            elif isinstance(payload, WaitJob) and not self._settled(job):
+                job.waiters.append(message)  # answered when the job ends and is cleaned up
             else:
                 self._answer(message, job.info)
 
@@ -171,6 +177,16 @@ class JobsActor(Actor):
         job.info = replace(job.info, done=note.done, total=note.total, bytes=note.bytes)
         self._publish(job.info)
 
+    def _writer_done(self, done: WriterDone) -> None:
+        job = self.jobs.get(done.job)
+        if job is not None and job.info.state is JobState.CANCELLED:
+            # Cancelled while the writer was publishing: cancel wins, so nothing is left.
+            for path in (done.summary.output, getattr(done.summary, "rejects", None)):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+            return
+        self._end(done.job, JobState.DONE, summary=done.summary)
+
     def _end(self, job_id: str, state: JobState, *, error: str | None = None, **kw: object) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.info.state.finished:
@@ -183,11 +199,29 @@ class JobsActor(Actor):
         # Stop without joining: the writer's on_stop removes the temp files of a job that
         # did not finish; units still in the pools for it become dead letters.
         for ref in (job.reader, job.writer):
-            if ref is not None and ref.alive:
+            if ref is not None:  # stopping is idempotent; a failed actor must go too
                 ref.stop(graceful=False, wait=False)
         self._publish(info)
+        if state is JobState.DONE or job.writer_stopped:
+            self._answer_waiters(job)
+        # Otherwise the waiters hear once the writer has removed its temporary files.
+
+    @staticmethod
+    def _settled(job: _Job) -> bool:
+        state = job.info.state
+        return state is JobState.DONE or (state.finished and job.writer_stopped)
+
+    def _writer_stopped(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        job.writer_stopped = True
+        if job.info.state.finished:
+            self._answer_waiters(job)
+
+    def _answer_waiters(self, job: _Job) -> None:
         for waiter in job.waiters:
-            self._answer(waiter, info)
+            self._answer(waiter, job.info)
         job.waiters.clear()
 
     def _publish(self, info: JobInfo) -> None:
@@ -275,9 +309,12 @@ def start_job_system(system: ActorSystem, config: JobSystemConfig | None = None)
 
     config = config or JobSystemConfig()
     jobs = system.spawn(lambda: JobsActor(system, config), JOBS, capacity=4096)
-    executor = config.parser_executor
+    executor, block_timeout = config.parser_executor, config.block_timeout
     system.spawn_pool(
-        lambda: Parser(executor), PARSERS, config.parsers, capacity=config.pool_capacity
+        lambda: Parser(executor, block_timeout),
+        PARSERS,
+        config.parsers,
+        capacity=config.pool_capacity,
     )
     system.spawn_pool(FFTWorker, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
     return JobClient(jobs)

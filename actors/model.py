@@ -39,6 +39,7 @@ __all__ = [
     "UnitsWritten",
     "WaitJob",
     "WriterDone",
+    "WriterStopped",
     "WrittenProgress",
 ]
 
@@ -267,6 +268,13 @@ class WrittenProgress:
     done: int
     total: int
     bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStopped:
+    """A writer's last word: it has stopped and removed whatever it did not publish."""
+
+    job: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,5 +120,14 @@ class Monitor(Actor):
         return MonitorSample(tuple(actors), stuck_names)
 
     def on_stop(self) -> None:
+        """Actor thread: no more ticks."""
+        self._cancel_timer()
+
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: the restarted instance starts its own tick; this one's must end."""
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None

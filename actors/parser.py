@@ -9,11 +9,15 @@ looks the same from outside: LogBlock in, ParsedBlock out.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import select
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from typing import IO, Any
 
@@ -27,6 +31,7 @@ from .model import BlockFailed, Executor, LogBlock, ParsedBlock
 __all__ = ["Parser", "parse_block"]
 
 _FRAME = struct.Struct(">I")
+_POLL = 0.25  # how often a member waiting on its worker checks for a stop
 
 
 @lru_cache(maxsize=32)
@@ -102,11 +107,23 @@ class _Worker:
         self._stdin: IO[bytes] = self.process.stdin
         self._stdout: IO[bytes] = self.process.stdout
 
-    def parse(self, data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
+    def parse(
+        self,
+        data: bytes,
+        first_line: int,
+        pattern: str,
+        *,
+        timeout: float = 60.0,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
+        """Parse a block in the worker. A worker that takes longer than `timeout` (a runaway
+        user regex, say) or is still busy when `cancelled()` turns true is killed, and this
+        raises: the block fails and is retried once, the member gets a fresh worker."""
         body = msgpack.packb([data, first_line, pattern], use_bin_type=True)
         self._stdin.write(_FRAME.pack(len(body)) + body)
         self._stdin.flush()
-        header = self._stdout.read(_FRAME.size)
+        self._await_reply(time.monotonic() + timeout, cancelled)
+        header = self._stdout.read(_FRAME.size)  # the reply has begun: it is computed
         if len(header) != _FRAME.size:
             raise RuntimeError(f"parse worker {self.process.pid} exited")
         (size,) = _FRAME.unpack(header)
@@ -116,14 +133,33 @@ class _Worker:
         result: dict[str, Any] = reply
         return result
 
+    def _await_reply(self, deadline: float, cancelled: Callable[[], bool]) -> None:
+        # Wait for the reply's first byte in short slices, so a stop is noticed quickly.
+        fd = self._stdout.fileno()
+        while not select.select([fd], [], [], _POLL)[0]:
+            if cancelled():
+                self.kill()
+                raise RuntimeError("parse worker stopped: the actor is stopping")
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise TimeoutError(f"parse worker {self.process.pid} took too long; killed")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=5)
+
     def close(self) -> None:
-        self._stdin.close()
+        """End the worker: close its input, give it a moment, kill it if need be; never
+        raises on a dead worker, and always reaps it and closes both pipes."""
+        # Closing flushes into the pipe; if the worker died, there is nothing left to tell it.
+        with contextlib.suppress(OSError):
+            self._stdin.close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self._stdout.close()
+            self.kill()
+        finally:
+            self._stdout.close()
 
 
 class Parser(Actor):
@@ -133,8 +169,9 @@ class Parser(Actor):
     once; the member itself is restarted by the supervisor (with a fresh worker process).
     """
 
-    def __init__(self, executor: Executor = Executor.THREAD) -> None:
+    def __init__(self, executor: Executor = Executor.THREAD, block_timeout: float = 60.0) -> None:
         self.executor = executor
+        self.block_timeout = block_timeout  # a worker busy longer on one block is killed
         self._worker: _Worker | None = None
 
     def on_start(self) -> None:
@@ -146,7 +183,13 @@ class Parser(Actor):
         """Actor thread: parse one block."""
         block: LogBlock = message.payload
         if self._worker is not None:
-            fields = self._worker.parse(block.data, block.first_line, block.pattern)
+            fields = self._worker.parse(
+                block.data,
+                block.first_line,
+                block.pattern,
+                timeout=self.block_timeout,
+                cancelled=lambda: self.stop_requested,
+            )
         else:
             fields = parse_block(block.data, block.first_line, block.pattern)
         fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import re
+import zlib
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -109,6 +110,16 @@ class _UnitReader(Actor):
     def _fail(self, error: str) -> None:
         self.send(self.jobs, JobError(self.job, error))
 
+    def on_failure(self, error: Exception, message: Message | None) -> None:
+        """Actor thread: a reader that raised (a corrupt input, say) fails its job and stops;
+        a restart would read the input again from the start."""
+        self._close()
+        self._fail(f"reading the input failed: {type(error).__name__}: {error}")
+        self.ref.stop(graceful=False, wait=False)
+
+    def _close(self) -> None:
+        """Release the input (a no-op where there is nothing to release)."""
+
 
 class LogReader(_UnitReader):
     """Reads a log in blocks of whole lines and sends each block to the parser pool."""
@@ -164,8 +175,9 @@ class LogReader(_UnitReader):
         assert self._file is not None
         try:
             chunk = self._file.read(self.options.block_bytes)
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
+        except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             self._done = True
+            self._close()
             self._fail(f"cannot read {self.path}: {error}")
             return
         self._bytes += len(chunk)

@@ -30,6 +30,7 @@ from .model import (
     Rejected,
     UnitsWritten,
     WriterDone,
+    WriterStopped,
     WrittenProgress,
 )
 
@@ -119,11 +120,15 @@ class _UnitWriter(Actor):
     def on_stop(self) -> None:
         """Actor thread: a job stopped before its end leaves no output and no temp file."""
         self._abort()
+        self.send(self.jobs, WriterStopped(self.job))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
-        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left."""
+        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left, and
+        the writer stops (a restarted one would have lost what was written)."""
         self._abort()
         self._fail(f"writing {self.output} failed: {error}")
+        self.send(self.jobs, WriterStopped(self.job))
+        self.ref.stop(graceful=False, wait=False)
 
 
 class LogWriter(_UnitWriter):

@@ -244,3 +244,25 @@ def test_actor_can_stop_itself(system: ActorSystem) -> None:
     ref.tell("bye")
     assert stopped.wait(WAIT)
     assert not ref.alive
+
+
+def test_a_pending_ping_fails_at_once_when_the_actor_is_removed(system: ActorSystem) -> None:
+    entered, release = threading.Event(), threading.Event()
+    ref = system.spawn(lambda: Gate(entered, release), "wedged")
+    ref.tell(0)
+    assert entered.wait(WAIT)
+    pinger_error: list[BaseException] = []
+
+    def ping() -> None:
+        try:
+            ref.ping(timeout=WAIT)
+        except ActorDead as error:
+            pinger_error.append(error)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    system.channel.unregister("wedged")  # the ping is still in the control lane
+    pinger.join(WAIT)
+    release.set()
+    assert pinger_error, "the pinger waited out its timeout instead of hearing ActorDead"
+    assert system.channel.size("wedged") == (0, 0)

@@ -889,3 +889,44 @@ def test_summary_bytes_count_what_was_read_even_when_a_line_is_cut(
     summary = log_summary(run_log(client, source, output, options))
     assert summary.too_long == 1
     assert summary.bytes == source.stat().st_size
+
+
+# -- from the code review: failures that must fail one job, never the daemon ------------------
+
+
+def test_a_corrupt_gzip_fails_its_job_not_the_daemon(system: ActorSystem, tmp_path: Path) -> None:
+    client = start_job_system(system, JobSystemConfig(parser_executor=Executor.THREAD))
+    log = generate_log(20_000)
+    packed = bytearray(gzip.compress(log.data))
+    packed[len(packed) // 2 : len(packed) // 2 + 64] = b"\xff" * 64  # damage the deflate stream
+    source, output = tmp_path / "broken.log", tmp_path / "out.jsonl"
+    source.write_bytes(bytes(packed))
+    info = client.submit(JobSpec(JobKind.LOG, str(output), str(source), LogOptions()))
+    ended = client.wait(info.id, WAIT)
+    assert ended.state is JobState.FAILED
+    assert ended.error is not None and "read" in ended.error
+    assert not system.escalated.is_set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.log"]  # no output, no temp
+    good = tmp_path / "good.log"
+    good.write_bytes(log.data)
+    again = client.wait(client.submit(JobSpec(JobKind.LOG, str(output), str(good))).id, WAIT)
+    assert again.state is JobState.DONE
+
+
+def test_a_runaway_regex_times_out_and_its_worker_is_killed(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    config = JobSystemConfig(parsers=1, parser_executor=Executor.PROCESS, block_timeout=0.5)
+    client = start_job_system(system, config)
+    source, output = tmp_path / "in.log", tmp_path / "out.jsonl"
+    source.write_bytes(b"a" * 40 + b"\n")  # (a+)+b backtracks exponentially on this line
+    workers_before = {p.pid for p in psutil.Process().children()}
+    options = LogOptions(pattern=r"(?P<m>(a+)+)b")
+    ended = client.wait(client.submit(JobSpec(JobKind.LOG, str(output), str(source), options)).id)
+    assert ended.state is JobState.FAILED
+    assert ended.error is not None and "block 0" in ended.error
+    assert "took too long" in ended.error
+    assert not output.exists()
+    # The hung workers were killed; only the fresh replacement (if any) is left.
+    alive = {p.pid for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE}
+    assert len(alive - workers_before) <= 1

@@ -163,3 +163,17 @@ def test_drain_returns_all_data_and_empties_the_mailbox() -> None:
     assert len(box) == 0
     with pytest.raises(TimeoutError):
         box.take(timeout=0)
+
+
+def test_put_many_wakes_a_blocked_receiver_before_waiting_for_room() -> None:
+    box = Mailbox("m", capacity=2)
+    receiver = Call(lambda: box.take(1, timeout=WAIT))
+    receiver.start()
+    messages = [Message(MessageType.DATA, "s", "m", i) for i in range(3)]
+    sender = Call(lambda: box.put_many(messages, timeout=WAIT))
+    sender.start()
+    receiver.finish()
+    sender.finish()
+    assert sender.error is None
+    assert [m.payload for m in receiver.result] == [0]
+    assert [m.payload for m in box.take(5, timeout=0)] == [1, 2]

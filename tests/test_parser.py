@@ -12,6 +12,8 @@ import pytest
 from actors.formats import BUILTIN_FORMATS
 from actors.parser import _Worker, parse_block
 
+from .conftest import WAIT
+
 SEED = BUILTIN_FORMATS["seed"]
 
 # Every awkward case in one block: lines 1..10.
@@ -177,3 +179,14 @@ def test_process_worker_exits_when_closed() -> None:
     started = _Worker()
     started.close()
     assert started.process.returncode == 0
+
+
+def test_closing_a_crashed_worker_reaps_it_and_never_raises() -> None:
+    worker = _Worker()
+    worker.process.kill()
+    worker.process.wait(timeout=WAIT)
+    with pytest.raises((OSError, RuntimeError)):
+        worker.parse(b"x" * 200_000 + b"\n", 1, BUILTIN_FORMATS["seed"])
+    worker.close()
+    assert worker.process.returncode is not None
+    assert worker.process.stdout is not None and worker.process.stdout.closed
