@@ -1,0 +1,234 @@
+"""The control socket server: msgpack-RPC over a Unix stream socket.
+
+One named thread accepts; one named thread serves each connection (at most
+`max_connections`; the one over the cap gets a ``busy`` error and is closed). Every peer is
+checked with SO_PEERCRED before anything runs: root, the daemon's own uid and members of a
+configured group are allowed, anyone else gets ``forbidden``. A connection that breaks the
+framing gets an error and is closed; a silent one is closed after `idle_timeout`. The server
+never interprets methods itself: it hands each request to `handler` (the daemon turns them into
+messages to actors).
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import ActordError
+from .protocol import (
+    DEFAULT_FRAME_LIMIT,
+    ErrorCode,
+    FrameDecoder,
+    ProtocolError,
+    Request,
+    encode_response,
+)
+
+__all__ = ["ControlServer", "HandlerError", "Peer"]
+
+_log: Final = logging.getLogger("actord.control")
+_CRED: Final = struct.Struct("3i")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+class HandlerError(Exception):
+    """Raised by a handler to answer with a stable error code instead of a result."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Handler = Callable[[Request, Peer], Any]
+
+
+def _error(msgid: int, code: ErrorCode, message: str) -> bytes:
+    return encode_response(msgid, {"code": code.value, "message": message}, None)
+
+
+def _peer(conn: socket.socket) -> Peer:
+    pid, uid, gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+    return Peer(pid, uid, gid)
+
+
+class ControlServer:
+    """Serve `handler` on a Unix socket at `path` (or on an inherited listening socket)."""
+
+    def __init__(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        group: str = "",
+        max_connections: int = 64,
+        frame_limit: int = DEFAULT_FRAME_LIMIT,
+        idle_timeout: float = 60.0,
+        listener: socket.socket | None = None,
+    ) -> None:
+        self.path = path
+        self.handler = handler
+        self.frame_limit = frame_limit
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._group_gid, self._group_members = self._group(group)
+        self._listener = listener
+        self._owns_path = listener is None
+        # _lock guards _connections and _stopping.
+        self._lock = threading.Lock()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stopping = False
+        self._accept_thread: threading.Thread | None = None
+
+    @staticmethod
+    def _group(name: str) -> tuple[int | None, frozenset[str]]:
+        if not name:
+            return None, frozenset()
+        entry = grp.getgrnam(name)
+        return entry.gr_gid, frozenset(entry.gr_mem)
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def start(self) -> None:
+        """Bind (socket 0660 in a directory only we can write) and start accepting."""
+        if self._listener is None:
+            directory = Path(self.path).parent
+            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            Path(self.path).unlink(missing_ok=True)  # a stale socket from a previous run
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            old = os.umask(0o117)  # the socket file is created 0660: no window with more
+            try:
+                listener.bind(self.path)
+            finally:
+                os.umask(old)
+            listener.listen(128)
+            self._listener = listener
+        self._accept_thread = threading.Thread(
+            target=self._accept, name="actord-control-accept", daemon=False
+        )
+        self._accept_thread.start()
+
+    def allowed(self, peer: Peer) -> bool:
+        if peer.uid in (0, os.getuid()):
+            return True
+        if self._group_gid is None:
+            return False
+        if peer.gid == self._group_gid:
+            return True
+        try:
+            return pwd.getpwuid(peer.uid).pw_name in self._group_members
+        except KeyError:
+            return False
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # the listener was closed: stopping
+            self._admit(conn)
+
+    def _admit(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._stopping:
+                conn.close()
+                return
+            over = len(self._connections) >= self.max_connections
+            if not over:
+                thread = threading.Thread(
+                    target=self._serve, args=(conn,), name="actord-control-conn", daemon=False
+                )
+                self._connections[conn] = thread
+        if over:
+            self._reject(conn, ErrorCode.BUSY, "too many connections; try again")
+            return
+        thread.start()
+
+    def _reject(self, conn: socket.socket, code: ErrorCode, message: str) -> None:
+        try:
+            conn.settimeout(1.0)
+            conn.sendall(_error(0, code, message))
+        except OSError as error:
+            _log.debug("could not tell a rejected peer why: %s", error)
+        finally:
+            conn.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            peer = _peer(conn)
+            if not self.allowed(peer):
+                _log.warning("refused a control connection from uid %d pid %d", peer.uid, peer.pid)
+                self._reject(conn, ErrorCode.FORBIDDEN, "this user may not control actord")
+                return
+            conn.settimeout(self.idle_timeout)
+            decoder = FrameDecoder(self.frame_limit)
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    return  # idle: close
+                if not data:
+                    return
+                decoder.feed(data)
+                for message in decoder:
+                    if not isinstance(message, Request):
+                        raise ProtocolError(ErrorCode.BAD_REQUEST, "only requests are accepted")
+                    conn.sendall(self._answer(message, peer))
+        except ProtocolError as error:
+            self._reject(conn, error.code, str(error))
+        except OSError as error:
+            _log.debug("control connection ended: %s", error)
+        finally:
+            conn.close()
+            with self._lock:
+                self._connections.pop(conn, None)
+
+    def _answer(self, request: Request, peer: Peer) -> bytes:
+        try:
+            result = self.handler(request, peer)
+        except HandlerError as error:
+            return _error(request.msgid, error.code, str(error))
+        except ActordError as error:  # the runtime's own refusals (a timeout, a dead actor)
+            return _error(request.msgid, ErrorCode.INTERNAL, f"{error.code.value}: {error}")
+        return encode_response(request.msgid, None, result)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every connection, join the threads, remove the socket."""
+        with self._lock:
+            self._stopping = True
+            connections = list(self._connections.items())
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() (Linux)
+            except OSError as error:
+                _log.debug("shutting the control listener down: %s", error)
+            self._listener.close()
+        for conn, _ in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError as error:
+                _log.debug("shutting a control connection down: %s", error)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+        for _, thread in connections:
+            thread.join(timeout)
+        if self._owns_path:
+            Path(self.path).unlink(missing_ok=True)

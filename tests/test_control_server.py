@@ -1,0 +1,201 @@
+"""The control socket server: a real Unix socket, real peers, real limits."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from actord.control.protocol import ErrorCode, Request, encode_request
+from actord.control.server import ControlServer, HandlerError, Peer
+
+
+def handler(request: Request, peer: Peer) -> Any:
+    if request.method == "echo":
+        return list(request.params)
+    if request.method == "whoami":
+        return peer.uid
+    raise HandlerError(ErrorCode.UNKNOWN_METHOD, f"no method {request.method!r}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ControlServer]:
+    srv = ControlServer(
+        str(tmp_path / "run" / "actord.sock"), handler, max_connections=20, idle_timeout=5.0
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+def _call(sock: socket.socket, msgid: int, method: str, params: list[Any]) -> list[Any]:
+    sock.sendall(encode_request(msgid, method, params))
+    return _read(sock)
+
+
+def _read(sock: socket.socket) -> list[Any]:
+    unpacker = msgpack.Unpacker(raw=False)
+    while True:
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        unpacker.feed(data)
+        for item in unpacker:
+            return list(item)
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_request_response_and_errors(server: ControlServer) -> None:
+    with _connect(server.path) as sock:
+        assert _call(sock, 1, "echo", ["a", 2]) == [1, 1, None, ["a", 2]]
+        assert _call(sock, 2, "whoami", []) == [1, 2, None, os.getuid()]
+        kind, msgid, error, result = _call(sock, 3, "nope", [])
+        assert (kind, msgid, result) == (1, 3, None)
+        assert error["code"] == "unknown_method"
+
+
+def test_socket_and_directory_modes(server: ControlServer) -> None:
+    assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(Path(server.path).parent).st_mode) == 0o750
+    assert stat.S_ISSOCK(os.stat(server.path).st_mode)
+
+
+def test_a_bad_frame_closes_only_that_connection(server: ControlServer) -> None:
+    with _connect(server.path) as good, _connect(server.path) as bad:
+        bad.sendall(msgpack.packb({"not": "a request"}))
+        kind, _, error, _ = _read(bad)
+        assert kind == 1 and error["code"] == "bad_request"
+        assert _closed(bad)
+        assert _call(good, 9, "echo", [1])[3] == [1]
+
+
+def test_an_oversized_frame_is_refused(server: ControlServer) -> None:
+    with _connect(server.path) as sock:
+        sock.sendall(encode_request(1, "echo", ["x" * (2 << 20)])[: (1 << 20) + 4096])
+        _, _, error, _ = _read(sock)
+        assert error["code"] in ("too_large", "bad_request")
+        assert _closed(sock)
+
+
+def test_connections_over_the_cap_get_busy(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
+    srv.start()
+    try:
+        first, second = _connect(srv.path), _connect(srv.path)
+        assert _call(first, 1, "echo", [])[2] is None  # both admitted and served
+        assert _call(second, 1, "echo", [])[2] is None
+        with _connect(srv.path) as third:
+            _, _, error, _ = _read(third)
+            assert error["code"] == "busy"
+        first.close()
+        second.close()
+    finally:
+        srv.stop()
+
+
+def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, idle_timeout=0.2)
+    srv.start()
+    try:
+        with _connect(srv.path) as sock:
+            sock.sendall(encode_request(1, "echo", [])[:3])  # half a frame, then silence
+            assert _closed(sock)
+    finally:
+        srv.stop()
+
+
+def test_many_clients_many_requests_no_errors(server: ControlServer) -> None:
+    def client(n: int) -> int:
+        with _connect(server.path) as sock:
+            for i in range(200):
+                reply = _call(sock, i, "echo", [n, i])
+                assert reply == [1, i, None, [n, i]]
+        return n
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sorted(pool.map(client, range(16))) == list(range(16))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a client as nobody")
+def test_another_user_is_forbidden(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def recording(request: Request, peer: Peer) -> Any:
+        calls.append(peer.uid)
+        return "ran"
+
+    # pytest's own temp dirs are 0700: nobody could not even reach the socket there.
+    shared = Path(tempfile.mkdtemp(prefix="actord-peer-", dir="/tmp"))
+    os.chmod(shared, 0o755)
+    srv = ControlServer(str(shared / "run" / "s.sock"), recording, idle_timeout=5.0)
+    srv.start()
+    os.chmod(Path(srv.path).parent, 0o755)  # let nobody reach the socket to be refused
+    os.chmod(srv.path, 0o666)
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    try:
+        child = os.fork()
+        if child == 0:  # the child: become nobody, then be a client (no exec needed)
+            code = "error"
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(10)
+                sock.connect(srv.path)
+                sock.sendall(encode_request(1, "echo", []))
+                code = msgpack.unpackb(sock.recv(4096), raw=False)[2]["code"]
+            finally:
+                os.write(write_end, str(code).encode())
+                os._exit(0)
+        os.close(write_end)
+        write_end = -1
+        _, status = os.waitpid(child, 0)
+        answer = os.read(read_end, 100).decode()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+        srv.stop()
+        shutil.rmtree(shared)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer == "forbidden"
+
+    assert calls == []  # the handler never ran
+
+
+def test_stop_joins_every_thread_and_removes_the_socket(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "s.sock"), handler)
+    srv.start()
+    with _connect(srv.path) as sock:
+        assert _call(sock, 1, "echo", [])[2] is None
+        srv.stop()
+        assert _closed(sock)
+    assert not Path(srv.path).exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("actord-control")]
