@@ -1,0 +1,108 @@
+"""The Prometheus collector and its HTTP endpoint, scraped for real."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from actord import Actor, ActorSystem, Message
+from actord.metrics import MetricsServer, RuntimeCollector
+
+from .conftest import WAIT
+
+
+class Burner(Actor):
+    def handle(self, message: Message) -> None:
+        deadline = time.thread_time() + message.payload
+        while time.thread_time() < deadline:
+            pass
+        if message.correlation_id is not None:
+            self.reply(message, threading.get_native_id())
+
+
+@pytest.fixture
+def registry(system: ActorSystem) -> CollectorRegistry:
+    registry = CollectorRegistry()  # each test its own
+    registry.register(RuntimeCollector(system.stats, system.channel))
+    return registry
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_per_actor_samples_come_from_the_runtime(
+    system: ActorSystem, registry: CollectorRegistry
+) -> None:
+    ref = system.spawn(Burner, "burner")
+    for _ in range(5):
+        ref.tell(0.0)
+    ref.ask(0.2, timeout=WAIT)
+    system.channel.send("nobody", "lost", sender="test")  # one dead letter
+    samples = _samples(generate_latest(registry).decode())
+
+    def k(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return name, tuple(sorted({"actor": "burner", "pool": "burner", **labels}.items()))
+
+    assert samples[k("actord_actor_messages_total", type="data")] == 5
+    assert samples[k("actord_actor_up")] == 1.0
+    assert samples[k("actord_actor_mailbox_capacity")] == 1024
+    user = samples[k("actord_actor_cpu_seconds_total", mode="user")]
+    system_time = samples[k("actord_actor_cpu_seconds_total", mode="system")]
+    assert user + system_time >= 0.15  # its own thread's 0.2 s burn, by native thread id
+    assert samples[k("actord_actor_handle_seconds_count")] >= 5
+    inf = samples[k("actord_actor_handle_seconds_bucket", le="+Inf")]
+    assert inf == samples[k("actord_actor_handle_seconds_count")]
+    assert samples[("actord_dead_letters_total", (("reason", "unknown_recipient"),))] == 1
+
+
+def test_buckets_are_cumulative_and_bounded(
+    system: ActorSystem, registry: CollectorRegistry
+) -> None:
+    ref = system.spawn(Burner, "b")
+    ref.ask(0.0, timeout=WAIT)
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    buckets = [
+        s for s in families["actord_actor_queue_wait_seconds"].samples if s.name.endswith("_bucket")
+    ]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts)  # cumulative
+    assert len(buckets) == 14  # 13 bounds and +Inf: a bounded label set
+
+
+@pytest.fixture
+def server(registry: CollectorRegistry) -> Iterator[MetricsServer]:
+    srv = MetricsServer(registry, port=0)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_a_real_http_scrape_on_loopback(system: ActorSystem, server: MetricsServer) -> None:
+    system.spawn(Burner, "scraped").ask(0.0, timeout=WAIT)
+    assert server.host == "127.0.0.1"
+    with urllib.request.urlopen(server.url, timeout=WAIT) as response:
+        body = response.read().decode()
+        assert response.status == 200
+    assert 'actord_actor_up{actor="scraped",pool="scraped"} 1.0' in body
+
+
+def test_stop_joins_the_server_thread(registry: CollectorRegistry) -> None:
+    srv = MetricsServer(registry, port=0)
+    srv.start()
+    srv.stop()
+    assert not [t for t in threading.enumerate() if t.name == "actord-metrics"]
