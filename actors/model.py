@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from actord.errors import ActordError, ErrorCode
+from actord.journal import JournalState
 
 __all__ = [
     "ArrayPlan",
@@ -49,16 +50,8 @@ class JobKind(StrEnum):
     FFT = "fft"
 
 
-class JobState(StrEnum):
-    ACCEPTED = "accepted"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+# A job's states are the journal's: one definition for the runtime's store and the jobs.
+JobState = JournalState
 
 
 class Executor(StrEnum):

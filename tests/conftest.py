@@ -89,6 +89,20 @@ class Recorder:
             return [m.payload for _, m in self.handled]
 
 
+class Gate(Actor):
+    """Blocks in handle until `release` is set; records entry."""
+
+    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
+        self.entered = entered
+        self.release = release
+
+    def handle(self, message: Message) -> None:
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        if message.correlation_id is not None:
+            self.reply(message, message.payload)
+
+
 class RecordingActor(Actor):
     """Records each message; a payload equal to "boom" raises; replies to requests."""
 

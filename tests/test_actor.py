@@ -21,21 +21,7 @@ from actord import (
     MessageType,
 )
 
-from .conftest import WAIT, Recorder, RecordingActor
-
-
-class Gate(Actor):
-    """Blocks in handle until `release` is set; records entry."""
-
-    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
-        self.entered = entered
-        self.release = release
-
-    def handle(self, message: Message) -> None:
-        self.entered.set()
-        assert self.release.wait(WAIT)
-        if message.correlation_id is not None:
-            self.reply(message, message.payload)
+from .conftest import WAIT, Gate, Recorder, RecordingActor
 
 
 def test_tell_delivers_in_order(system: ActorSystem, recorder: Recorder) -> None:

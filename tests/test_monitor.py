@@ -8,7 +8,7 @@ import time
 from actord import Actor, ActorSystem, Message
 from actors.monitor import GetSample, Monitor, MonitorSample, thread_cpu_times
 
-from .conftest import WAIT, Recorder, RecordingActor
+from .conftest import WAIT, Gate, Recorder, RecordingActor
 
 
 class Burner(Actor):
@@ -19,16 +19,6 @@ class Burner(Actor):
         while time.thread_time() < deadline:
             pass
         self.reply(message, threading.get_native_id())
-
-
-class Stuck(Actor):
-    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
-        self.entered = entered
-        self.release = release
-
-    def handle(self, message: Message) -> None:
-        self.entered.set()
-        assert self.release.wait(WAIT)
 
 
 def test_cpu_is_the_actor_threads_own(system: ActorSystem) -> None:
@@ -50,7 +40,7 @@ def test_a_stuck_actor_is_flagged_and_the_sample_is_unhealthy(system: ActorSyste
     # With a zero threshold an actor is stuck as soon as it is inside a handler: no waiting.
     monitor = system.spawn(lambda: Monitor(system, interval=60.0, stuck_after=0.0), "monitor")
     entered, release = threading.Event(), threading.Event()
-    stuck = system.spawn(lambda: Stuck(entered, release), "stuck")
+    stuck = system.spawn(lambda: Gate(entered, release), "stuck")
     stuck.tell("hold")
     assert entered.wait(WAIT)
     try:

@@ -21,7 +21,7 @@ from actord import (
     UnknownActor,
 )
 
-from .conftest import WAIT, Recorder, RecordingActor
+from .conftest import WAIT, Gate, Recorder, RecordingActor
 
 
 class GatedRecorder(Actor):
@@ -146,19 +146,9 @@ def test_immediate_stop_dead_letters_the_queue_and_fails_asks(
     assert sorted(handled + dead, key=str) == sorted([*range(10), "question"], key=str)
 
 
-class _Slow(Actor):
-    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
-        self.entered = entered
-        self.release = release
-
-    def handle(self, message: Message) -> None:
-        self.entered.set()
-        assert self.release.wait(WAIT)
-
-
 def test_graceful_stop_falls_back_to_immediate_after_the_deadline(system: ActorSystem) -> None:
     entered, release = threading.Event(), threading.Event()
-    ref = system.spawn(lambda: _Slow(entered, release), "slow")
+    ref = system.spawn(lambda: Gate(entered, release), "slow")
     ref.tell(0)
     ref.tell(1)
     assert entered.wait(WAIT)
@@ -178,7 +168,7 @@ def test_stop_timeout_names_an_actor_stuck_in_handle(
 
     monkeypatch.setattr(actord.system, "_KILL_GRACE", 0.05)
     entered, release = threading.Event(), threading.Event()
-    ref = system.spawn(lambda: _Slow(entered, release), "stuck")
+    ref = system.spawn(lambda: Gate(entered, release), "stuck")
     ref.tell(0)
     assert entered.wait(WAIT)
     try:
