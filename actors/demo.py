@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
 from actord import Actor, ActorSystem, Message
 
@@ -126,8 +127,16 @@ def main(options: DemoOptions) -> int:
         results = [client.wait(log_job.id), client.wait(fft_job.id)]
         elapsed = time.perf_counter() - start
         sample: MonitorSample = monitor.ask(GetSample(), timeout=10)
+        workers = [c.cpu_times() for c in psutil.Process().children()]
     print()
     _report(results, sample, elapsed, malformed)
+    if workers:
+        user, system_cpu = sum(t.user for t in workers), sum(t.system for t in workers)
+        print(
+            f"parse worker processes ({len(workers)}): cpu user {user:.2f}s, sys {system_cpu:.2f}s"
+            " (the parser# threads above only hand them blocks)"
+        )
+    _footer()
     failed = [r for r in results if r.error]
     return 1 if failed else 0
 
@@ -164,6 +173,9 @@ def _report(results: list[JobInfo], sample: MonitorSample, elapsed: float, malfo
             f"{a.name:<16} {a.native_thread_id:>8} {a.processed:>9,} {a.errors:>6} "
             f"{a.restarts:>8} {a.cpu_user:>8.2f}s {a.cpu_system:>7.2f}s"
         )
+
+
+def _footer() -> None:
     print(
         "\nmetrics: a Prometheus endpoint arrives with the observability issue; "
         "the figures above come from the monitor actor"
