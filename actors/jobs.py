@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -124,49 +125,37 @@ class JobsActor(Actor):
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"
         config = self.config
         jobs = self.name
-        reader_cap = reader_capacity(config.window)
+        make_writer: Callable[[], Actor]
+        make_reader: Callable[[], Actor]
         if isinstance(spec.options, LogOptions):
             assert spec.input is not None and pattern is not None
             log_input, log_options = spec.input, spec.options
-            job.writer = self.system.spawn(
-                lambda: LogWriter(job_id, spec.output, jobs, reader),
-                writer,
-                capacity=config.writer_capacity,
-            )
-            job.reader = self.system.spawn(
-                lambda: LogReader(
-                    job_id,
-                    log_input,
-                    log_options,
-                    pattern,
-                    pool=PARSERS,
-                    writer=writer,
-                    jobs=jobs,
-                    window=config.window,
-                ),
-                reader,
-                capacity=reader_cap,
+            make_writer = lambda: LogWriter(job_id, spec.output, jobs, reader)  # noqa: E731
+            make_reader = lambda: LogReader(  # noqa: E731
+                job_id,
+                log_input,
+                log_options,
+                pattern,
+                pool=PARSERS,
+                writer=writer,
+                jobs=jobs,
+                window=config.window,
             )
         else:
             fft_options = spec.options
-            job.writer = self.system.spawn(
-                lambda: ArrayWriter(job_id, spec.output, jobs, reader),
-                writer,
-                capacity=config.writer_capacity,
+            make_writer = lambda: ArrayWriter(job_id, spec.output, jobs, reader)  # noqa: E731
+            make_reader = lambda: ArrayReader(  # noqa: E731
+                job_id,
+                spec.input,
+                fft_options,
+                pool=FFT_WORKERS,
+                writer=writer,
+                jobs=jobs,
+                window=config.window,
             )
-            job.reader = self.system.spawn(
-                lambda: ArrayReader(
-                    job_id,
-                    spec.input,
-                    fft_options,
-                    pool=FFT_WORKERS,
-                    writer=writer,
-                    jobs=jobs,
-                    window=config.window,
-                ),
-                reader,
-                capacity=reader_cap,
-            )
+        # The writer first: the reader's first unit needs somewhere to go.
+        job.writer = self.system.spawn(make_writer, writer, capacity=config.writer_capacity)
+        job.reader = self.system.spawn(make_reader, reader, capacity=reader_capacity(config.window))
         self._publish(job.info)
         return job.info
 
