@@ -75,8 +75,9 @@ class _ReplySlot:
         self.error = error
         self._done.release()
 
-    def wait(self, timeout: float) -> bool:
-        return self._done.acquire(True, timeout)
+    def wait(self, timeout: float | None) -> bool:
+        """Block until resolved or `timeout` (None: for as long as it takes)."""
+        return self._done.acquire(True, -1 if timeout is None else timeout)
 
 
 class ThreadChannel:
@@ -376,10 +377,10 @@ class ThreadChannel:
     def _await_reply(
         self, slot: _ReplySlot, correlation_id: str, recipient: str, timeout: float
     ) -> Any:
-        if not slot._done.acquire(True, timeout):
+        if not slot.wait(timeout):
             if self._pending.pop(correlation_id, None) is not None:
                 raise AskTimeout(f"no reply from {recipient!r} within {timeout}s")
-            slot._done.acquire()  # popped by a resolver that is setting it right now
+            slot.wait(None)  # popped by a resolver that is setting it right now
         if slot.error is not None:
             raise slot.error
         return slot.value

@@ -21,6 +21,7 @@ from .model import (
     Cancel,
     Executor,
     FFTOptions,
+    FFTSummary,
     GetJob,
     JobError,
     JobInfo,
@@ -30,6 +31,7 @@ from .model import (
     JobState,
     ListJobs,
     LogOptions,
+    LogSummary,
     Progress,
     Rejected,
     Submit,
@@ -176,14 +178,20 @@ class JobsActor(Actor):
             return
         self._end(done.job, JobState.DONE, summary=done.summary)
 
-    def _end(self, job_id: str, state: JobState, *, error: str | None = None, **kw: object) -> None:
+    def _end(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        error: str | None = None,
+        summary: LogSummary | FFTSummary | None = None,
+    ) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.info.state.finished:
             return
-        summary = kw.get("summary")
         info = replace(job.info, state=state, error=error)
         if summary is not None:
-            info = replace(info, summary=summary, total=job.info.total or job.info.done)  # type: ignore[arg-type]
+            info = replace(info, summary=summary, total=job.info.total or job.info.done)
         job.info = info
         # Stop without joining: the writer's on_stop removes the temp files of a job that
         # did not finish; units still in the pools for it become dead letters.

@@ -83,7 +83,7 @@ class Monitor(Actor):
 
     def handle(self, message: Message) -> None:
         """Actor thread: sample on a tick; answer a request with the latest sample."""
-        if message.payload is _TICK or isinstance(message.payload, _Tick):
+        if isinstance(message.payload, _Tick):
             self.latest = self.sample()
             self.publish(self.latest, timeout=0)
         elif isinstance(message.payload, GetSample):
