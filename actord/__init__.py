@@ -23,6 +23,7 @@ from .errors import (
 )
 from .logctx import LOG_FORMAT
 from .message import (
+    AdminCommand,
     Batch,
     Control,
     ControlKind,
@@ -49,6 +50,7 @@ __all__ = [
     "ActorStats",
     "ActorSystem",
     "ActordError",
+    "AdminCommand",
     "AskTimeout",
     "BadPayload",
     "Batch",

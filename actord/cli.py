@@ -1,7 +1,7 @@
 """Command-line entry points: `actord` (the daemon) and `actorctl` (its client).
 
-They start small: `actord demo` runs a pipeline in-process; `actord run` and the `actorctl`
-commands arrive with the daemon and control-plane work.
+`actord demo` runs a log job and an FFT job in-process; `actord run` runs the daemon in the
+foreground; `actorctl` (in `control/ctl.py`) talks to it over the control socket.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from . import __version__
+from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .logctx import LOG_FORMAT
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
@@ -55,7 +56,10 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
         default="process",
         help="where parser pool members parse: threads, or one worker process each (process)",
     )
+    _add_run(commands)
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     if args.command is None:
         parser.print_help()
@@ -74,16 +78,74 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     )
 
 
-def actorctl_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="actorctl",
-        description="actorctl: control a running actord over its Unix socket. The control "
-        "socket arrives with the daemon work; for now only --version is available.",
+# `actord run` flags: (flag, config key, type, help). Each overrides the config file's key.
+_RUN_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--socket", "daemon.socket", str, "control socket path"),
+    ("--state-dir", "daemon.state_dir", str, "journal and default roots live here"),
+    ("--input-root", "paths.input_roots", str, "allowed root for job inputs (repeatable)"),
+    ("--output-root", "paths.output_roots", str, "allowed root for job outputs (repeatable)"),
+    ("--parsers", "parser.size", int, "parser pool size"),
+    ("--parser-executor", "parser.executor", str, "thread or process"),
+    ("--fft-workers", "fft.size", int, "FFT pool size"),
+    ("--max-jobs", "daemon.max_jobs", int, "jobs running at once (the rest wait in order)"),
+    ("--mailbox-capacity", "mailbox_capacity", int, "default mailbox capacity"),
+    ("--drain-deadline", "daemon.drain_deadline", float, "seconds SIGTERM lets jobs finish"),
+    ("--metrics-address", "metrics.address", str, "host:port for /metrics ('' disables)"),
+    ("--socket-group", "daemon.socket_group", str, "a group whose members may connect"),
+    ("--max-connections", "daemon.max_connections", int, "open control connections allowed"),
+    ("--idle-timeout", "daemon.idle_timeout", float, "seconds a silent connection stays open"),
+]
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the daemon in the foreground (as systemd runs it)",
+        description="Run actord in the foreground: the job actors, the SQLite job journal and "
+        "the control socket that actorctl talks to. Logs go to stderr. The config is --config, "
+        f"else {DEFAULT_CONFIG_PATH} if it exists, else the built-in defaults; every flag "
+        "below overrides its config key. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.",
     )
-    parser.add_argument("--version", action="version", version=f"actorctl {__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 2
+    run.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
+    run.add_argument("--log-level", dest="run_log_level", help="DEBUG, INFO (default), ...")
+    for flag, key, kind, text in _RUN_FLAGS:
+        repeat = key.startswith("paths.")
+        run.add_argument(
+            flag,
+            dest=key,
+            type=kind,
+            action="append" if repeat else "store",
+            help=f"{text} [{key}]",
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
+
+    overrides: dict[str, object] = {}
+    for _, key, _, _ in _RUN_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = tuple(value) if isinstance(value, list) else value
+    if args.run_log_level:
+        overrides["daemon.log_level"] = args.run_log_level
+    logging.basicConfig(level="INFO", format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        daemon = Daemon(args.config, overrides)
+        code = daemon.run()
+    except ConfigError as error:
+        logging.getLogger("actord").error("%s", error)
+        return 2
+    except OSError as error:
+        logging.getLogger("actord").error("cannot start: %s", error)
+        return 1
+    return exit_hard_if_stuck(code)
+
+
+def actorctl_main(argv: Sequence[str] | None = None) -> int:
+    from .control.ctl import main  # noqa: PLC0415 - keeps `actord` imports small
+
+    return main(argv)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class DaemonConfig:
     max_connections: int = 64
     frame_limit: int = 1 << 20  # bytes per request frame
     idle_timeout: float = 60.0  # seconds a connection may stay silent
+    max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
+    app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,16 +145,31 @@ class Journal:
             )
         return self.jobs(unfinished=True)
 
+    def release(self, job_id: str) -> JournaledJob:
+        """A running job back to ACCEPTED without a crash retry: the daemon is stopping
+        cleanly and the job will run again on the next start."""
+        return self._set_state(job_id, JournalState.ACCEPTED)
+
+    def counts(self) -> dict[JournalState, int]:
+        """How many jobs are in each state."""
+        rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        found = {JournalState(state): count for state, count in rows}
+        return {state: found.get(state, 0) for state in JournalState}
+
     def get(self, job_id: str) -> JournaledJob:
         found = self._select("WHERE id = ?", (job_id,))
         if not found:
             raise UnknownActor(f"no job {job_id!r} in the journal")
         return found[0]
 
-    def jobs(self, *, unfinished: bool = False) -> list[JournaledJob]:
+    def jobs(self, *, unfinished: bool = False, limit: int | None = None) -> list[JournaledJob]:
+        """Jobs oldest first; with `limit`, only the newest `limit` of them."""
         if unfinished:
             states = (JournalState.ACCEPTED.value, JournalState.RUNNING.value)
             return self._select("WHERE state IN (?, ?) ORDER BY seq", states)
+        if limit is not None:
+            newest = self._select("ORDER BY seq DESC LIMIT ?", (limit,))
+            return newest[::-1]
         return self._select("ORDER BY seq", ())
 
     def _set_state(self, job_id: str, state: JournalState) -> JournaledJob:

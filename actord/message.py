@@ -16,6 +16,7 @@ from typing import Any
 from .errors import BadPayload
 
 __all__ = [
+    "AdminCommand",
     "Batch",
     "Control",
     "ControlKind",
@@ -108,6 +109,7 @@ class ControlKind(Enum):
     STOP = "stop"  # stop now; what is still queued becomes dead letters
     RETIRE = "retire"  # one pool member leaves (a pool shrinks); nothing queued is touched
     PING = "ping"  # liveness: the receive loop itself answers with `Pong`
+    RESTART = "restart"  # replace the instance with a fresh one; the mailbox is untouched
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,21 @@ class Pong:
 
     actor: str
     native_thread_id: int
+
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCommand:
+    """An operator's message to an actor (``actorctl send``): a command name and flat
+    arguments. An actor that does not know the command ignores it or fails it, as it likes."""
+
+    command: str
+    args: tuple[tuple[str, Scalar], ...] = ()
+
+    def arg(self, name: str, default: Scalar = None) -> Scalar:
+        return dict(self.args).get(name, default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,17 @@ class _Group:
         for _ in range(max(-delta, 0)):
             self._system.channel.send_control(self.name, ControlKind.RETIRE)
 
+    def restart(self) -> int:
+        """Ask each member to replace its instance with a fresh one (a member takes the next
+        request from the control lane between messages); nothing queued is lost."""
+        with self._lock:
+            if self._state != "running":
+                raise ActorDead(f"{self.name!r} is {self._state}")
+            members = self._size
+        for _ in range(members):
+            self._system.channel.send_control(self.name, ControlKind.RESTART)
+        return members
+
     def stats(self) -> tuple[ActorStats, ...]:
         with self._lock:
             cells = list(self.cells)
@@ -271,6 +282,10 @@ class ActorSystem:
         if not group.pooled:
             raise InvalidArgument(f"{name!r} is a single actor, not a pool")
         group.resize(size)
+
+    def restart(self, name: str) -> int:
+        """Restart an actor (each member of a pool) on its mailbox; returns the member count."""
+        return self._group(name).restart()
 
     def lookup(self, name: str) -> ActorRef:
         return self._group(name).ref

@@ -44,7 +44,14 @@ from .parser import Parser
 from .reader import ArrayReader, LogReader, reader_capacity
 from .writer import REJECTS_SUFFIX, ArrayWriter, LogWriter
 
-__all__ = ["JOBS", "JobClient", "JobSystemConfig", "JobsActor", "start_job_system"]
+__all__ = [
+    "JOBS",
+    "JobClient",
+    "JobSystemConfig",
+    "JobsActor",
+    "start_job_system",
+    "validate_spec",
+]
 
 JOBS = "jobs"
 PARSERS = "parser"
@@ -97,7 +104,7 @@ class JobsActor(Actor):
         elif isinstance(payload, JobError):
             self._end(payload.job, JobState.FAILED, error=payload.error)
         elif isinstance(payload, Submit):
-            self._answer(message, self._submit(payload.spec))
+            self._answer(message, self._submit(payload.spec, payload.job_id))
         elif isinstance(payload, ListJobs):
             self._answer(message, tuple(job.info for job in self.jobs.values()))
         elif isinstance(payload, GetJob | Cancel | WaitJob):
@@ -116,12 +123,17 @@ class JobsActor(Actor):
         if request.correlation_id is not None:
             self.reply(request, answer)
 
-    def _submit(self, spec: JobSpec) -> JobInfo | Rejected:
+    def _submit(self, spec: JobSpec, given_id: str | None) -> JobInfo | Rejected:
+        if given_id is not None and given_id in self.jobs:
+            return Rejected("conflict", f"job {given_id!r} already exists")
+        job_id = given_id or f"{spec.kind.value}-{next(self.ids)}"
         try:
-            pattern = _validate(spec)
+            pattern = validate_spec(spec)
         except InvalidArgument as error:
+            if given_id is not None:  # the store hears of it as the job's end
+                failed = Progress(job_id, spec.kind, JobState.FAILED, 0, 0, 0, error=str(error))
+                self.publish(failed, timeout=0)
             return Rejected("invalid", str(error))
-        job_id = f"{spec.kind.value}-{next(self.ids)}"
         info = JobInfo(job_id, spec.kind, JobState.RUNNING, spec.input, spec.output)
         job = self.jobs[job_id] = _Job(info)
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"
@@ -198,10 +210,9 @@ class JobsActor(Actor):
         for ref in (job.reader, job.writer):
             if ref is not None:  # stopping is idempotent; a failed actor must go too
                 ref.stop(graceful=False, wait=False)
-        self._publish(info)
-        if state is JobState.DONE or job.writer_stopped:
-            self._answer_waiters(job)
-        # Otherwise the waiters hear once the writer has removed its temporary files.
+        if self._settled(job):
+            self._settle(job)
+        # Otherwise waiters and subscribers hear once the writer has removed its temp files.
 
     @staticmethod
     def _settled(job: _Job) -> bool:
@@ -212,21 +223,33 @@ class JobsActor(Actor):
         job = self.jobs.get(job_id)
         if job is None:
             return
+        already = self._settled(job)
         job.writer_stopped = True
-        if job.info.state.finished:
-            self._answer_waiters(job)
+        if job.info.state.finished and not already:
+            self._settle(job)
 
-    def _answer_waiters(self, job: _Job) -> None:
+    def _settle(self, job: _Job) -> None:
+        # Once per job: its end is published and its waiters answered.
+        self._publish(job.info)
         for waiter in job.waiters:
             self._answer(waiter, job.info)
         job.waiters.clear()
 
     def _publish(self, info: JobInfo) -> None:
-        progress = Progress(info.id, info.kind, info.state, info.done, info.total, info.bytes)
+        progress = Progress(
+            info.id,
+            info.kind,
+            info.state,
+            info.done,
+            info.total,
+            info.bytes,
+            error=info.error,
+            summary=info.summary,
+        )
         self.publish(progress, timeout=0)
 
 
-def _validate(spec: JobSpec) -> str | None:
+def validate_spec(spec: JobSpec) -> str | None:
     """Check a job before accepting it; returns the log pattern. Raises InvalidArgument."""
     out_dir = os.path.dirname(os.path.abspath(spec.output)) or "."
     if not os.path.isdir(out_dir):

@@ -128,11 +128,13 @@ class JobInfo:
     bytes: int = 0  # input bytes written through
     error: str | None = None
     summary: LogSummary | FFTSummary | None = None
+    crash_retries: int = 0  # times the daemon died while this job ran (from the journal)
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """EVENT published by the jobs actor as a job advances and when it ends."""
+    """EVENT published by the jobs actor as a job advances, and once when it has ended (after
+    a failed or cancelled job's temporary files are gone), with its error or summary."""
 
     job: str
     kind: JobKind
@@ -140,6 +142,8 @@ class Progress:
     done: int
     total: int
     bytes: int
+    error: str | None = None
+    summary: LogSummary | FFTSummary | None = None
 
 
 # -- requests to the jobs actor (replies are JobInfo, a tuple of them, or Rejected) ----------
@@ -148,6 +152,7 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class Submit:
     spec: JobSpec
+    job_id: str | None = None  # given by the job store (the journal's id); else one is made
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +167,7 @@ class GetJob:
 
 @dataclass(frozen=True, slots=True)
 class ListJobs:
-    pass
+    limit: int = 1000  # the newest jobs only: a daemon that runs for months has many
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ reader ever sees a partial output, and a failed or cancelled job leaves none beh
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from .model import (
     WrittenProgress,
 )
 
-__all__ = ["ArrayWriter", "AtomicFile", "LogWriter", "create_temp"]
+__all__ = ["ArrayWriter", "AtomicFile", "LogWriter", "create_temp", "remove_temps"]
 
 REJECTS_SUFFIX = ".rejects"
 
@@ -52,6 +53,25 @@ def create_temp(path: str) -> tuple[int, str]:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
         except FileExistsError:
             continue
+
+
+def remove_temps(path: str) -> list[str]:
+    """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
+    output's and its rejects file's. Returns what was removed."""
+    directory, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(
+        rf"\.{re.escape(name)}(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
+    )
+    removed: list[str] = []
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            Path(directory, entry).unlink(missing_ok=True)
+            removed.append(os.path.join(directory, entry))
+    return removed
 
 
 class AtomicFile:

@@ -17,16 +17,20 @@ from typing import Any
 import msgpack
 import pytest
 
-from actord.control.protocol import ErrorCode, Request, encode_request
-from actord.control.server import ControlServer, HandlerError, Peer
+from actord.control.protocol import ErrorCode, encode_request
+from actord.control.server import Call, ControlServer, HandlerError
 
 
-def handler(request: Request, peer: Peer) -> Any:
-    if request.method == "echo":
-        return list(request.params)
-    if request.method == "whoami":
-        return peer.uid
-    raise HandlerError(ErrorCode.UNKNOWN_METHOD, f"no method {request.method!r}")
+def handler(call: Call) -> Any:
+    if call.method == "echo":
+        return list(call.params)
+    if call.method == "whoami":
+        return call.peer.uid
+    if call.method == "count":  # streams notifications, then answers
+        for i in range(call.params[0]):
+            call.notify("tick", [i])
+        return "counted"
+    raise HandlerError(ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r}")
 
 
 @pytest.fixture
@@ -145,8 +149,8 @@ def test_many_clients_many_requests_no_errors(server: ControlServer) -> None:
 def test_another_user_is_forbidden(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def recording(request: Request, peer: Peer) -> Any:
-        calls.append(peer.uid)
+    def recording(call: Call) -> Any:
+        calls.append(call.peer.uid)
         return "ran"
 
     # pytest's own temp dirs are 0700: nobody could not even reach the socket there.
@@ -199,3 +203,24 @@ def test_stop_joins_every_thread_and_removes_the_socket(tmp_path: Path) -> None:
         assert _closed(sock)
     assert not Path(srv.path).exists()
     assert not [t for t in threading.enumerate() if t.name.startswith("actord-control")]
+
+
+def test_a_handler_streams_notifications_before_its_response(server: ControlServer) -> None:
+    with _connect(server.path) as sock:
+        sock.sendall(encode_request(7, "count", [3]))
+        unpacker = msgpack.Unpacker(raw=False)
+        seen: list[Any] = []
+        while len(seen) < 4:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection early"
+            unpacker.feed(data)
+            seen.extend(unpacker)
+    assert seen == [[2, "tick", [0]], [2, "tick", [1]], [2, "tick", [2]], [1, 7, None, "counted"]]
+
+
+def test_a_second_server_on_a_live_socket_is_refused(server: ControlServer) -> None:
+    other = ControlServer(server.path, handler)
+    with pytest.raises(OSError, match="another server"):
+        other.start()
+    with _connect(server.path) as sock:  # the first one still serves
+        assert _call(sock, 1, "echo", [1])[3] == [1]

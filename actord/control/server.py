@@ -11,6 +11,7 @@ messages to actors).
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import os
@@ -30,10 +31,11 @@ from .protocol import (
     FrameDecoder,
     ProtocolError,
     Request,
+    encode_notification,
     encode_response,
 )
 
-__all__ = ["ControlServer", "HandlerError", "Peer"]
+__all__ = ["Call", "ControlServer", "Handler", "HandlerError", "Peer"]
 
 _log: Final = logging.getLogger("actord.control")
 _CRED: Final = struct.Struct("3i")
@@ -46,6 +48,28 @@ class Peer:
     gid: int
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a handler sees it: the method, its params, who asked, and a way to
+    stream notifications (``[2, method, params]``) back before the response."""
+
+    request: Request
+    peer: Peer
+    _send: Callable[[bytes], None]
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        return self.request.params
+
+    def notify(self, method: str, params: list[Any] | tuple[Any, ...]) -> None:
+        """Send a notification now (raises OSError once the client has gone)."""
+        self._send(encode_notification(method, params))
+
+
 class HandlerError(Exception):
     """Raised by a handler to answer with a stable error code instead of a result."""
 
@@ -54,11 +78,24 @@ class HandlerError(Exception):
         self.code = code
 
 
-Handler = Callable[[Request, Peer], Any]
+Handler = Callable[[Call], Any]
 
 
 def _error(msgid: int, code: ErrorCode, message: str) -> bytes:
     return encode_response(msgid, {"code": code.value, "message": message}, None)
+
+
+def _listening(path: str) -> bool:
+    # A live server answers a connect; a stale socket file from a dead one refuses it.
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _peer(conn: socket.socket) -> Peer:
@@ -111,6 +148,8 @@ class ControlServer:
         if self._listener is None:
             directory = Path(self.path).parent
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            if _listening(self.path):
+                raise OSError(errno.EADDRINUSE, f"another server is listening on {self.path}")
             Path(self.path).unlink(missing_ok=True)  # a stale socket from a previous run
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             old = os.umask(0o117)  # the socket file is created 0660: no window with more
@@ -191,7 +230,7 @@ class ControlServer:
                 for message in decoder:
                     if not isinstance(message, Request):
                         raise ProtocolError(ErrorCode.BAD_REQUEST, "only requests are accepted")
-                    conn.sendall(self._answer(message, peer))
+                    conn.sendall(self._answer(Call(message, peer, conn.sendall)))
         except ProtocolError as error:
             self._reject(conn, error.code, str(error))
         except OSError as error:
@@ -201,26 +240,34 @@ class ControlServer:
             with self._lock:
                 self._connections.pop(conn, None)
 
-    def _answer(self, request: Request, peer: Peer) -> bytes:
+    def _answer(self, call: Call) -> bytes:
+        request = call.request
         try:
-            result = self.handler(request, peer)
+            result = self.handler(call)
         except HandlerError as error:
             return _error(request.msgid, error.code, str(error))
         except ActordError as error:  # the runtime's own refusals (a timeout, a dead actor)
             return _error(request.msgid, ErrorCode.INTERNAL, f"{error.code.value}: {error}")
         return encode_response(request.msgid, None, result)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every connection, join the threads, remove the socket."""
+    def close_listener(self) -> None:
+        """Take no new connections (the socket file goes); open ones are still served."""
         with self._lock:
             self._stopping = True
-            connections = list(self._connections.items())
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() (Linux)
             except OSError as error:
                 _log.debug("shutting the control listener down: %s", error)
             self._listener.close()
+        if self._owns_path:
+            Path(self.path).unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every connection, join the threads, remove the socket."""
+        self.close_listener()
+        with self._lock:
+            connections = list(self._connections.items())
         for conn, _ in connections:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -230,5 +277,3 @@ class ControlServer:
             self._accept_thread.join(timeout)
         for _, thread in connections:
             thread.join(timeout)
-        if self._owns_path:
-            Path(self.path).unlink(missing_ok=True)

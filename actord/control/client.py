@@ -1,0 +1,113 @@
+"""The control client: msgpack-RPC calls to a running actord over its Unix socket.
+
+``Client(path).call("status")`` returns the result or raises `RemoteError` with the daemon's
+stable error code; `stream` yields the notifications a call sends (``watch``) before its
+result. A daemon that is not there raises `NotRunning`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from .protocol import (
+    DEFAULT_FRAME_LIMIT,
+    FrameDecoder,
+    Notification,
+    Response,
+    encode_request,
+)
+
+__all__ = ["Client", "NotRunning", "RemoteError", "default_socket"]
+
+
+class RemoteError(Exception):
+    """The daemon answered with an error ``{code, message}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class NotRunning(ConnectionError):
+    """Nothing is listening on the socket (no file, or a stale one)."""
+
+
+def default_socket(env: dict[str, str] | None = None) -> str:
+    """``$ACTORD_SOCKET``, else where a daemon run by this user puts it by default."""
+    from ..config import Config  # noqa: PLC0415 - only for the default path
+
+    env = dict(os.environ) if env is None else env
+    return env.get("ACTORD_SOCKET") or Config().resolved(env).daemon.socket
+
+
+class Client:
+    """One connection; calls are made one at a time (not thread-safe)."""
+
+    def __init__(self, path: str, *, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            self._sock.close()
+            raise NotRunning(f"actord is not running at {path} ({error.strerror})") from None
+        except OSError:
+            self._sock.close()
+            raise
+        self._decoder = FrameDecoder(DEFAULT_FRAME_LIMIT * 64)  # replies may be larger
+        self._pending: list[Response | Notification] = []
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
+        return self.stream(method, *params, on_notification=None, timeout=timeout)
+
+    def stream(
+        self,
+        method: str,
+        *params: Any,
+        on_notification: Callable[[str, tuple[Any, ...]], None] | None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call `method`; each notification before the response goes to `on_notification`.
+        `timeout` bounds each wait for data (None: the client's)."""
+        msgid = next(self._ids)
+        self._sock.settimeout(self.timeout if timeout is None else timeout)
+        self._sock.sendall(encode_request(msgid, method, params))
+        while True:
+            message = self._next()
+            if isinstance(message, Notification):
+                if on_notification is not None:
+                    on_notification(message.method, message.params)
+                continue
+            if message.msgid not in (msgid, 0):  # 0: the server refused the connection
+                continue
+            if message.error is not None:
+                raise RemoteError(message.error["code"], str(message.error.get("message", "")))
+            return message.result
+
+    def _next(self) -> Response | Notification:
+        while not self._pending:
+            data = self._sock.recv(1 << 16)
+            if not data:
+                raise ConnectionResetError("actord closed the connection")
+            self._decoder.feed(data)
+            for message in self._decoder:
+                if isinstance(message, Response | Notification):
+                    self._pending.append(message)
+        return self._pending.pop(0)

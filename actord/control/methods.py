@@ -1,0 +1,210 @@
+"""Control methods: the dispatcher that maps errors to stable codes, and the runtime's own
+methods (ping, status, actors, send, restart, scale, reload, shutdown).
+
+Methods run on the connection's thread. They act through the actor system's public API and
+typed messages; they never reach into an actor's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
+
+from ..errors import (
+    ActordError,
+    AskTimeout,
+    InvalidArgument,
+    MailboxFull,
+    UnknownActor,
+)
+from ..message import AdminCommand, MessageType, Scalar
+from ..stats import ActorStats
+from ..system import ActorSystem
+from .protocol import ErrorCode, ProtocolError
+from .server import Call, HandlerError
+
+__all__ = ["Dispatcher", "Method", "RuntimeHooks", "param", "runtime_methods", "stats_to_wire"]
+
+_log: Final = logging.getLogger("actord.control")
+_MISSING: Final = object()
+Method = Callable[[Call], Any]
+
+
+def param(call: Call, index: int, expected: type, name: str, default: Any = _MISSING) -> Any:
+    """The `index`-th param, checked to be `expected`; a `bad_request` naming it if not."""
+    if index >= len(call.params):
+        if default is _MISSING:
+            raise HandlerError(ErrorCode.BAD_REQUEST, f"{call.method}: missing param {name!r}")
+        return default
+    value = call.params[index]
+    wrong_bool = isinstance(value, bool) and expected is not bool
+    if wrong_bool or not isinstance(value, expected):
+        raise HandlerError(
+            ErrorCode.BAD_REQUEST,
+            f"{call.method}: param {name!r} must be {expected.__name__}, got {value!r}",
+        )
+    return value
+
+
+class Dispatcher:
+    """The control server's handler: finds the method and turns failures into error codes.
+
+    This is the control plane's failure boundary: a method that raises something unexpected
+    is logged with its traceback and answered with ``internal``; the connection goes on.
+    """
+
+    def __init__(self, methods: Mapping[str, Method]) -> None:
+        self.methods = dict(methods)
+        # _lock guards calls: (method, error code or "") -> count, read by the metrics.
+        self._lock = threading.Lock()
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def __call__(self, call: Call) -> Any:
+        method = self.methods.get(call.method)
+        if method is None:
+            self._count("unknown", ErrorCode.UNKNOWN_METHOD)
+            known = ", ".join(sorted(self.methods))
+            raise HandlerError(
+                ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r} (known: {known})"
+            )
+        try:
+            result = method(call)
+        except HandlerError as error:
+            self._count(call.method, error.code)
+            raise
+        except OSError as error:
+            if not isinstance(error, ActordError):
+                raise  # the connection broke (a watcher went away): the server's business
+            code, message = _classify(call.method, error)
+            self._count(call.method, code)
+            raise HandlerError(code, message) from None
+        except Exception as error:
+            code, message = _classify(call.method, error)
+            self._count(call.method, code)
+            raise HandlerError(code, message) from None
+        self._count(call.method, None)
+        return result
+
+    def _count(self, method: str, code: ErrorCode | None) -> None:
+        with self._lock:
+            self.calls[(method, "" if code is None else code.value)] += 1
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self.calls)
+
+
+def _classify(method: str, error: Exception) -> tuple[ErrorCode, str]:
+    if isinstance(error, ProtocolError):
+        return error.code, str(error)
+    if isinstance(error, UnknownActor):
+        return ErrorCode.NOT_FOUND, str(error)
+    if isinstance(error, InvalidArgument):
+        return ErrorCode.BAD_REQUEST, str(error)
+    if isinstance(error, MailboxFull | AskTimeout):
+        return ErrorCode.BUSY, f"{error}; try again"
+    if isinstance(error, ActordError):
+        return ErrorCode.INTERNAL, f"{error.code.value}: {error}"
+    _log.exception("control method %s failed", method)
+    return ErrorCode.INTERNAL, f"{type(error).__name__}: {error}"
+
+
+class RuntimeHooks(Protocol):
+    """What the runtime's methods need from the daemon (implemented by `Daemon`)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def reload(self, timeout: float) -> dict[str, Any]: ...
+
+    def shutdown(self) -> None: ...
+
+
+def stats_to_wire(stats: ActorStats) -> dict[str, Any]:
+    return {
+        "name": stats.name,
+        "pool": stats.pool,
+        "state": stats.state.value,
+        "processed": stats.processed_total,
+        "by_type": {t.name.lower(): n for t, n in stats.processed.items() if n},
+        "errors": stats.errors,
+        "restarts": stats.restarts,
+        "mailbox_depth": stats.mailbox_depth,
+        "mailbox_capacity": stats.mailbox_capacity,
+        "native_thread_id": stats.native_thread_id,
+        "busy_seconds": stats.busy_seconds,
+        "handle_p50": stats.handle_time.quantile(0.5),
+        "handle_p99": stats.handle_time.quantile(0.99),
+    }
+
+
+def _admin_command(payload: object) -> AdminCommand:
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("command"), str):
+        raise InvalidArgument('a command payload is {"command": name, "args": {key: value}}')
+    args = payload.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise InvalidArgument("args: must be a map of names to plain values")
+    checked: list[tuple[str, Scalar]] = []
+    for key, value in args.items():
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            raise InvalidArgument(f"args.{key}: must be a string, number, boolean or nil")
+        checked.append((key, value))
+    return AdminCommand(payload["command"], tuple(checked))
+
+
+def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Method]:
+    """The methods every actord serves, whatever application it hosts."""
+
+    def ping(call: Call) -> str:
+        return "pong"
+
+    def status(call: Call) -> dict[str, Any]:
+        return hooks.status()
+
+    def actors(call: Call) -> list[dict[str, Any]]:
+        return [stats_to_wire(s) for s in system.stats()]
+
+    def send(call: Call) -> dict[str, Any]:
+        recipient = param(call, 0, str, "recipient")
+        kind = param(call, 1, str, "type")
+        ref = system.lookup(recipient)  # not_found for an unknown actor, not a dead letter
+        if kind == "ping":
+            pong = ref.ping(timeout=5.0)
+            return {"actor": pong.actor, "native_thread_id": pong.native_thread_id}
+        if kind != "command":
+            raise InvalidArgument(f"type: must be 'command' or 'ping', got {kind!r}")
+        command = _admin_command(param(call, 2, dict, "payload"))
+        ref.tell(command, mtype=MessageType.COMMAND, sender="$control", timeout=5.0)
+        return {"delivered": recipient, "command": command.command}
+
+    def restart(call: Call) -> dict[str, Any]:
+        name = param(call, 0, str, "actor")
+        return {"actor": name, "members": system.restart(name)}
+
+    def scale(call: Call) -> dict[str, Any]:
+        name = param(call, 0, str, "pool")
+        size = param(call, 1, int, "size")
+        if not 1 <= size <= 256:
+            raise InvalidArgument(f"size: must be between 1 and 256, got {size}")
+        system.resize(name, size)
+        return {"pool": name, "size": size}
+
+    def reload(call: Call) -> dict[str, Any]:
+        return hooks.reload(timeout=30.0)
+
+    def shutdown(call: Call) -> dict[str, Any]:
+        hooks.shutdown()
+        return {"stopping": True}
+
+    return {
+        "ping": ping,
+        "status": status,
+        "actors": actors,
+        "send": send,
+        "restart": restart,
+        "scale": scale,
+        "reload": reload,
+        "shutdown": shutdown,
+    }

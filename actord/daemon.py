@@ -1,0 +1,278 @@
+"""`actord run`: the daemon's main loop.
+
+The main thread owns the lifecycle. Signal handlers only put the signal on the main loop's
+queue (as gunicorn's arbiter does); control methods that change the lifecycle (``reload``,
+``shutdown``) put a request there too, and the supervisor's escalation does the same.
+
+- SIGTERM / SIGINT / ``shutdown``: STOPPING=1; take no new connections or jobs; let running
+  jobs finish until ``daemon.drain_deadline``; leave the rest journaled; exit 0.
+- SIGHUP / ``reload``: read the config again. An invalid file is reported and the old config
+  stays; a valid one is applied (pool sizes, roots, log level, job limit) without losing work.
+- An escalation (an actor that keeps failing): exit 1, so that systemd restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from . import __version__
+from .app import App, load_app
+from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .control.methods import Dispatcher, runtime_methods
+from .control.protocol import ErrorCode
+from .control.server import ControlServer, HandlerError
+from .errors import StopTimeout
+from .sdnotify import Notifier
+from .supervisor import Escalation
+from .system import ActorSystem
+
+__all__ = ["Daemon", "ExitCode"]
+
+_log: Final = logging.getLogger("actord.daemon")
+_STATUS_EVERY: Final = 5.0  # seconds between STATUS= updates to systemd
+
+
+class ExitCode:
+    OK: Final = 0
+    FAILED: Final = 1  # an escalation, or actors that would not stop
+    USAGE: Final = 2  # a bad config or flag: nothing was started
+
+
+@dataclass(frozen=True, slots=True)
+class _Reload:
+    done: Future[dict[str, Any]] = field(default_factory=Future)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shutdown:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Escalated:
+    escalation: Escalation
+
+
+_Event = int | _Reload | _Shutdown | _Escalated
+
+
+class Daemon:
+    """Run with `run()` on the main thread; returns the process's exit code."""
+
+    def __init__(
+        self,
+        config_path: str | None = None,
+        overrides: Mapping[str, object] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        if config_path is None and DEFAULT_CONFIG_PATH.exists():
+            config_path = str(DEFAULT_CONFIG_PATH)
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.config = self._load()  # raises ConfigError before anything starts
+        self.generation = 1  # bumped by each applied reload
+        self.started = time.monotonic()
+        self.draining = False
+        # Signals, reload and shutdown requests and escalations, for the main loop.
+        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self.notifier = Notifier(self.env)
+
+    def _load(self) -> Config:
+        return load_config(self.config_path, self.overrides).resolved(self.env)
+
+    # -- hooks for the runtime's control methods (connection threads) -----------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "generation": self.generation,
+            "config": self.config_path,
+            "socket": self.config.daemon.socket,
+            "state_dir": self.config.daemon.state_dir,
+            "draining": self.draining,
+            "actors": len(self.system.stats()),
+            "connections": self.server.connections,
+            **self.app.status(),
+        }
+
+    def reload(self, timeout: float) -> dict[str, Any]:
+        request = _Reload()
+        self._events.put(request)
+        try:
+            return request.done.result(timeout)
+        except ConfigError as error:
+            raise HandlerError(ErrorCode.BAD_REQUEST, str(error)) from None
+
+    def shutdown(self) -> None:
+        self._events.put(_Shutdown("requested over the control socket"))
+
+    # -- the main thread ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        config = self.config
+        logging.getLogger().setLevel(config.daemon.log_level)
+        state = Path(config.daemon.state_dir)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = self._lock_state_dir(state)
+        self.system = ActorSystem(
+            default_capacity=config.mailbox_capacity,
+            on_escalate=lambda escalation: self._events.put(_Escalated(escalation)),
+        )
+        try:
+            return self._serve(config)
+        finally:
+            lock.close()
+
+    def _lock_state_dir(self, state: Path) -> Any:
+        lock = open(state / "actord.lock", "w")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ConfigError(f"daemon.state_dir: {state} is in use by another actord") from None
+        return lock
+
+    def _serve(self, config: Config) -> int:
+        self.app: App = load_app(config.daemon.app)(self.system, config)
+        try:
+            self.app.start()
+            methods = {**runtime_methods(self.system, self), **self.app.methods()}
+            self.dispatcher = Dispatcher(methods)
+            self.server = ControlServer(
+                config.daemon.socket,
+                self.dispatcher,
+                group=config.daemon.socket_group,
+                max_connections=config.daemon.max_connections,
+                frame_limit=config.daemon.frame_limit,
+                idle_timeout=config.daemon.idle_timeout,
+            )
+            self.server.start()
+        except BaseException:
+            self._stop_system(5.0)
+            raise
+        previous = self._install_signals()
+        try:
+            _log.info("actord %s listening on %s", __version__, config.daemon.socket)
+            self.notifier.ready(self._summary())
+            return self._loop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _install_signals(self) -> dict[int, Any]:
+        def handle(signum: int, frame: object) -> None:
+            self._events.put(signum)  # SimpleQueue.put is reentrant: safe in a handler
+
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        return {signum: signal.signal(signum, handle) for signum in wanted}
+
+    def _loop(self) -> int:
+        while True:
+            try:
+                event = self._events.get(timeout=_STATUS_EVERY)
+            except queue.Empty:
+                self.notifier.status(self._summary())
+                continue
+            if event == signal.SIGHUP:
+                self._reload(None)
+            elif isinstance(event, _Reload):
+                self._reload(event.done)
+            elif isinstance(event, _Escalated):
+                escalation = event.escalation
+                _log.critical("stopping: actor %s keeps failing", escalation.actor)
+                self._stop(drain=False)
+                return ExitCode.FAILED
+            else:
+                reason = (
+                    event.reason if isinstance(event, _Shutdown) else signal.Signals(event).name
+                )
+                _log.info("stopping (%s): draining for up to %.1fs", reason, self._deadline)
+                return self._stop(drain=True)
+
+    @property
+    def _deadline(self) -> float:
+        return self.config.daemon.drain_deadline
+
+    def _reload(self, done: Future[dict[str, Any]] | None) -> None:
+        self.notifier.reloading()
+        try:
+            config = self._load()
+        except ConfigError as error:
+            _log.error("reload refused, the running config stays: %s", error)
+            self.notifier.ready(f"reload refused: {error}")
+            if done is not None:
+                done.set_exception(error)
+            return
+        pending = [
+            key
+            for key in ("socket", "state_dir", "app", "socket_group")
+            if getattr(config.daemon, key) != getattr(self.config.daemon, key)
+        ]
+        pending += self.app.reconfigure(config)
+        logging.getLogger().setLevel(config.daemon.log_level)
+        self.config = config
+        self.generation += 1
+        if pending:
+            _log.warning("reloaded; these changes apply at the next start: %s", pending)
+        _log.info("config generation %d applied", self.generation)
+        self.notifier.ready(self._summary())
+        if done is not None:
+            done.set_result({"generation": self.generation, "restart_needed": pending})
+
+    def _stop(self, *, drain: bool) -> int:
+        self.notifier.stopping()
+        self.draining = True
+        deadline = time.monotonic() + self._deadline
+        self.server.close_listener()
+        if drain:  # half a second is kept for stopping the actors
+            left = self.app.drain(max(0.0, self._deadline - 0.5))
+            _log.info("drained; %d jobs stay journaled for the next start", left)
+        self.app.release()
+        self.server.stop(timeout=1.0)
+        remaining = max(0.5, deadline - time.monotonic())
+        return ExitCode.OK if self._stop_system(min(remaining, 5.0)) else ExitCode.FAILED
+
+    def _stop_system(self, timeout: float) -> bool:
+        try:
+            self.system.stop(graceful=False, timeout=timeout)
+        except StopTimeout as error:
+            _log.error("actors did not stop: %s", error)
+            return False
+        return True
+
+    def _summary(self) -> str:
+        figures = self.app.status()
+        jobs = ", ".join(f"{k} {v}" for k, v in figures.items() if isinstance(v, int))
+        return f"generation {self.generation}; {len(self.system.names())} actors; {jobs}"
+
+
+def _stuck_threads() -> list[str]:
+    main = threading.main_thread()
+    return [t.name for t in threading.enumerate() if t is not main and not t.daemon]
+
+
+def exit_hard_if_stuck(code: int) -> int:
+    """After a stop: if a non-daemon thread is stuck (a handler that will not return), say
+    which and leave anyway: the exit code must reach systemd."""
+    stuck = _stuck_threads()
+    if stuck:
+        _log.error("threads still running at exit: %s", stuck)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code if code else ExitCode.FAILED)
+    return code

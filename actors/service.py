@@ -1,0 +1,238 @@
+"""The job service: what `actord run` hosts by default (``daemon.app``).
+
+It spawns the job system (jobs actor, parser and FFT pools), the job store (which owns the
+journal) and the monitor, and adds the job methods to the control socket: ``submit``,
+``jobs``, ``job``, ``cancel`` and ``watch``. Each method checks its params, confines every
+path under the configured roots and then asks the store with a typed message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from actord import ActorSystem, AskTimeout, InvalidArgument
+from actord.app import Method
+from actord.config import Config
+from actord.control.methods import param
+from actord.control.paths import confine, confine_pair
+from actord.control.protocol import ErrorCode, ProtocolError
+from actord.control.server import Call, HandlerError
+
+from .jobs import JOBS, JobSystemConfig, start_job_system, validate_spec
+from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
+from .monitor import Monitor
+from .store import Accept, Drain, Drained, JobCounts, JobStore, Release, SetMaxJobs, StoreStatus
+from .wire import info_to_wire, spec_from_wire
+
+__all__ = ["STORE", "JobService"]
+
+STORE: Final = "store"
+MONITOR: Final = "monitor"
+_log: Final = logging.getLogger("actors.service")
+_ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
+_WATCH_CHECK: Final = 5.0  # a watch re-reads the job this often in case an event was dropped
+_REJECTED_CODES: Final = {
+    "busy": ErrorCode.BUSY,
+    "not_found": ErrorCode.NOT_FOUND,
+    "conflict": ErrorCode.CONFLICT,
+}
+
+
+def _answer(answer: object) -> Any:
+    if isinstance(answer, Rejected):
+        raise HandlerError(_REJECTED_CODES.get(answer.code, ErrorCode.BAD_REQUEST), answer.message)
+    return answer
+
+
+class JobService:
+    """The `App` that `actord run` loads by default (see `actord.app`)."""
+
+    def __init__(self, system: ActorSystem, config: Config) -> None:
+        self.system = system
+        self.config = config
+        # Replaced whole by a reload (main thread), read by connection threads: one tuple.
+        self.roots = (config.paths.input_roots, config.paths.output_roots)
+        self._watchers = itertools.count(1)
+
+    # -- App ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        state = Path(config.daemon.state_dir)
+        for root in (*config.paths.input_roots, *config.paths.output_roots):
+            if Path(root).parent == state:  # the default roots: ours to create
+                Path(root).mkdir(mode=0o750, exist_ok=True)
+            elif not Path(root).is_dir():
+                _log.warning("allowed root %s does not exist (yet)", root)
+        start_job_system(
+            self.system,
+            JobSystemConfig(
+                parsers=config.parser.size,
+                parser_executor=Executor(config.parser.executor),
+                fft_workers=config.fft.size,
+                pool_capacity=config.parser.capacity,
+            ),
+        )
+        boots = itertools.count()
+        journal = str(state / "journal.sqlite3")
+        max_jobs = config.daemon.max_jobs
+        self.system.spawn(
+            lambda: JobStore(journal, JOBS, max_jobs, recover=next(boots) == 0),
+            STORE,
+            capacity=65536,  # the jobs actor's events never wait: room for every one
+        )
+        self.system.channel.subscribe(JOBS, STORE)
+        self.system.spawn(lambda: Monitor(self.system), MONITOR)
+
+    def methods(self) -> Mapping[str, Method]:
+        return {
+            "submit": self.submit,
+            "jobs": self.jobs,
+            "job": self.job,
+            "cancel": self.cancel,
+            "watch": self.watch,
+        }
+
+    def status(self) -> dict[str, Any]:
+        try:
+            counts = self._ask(StoreStatus(), timeout=2.0)
+        except AskTimeout:
+            return {"jobs": "unavailable"}
+        assert isinstance(counts, JobCounts)
+        return {
+            "jobs_queued": counts.queued,
+            "jobs_running": counts.running,
+            "jobs_done": counts.done,
+            "jobs_failed": counts.failed,
+            "jobs_cancelled": counts.cancelled,
+        }
+
+    def reconfigure(self, config: Config) -> list[str]:
+        old, pending = self.config, []
+        if config.parser.size != old.parser.size:
+            self.system.resize("parser", config.parser.size)
+        if config.fft.size != old.fft.size:
+            self.system.resize("fft", config.fft.size)
+        if config.daemon.max_jobs != old.daemon.max_jobs:
+            self._ask(SetMaxJobs(config.daemon.max_jobs))
+        self.roots = (config.paths.input_roots, config.paths.output_roots)
+        for key in ("parser.executor", "parser.capacity", "fft.capacity", "mailbox_capacity"):
+            section, _, name = key.partition(".")
+            if name:
+                before, after = getattr(old, section), getattr(config, section)
+            else:
+                before, after, name = old, config, section
+            if getattr(before, name) != getattr(after, name):
+                pending.append(key)
+        self.config = config
+        return pending
+
+    def drain(self, timeout: float) -> int:
+        try:
+            drained = self._ask(Drain(), timeout=max(timeout, 0.001))
+        except AskTimeout:
+            counts = self._ask(StoreStatus(), timeout=2.0)
+            assert isinstance(counts, JobCounts)
+            return counts.queued + counts.running
+        assert isinstance(drained, Drained)
+        return drained.queued
+
+    def release(self) -> None:
+        self._ask(Release(), timeout=5.0)
+
+    # -- control methods (connection threads) ----------------------------------------------
+
+    def _ask(self, request: object, timeout: float = _ASK) -> Any:
+        return self.system.lookup(STORE).ask(request, timeout=timeout, sender="$control")
+
+    def submit(self, call: Call) -> dict[str, Any]:
+        """``submit({kind, input, output, options, idempotency_key})`` -> the job."""
+        data = dict(param(call, 0, dict, "job"))
+        key = data.pop("idempotency_key", None)
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+            raise InvalidArgument("idempotency_key: must be a string of 1 to 200 characters")
+        spec = self._confined(spec_from_wire(data))
+        validate_spec(spec)
+        info = _answer(self._ask(Accept(spec, key)))
+        return info_to_wire(info)
+
+    def _confined(self, spec: JobSpec) -> JobSpec:
+        inputs, outputs = self.roots
+        if spec.input is None:
+            output = confine(spec.output, outputs, what="output")
+            source = None
+        else:
+            source, output = confine_pair(spec.input, spec.output, inputs, outputs)
+            if not os.path.isfile(source):
+                raise ProtocolError(ErrorCode.INVALID_PATH, f"input {source} is not a file")
+        if not os.path.isdir(os.path.dirname(output)):
+            raise ProtocolError(ErrorCode.INVALID_PATH, f"no directory for output {output}")
+        return JobSpec(spec.kind, output, source, spec.options)
+
+    def jobs(self, call: Call) -> list[dict[str, Any]]:
+        """``jobs([limit])`` -> the newest jobs, oldest first."""
+        limit = param(call, 0, int, "limit", 1000)
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit: must be between 1 and 10000")
+        infos = self._ask(ListJobs(limit))
+        return [info_to_wire(info) for info in infos]
+
+    def job(self, call: Call) -> dict[str, Any]:
+        info = _answer(self._ask(GetJob(param(call, 0, str, "job"))))
+        return info_to_wire(info)
+
+    def cancel(self, call: Call) -> dict[str, Any]:
+        info = _answer(self._ask(Cancel(param(call, 0, str, "job"))))
+        return info_to_wire(info)
+
+    def watch(self, call: Call) -> dict[str, Any]:
+        """``watch(job)``: a ``progress`` notification as the job advances; the result is the
+        job once it has ended (as journaled)."""
+        job_id = param(call, 0, str, "job")
+        channel = self.system.channel
+        inbox = f"control.watch-{next(self._watchers)}-{uuid.uuid4().hex[:8]}"
+        channel.register(inbox, 1024)
+        try:
+            channel.subscribe(STORE, inbox)
+            info = _answer(self._ask(GetJob(job_id)))  # after subscribing: no end is missed
+            sent: JobInfo | None = None
+            while not info.state.finished:
+                if info != sent:
+                    call.notify("progress", [info_to_wire(info)])
+                    sent = info
+                info = self._next(inbox, info)
+            return info_to_wire(info)
+        finally:
+            channel.unsubscribe(STORE, inbox)
+            channel.unregister(inbox)
+
+    def _next(self, inbox: str, info: JobInfo) -> JobInfo:
+        # The next state of the job: from the store's events, or asked for after a quiet spell.
+        try:
+            messages = self.system.channel.receive(inbox, 256, timeout=_WATCH_CHECK)
+        except TimeoutError:
+            return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
+        latest = info
+        for message in messages:
+            event = message.payload
+            if isinstance(event, Progress) and event.job == info.id:
+                if event.state.finished:
+                    return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
+                latest = JobInfo(
+                    info.id,
+                    info.kind,
+                    event.state,
+                    info.input,
+                    info.output,
+                    done=event.done,
+                    total=event.total,
+                    bytes=event.bytes,
+                    crash_retries=info.crash_retries,
+                )
+        return latest

@@ -1,0 +1,360 @@
+"""The job store: the actor that owns the journal and is the front door for jobs.
+
+Every job a client submits is committed to the journal here before the client hears back.
+The store hands jobs to the jobs actor (at most `max_jobs` at a time), listens to its
+`Progress` events and records each job's end; only then does it publish the end to watchers
+and answer waiters, so a client told "done" is told what the journal says. On the first start
+it re-queues what a crash left unfinished, after removing the temp files the crash left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+from actord import Actor, InvalidArgument, Message, UnknownActor
+from actord.journal import Journal, JournaledJob
+
+from .model import (
+    Cancel,
+    GetJob,
+    JobInfo,
+    JobSpec,
+    JobState,
+    ListJobs,
+    Progress,
+    Rejected,
+    Submit,
+    WaitJob,
+)
+from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
+from .writer import REJECTS_SUFFIX, remove_temps
+
+__all__ = [
+    "Accept",
+    "Drain",
+    "Drained",
+    "JobCounts",
+    "JobStore",
+    "Release",
+    "Released",
+    "SetMaxJobs",
+    "StoreStatus",
+]
+
+_log: Final = logging.getLogger("actors.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Journal a new job (or find the one with this idempotency key): replied with its
+    `JobInfo` once committed, or `Rejected`."""
+
+    spec: JobSpec
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Take no new jobs; replied with `Drained` once no job is running."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    queued: int  # left journaled for the next start
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The daemon is stopping: running jobs go back to the queue in the journal (no crash
+    retry counted); later ends other than done are not recorded. Replied with `Released`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    jobs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetMaxJobs:
+    max_jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """Replied with `JobCounts`."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    queued: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+
+
+class _Live:
+    """The store's record of an unfinished job (never leaves the actor)."""
+
+    def __init__(self, info: JobInfo, spec: JobSpec) -> None:
+        self.info = info
+        self.spec = spec
+        self.cancelled = False  # journaled as cancelled while the jobs actor still runs it
+
+
+class JobStore(Actor):
+    """Requests: Accept, Cancel, GetJob, ListJobs, WaitJob, Drain, Release, SetMaxJobs,
+    StoreStatus. Events in: the jobs actor's `Progress`. Events out: `Progress`, after the
+    journal has recorded a job's end."""
+
+    def __init__(self, path: str, jobs: str, max_jobs: int, *, recover: bool) -> None:
+        self.path = path
+        self.jobs_actor = jobs
+        self.max_jobs = max_jobs
+        self.recover = recover
+        self.journal: Journal | None = None
+        self.live: dict[str, _Live] = {}
+        self.queue: deque[str] = deque()
+        self.running: set[str] = set()
+        self.waiters: dict[str, list[Message]] = {}
+        self.drain_waiters: list[Message] = []
+        self.draining = False
+        self.released = False
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Actor thread: open the journal; on the first start, re-queue what a crash left."""
+        journal = self.journal = Journal(self.path)
+        found = journal.recover() if self.recover else journal.jobs(unfinished=True)
+        for job in found:
+            try:
+                spec = spec_from_wire(unpack(job.spec))
+            except (InvalidArgument, ValueError) as error:
+                journal.finish(job.id, JobState.FAILED, error=f"unreadable spec: {error}")
+                continue
+            if job.state is JobState.RUNNING:  # a restart of this actor: still running
+                self.live[job.id] = _Live(self._info(job, spec), spec)
+                self.running.add(job.id)
+                continue
+            if self.recover:
+                for temp in remove_temps(spec.output):
+                    _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
+            self.live[job.id] = _Live(self._info(job, spec), spec)
+            self.queue.append(job.id)
+        if self.recover and self.queue:
+            _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
+        self._pump()
+
+    def on_stop(self) -> None:
+        """Actor thread."""
+        if self.journal is not None:
+            self.journal.close()
+
+    def handle(self, message: Message) -> None:
+        """Actor thread."""
+        payload = message.payload
+        if isinstance(payload, Progress):
+            self._progress(payload)
+        elif isinstance(payload, Accept):
+            self.reply(message, self._accept(payload))
+        elif isinstance(payload, GetJob):
+            self.reply(message, self._lookup(payload.job))
+        elif isinstance(payload, ListJobs):
+            self.reply(message, self._list(payload.limit))
+        elif isinstance(payload, Cancel):
+            self._cancel(message, payload.job)
+        elif isinstance(payload, WaitJob):
+            found = self._lookup(payload.job)
+            if isinstance(found, JobInfo) and not found.state.finished:
+                self.waiters.setdefault(payload.job, []).append(message)
+            else:
+                self.reply(message, found)
+        elif isinstance(payload, Drain):
+            self.draining = True
+            self.drain_waiters.append(message)
+            self._check_drained()
+        elif isinstance(payload, Release):
+            self.reply(message, self._release())
+        elif isinstance(payload, SetMaxJobs):
+            self.max_jobs = payload.max_jobs
+            self._pump()
+            self.reply(message, self._counts())
+        elif isinstance(payload, StoreStatus):
+            self.reply(message, self._counts())
+
+    # -- requests --------------------------------------------------------------------------
+
+    @property
+    def _journal(self) -> Journal:
+        assert self.journal is not None, "the journal opens in on_start"
+        return self.journal
+
+    def _accept(self, request: Accept) -> JobInfo | Rejected:
+        if self.draining:
+            return Rejected("busy", "actord is shutting down and takes no new jobs")
+        spec = request.spec
+        job, created = self._journal.submit(
+            spec.kind.value, pack(spec_to_wire(spec)), idempotency_key=request.idempotency_key
+        )
+        if not created:
+            return self._lookup(job.id)
+        info = self._info(job, spec)
+        self.live[job.id] = _Live(info, spec)
+        self.queue.append(job.id)
+        self._pump()
+        return self.live[job.id].info
+
+    def _lookup(self, job_id: str) -> JobInfo | Rejected:
+        live = self.live.get(job_id)
+        if live is not None:
+            return live.info
+        try:
+            job = self._journal.get(job_id)
+        except UnknownActor:
+            return Rejected("not_found", f"no job {job_id!r}")
+        return self._info(job, spec_from_wire(unpack(job.spec)))
+
+    def _list(self, limit: int) -> tuple[JobInfo, ...]:
+        infos = []
+        for job in self._journal.jobs(limit=limit):
+            live = self.live.get(job.id)
+            infos.append(live.info if live else self._info(job, spec_from_wire(unpack(job.spec))))
+        return tuple(infos)
+
+    def _cancel(self, message: Message, job_id: str) -> None:
+        live = self.live.get(job_id)
+        if live is None or live.cancelled:
+            self.reply(message, self._lookup(job_id))
+            return
+        # The journal first: once the client hears "cancelled", no restart runs the job again.
+        self._journal.finish(job_id, JobState.CANCELLED, error="cancelled")
+        live.info = replace(live.info, state=JobState.CANCELLED, error="cancelled")
+        if job_id in self.running:
+            live.cancelled = True  # its slot frees when the jobs actor reports the end
+            self.forward(message, self.jobs_actor)
+            return
+        self.queue.remove(job_id)
+        self._ended(job_id, live)
+        self.reply(message, live.info)
+
+    def _release(self) -> Released:
+        self.released = True
+        self.draining = True
+        released = []
+        for job_id in sorted(self.running):
+            live = self.live[job_id]
+            if not live.cancelled:
+                self._journal.release(job_id)
+                released.append(job_id)
+        return Released(tuple(released))
+
+    def _counts(self) -> JobCounts:
+        counts = self._journal.counts()
+        return JobCounts(
+            queued=len(self.queue),
+            running=len(self.running),
+            done=counts[JobState.DONE],
+            failed=counts[JobState.FAILED],
+            cancelled=counts[JobState.CANCELLED],
+        )
+
+    # -- the jobs actor's events -----------------------------------------------------------
+
+    def _progress(self, progress: Progress) -> None:
+        live = self.live.get(progress.job)
+        if live is None:
+            return
+        if not progress.state.finished:
+            if not live.cancelled:
+                live.info = replace(
+                    live.info, done=progress.done, total=progress.total, bytes=progress.bytes
+                )
+                self.publish(progress, timeout=0)
+            return
+        self.running.discard(progress.job)
+        if live.cancelled:
+            if progress.state is JobState.DONE:  # it finished before the cancel arrived
+                for path in (live.spec.output, live.spec.output + REJECTS_SUFFIX):
+                    Path(path).unlink(missing_ok=True)
+        elif self.released and progress.state is not JobState.DONE:
+            return  # stopped by the shutdown: it stays queued in the journal
+        else:
+            result = {
+                "done": progress.done,
+                "total": progress.total,
+                "bytes": progress.bytes,
+                "summary": summary_to_wire(progress.summary),
+            }
+            self._journal.finish(
+                progress.job, progress.state, error=progress.error, result=pack(result)
+            )
+            live.info = replace(
+                live.info,
+                state=progress.state,
+                done=progress.done,
+                total=progress.total,
+                bytes=progress.bytes,
+                error=progress.error,
+                summary=progress.summary,
+            )
+        self._ended(progress.job, live)
+        self._pump()
+        self._check_drained()
+
+    def _ended(self, job_id: str, live: _Live) -> None:
+        # Recorded in the journal: now watchers and waiters may hear of it.
+        del self.live[job_id]
+        info = live.info
+        self.publish(
+            Progress(
+                info.id,
+                info.kind,
+                info.state,
+                info.done,
+                info.total,
+                info.bytes,
+                error=info.error,
+                summary=info.summary,
+            ),
+            timeout=0,
+        )
+        for waiter in self.waiters.pop(job_id, []):
+            self.reply(waiter, info)
+
+    def _pump(self) -> None:
+        # Hand queued jobs to the jobs actor while there is room (never while draining).
+        while self.queue and len(self.running) < self.max_jobs and not self.draining:
+            job_id = self.queue.popleft()
+            live = self.live[job_id]
+            self._journal.mark_running(job_id)
+            live.info = replace(live.info, state=JobState.RUNNING)
+            self.running.add(job_id)
+            self.send(self.jobs_actor, Submit(live.spec, job_id))
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.running and self.drain_waiters:
+            for waiter in self.drain_waiters:
+                self.reply(waiter, Drained(queued=len(self.queue)))
+            self.drain_waiters.clear()
+
+    @staticmethod
+    def _info(job: JournaledJob, spec: JobSpec) -> JobInfo:
+        result = {} if job.result is None else unpack(job.result)
+        return JobInfo(
+            job.id,
+            spec.kind,
+            job.state,
+            spec.input,
+            spec.output,
+            done=result.get("done", 0),
+            total=result.get("total", 0),
+            bytes=result.get("bytes", 0),
+            error=job.error,
+            summary=summary_from_wire(result.get("summary")),
+            crash_retries=job.crash_retries,
+        )
