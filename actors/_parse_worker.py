@@ -6,6 +6,7 @@ stdin closes. A block that raises is answered with the error text, and the worke
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 
@@ -30,8 +31,14 @@ def main() -> int:
         except Exception as error:  # noqa: BLE001 - reported to the actor, which fails the block
             reply = f"{type(error).__name__}: {error}"
         body = msgpack.packb(reply, use_bin_type=True)
-        stdout.write(_FRAME.pack(len(body)) + body)
-        stdout.flush()
+        try:
+            stdout.write(_FRAME.pack(len(body)) + body)
+            stdout.flush()
+        except BrokenPipeError:
+            # The daemon is gone (killed): nobody wants the answer. Point stdout at /dev/null
+            # so the interpreter's last flush does not fail too (as the Python docs advise).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
 
 if __name__ == "__main__":

@@ -94,6 +94,10 @@ def parse_block(data: bytes, first_line: int, pattern: str) -> dict[str, Any]:
     }
 
 
+class _Stopped(Exception):
+    """The member is stopping: its worker was killed mid-block (not a failure)."""
+
+
 class _Worker:
     """A parse worker process and the pipe to it (owned by one pool member's thread)."""
 
@@ -139,7 +143,7 @@ class _Worker:
         while not select.select([fd], [], [], _POLL)[0]:
             if cancelled():
                 self.kill()
-                raise RuntimeError("parse worker stopped: the actor is stopping")
+                raise _Stopped("parse worker stopped: the actor is stopping")
             if time.monotonic() >= deadline:
                 self.kill()
                 raise TimeoutError(f"parse worker {self.process.pid} took too long; killed")
@@ -183,13 +187,17 @@ class Parser(Actor):
         """Actor thread: parse one block."""
         block: LogBlock = message.payload
         if self._worker is not None:
-            fields = self._worker.parse(
-                block.data,
-                block.first_line,
-                block.pattern,
-                timeout=self.block_timeout,
-                cancelled=lambda: self.stop_requested,
-            )
+            try:
+                fields = self._worker.parse(
+                    block.data,
+                    block.first_line,
+                    block.pattern,
+                    timeout=self.block_timeout,
+                    cancelled=lambda: self.stop_requested,
+                )
+            except _Stopped:
+                self._close_worker()  # killed: the block's job is being stopped with us
+                return
         else:
             fields = parse_block(block.data, block.first_line, block.pattern)
         fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])

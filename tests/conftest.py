@@ -8,11 +8,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actord import Actor, ActorSystem, Message, RestartPolicy, ThreadChannel
+
+from ._daemon import DaemonProcess
 
 WAIT = 10.0  # generous ceiling for an event that should happen at once
 
@@ -148,3 +151,18 @@ def channel() -> Iterator[ThreadChannel]:
         yield ch
     finally:
         ch.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Make `actord run` subprocesses on `tmp_path`; every one is stopped at the end."""
+    made: list[DaemonProcess] = []
+
+    def make(*extra: str, base: Path | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(base or tmp_path, *extra)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.stop()

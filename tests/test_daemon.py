@@ -1,0 +1,284 @@
+"""`actord run` end to end: a real subprocess, a real socket, real signals, a real journal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from actord.control.client import RemoteError
+from actors.demo import write_sample_log
+from actors.reader import synthetic_chunk
+
+from ._daemon import DaemonProcess
+
+Daemons = Callable[..., DaemonProcess]
+SLOW_PATTERN = r"(?P<a>(x+x+)+y)"  # catastrophic backtracking: ~0.1 s per line of 22 x's
+
+
+def _slow_log(path: Path, lines: int) -> None:
+    path.write_text("x" * 22 + "\n" * 1 + ("x" * 22 + "\n") * (lines - 1))
+
+
+def _slow_job(daemon: DaemonProcess, name: str, lines: int = 40, **extra: Any) -> dict[str, Any]:
+    source = daemon.inputs / f"{name}.log"
+    _slow_log(source, lines)
+    options = {"pattern": SLOW_PATTERN, "block_bytes": 64}
+    job = {"kind": "log", "input": str(source), "output": str(daemon.outputs / f"{name}.jsonl")}
+    return {**job, "options": options, **extra}
+
+
+def _watch(daemon: DaemonProcess, job_id: str) -> tuple[dict[str, Any], list[Any]]:
+    seen: list[Any] = []
+    with daemon.client(timeout=120) as client:
+        final = client.stream(
+            "watch", job_id, on_notification=lambda m, p: seen.append(p[0]), timeout=120
+        )
+    return final, seen
+
+
+def _temps(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".*.tmp"))
+
+
+def test_submit_and_watch_through_actorctl(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    source = daemon.inputs / "app.log"
+    malformed = write_sample_log(str(source), 20_000)
+    out = daemon.outputs / "nested" / "app.jsonl"
+    out.parent.mkdir()
+    done = daemon.ctl("submit", "log", str(out), "--input", str(source), "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    final = json.loads(done.stdout.splitlines()[-1])
+    assert final["state"] == "done"
+    assert final["summary"]["rejected"] == malformed
+    assert len(out.read_text().splitlines()) == 20_000 - malformed
+    assert len(Path(str(out) + ".rejects").read_text().splitlines()) == malformed
+    listed = daemon.ctl("jobs", "--json")
+    assert [job["id"] for job in json.loads(listed.stdout)] == [final["id"]]
+    table = daemon.ctl("job", final["id"])
+    assert table.returncode == 0 and "done" in table.stdout
+
+
+def test_a_raw_msgpack_client_submits_and_watches(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    out = daemon.outputs / "f.npy"
+    job = {"kind": "fft", "output": str(out), "options": {"synthetic": [6, 32, 32], "seed": 5}}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(daemon.socket)
+        sock.sendall(msgpack.packb([0, 1, "submit", [job]]))
+        unpacker = msgpack.Unpacker(raw=False)
+        replies: list[Any] = []
+
+        def until(done: Callable[[], bool]) -> None:
+            while not done():
+                unpacker.feed(sock.recv(65536))
+                replies.extend(unpacker)
+
+        until(lambda: len(replies) == 1)
+        kind, msgid, error, submitted = replies[0]
+        assert (kind, msgid, error) == (1, 1, None)
+        sock.sendall(msgpack.packb([0, 2, "watch", [submitted["id"]]]))
+        until(lambda: replies[-1][0] == 1 and replies[-1][1] == 2)
+    final = replies[-1][3]
+    assert final["state"] == "done" and final["done"] == 6
+    assert all(r[0] == 2 and r[1] == "progress" for r in replies[1:-1])
+    expected = np.fft.fft2(synthetic_chunk(5, 3, (32, 32)))
+    np.testing.assert_allclose(np.load(out)[3], expected)
+
+
+def test_status_and_exit_codes_of_actorctl(daemons: Daemons, tmp_path: Path) -> None:
+    daemon = daemons()
+    assert daemon.ctl("status").returncode == 3  # not running yet
+    daemon.start()
+    status = json.loads(daemon.ctl("status", "--json").stdout)
+    assert status["pid"] == daemon.pid and status["generation"] == 1
+    missing = daemon.ctl("job", "log-999")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    assert daemon.ctl("scale").returncode == 2  # usage
+    assert daemon.ctl("scale", "parser", "3").returncode == 0
+    actors = json.loads(daemon.ctl("actors", "--json").stdout)
+    assert sum(a["pool"] == "parser" for a in actors) == 3
+
+
+def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(daemons: Daemons) -> None:
+    rng = np.random.default_rng(2026)
+    daemon = daemons("--max-jobs", "3")
+    jobs: dict[str, dict[str, Any]] = {}
+    for i in range(24):
+        key = f"job-{i}"
+        if i % 3 == 0:
+            jobs[key] = _slow_job(daemon, key, lines=12)
+        elif i % 3 == 1:
+            source = daemon.inputs / f"{key}.log"
+            write_sample_log(str(source), 3_000 + i, seed=i)
+            out = str(daemon.outputs / f"{key}.jsonl")
+            jobs[key] = {"kind": "log", "input": str(source), "output": out, "options": {}}
+        else:
+            out = str(daemon.outputs / f"{key}.npy")
+            synthetic = {"synthetic": [20, 64, 64], "seed": i}
+            jobs[key] = {"kind": "fft", "output": out, "options": synthetic}
+    kills = 0
+    ids: dict[str, str] = {}
+    for _round in range(5):
+        daemon.start()
+        with daemon.client() as client:
+            # Clients retry after a crash with the same keys: never a second job.
+            for key, job in jobs.items():
+                submitted = client.call("submit", {**job, "idempotency_key": key})
+                assert ids.setdefault(key, submitted["id"]) == submitted["id"]
+            unfinished = [j for j in client.call("jobs") if j["state"] in ("accepted", "running")]
+        if not unfinished:
+            break
+        # A random point: after a random number of progress events of a random running job.
+        target = unfinished[int(rng.integers(len(unfinished)))]["id"]
+        events = int(rng.integers(1, 6))
+        with daemon.client(timeout=120) as client:
+            seen = []
+            try:
+                client.stream(
+                    "watch",
+                    target,
+                    on_notification=lambda m, p: _kill_after(daemon, seen, events),
+                    timeout=120,
+                )
+            except (ConnectionError, OSError):
+                pass  # the daemon died under the watch: that was the point
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+        kills += 1
+    daemon.start()
+    finals = {key: _watch(daemon, ids[key])[0] for key in jobs}
+    daemon.stop()
+    assert kills >= 3
+    assert {f["state"] for f in finals.values()} == {"done"}, finals
+    for key, job in jobs.items():
+        out = Path(job["output"])
+        assert out.exists()
+        if job["kind"] == "fft":
+            seed = job["options"]["seed"]
+            got = np.load(out)
+            for index in (0, 19):
+                expected = np.fft.fft2(synthetic_chunk(seed, index, (64, 64)))
+                np.testing.assert_allclose(got[index], expected)
+        elif "pattern" not in job["options"]:
+            total = len(Path(job["input"]).read_text().splitlines())
+            records = len(out.read_text().splitlines())
+            rejects = len(Path(str(out) + ".rejects").read_text().splitlines())
+            assert records + rejects == total
+    assert _temps(daemon.outputs) == []
+    with sqlite3.connect(daemon.state / "journal.sqlite3") as db:
+        rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        retries = db.execute("SELECT sum(crash_retries) FROM jobs").fetchone()[0]
+    assert rows == [("done", 24)]  # exactly 24 jobs, each done once
+    assert retries >= 1  # the kills landed on running jobs, counted apart from failures
+
+
+def _kill_after(daemon: DaemonProcess, seen: list[int], events: int) -> None:
+    seen.append(1)
+    if len(seen) == events and daemon.proc is not None and daemon.proc.poll() is None:
+        daemon.kill()
+
+
+def test_sigterm_drains_within_the_deadline_and_the_job_finishes_after_restart(
+    daemons: Daemons,
+) -> None:
+    deadline = 1.0
+    daemon = daemons("--drain-deadline", str(deadline)).start()
+    submitted = daemon.call("submit", _slow_job(daemon, "slow", lines=60))
+    with daemon.client(timeout=60) as client:
+        first = []
+
+        def on_progress(method: str, params: Any) -> None:
+            first.append(params[0])
+            if params[0]["state"] == "running":
+                raise _Stop
+
+        with pytest.raises(_Stop):
+            client.stream("watch", submitted["id"], on_notification=on_progress, timeout=60)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_note("STOPPING=1", 10)
+    assert daemon.wait(deadline + 1.0) == 0
+    assert time.monotonic() - started < deadline + 1.0
+    assert _temps(daemon.outputs) == []
+    assert not (daemon.outputs / "slow.jsonl").exists()
+    daemon.start()
+    final, _ = _watch(daemon, submitted["id"])
+    assert final["state"] == "done"
+    assert final["crash_retries"] == 0  # a clean stop is not a crash
+    assert final["summary"]["rejected"] == 60
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_sighup_keeps_the_old_config_when_the_new_one_is_broken(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    config = tmp_path / "actord.toml"
+    config.write_text("[parser]\nsize = 2\nexecutor = 'thread'\n")
+    daemon = daemons("--config", str(config)).start()
+    config.write_text("[parser]\nsize = 'many'\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_note("RELOADING=1")
+    refused = daemon.wait_note("READY=1")
+    assert "reload refused" in refused and "parser.size" in refused
+    assert daemon.call("status")["generation"] == 1
+    config.write_text("[parser]\nsize = 3\nexecutor = 'thread'\n[daemon]\nlog_level = 'DEBUG'\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_note("RELOADING=1")
+    daemon.wait_note("READY=1")
+    assert daemon.call("status")["generation"] == 2
+    parsers = [a for a in daemon.call("actors") if a["pool"] == "parser"]
+    assert len(parsers) == 3
+    with pytest.raises(RemoteError) as refused_call:
+        config.write_text("[nope]\n")
+        daemon.call("reload")
+    assert refused_call.value.code == "bad_request" and "nope" in refused_call.value.message
+
+
+def test_the_same_idempotency_key_across_a_restart_is_one_job(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    job = {
+        "kind": "fft",
+        "output": str(daemon.outputs / "once.npy"),
+        "options": {"synthetic": [4, 16, 16]},
+        "idempotency_key": "upload-42",
+    }
+    first = daemon.call("submit", job)
+    _watch(daemon, first["id"])
+    daemon.kill()
+    daemon.start()
+    again = daemon.call("submit", job)
+    assert again["id"] == first["id"] and again["state"] == "done"
+    assert [j["id"] for j in daemon.call("jobs")] == [first["id"]]
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(daemons: Daemons) -> None:
+    first = daemons().start()
+    second = daemons()
+    second.socket = first.socket + "2"
+    second.start(wait_ready=False)
+    assert second.wait(30) != 0
+    assert "in use by another actord" in second.tail()
+    assert first.call("ping") == "pong"
+
+
+def test_a_bad_config_exits_2_naming_the_key(daemons: Daemons, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[daemon]\ndrain_deadline = -1\n")
+    daemon = daemons("--config", str(config)).start(wait_ready=False)
+    assert daemon.wait(30) == 2
+    assert "daemon.drain_deadline" in daemon.tail()
