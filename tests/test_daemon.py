@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -143,17 +144,10 @@ def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(daemons: Daemo
         # A random point: after a random number of progress events of a random running job.
         target = unfinished[int(rng.integers(len(unfinished)))]["id"]
         events = int(rng.integers(1, 6))
-        with daemon.client(timeout=120) as client:
-            seen = []
-            try:
-                client.stream(
-                    "watch",
-                    target,
-                    on_notification=lambda m, p: _kill_after(daemon, seen, events),
-                    timeout=120,
-                )
-            except (ConnectionError, OSError):
-                pass  # the daemon died under the watch: that was the point
+        killer = _KillAfter(daemon, events)
+        # The daemon dies under the watch: that is the point.
+        with daemon.client(timeout=120) as client, contextlib.suppress(ConnectionError, OSError):
+            client.stream("watch", target, on_notification=killer, timeout=120)
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.kill()
         kills += 1
@@ -162,7 +156,7 @@ def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(daemons: Daemo
     daemon.stop()
     assert kills >= 3
     assert {f["state"] for f in finals.values()} == {"done"}, finals
-    for key, job in jobs.items():
+    for job in jobs.values():
         out = Path(job["output"])
         assert out.exists()
         if job["kind"] == "fft":
@@ -184,10 +178,18 @@ def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(daemons: Daemo
     assert retries >= 1  # the kills landed on running jobs, counted apart from failures
 
 
-def _kill_after(daemon: DaemonProcess, seen: list[int], events: int) -> None:
-    seen.append(1)
-    if len(seen) == events and daemon.proc is not None and daemon.proc.poll() is None:
-        daemon.kill()
+class _KillAfter:
+    """A watch callback that kills the daemon with SIGKILL at its `events`-th event."""
+
+    def __init__(self, daemon: DaemonProcess, events: int) -> None:
+        self.daemon = daemon
+        self.left = events
+
+    def __call__(self, method: str, params: Any) -> None:
+        self.left -= 1
+        proc = self.daemon.proc
+        if self.left == 0 and proc is not None and proc.poll() is None:
+            self.daemon.kill()
 
 
 def test_sigterm_drains_within_the_deadline_and_the_job_finishes_after_restart(

@@ -1,0 +1,246 @@
+"""The control socket of a real daemon under abuse, load and strangers."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actord.control.client import Client, RemoteError
+
+from ._daemon import DaemonProcess
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(
+        tmp_path_factory.mktemp("control"), "--max-connections", "48", "--idle-timeout", "2"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+def _replies_until_closed(sock: socket.socket) -> list[Any]:
+    """Everything the server sends until it closes the connection."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    replies: list[Any] = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        unpacker.feed(data)
+        replies.extend(unpacker)
+    return replies
+
+
+def _abuse(path: str, payload: bytes) -> list[Any]:
+    with _connect(path) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)  # the rest of a half-sent frame never comes
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server already answered and closed
+        return _replies_until_closed(sock)
+
+
+def _error_code(replies: list[Any]) -> str:
+    assert replies, "expected an error reply before the close"
+    kind, _msgid, error, _result = replies[-1]
+    assert kind == 1 and error is not None
+    return str(error["code"])
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "code"),
+    [
+        ("oversized frame", msgpack.packb([0, 1, "ping", ["x" * (2 << 20)]]), "too_large"),
+        ("huge array header", b"\xdd\xff\xff\xff\xff", "bad_request"),
+        ("huge map header", b"\xdf\xff\xff\xff\xff", "bad_request"),
+        ("deep nesting", b"\x94\x00\x01\xa4ping\x91" + b"\x91" * 100 + b"\xc0", "bad_request"),
+        ("ext type", msgpack.packb([0, 1, "ping", [msgpack.ExtType(5, b"x")]]), "bad_request"),
+        ("integer keys", msgpack.packb([0, 1, "ping", [{1: 2}]]), "bad_request"),
+        ("not a list", msgpack.packb({"method": "ping"}), "bad_request"),
+        ("a response, not a request", msgpack.packb([1, 1, None, None]), "bad_request"),
+        ("bad utf-8", b"\x94\x00\x01\xa2\xff\xfe\x90", "bad_request"),
+    ],
+)
+def test_each_malformed_frame_gets_an_error_and_a_closed_connection(
+    daemon: DaemonProcess, name: str, payload: bytes, code: str
+) -> None:
+    assert _error_code(_abuse(daemon.socket, payload)) == code, name
+    assert daemon.call("ping") == "pong"
+
+
+@settings(
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.binary(min_size=1, max_size=64))
+def test_random_bytes_never_hurt_the_daemon(daemon: DaemonProcess, payload: bytes) -> None:
+    replies = _abuse(daemon.socket, payload)
+    for reply in replies:  # whatever came back is a well-formed response
+        assert isinstance(reply, list) and reply[0] == 1
+
+
+def test_after_thousands_of_bad_frames_memory_is_bounded_and_others_are_served(
+    daemon: DaemonProcess,
+) -> None:
+    process = psutil.Process(daemon.pid)
+    with daemon.client() as steady:
+        before = process.memory_info().rss
+        for i in range(300):
+            _abuse(daemon.socket, b"\xdb" + (1 << 20).to_bytes(4, "big") + b"y" * 4096)
+            _abuse(daemon.socket, msgpack.packb([0, i, "ping", ["x" * (2 << 20)]]))
+            assert steady.call("ping") == "pong"
+        grown = process.memory_info().rss - before
+    assert grown < 64 << 20, f"RSS grew by {grown >> 20} MiB"
+
+
+def test_idle_and_half_sent_clients_past_the_cap_get_busy(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "--max-connections", "4", "--idle-timeout", "1")
+    daemon.start()
+    try:
+        with daemon.client() as good:
+            idle = [_connect(daemon.socket) for _ in range(2)]
+            half = _connect(daemon.socket)
+            half.sendall(msgpack.packb([0, 1, "ping", []])[:3])
+            # good + 2 idle + 1 half-sent = 4: the cap. The next one is turned away.
+            with _connect(daemon.socket) as over:
+                assert _error_code(_replies_until_closed(over)) == "busy"
+            assert good.call("ping") == "pong"  # served meanwhile
+            for sock in [*idle, half]:  # closed by the server after the idle timeout
+                sock.settimeout(10)
+                assert sock.recv(100) == b""
+                sock.close()
+            with daemon.client() as later:  # room again
+                assert later.call("ping") == "pong"
+    finally:
+        daemon.stop()
+
+
+def test_the_socket_is_0660_in_a_private_directory(daemon: DaemonProcess) -> None:
+    mode = os.stat(daemon.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+    assert stat.S_IMODE(os.stat(os.path.dirname(daemon.socket)).st_mode) == 0o750
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to nobody needs root")
+def test_a_peer_running_as_nobody_is_refused(daemon: DaemonProcess) -> None:
+    nobody = pwd.getpwnam("nobody")
+    # Let nobody reach the socket through the directory, so the refusal is SO_PEERCRED's.
+    directory = os.path.dirname(daemon.socket)
+    top = os.path.dirname(directory)  # the harness's private temp dir
+    os.chmod(top, 0o755)
+    os.chmod(directory, 0o755)
+    os.chmod(daemon.socket, 0o666)
+    before = daemon.call("status")["jobs_queued"]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody, connect, submit, report the error code
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            with _connect(daemon.socket) as sock:
+                sock.sendall(msgpack.packb([0, 1, "shutdown", []]))
+                code = _error_code(_replies_until_closed(sock))
+            os.write(write_end, code.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        _, status = os.waitpid(pid, 0)
+        answer = os.read(read_end, 100).decode()
+    finally:
+        os.close(read_end)
+        os.chmod(top, 0o700)
+        os.chmod(directory, 0o750)
+        os.chmod(daemon.socket, 0o660)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer == "forbidden"
+    assert daemon.call("ping") == "pong"  # the shutdown never ran
+    assert daemon.call("status")["jobs_queued"] == before
+
+
+def _escapes(daemon: DaemonProcess) -> list[tuple[str, dict[str, Any], str]]:
+    good_in = daemon.inputs / "ok.log"
+    good_in.write_text("2026-11-25 10:00:00 [INFO] fine\n")
+    outside = daemon.base / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.log").write_text("no\n")
+    link = daemon.inputs / "link.log"
+    if not link.exists():
+        link.symlink_to(outside / "secret.log")
+    sibling = Path(str(daemon.inputs) + "-other")
+    sibling.mkdir(exist_ok=True)
+    (sibling / "x.log").write_text("no\n")
+    out = str(daemon.outputs / "o.jsonl")
+    good = str(good_in)
+    return [
+        ("dot-dot", {"input": f"{daemon.inputs}/../outside/secret.log", "output": out}, "path"),
+        ("symlink out", {"input": str(link), "output": out}, "path"),
+        ("sibling prefix", {"input": str(sibling / "x.log"), "output": out}, "path"),
+        ("NUL byte", {"input": good + "\x00.txt", "output": out}, "path"),
+        ("relative", {"input": "in/ok.log", "output": out}, "path"),
+        ("output outside", {"input": good, "output": "/etc/actord-test.jsonl"}, "path"),
+        ("output is a root", {"input": good, "output": str(daemon.outputs)}, "path"),
+        ("output in inputs", {"input": good, "output": good}, "path"),
+        ("non-string", {"input": 42, "output": out}, "bad_request"),
+        ("missing input", {"input": str(daemon.inputs / "nope.log"), "output": out}, "path"),
+    ]
+
+
+def test_path_escapes_are_refused_and_nested_paths_accepted(daemon: DaemonProcess) -> None:
+    with daemon.client() as client:
+        for name, paths, expected in _escapes(daemon):
+            with pytest.raises(RemoteError) as refused:
+                client.call("submit", {"kind": "log", **paths})
+            code = refused.value.code
+            assert code == ("invalid_path" if expected == "path" else expected), name
+        nested = daemon.outputs / "a" / "b"
+        nested.mkdir(parents=True, exist_ok=True)
+        job = {"kind": "log", "input": str(daemon.inputs / "ok.log"), "output": str(nested / "o")}
+        accepted = client.call("submit", job)
+        final = client.stream("watch", accepted["id"], on_notification=None)
+    assert final["state"] == "done" and (nested / "o").read_text().count("\n") == 1
+
+
+def test_16_clients_times_500_requests_without_an_error(daemon: DaemonProcess) -> None:
+    def client_run(index: int) -> int:
+        answered = 0
+        with Client(daemon.socket, timeout=30) as client:
+            for i in range(500):
+                method = "status" if (i + index) % 5 == 0 else "ping"
+                result = client.call(method)
+                answered += result == "pong" or isinstance(result, dict)
+        return answered
+
+    with ThreadPoolExecutor(16) as pool:
+        answered = list(pool.map(client_run, range(16)))
+    assert answered == [500] * 16
