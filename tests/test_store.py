@@ -1,0 +1,170 @@
+"""The job store: the journal's owner in front of the jobs actor (in-process, real SQLite)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actord import ActorSystem, RestartPolicy
+from actord.journal import Journal
+from actors.jobs import JOBS, JobSystemConfig, start_job_system
+from actors.model import (
+    Cancel,
+    Executor,
+    FFTOptions,
+    GetJob,
+    JobInfo,
+    JobKind,
+    JobSpec,
+    JobState,
+    LogOptions,
+    Progress,
+    Rejected,
+    WaitJob,
+)
+from actors.store import Accept, Drain, Drained, JobStore, Release, Released
+from actors.wire import pack, spec_to_wire
+from actors.writer import create_temp
+
+from .conftest import WAIT, FakeClock, Recorder, RecordingActor
+
+SLOW = r"(?P<a>(x+x+)+y)"  # ~0.1 s per line of 22 x's: a job that is surely still running
+
+
+class Harness:
+    def __init__(self, tmp: Path, system: ActorSystem) -> None:
+        self.tmp = tmp
+        self.system = system
+        self.journal = str(tmp / "journal.sqlite3")
+        self.events = Recorder()
+
+    def start(self, max_jobs: int = 4, *, recover: bool = True) -> None:
+        start_job_system(self.system, JobSystemConfig(parser_executor=Executor.THREAD))
+        self.system.spawn(lambda: JobStore(self.journal, JOBS, max_jobs, recover=recover), "store")
+        self.system.channel.subscribe(JOBS, "store")
+        self.system.spawn(lambda: RecordingActor(self.events), "events")
+        self.system.channel.subscribe("store", "events")
+
+    def ask(self, payload: object, timeout: float = WAIT) -> Any:
+        return self.system.lookup("store").ask(payload, timeout=timeout)
+
+    def slow(self, name: str, lines: int = 10) -> JobSpec:
+        source = self.tmp / f"{name}.log"
+        source.write_text(("x" * 22 + "\n") * lines)
+        options = LogOptions(pattern=SLOW, block_bytes=64)
+        return JobSpec(JobKind.LOG, str(self.tmp / f"{name}.jsonl"), str(source), options)
+
+    def fft(self, name: str) -> JobSpec:
+        options = FFTOptions(synthetic=(4, 16, 16))
+        return JobSpec(JobKind.FFT, str(self.tmp / f"{name}.npy"), None, options)
+
+    def wait(self, job: str) -> JobInfo:
+        info = self.ask(WaitJob(job), timeout=60)
+        assert isinstance(info, JobInfo)
+        return info
+
+    def states(self) -> dict[str, str]:
+        with sqlite3.connect(self.journal) as db:
+            return dict(db.execute("SELECT id, state FROM jobs").fetchall())
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    system = ActorSystem(
+        "test", clock=FakeClock(), default_policy=RestartPolicy(max_restarts=100, period=60.0)
+    )
+    try:
+        yield Harness(tmp_path, system)
+    finally:
+        system.stop(timeout=WAIT)
+
+
+def test_a_job_is_committed_before_accept_returns(harness: Harness) -> None:
+    harness.start()
+    info = harness.ask(Accept(harness.fft("a")))
+    assert isinstance(info, JobInfo)
+    assert info.id in harness.states()  # read through another connection: committed
+    assert harness.wait(info.id).state is JobState.DONE
+    assert harness.states()[info.id] == "done"
+
+
+def test_an_idempotency_key_gives_the_same_job_and_one_run(harness: Harness) -> None:
+    harness.start()
+    first = harness.ask(Accept(harness.fft("a"), "key-1"))
+    second = harness.ask(Accept(harness.fft("a"), "key-1"))
+    assert first.id == second.id
+    harness.wait(first.id)
+    assert list(harness.states()) == [first.id]
+    ends = [p for p in harness.events.payloads() if isinstance(p, Progress) and p.state.finished]
+    assert len(ends) == 1
+
+
+def test_at_most_max_jobs_run_and_a_queued_job_can_be_cancelled(harness: Harness) -> None:
+    harness.start(max_jobs=1)
+    running = harness.ask(Accept(harness.slow("s")))
+    queued = harness.ask(Accept(harness.fft("q")))
+    assert harness.states() == {running.id: "running", queued.id: "accepted"}
+    cancelled = harness.ask(Cancel(queued.id))
+    assert cancelled.state is JobState.CANCELLED
+    assert harness.states()[queued.id] == "cancelled"
+    assert harness.wait(running.id).state is JobState.DONE
+    assert not Path(queued.output).exists()  # it never ran
+
+
+def test_cancelling_a_running_job_is_journaled_at_once(harness: Harness) -> None:
+    harness.start()
+    info = harness.ask(Accept(harness.slow("s", lines=12)))
+    assert harness.ask(Cancel(info.id)).state is JobState.CANCELLED
+    assert harness.states()[info.id] == "cancelled"
+    assert harness.wait(info.id).state is JobState.CANCELLED
+    assert not Path(info.output).exists()
+
+
+def test_drain_answers_when_running_jobs_end_and_refuses_new_ones(harness: Harness) -> None:
+    harness.start(max_jobs=1)
+    running = harness.ask(Accept(harness.slow("s")))
+    queued = harness.ask(Accept(harness.fft("q")))
+    future = harness.system.lookup("store").ask_future(Drain(), timeout=60)
+    refused = harness.ask(Accept(harness.fft("late")))
+    assert isinstance(refused, Rejected) and refused.code == "busy"
+    drained = future.result(60)
+    assert drained == Drained(queued=1)
+    assert harness.states() == {running.id: "done", queued.id: "accepted"}
+
+
+def test_release_puts_running_jobs_back_without_a_crash_retry(harness: Harness) -> None:
+    harness.start()
+    info = harness.ask(Accept(harness.slow("s", lines=12)))
+    released = harness.ask(Release())
+    assert released == Released((info.id,))
+    harness.system.stop(graceful=False, timeout=WAIT)  # as the daemon stops after a drain
+    with Journal(harness.journal) as journal:
+        job = journal.get(info.id)
+    assert (job.state, job.crash_retries) == (JobState.ACCEPTED, 0)
+
+
+def test_recovery_removes_temp_files_and_runs_unfinished_jobs_once(harness: Harness) -> None:
+    spec = harness.fft("crashed")
+    with Journal(harness.journal) as journal:
+        job, _ = journal.submit("fft", pack(spec_to_wire(spec)))
+        journal.mark_running(job.id)  # the daemon died while it ran
+    fd, temp = create_temp(spec.output)  # ... leaving its temp output behind
+    os.close(fd)
+    harness.start()
+    done = harness.wait(job.id)
+    assert done.state is JobState.DONE and done.crash_retries == 1
+    assert not Path(temp).exists()
+    assert Path(spec.output).exists()
+    assert harness.states() == {job.id: "done"}
+
+
+def test_unknown_jobs_are_not_found(harness: Harness) -> None:
+    harness.start()
+    for request in (GetJob("log-99"), Cancel("log-99"), WaitJob("log-99")):
+        answer = harness.ask(request)
+        assert isinstance(answer, Rejected) and answer.code == "not_found"
