@@ -85,6 +85,7 @@ class Daemon:
         self.config = self._load()  # raises ConfigError before anything starts
         self.generation = 1  # bumped by each applied reload
         self.started = time.monotonic()
+        self.pid = os.getpid()
         self.draining = False
         # Signals, reload and shutdown requests and escalations, for the main loop.
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
@@ -96,19 +97,20 @@ class Daemon:
     # -- hooks for the runtime's control methods (connection threads) -----------------------
 
     def status(self) -> dict[str, Any]:
-        return {
+        figures = {
             "version": __version__,
-            "pid": os.getpid(),
+            "pid": self.pid,
             "uptime": round(time.monotonic() - self.started, 3),
             "generation": self.generation,
             "config": self.config_path,
             "socket": self.config.daemon.socket,
             "state_dir": self.config.daemon.state_dir,
             "draining": self.draining,
-            "actors": len(self.system.stats()),
+            "actors": self.system.count(),
             "connections": self.server.connections,
-            **self.app.status(),
         }
+        figures.update(self.app.status())
+        return figures
 
     def reload(self, timeout: float) -> dict[str, Any]:
         request = _Reload()
@@ -170,6 +172,11 @@ class Daemon:
             _log.info("actord %s listening on %s", __version__, config.daemon.socket)
             self.notifier.ready(self._summary())
             return self._loop()
+        except BaseException:
+            _log.exception("the main loop failed: stopping")
+            self.server.stop(timeout=1.0)
+            self._stop_system(5.0)
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -9,12 +9,15 @@ activation (``$LISTEN_FDS``, ``$LISTEN_PID``, ``$LISTEN_FDNAMES``).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from collections.abc import Mapping
 
 __all__ = ["LISTEN_FDS_START", "Notifier", "listen_fds", "watchdog_interval"]
+
+_log = logging.getLogger("actord.sdnotify")
 
 LISTEN_FDS_START = 3
 
@@ -45,7 +48,12 @@ class Notifier:
         lines = [f"{key}={value}" for key, value in fields.items()]
         if any("\n" in line for line in lines):
             raise ValueError("sd_notify fields may not contain newlines")
-        self._socket.sendto("\n".join(lines).encode(), self._address)
+        try:
+            self._socket.sendto("\n".join(lines).encode(), self._address)
+        except OSError as error:
+            # The manager went away (or never listened): the daemon must go on regardless.
+            _log.warning("sd_notify to %s failed: %s", self._address, error)
+            return False
         return True
 
     def ready(self, status: str = "") -> bool:

@@ -296,6 +296,10 @@ class ActorSystem:
             raise UnknownActor(f"no actor named {name!r}")
         return group
 
+    def count(self) -> int:
+        """How many actors (a pool counts once) are running."""
+        return len(self._order)  # one read of a list's length: no lock needed
+
     def names(self) -> tuple[str, ...]:
         with self._lock:
             return tuple(g.name for g in self._order)

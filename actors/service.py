@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +38,7 @@ STORE: Final = "store"
 MONITOR: Final = "monitor"
 _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
+_COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
 _WATCH_CHECK: Final = 5.0  # a watch re-reads the job this often in case an event was dropped
 _REJECTED_CODES: Final = {
     "busy": ErrorCode.BUSY,
@@ -59,6 +62,9 @@ class JobService:
         # Replaced whole by a reload (main thread), read by connection threads: one tuple.
         self.roots = (config.paths.input_roots, config.paths.output_roots)
         self._watchers = itertools.count(1)
+        # _counts_lock guards _counts_cache: the store's last JobCounts and when it was asked.
+        self._counts_lock = threading.Lock()
+        self._counts_cache: tuple[JobCounts | None, float] = (None, 0.0)
 
     # -- App ---------------------------------------------------------------------------------
 
@@ -101,10 +107,9 @@ class JobService:
 
     def status(self) -> dict[str, Any]:
         try:
-            counts = self._ask(StoreStatus(), timeout=2.0)
+            counts = self._counts()
         except AskTimeout:
             return {"jobs": "unavailable"}
-        assert isinstance(counts, JobCounts)
         return {
             "jobs_queued": counts.queued,
             "jobs_running": counts.running,
@@ -112,6 +117,23 @@ class JobService:
             "jobs_failed": counts.failed,
             "jobs_cancelled": counts.cancelled,
         }
+
+    def _counts(self) -> JobCounts:
+        # `status` is polled (by people, scripts, health checks): the store's answer is kept
+        # for _COUNTS_FRESH seconds, so a burst of polls costs one round trip to the store.
+        # A submit or cancel through this service makes the next poll ask again.
+        with self._counts_lock:
+            cached, asked = self._counts_cache
+            if cached is None or time.monotonic() - asked > _COUNTS_FRESH:
+                answer = self._ask(StoreStatus(), timeout=2.0)
+                assert isinstance(answer, JobCounts)
+                cached = answer
+                self._counts_cache = (answer, time.monotonic())
+            return cached
+
+    def _stale_counts(self) -> None:
+        with self._counts_lock:
+            self._counts_cache = (None, 0.0)
 
     def reconfigure(self, config: Config) -> list[str]:
         old, pending = self.config, []
@@ -160,6 +182,7 @@ class JobService:
         spec = self._confined(spec_from_wire(data))
         validate_spec(spec)
         info = _answer(self._ask(Accept(spec, key)))
+        self._stale_counts()
         return info_to_wire(info)
 
     def _confined(self, spec: JobSpec) -> JobSpec:
@@ -189,6 +212,7 @@ class JobService:
 
     def cancel(self, call: Call) -> dict[str, Any]:
         info = _answer(self._ask(Cancel(param(call, 0, str, "job"))))
+        self._stale_counts()
         return info_to_wire(info)
 
     def watch(self, call: Call) -> dict[str, Any]:

@@ -10,7 +10,7 @@ it re-queues what a crash left unfinished, after removing the temp files the cra
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -124,6 +124,7 @@ class JobStore(Actor):
         self.drain_waiters: list[Message] = []
         self.draining = False
         self.released = False
+        self.ended: Counter[JobState] = Counter()  # jobs that ended, by state
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -131,11 +132,12 @@ class JobStore(Actor):
         """Actor thread: open the journal; on the first start, re-queue what a crash left."""
         journal = self.journal = Journal(self.path)
         found = journal.recover() if self.recover else journal.jobs(unfinished=True)
+        self.ended = Counter(journal.counts())
         for job in found:
             try:
                 spec = spec_from_wire(unpack(job.spec))
             except (InvalidArgument, ValueError) as error:
-                journal.finish(job.id, JobState.FAILED, error=f"unreadable spec: {error}")
+                self._finish(job.id, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
             if job.state is JobState.RUNNING:  # a restart of this actor: still running
                 self.live[job.id] = _Live(self._info(job, spec), spec)
@@ -170,7 +172,7 @@ class JobStore(Actor):
             self._cancel(message, payload.job)
         elif isinstance(payload, WaitJob):
             found = self._lookup(payload.job)
-            if isinstance(found, JobInfo) and not found.state.finished:
+            if payload.job in self.live:  # a cancelled one is live until its files are gone
                 self.waiters.setdefault(payload.job, []).append(message)
             else:
                 self.reply(message, found)
@@ -232,7 +234,7 @@ class JobStore(Actor):
             self.reply(message, self._lookup(job_id))
             return
         # The journal first: once the client hears "cancelled", no restart runs the job again.
-        self._journal.finish(job_id, JobState.CANCELLED, error="cancelled")
+        self._finish(job_id, JobState.CANCELLED, error="cancelled")
         live.info = replace(live.info, state=JobState.CANCELLED, error="cancelled")
         if job_id in self.running:
             live.cancelled = True  # its slot frees when the jobs actor reports the end
@@ -253,14 +255,20 @@ class JobStore(Actor):
                 released.append(job_id)
         return Released(tuple(released))
 
+    def _finish(
+        self, job_id: str, state: JobState, *, error: str | None, result: bytes | None = None
+    ) -> None:
+        self._journal.finish(job_id, state, error=error, result=result)
+        self.ended[state] += 1
+
     def _counts(self) -> JobCounts:
-        counts = self._journal.counts()
+        # Kept in memory: `status` is asked often and must not query the journal each time.
         return JobCounts(
             queued=len(self.queue),
             running=len(self.running),
-            done=counts[JobState.DONE],
-            failed=counts[JobState.FAILED],
-            cancelled=counts[JobState.CANCELLED],
+            done=self.ended[JobState.DONE],
+            failed=self.ended[JobState.FAILED],
+            cancelled=self.ended[JobState.CANCELLED],
         )
 
     # -- the jobs actor's events -----------------------------------------------------------
@@ -290,9 +298,7 @@ class JobStore(Actor):
                 "bytes": progress.bytes,
                 "summary": summary_to_wire(progress.summary),
             }
-            self._journal.finish(
-                progress.job, progress.state, error=progress.error, result=pack(result)
-            )
+            self._finish(progress.job, progress.state, error=progress.error, result=pack(result))
             live.info = replace(
                 live.info,
                 state=progress.state,

@@ -75,3 +75,14 @@ def test_listen_fds() -> None:
     assert listen_fds(env, pid=99) == {"control": 3, "metrics": 4}
     assert listen_fds(env, pid=100) == {}
     assert listen_fds({"LISTEN_FDS": "1", "LISTEN_PID": "5"}, pid=5) == {"fd3": 3}
+
+
+def test_a_manager_that_went_away_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    gone = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(gone))
+    notifier = Notifier({"NOTIFY_SOCKET": str(gone)})
+    assert notifier.ready()
+    listener.close()  # the manager stopped listening: the path now refuses datagrams
+    assert notifier.stopping() is False
+    notifier.close()

@@ -133,6 +133,13 @@ class FrameDecoder:
 
 def parse_message(item: object) -> Request | Response | Notification:
     """Validate one decoded msgpack object as an RPC message."""
+    if type(item) is tuple and len(item) == 4 and type(item[0]) is int and item[0] == 0:
+        # The common case, a request, checked first and inline (this runs per request).
+        _, msgid, method, params = item
+        if type(msgid) is int and 0 <= msgid < 2**32 and type(params) is tuple:
+            if params:
+                _check_depth(params, 1)
+            return Request(msgid, _check_method(method), params)
     if not isinstance(item, tuple) or not item:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a message must be a non-empty array")
     kind = item[0]
@@ -195,7 +202,7 @@ def encode_request(msgid: int, method: str, params: list[Any] | tuple[Any, ...])
 
 
 def encode_response(msgid: int, error: dict[str, str] | None, result: object) -> bytes:
-    return _pack([Kind.RESPONSE, msgid, error, result])
+    return _pack([1, msgid, error, result])  # 1 = Kind.RESPONSE: a plain int packs faster
 
 
 def encode_notification(method: str, params: list[Any] | tuple[Any, ...]) -> bytes:
