@@ -34,6 +34,7 @@ class Notifier:
         elif address.startswith("/"):
             self._address = address
         self._socket: socket.socket | None = None
+        self._failed = False  # a send failed already: later failures are logged at DEBUG
         if self._address is not None:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
@@ -52,7 +53,9 @@ class Notifier:
             self._socket.sendto("\n".join(lines).encode(), self._address)
         except OSError as error:
             # The manager went away (or never listened): the daemon must go on regardless.
-            _log.warning("sd_notify to %s failed: %s", self._address, error)
+            level = logging.DEBUG if self._failed else logging.WARNING
+            _log.log(level, "sd_notify to %s failed: %s", self._address, error)
+            self._failed = True
             return False
         return True
 

@@ -10,7 +10,7 @@ it re-queues what a crash left unfinished, after removing the temp files the cra
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 _log: Final = logging.getLogger("actors.store")
+_ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class JobStore(Actor):
         self.draining = False
         self.released = False
         self.ended: Counter[JobState] = Counter()  # jobs that ended, by state
+        self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -215,11 +217,23 @@ class JobStore(Actor):
         live = self.live.get(job_id)
         if live is not None:
             return live.info
+        info = self.ended_infos.get(job_id)
+        if info is not None:
+            self.ended_infos.move_to_end(job_id)
+            return info
         try:
             job = self._journal.get(job_id)
         except UnknownActor:
             return Rejected("not_found", f"no job {job_id!r}")
-        return self._info(job, spec_from_wire(unpack(job.spec)))
+        info = self._info(job, spec_from_wire(unpack(job.spec)))
+        self._remember(info)
+        return info
+
+    def _remember(self, info: JobInfo) -> None:
+        # An ended job never changes again: keep the newest ones out of the journal's way.
+        self.ended_infos[info.id] = info
+        if len(self.ended_infos) > _ENDED_CACHE:
+            self.ended_infos.popitem(last=False)
 
     def _list(self, limit: int) -> tuple[JobInfo, ...]:
         infos = []
@@ -316,6 +330,7 @@ class JobStore(Actor):
         # Recorded in the journal: now watchers and waiters may hear of it.
         del self.live[job_id]
         info = live.info
+        self._remember(info)
         self.publish(
             Progress(
                 info.id,
