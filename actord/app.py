@@ -12,6 +12,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from prometheus_client.registry import Collector
+
 from .config import Config, ConfigError
 from .control.server import Call
 from .system import ActorSystem
@@ -26,6 +28,13 @@ class App(Protocol):
 
     def start(self) -> None:
         """Spawn the application's actors; return once they run."""
+
+    def set_watchdog(self, ping: Callable[[], object], interval: float) -> None:
+        """Before `start`, under a systemd watchdog: call `ping` every `interval` seconds,
+        but only while every actor is healthy (a wedged actor must stop the pings)."""
+
+    def collectors(self) -> list[Collector]:
+        """Prometheus collectors of the application's own figures."""
 
     def methods(self) -> Mapping[str, Method]:
         """Control methods to serve besides the runtime's own."""

@@ -64,6 +64,7 @@ class DaemonConfig:
     frame_limit: int = 1 << 20  # bytes per request frame
     idle_timeout: float = 60.0  # seconds a connection may stay silent
     max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
+    stuck_after: float = 30.0  # seconds on one message before an actor counts as wedged
     app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
 
 

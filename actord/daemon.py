@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
 from . import __version__
 from .app import App, load_app
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -34,7 +37,8 @@ from .control.methods import Dispatcher, runtime_methods
 from .control.protocol import ErrorCode
 from .control.server import ControlServer, HandlerError
 from .errors import StopTimeout
-from .sdnotify import Notifier
+from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
+from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .supervisor import Escalation
 from .system import ActorSystem
 
@@ -108,6 +112,7 @@ class Daemon:
             "draining": self.draining,
             "actors": self.system.count(),
             "connections": self.server.connections,
+            "metrics": None if self.metrics is None else self.metrics.url,
         }
         figures.update(self.app.status())
         return figures
@@ -151,6 +156,12 @@ class Daemon:
 
     def _serve(self, config: Config) -> int:
         self.app: App = load_app(config.daemon.app)(self.system, config)
+        self.metrics: MetricsServer | None = None
+        activated = self._activated()
+        interval = watchdog_interval(self.env)
+        if interval is not None:
+            self.app.set_watchdog(self.notifier.watchdog, interval)
+            _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
         try:
             self.app.start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
@@ -162,9 +173,13 @@ class Daemon:
                 max_connections=config.daemon.max_connections,
                 frame_limit=config.daemon.frame_limit,
                 idle_timeout=config.daemon.idle_timeout,
+                listener=activated.get("control"),
             )
             self.server.start()
+            self._start_metrics(config, activated.get("metrics"))
         except BaseException:
+            if self.metrics is not None:
+                self.metrics.stop()
             self._stop_system(5.0)
             raise
         previous = self._install_signals()
@@ -175,11 +190,52 @@ class Daemon:
         except BaseException:
             _log.exception("the main loop failed: stopping")
             self.server.stop(timeout=1.0)
+            if self.metrics is not None:
+                self.metrics.stop(timeout=1.0)
             self._stop_system(5.0)
             raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _activated(self) -> dict[str, socket.socket]:
+        """Listening sockets from systemd (LISTEN_FDS): ``control`` (or the only unnamed one)
+        and ``metrics``. Without socket activation, the daemon binds its own."""
+        fds = listen_fds(self.env)
+        sockets: dict[str, socket.socket] = {}
+        for name, fd in fds.items():
+            os.set_inheritable(fd, False)  # not for the parse workers
+            key = (
+                "control"
+                if name == "control" or (len(fds) == 1 and name.startswith("fd"))
+                else name
+            )
+            sockets[key] = socket.socket(fileno=fd)
+            _log.info("socket activation: %s is fd %d", key, fd)
+        return sockets
+
+    def _start_metrics(self, config: Config, listener: socket.socket | None) -> None:
+        if not config.metrics.address and listener is None:
+            return
+        registry = CollectorRegistry()  # ours alone: not prometheus_client's global one
+        registry.register(RuntimeCollector(self.system.stats, self.system.channel))
+        registry.register(
+            DaemonCollector(
+                __version__,
+                lambda: self.generation,
+                self.dispatcher.snapshot,
+                lambda: self.server.connections,
+            )
+        )
+        for collector in self.app.collectors():
+            registry.register(collector)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        host, port = parse_address(config.metrics.address or "127.0.0.1:0")
+        self.metrics = MetricsServer(registry, host, port, listener=listener)
+        self.metrics.start()
+        _log.info("metrics at %s", self.metrics.url)
 
     def _install_signals(self) -> dict[int, Any]:
         def handle(signum: int, frame: object) -> None:
@@ -251,6 +307,8 @@ class Daemon:
             _log.info("drained; %d jobs stay journaled for the next start", left)
         self.app.release()
         self.server.stop(timeout=1.0)
+        if self.metrics is not None:
+            self.metrics.stop(timeout=1.0)
         remaining = max(0.5, deadline - time.monotonic())
         return ExitCode.OK if self._stop_system(min(remaining, 5.0)) else ExitCode.FAILED
 

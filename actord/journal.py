@@ -156,6 +156,12 @@ class Journal:
         found = {JournalState(state): count for state, count in rows}
         return {state: found.get(state, 0) for state in JournalState}
 
+    def counts_by_kind(self) -> dict[tuple[str, JournalState], int]:
+        """How many jobs of each kind are in each state."""
+        query = "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"
+        rows = self._db.execute(query).fetchall()
+        return {(kind, JournalState(state)): count for kind, state, count in rows}
+
     def get(self, job_id: str) -> JournaledJob:
         found = self._select("WHERE id = ?", (job_id,))
         if not found:

@@ -3,16 +3,18 @@
 Per actor (labels `actor` — the member — and `pool` — the mailbox it serves): messages handled
 by type, errors, restarts, up, mailbox depth and capacity, handle-time and queue-wait
 histograms, and CPU seconds by mode from psutil's per-thread times matched by native thread id
-(each actor's own CPU, not the process's). Daemon-wide: dead letters by reason. Served over
+(each actor's own CPU, not the process's). Daemon-wide (`DaemonCollector`): dead letters by
+reason, control requests by method and code, open connections, worker-process CPU. Served over
 HTTP on loopback by a named, non-daemon thread that `MetricsServer.stop` joins.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import psutil
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -28,7 +30,13 @@ from .channel import ThreadChannel
 from .message import MessageType
 from .stats import ActorState, ActorStats
 
-__all__ = ["HISTOGRAM_BOUNDS", "MetricsServer", "RuntimeCollector"]
+__all__ = [
+    "HISTOGRAM_BOUNDS",
+    "DaemonCollector",
+    "MetricsServer",
+    "RuntimeCollector",
+    "parse_address",
+]
 
 # Every other power of two nanoseconds from ~1 us to ~17 s: exact on the runtime's log2 buckets.
 HISTOGRAM_BOUNDS: Final = tuple(2.0**k / 1e9 for k in range(10, 35, 2))
@@ -104,18 +112,102 @@ class RuntimeCollector(Collector):
             yield dead
 
 
+class DaemonCollector(Collector):
+    """Daemon-wide figures: build info, config generation, control requests by method and
+    error code, open control connections, and the CPU of worker processes (the parse
+    workers: their time is not in any thread of ours)."""
+
+    def __init__(
+        self,
+        version: str,
+        generation: Callable[[], int],
+        requests: Callable[[], Mapping[tuple[str, str], int]],
+        connections: Callable[[], int],
+    ) -> None:
+        self._version = version
+        self._generation = generation
+        self._requests = requests
+        self._connections = connections
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("actord_build_info", "Always 1", labels=["version"])
+        info.add_metric([self._version], 1)
+        generation = GaugeMetricFamily(
+            "actord_config_generation", "Config generation (bumped by each applied reload)"
+        )
+        generation.add_metric([], self._generation())
+        requests = CounterMetricFamily(
+            "actord_control_requests",
+            'Control requests by method and error code ("ok" when answered)',
+            labels=["method", "code"],
+        )
+        for (method, code), count in sorted(self._requests().items()):
+            requests.add_metric([method, code or "ok"], count)
+        connections = GaugeMetricFamily(
+            "actord_control_connections", "Open control-socket connections"
+        )
+        connections.add_metric([], self._connections())
+        workers = CounterMetricFamily(
+            "actord_worker_process_cpu_seconds",
+            "CPU time of the daemon's worker processes (live ones), by mode",
+            labels=["mode"],
+        )
+        user = system = 0.0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+            except psutil.Error:
+                continue  # it exited while we looked
+            user, system = user + times.user, system + times.system
+        workers.add_metric(["user"], user)
+        workers.add_metric(["system"], system)
+        yield from (info, generation, requests, connections, workers)
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes are not logged line by line."""
 
 
-class MetricsServer:
-    """Serves `registry` at http://host:port/metrics (loopback by default)."""
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
-    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9464):
-        self._server: WSGIServer = make_server(
-            host, port, make_wsgi_app(registry), handler_class=_QuietHandler
-        )
+
+class _Server(WSGIServer):
+    """A WSGI server that may take an already-listening socket (socket activation)."""
+
+    def __init__(self, address: tuple[str, int], listener: socket.socket | None) -> None:
+        if listener is None:
+            if ":" in address[0]:
+                self.address_family = socket.AF_INET6
+            super().__init__(address, _QuietHandler)
+            return
+        self.address_family = listener.family
+        super().__init__(address, _QuietHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.server_address = listener.getsockname()
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+        self.setup_environ()
+
+
+class MetricsServer:
+    """Serves `registry` at http://host:port/metrics (loopback by default), or on a listening
+    socket handed over by systemd."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        listener: socket.socket | None = None,
+    ):
+        self._server: WSGIServer = _Server((host, port), listener)
+        self._server.set_app(make_wsgi_app(registry))
         address = self._server.server_address
         self.host: str = str(address[0])
         self.port: int = int(address[1])

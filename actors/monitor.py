@@ -8,6 +8,7 @@ CPU, not the process's (the seed reported the whole process's CPU for every thre
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -69,10 +70,18 @@ def thread_cpu_times() -> dict[int, tuple[float, float]]:
 class Monitor(Actor):
     """Publishes a `MonitorSample` every `interval` seconds; answers `GetSample` requests."""
 
-    def __init__(self, system: ActorSystem, *, interval: float = 1.0, stuck_after: float = 30.0):
+    def __init__(
+        self,
+        system: ActorSystem,
+        *,
+        interval: float = 1.0,
+        stuck_after: float = 30.0,
+        on_healthy: Callable[[], object] | None = None,
+    ):
         self.system = system
         self.interval = interval
         self.stuck_after = stuck_after
+        self.on_healthy = on_healthy  # the systemd watchdog ping: only while all are healthy
         self.latest: MonitorSample | None = None
         self._timer: Timer | None = None
         self._flagged: set[str] = set()
@@ -86,6 +95,8 @@ class Monitor(Actor):
         if isinstance(message.payload, _Tick):
             self.latest = self.sample()
             self.publish(self.latest, timeout=0)
+            if self.on_healthy is not None and self.latest.healthy:
+                self.on_healthy()
         elif isinstance(message.payload, GetSample):
             self.reply(message, self.sample())
 

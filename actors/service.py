@@ -14,9 +14,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from prometheus_client.registry import Collector
 
 from actord import ActorSystem, AskTimeout, InvalidArgument
 from actord.app import Method
@@ -27,6 +29,7 @@ from actord.control.protocol import ErrorCode, ProtocolError
 from actord.control.server import Call, HandlerError
 
 from .jobs import JOBS, JobSystemConfig, start_job_system, validate_spec
+from .jobs_metrics import JobsCollector
 from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
 from .monitor import Monitor
 from .store import Accept, Drain, Drained, JobCounts, JobStore, Release, SetMaxJobs, StoreStatus
@@ -62,6 +65,7 @@ class JobService:
         # Replaced whole by a reload (main thread), read by connection threads: one tuple.
         self.roots = (config.paths.input_roots, config.paths.output_roots)
         self._watchers = itertools.count(1)
+        self._watchdog: tuple[Callable[[], object], float] | None = None
         # _counts_lock guards _counts_cache: the store's last JobCounts and when it was asked.
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[JobCounts | None, float] = (None, 0.0)
@@ -94,7 +98,23 @@ class JobService:
             capacity=65536,  # the jobs actor's events never wait: room for every one
         )
         self.system.channel.subscribe(JOBS, STORE)
-        self.system.spawn(lambda: Monitor(self.system), MONITOR)
+        stuck_after, ping = config.daemon.stuck_after, self._watchdog
+        interval = min(1.0, ping[1]) if ping else 1.0
+        self.system.spawn(
+            lambda: Monitor(
+                self.system,
+                interval=interval,
+                stuck_after=stuck_after,
+                on_healthy=ping[0] if ping else None,
+            ),
+            MONITOR,
+        )
+
+    def set_watchdog(self, ping: Callable[[], object], interval: float) -> None:
+        self._watchdog = (ping, interval)
+
+    def collectors(self) -> list[Collector]:
+        return [JobsCollector(lambda request, timeout: self._ask(request, timeout=timeout))]
 
     def methods(self) -> Mapping[str, Method]:
         return {

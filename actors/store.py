@@ -9,7 +9,10 @@ it re-queues what a crash left unfinished, after removing the temp files the cra
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
+import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +28,7 @@ from .model import (
     JobSpec,
     JobState,
     ListJobs,
+    LogSummary,
     Progress,
     Rejected,
     Submit,
@@ -37,7 +41,9 @@ __all__ = [
     "Accept",
     "Drain",
     "Drained",
+    "GetJobMetrics",
     "JobCounts",
+    "JobMetrics",
     "JobStore",
     "Release",
     "Released",
@@ -90,6 +96,23 @@ class StoreStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GetJobMetrics:
+    """Replied with `JobMetrics` (for the Prometheus collector, at scrape time)."""
+
+
+DURATION_BOUNDS: Final = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobMetrics:
+    jobs: tuple[tuple[str, str, int], ...]  # (kind, state, count), every job in the journal
+    durations: tuple[tuple[str, tuple[int, ...], float], ...]  # (kind, cumulative, sum)
+    units: tuple[tuple[str, int], ...]  # blocks or chunks written, by kind (since start)
+    bytes: tuple[tuple[str, int], ...]  # input bytes processed, by kind (since start)
+    lines: int  # log lines in log jobs that ended (since start)
+
+
+@dataclass(frozen=True, slots=True)
 class JobCounts:
     queued: int
     running: int
@@ -105,6 +128,8 @@ class _Live:
         self.info = info
         self.spec = spec
         self.cancelled = False  # journaled as cancelled while the jobs actor still runs it
+        self.started = 0.0  # monotonic time it was handed to the jobs actor
+        self.counted = (0, 0)  # units and bytes already added to the metrics
 
 
 class JobStore(Actor):
@@ -127,6 +152,11 @@ class JobStore(Actor):
         self.released = False
         self.ended: Counter[JobState] = Counter()  # jobs that ended, by state
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
+        self.by_kind: Counter[tuple[str, JobState]] = Counter()  # ended jobs by kind, state
+        self.durations: dict[str, tuple[list[int], list[float]]] = {}  # kind: buckets, [sum]
+        self.units: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self.lines = 0
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -135,6 +165,9 @@ class JobStore(Actor):
         journal = self.journal = Journal(self.path)
         found = journal.recover() if self.recover else journal.jobs(unfinished=True)
         self.ended = Counter(journal.counts())
+        self.by_kind = Counter(
+            {key: n for key, n in journal.counts_by_kind().items() if key[1].finished}
+        )
         for job in found:
             try:
                 spec = spec_from_wire(unpack(job.spec))
@@ -190,6 +223,8 @@ class JobStore(Actor):
             self.reply(message, self._counts())
         elif isinstance(payload, StoreStatus):
             self.reply(message, self._counts())
+        elif isinstance(payload, GetJobMetrics):
+            self.reply(message, self._metrics())
 
     # -- requests --------------------------------------------------------------------------
 
@@ -274,6 +309,42 @@ class JobStore(Actor):
     ) -> None:
         self._journal.finish(job_id, state, error=error, result=result)
         self.ended[state] += 1
+        live = self.live.get(job_id)
+        if live is not None:
+            self.by_kind[(live.spec.kind.value, state)] += 1
+
+    def _metrics(self) -> JobMetrics:
+        jobs = Counter({(kind, state.value): n for (kind, state), n in self.by_kind.items()})
+        for live in self.live.values():
+            if not live.cancelled:
+                jobs[(live.spec.kind.value, live.info.state.value)] += 1
+        durations = tuple(
+            (kind, tuple(itertools.accumulate(buckets)), total[0])
+            for kind, (buckets, total) in sorted(self.durations.items())
+        )
+        return JobMetrics(
+            jobs=tuple((kind, state, n) for (kind, state), n in sorted(jobs.items())),
+            durations=durations,
+            units=tuple(sorted(self.units.items())),
+            bytes=tuple(sorted(self.bytes.items())),
+            lines=self.lines,
+        )
+
+    def _count_progress(self, live: _Live, progress: Progress) -> None:
+        units, nbytes = live.counted
+        kind = live.spec.kind.value
+        self.units[kind] += max(0, progress.done - units)
+        self.bytes[kind] += max(0, progress.bytes - nbytes)
+        live.counted = (max(units, progress.done), max(nbytes, progress.bytes))
+
+    def _count_end(self, live: _Live, progress: Progress) -> None:
+        kind = live.spec.kind.value
+        buckets, total = self.durations.setdefault(kind, ([0] * (len(DURATION_BOUNDS) + 1), [0.0]))
+        seconds = time.monotonic() - live.started if live.started else 0.0
+        buckets[bisect.bisect_left(DURATION_BOUNDS, seconds)] += 1
+        total[0] += seconds
+        if isinstance(progress.summary, LogSummary):
+            self.lines += progress.summary.lines
 
     def _counts(self) -> JobCounts:
         # Kept in memory: `status` is asked often and must not query the journal each time.
@@ -291,6 +362,7 @@ class JobStore(Actor):
         live = self.live.get(progress.job)
         if live is None:
             return
+        self._count_progress(live, progress)
         if not progress.state.finished:
             if not live.cancelled:
                 live.info = replace(
@@ -299,6 +371,7 @@ class JobStore(Actor):
                 self.publish(progress, timeout=0)
             return
         self.running.discard(progress.job)
+        self._count_end(live, progress)
         if live.cancelled:
             if progress.state is JobState.DONE:  # it finished before the cancel arrived
                 for path in (live.spec.output, live.spec.output + REJECTS_SUFFIX):
@@ -354,6 +427,7 @@ class JobStore(Actor):
             live = self.live[job_id]
             self._journal.mark_running(job_id)
             live.info = replace(live.info, state=JobState.RUNNING)
+            live.started = time.monotonic()
             self.running.add(job_id)
             self.send(self.jobs_actor, Submit(live.spec, job_id))
 
