@@ -88,6 +88,7 @@ _RUN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--parser-executor", "parser.executor", str, "thread or process"),
     ("--fft-workers", "fft.size", int, "FFT pool size"),
     ("--max-jobs", "daemon.max_jobs", int, "jobs running at once (the rest wait in order)"),
+    ("--stuck-after", "daemon.stuck_after", float, "seconds on one message = wedged"),
     ("--mailbox-capacity", "mailbox_capacity", int, "default mailbox capacity"),
     ("--drain-deadline", "daemon.drain_deadline", float, "seconds SIGTERM lets jobs finish"),
     ("--metrics-address", "metrics.address", str, "host:port for /metrics ('' disables)"),

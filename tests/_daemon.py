@@ -39,6 +39,7 @@ class DaemonProcess:
         self.log = base / "daemon.log"
         self._notify: socket.socket | None = None
         self.notes: list[str] = []
+        self.env: dict[str, str] = {}  # extra environment (WATCHDOG_USEC, ...)
 
     def args(self) -> list[str]:
         return [
@@ -65,7 +66,7 @@ class DaemonProcess:
         Path(notify_path).unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(notify_path)
-        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONPATH": str(ROOT), **self.env}
         env.pop("ACTORD_SOCKET", None)
         self.notes = []
         with open(self.log, "ab") as log:

@@ -21,7 +21,9 @@ from .protocol import (
     encode_request,
 )
 
-__all__ = ["Client", "NotRunning", "RemoteError", "default_socket"]
+__all__ = ["SYSTEM_SOCKET", "Client", "NotRunning", "RemoteError", "default_socket"]
+
+SYSTEM_SOCKET = "/run/actord.sock"
 
 
 class RemoteError(Exception):
@@ -38,11 +40,17 @@ class NotRunning(ConnectionError):
 
 
 def default_socket(env: dict[str, str] | None = None) -> str:
-    """``$ACTORD_SOCKET``, else where a daemon run by this user puts it by default."""
+    """``$ACTORD_SOCKET``, else where a daemon run by this user puts it by default, else the
+    system service's socket if only that one exists."""
     from ..config import Config  # noqa: PLC0415 - only for the default path
 
     env = dict(os.environ) if env is None else env
-    return env.get("ACTORD_SOCKET") or Config().resolved(env).daemon.socket
+    if env.get("ACTORD_SOCKET"):
+        return env["ACTORD_SOCKET"]
+    own = Config().resolved(env).daemon.socket
+    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET  # the system service's (systemd/actord.socket)
+    return own
 
 
 class Client:

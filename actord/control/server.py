@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..config import ConfigError
 from ..errors import ActordError
 from .protocol import (
     DEFAULT_FRAME_LIMIT,
@@ -140,7 +141,10 @@ class ControlServer:
     def _group(name: str) -> tuple[int | None, frozenset[str]]:
         if not name:
             return None, frozenset()
-        entry = grp.getgrnam(name)
+        try:
+            entry = grp.getgrnam(name)
+        except KeyError:
+            raise ConfigError(f"daemon.socket_group: no group named {name!r}") from None
         return entry.gr_gid, frozenset(entry.gr_mem)
 
     @property

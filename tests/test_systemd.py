@@ -1,0 +1,207 @@
+"""systemd: the units pass systemd's own checks; a harness plays the manager's part for notify,
+the watchdog and socket activation against a real `actord run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from actord.control.client import Client
+
+from ._daemon import ROOT, DaemonProcess
+
+UNITS = ROOT / "systemd"
+Daemons = Callable[..., DaemonProcess]
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (bash .ci/deps installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _installed_units(tmp_path: Path) -> list[str]:
+    """The units as installed, with ExecStart pointing at this checkout's actord."""
+    actord = Path(sys.executable).parent / "actord"
+    assert actord.exists(), "the package is installed in this venv"
+    service = (UNITS / "actord.service").read_text()
+    assert "ExecStart=/usr/local/bin/actord run" in service
+    (tmp_path / "actord.service").write_text(service.replace("/usr/local/bin/actord", str(actord)))
+    shutil.copy(UNITS / "actord.socket", tmp_path / "actord.socket")
+    return [str(tmp_path / "actord.service"), str(tmp_path / "actord.socket")]
+
+
+def test_the_units_verify_cleanly(tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *_installed_units(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_service_is_hardened(tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    service = _installed_units(tmp_path)[0]
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--threshold=20", service],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "Overall exposure level for actord.service" in result.stdout
+
+
+def test_the_units_say_what_the_issue_asks() -> None:
+    service = (UNITS / "actord.service").read_text()
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "StateDirectory=actord",
+    ):
+        assert line in service.splitlines(), line
+    stop = int(next(x for x in service.splitlines() if x.startswith("TimeoutStopSec="))[15:-1])
+    assert stop > 30  # above the default drain deadline
+    sock = (UNITS / "actord.socket").read_text().splitlines()
+    assert "SocketMode=0660" in sock and "FileDescriptorName=control" in sock
+    listen = next(x for x in sock if x.startswith("ListenStream="))
+    assert not listen.startswith("ListenStream=/run/actord/")  # not in the RuntimeDirectory
+
+
+def test_ready_status_reload_and_stopping(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    ready = daemon.notes[-1].split("\n")
+    assert "READY=1" in ready and any(x.startswith("STATUS=generation 1") for x in ready)
+    daemon.signal(signal.SIGHUP)
+    reloading = daemon.wait_note("RELOADING=1").split("\n")
+    usec = int(next(x for x in reloading if x.startswith("MONOTONIC_USEC="))[15:])
+    assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 30
+    assert "STATUS=generation 2" in daemon.wait_note("READY=1")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_note("STOPPING=1")
+    assert daemon.wait(30) == 0
+
+
+class _Watchdog(threading.Thread):
+    """Plays the manager's watchdog: records when each WATCHDOG=1 arrives. `resumed` is set
+    once two pings have arrived after `after` (set by the test)."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        super().__init__(name="test-watchdog")
+        assert daemon._notify is not None
+        self.sock = daemon._notify
+        self.times: list[float] = []
+        self.after = float("inf")
+        self.resumed = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        self.sock.settimeout(0.1)  # to notice `stop`
+        while not self.stop.is_set():
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in data.split("\n"):
+                self.times.append(time.monotonic())
+                if sum(t > self.after for t in self.times) >= 2:
+                    self.resumed.set()
+
+
+def test_the_watchdog_pings_only_while_every_actor_is_healthy(daemons: Daemons) -> None:
+    daemon = daemons("--stuck-after", "1", "--parsers", "1")
+    daemon.env["WATCHDOG_USEC"] = "1000000"  # a ping wanted every 0.5 s
+    daemon.start()
+    # Wedge the only parser on one message: one block of 60 lines of ~0.1 s each (~6 s).
+    source = daemon.inputs / "wedge.log"
+    source.write_text(("x" * 22 + "\n") * 60)
+    job = {
+        "kind": "log",
+        "input": str(source),
+        "output": str(daemon.outputs / "wedge.jsonl"),
+        "options": {"pattern": r"(?P<a>(x+x+)+y)", "block_bytes": 1 << 20},
+    }
+    manager = _Watchdog(daemon)
+    manager.start()
+    try:
+        with daemon.client() as client:
+            before = time.monotonic()
+            submitted = client.call("submit", job)
+            final = client.stream("watch", submitted["id"], on_notification=None, timeout=60)
+            manager.after = ended = time.monotonic()
+        assert manager.resumed.wait(10), "no pings after the actor recovered"
+    finally:
+        manager.stop.set()
+        manager.join(10)
+    assert final["state"] == "done"
+    during = [t for t in manager.times if before <= t <= ended]
+    gaps = [b - a for a, b in zip([before, *during], [*during, ended], strict=True)]
+    # A healthy daemon pings every 0.5 s; the wedge (flagged after 1 s) silences it for ~5 s.
+    assert max(gaps) > 3.0, gaps
+    assert len(manager.times) > len(during)  # pings before or after the wedge
+
+
+def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> None:
+    activate = _tool("systemd-socket-activate")
+    daemon = DaemonProcess(tmp_path)
+    path = daemon.socket
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [activate, "-l", path, "--fdname=control", *daemon.args()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    listening = threading.Event()
+    copier = threading.Thread(target=_copy_log, args=(proc, daemon.log, listening))
+    copier.start()
+    try:
+        # systemd-socket-activate binds first, says so, and starts actord on the first connect.
+        assert listening.wait(30), "systemd-socket-activate never listened"
+        inode = os.stat(path).st_ino
+        with Client(path, timeout=60) as client:
+            assert client.call("ping") == "pong"
+            status = client.call("status")
+        assert status["pid"] == proc.pid  # it execs actord in place
+        assert os.stat(path).st_ino == inode  # actord used the passed socket, did not rebind
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        copier.join(30)
+    assert code == 0
+    assert "socket activation: control is fd 3" in daemon.tail()
+    assert os.path.exists(path)  # the socket belongs to the manager: actord leaves it
+
+
+def _copy_log(proc: subprocess.Popen[bytes], log: Path, listening: threading.Event) -> None:
+    assert proc.stderr is not None
+    with open(log, "ab") as out:
+        for line in proc.stderr:
+            out.write(line)
+            out.flush()
+            if line.startswith(b"Listening on"):
+                listening.set()
