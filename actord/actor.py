@@ -106,18 +106,6 @@ class Actor:
         """Answer a request (`ask`/`request`) with `payload`."""
         self._channel.reply(message, payload, sender=self._name)
 
-    def forward(self, message: Message, recipient: str, payload: Any = None) -> None:
-        """Pass a request on to `recipient` (with `payload`, else the same one), keeping its
-        sender and correlation id: `recipient` replies straight to the original asker."""
-        forwarded = Message(
-            message.type,
-            message.sender,
-            recipient,
-            message.payload if payload is None else payload,
-            message.correlation_id,
-        )
-        self._channel.post(forwarded)
-
     def publish(self, payload: Any, *, timeout: float | None = None) -> int:
         """Send `payload` as an EVENT to every subscriber of this actor."""
         return self._channel.publish(self._name, payload, timeout=timeout)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -36,7 +37,7 @@ from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .control.methods import Dispatcher, runtime_methods
 from .control.protocol import ErrorCode
 from .control.server import ControlServer, HandlerError
-from .errors import StopTimeout
+from .errors import ActordError, StopTimeout
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .supervisor import Escalation
@@ -46,6 +47,16 @@ __all__ = ["Daemon", "ExitCode"]
 
 _log: Final = logging.getLogger("actord.daemon")
 _STATUS_EVERY: Final = 5.0  # seconds between STATUS= updates to systemd
+# daemon.* keys that a reload cannot change in place (reported as needing a restart)
+_RESTART_KEYS: Final = (
+    "socket",
+    "state_dir",
+    "app",
+    "socket_group",
+    "max_connections",
+    "frame_limit",
+    "idle_timeout",
+)
 
 
 class ExitCode:
@@ -118,12 +129,20 @@ class Daemon:
         return figures
 
     def reload(self, timeout: float) -> dict[str, Any]:
+        if self.draining:
+            raise HandlerError(ErrorCode.BUSY, "actord is stopping: nothing to reload")
         request = _Reload()
         self._events.put(request)
         try:
             return request.done.result(timeout)
         except ConfigError as error:
             raise HandlerError(ErrorCode.BAD_REQUEST, str(error)) from None
+        except ActordError as error:
+            raise HandlerError(ErrorCode.INTERNAL, f"reload failed: {error}") from None
+        except FutureTimeout:
+            raise HandlerError(
+                ErrorCode.BUSY, f"the main loop did not reload within {timeout:.0f}s"
+            ) from None
 
     def shutdown(self) -> None:
         self._events.put(_Shutdown("requested over the control socket"))
@@ -282,11 +301,22 @@ class Daemon:
                 done.set_exception(error)
             return
         pending = [
-            key
-            for key in ("socket", "state_dir", "app", "socket_group")
+            f"daemon.{key}"
+            for key in _RESTART_KEYS
             if getattr(config.daemon, key) != getattr(self.config.daemon, key)
         ]
-        pending += self.app.reconfigure(config)
+        if config.metrics != self.config.metrics:
+            pending.append("metrics.address")
+        try:
+            pending += self.app.reconfigure(config)
+        except ActordError as error:
+            # Partly applied at worst (pool sizes are each all-or-nothing); the old config
+            # stays the one reported, and the operator hears why.
+            _log.error("reload failed, the running config stays: %s", error)
+            self.notifier.ready(f"reload failed: {error}")
+            if done is not None:
+                done.set_exception(error)
+            return
         logging.getLogger().setLevel(config.daemon.log_level)
         self.config = config
         self.generation += 1

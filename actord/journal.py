@@ -162,6 +162,10 @@ class Journal:
         rows = self._db.execute(query).fetchall()
         return {(kind, JournalState(state)): count for kind, state, count in rows}
 
+    def find_key(self, idempotency_key: str) -> JournaledJob | None:
+        found = self._select("WHERE idempotency_key = ?", (idempotency_key,))
+        return found[0] if found else None
+
     def get(self, job_id: str) -> JournaledJob:
         found = self._select("WHERE id = ?", (job_id,))
         if not found:

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .channel import ThreadChannel
-from .message import MessageType
+from .message import DeadLetterReason, MessageType
 from .stats import ActorState, ActorStats
 
 __all__ = [
@@ -105,10 +105,9 @@ class RuntimeCollector(Collector):
             dead = CounterMetricFamily(
                 "actord_dead_letters", "Messages not handled, by reason", labels=["reason"]
             )
-            for reason, count in sorted(
-                self._channel.dead_letter_counts().items(), key=lambda kv: kv[0].value
-            ):
-                dead.add_metric([reason.value], count)
+            counts = self._channel.dead_letter_counts()
+            for reason in DeadLetterReason:  # every reason, zeros too: a bounded, stable set
+                dead.add_metric([reason.value], counts.get(reason, 0))
             yield dead
 
 

@@ -46,6 +46,7 @@ class _Group:
         self.pooled = pooled
         self._system = system
         self._factory = factory
+        self.policy = policy
         self._supervisor = Supervisor(policy, system.clock)
         self.ref = ActorRef(name, system.channel, self)
         # _lock guards cells, _size, _live, _next_index, _state and _finalized.
@@ -284,8 +285,17 @@ class ActorSystem:
         group.resize(size)
 
     def restart(self, name: str) -> int:
-        """Restart an actor (each member of a pool) on its mailbox; returns the member count."""
-        return self._group(name).restart()
+        """Restart an actor (each member of a pool) on its mailbox; returns the member count.
+
+        Refused (`InvalidArgument`) for an actor whose policy allows no restart
+        (``max_restarts=0``): its state would be lost."""
+        group = self._group(name)
+        if group.policy.max_restarts == 0:
+            raise InvalidArgument(
+                f"{name!r} keeps state a restart would lose (max_restarts=0); "
+                "restart the daemon instead"
+            )
+        return group.restart()
 
     def lookup(self, name: str) -> ActorRef:
         return self._group(name).ref

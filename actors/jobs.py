@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
-from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message
+from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message, RestartPolicy
 
 from .formats import resolve_format
 from .model import (
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 JOBS = "jobs"
+_ENDED_KEPT: Final = 1024  # settled jobs the jobs actor still answers about
+STATEFUL: Final = RestartPolicy(max_restarts=0)  # for actors whose state a restart would lose
 PARSERS = "parser"
 FFT_WORKERS = "fft"
 _FINAL_DTYPES = ("complex128", "complex64")
@@ -89,7 +93,8 @@ class JobsActor(Actor):
     def __init__(self, system: ActorSystem, config: JobSystemConfig) -> None:
         self.system = system
         self.config = config
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, _Job] = {}  # jobs not yet settled
+        self.ended: OrderedDict[str, JobInfo] = OrderedDict()  # the newest settled ones
         self.ids = itertools.count(1)
 
     def handle(self, message: Message) -> None:
@@ -106,11 +111,14 @@ class JobsActor(Actor):
         elif isinstance(payload, Submit):
             self._answer(message, self._submit(payload.spec, payload.job_id))
         elif isinstance(payload, ListJobs):
-            self._answer(message, tuple(job.info for job in self.jobs.values()))
+            infos = (*self.ended.values(), *(job.info for job in self.jobs.values()))
+            self._answer(message, infos[-payload.limit :])
         elif isinstance(payload, GetJob | Cancel | WaitJob):
             job = self.jobs.get(payload.job)
             if job is None:
-                self._answer(message, Rejected("not_found", f"no job {payload.job!r}"))
+                ended = self.ended.get(payload.job)
+                missing = Rejected("not_found", f"no job {payload.job!r}")
+                self._answer(message, missing if ended is None else ended)
             elif isinstance(payload, Cancel):
                 self._end(payload.job, JobState.CANCELLED, error="cancelled")
                 self._answer(message, job.info)
@@ -229,11 +237,16 @@ class JobsActor(Actor):
             self._settle(job)
 
     def _settle(self, job: _Job) -> None:
-        # Once per job: its end is published and its waiters answered.
+        # Once per job: its end is published, its waiters answered, and its record (with the
+        # refs to its actors) dropped; a bounded history answers later questions.
         self._publish(job.info)
         for waiter in job.waiters:
             self._answer(waiter, job.info)
         job.waiters.clear()
+        del self.jobs[job.info.id]
+        self.ended[job.info.id] = job.info
+        if len(self.ended) > _ENDED_KEPT:
+            self.ended.popitem(last=False)
 
     def _publish(self, info: JobInfo) -> None:
         progress = Progress(
@@ -328,7 +341,9 @@ def start_job_system(system: ActorSystem, config: JobSystemConfig | None = None)
     from .fft import FFTWorker  # noqa: PLC0415 - keeps numpy out of imports that need none
 
     config = config or JobSystemConfig()
-    jobs = system.spawn(lambda: JobsActor(system, config), JOBS, capacity=4096)
+    # The job table cannot be rebuilt by a fresh instance: a crash escalates (the daemon exits
+    # non-zero; systemd restarts it and the journal re-runs what was unfinished).
+    jobs = system.spawn(lambda: JobsActor(system, config), JOBS, capacity=4096, policy=STATEFUL)
     executor, block_timeout = config.parser_executor, config.block_timeout
     system.spawn_pool(
         lambda: Parser(executor, block_timeout),

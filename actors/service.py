@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from prometheus_client.registry import Collector
 
-from actord import ActorSystem, AskTimeout, InvalidArgument
+from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed
 from actord.app import Method
 from actord.config import Config
 from actord.control.methods import param
@@ -28,7 +28,7 @@ from actord.control.paths import confine, confine_pair
 from actord.control.protocol import ErrorCode, ProtocolError
 from actord.control.server import Call, HandlerError
 
-from .jobs import JOBS, JobSystemConfig, start_job_system, validate_spec
+from .jobs import JOBS, STATEFUL, JobSystemConfig, start_job_system, validate_spec
 from .jobs_metrics import JobsCollector
 from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
 from .monitor import Monitor
@@ -42,7 +42,7 @@ MONITOR: Final = "monitor"
 _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
 _COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
-_WATCH_CHECK: Final = 5.0  # a watch re-reads the job this often in case an event was dropped
+_WATCH_CHECK: Final = 1.0  # a quiet watch checks its client and re-reads the job this often
 _REJECTED_CODES: Final = {
     "busy": ErrorCode.BUSY,
     "not_found": ErrorCode.NOT_FOUND,
@@ -66,6 +66,9 @@ class JobService:
         self.roots = (config.paths.input_roots, config.paths.output_roots)
         self._watchers = itertools.count(1)
         self._watchdog: tuple[Callable[[], object], float] | None = None
+        # _lock guards _inboxes: the mailboxes of the watches in progress.
+        self._lock = threading.Lock()
+        self._inboxes: set[str] = set()
         # _counts_lock guards _counts_cache: the store's last JobCounts and when it was asked.
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[JobCounts | None, float] = (None, 0.0)
@@ -91,11 +94,12 @@ class JobService:
         )
         boots = itertools.count()
         journal = str(state / "journal.sqlite3")
-        max_jobs = config.daemon.max_jobs
+        max_jobs, roots = config.daemon.max_jobs, self.roots
         self.system.spawn(
-            lambda: JobStore(journal, JOBS, max_jobs, recover=next(boots) == 0),
+            lambda: JobStore(journal, JOBS, max_jobs, recover=next(boots) == 0, roots=roots),
             STORE,
             capacity=65536,  # the jobs actor's events never wait: room for every one
+            policy=STATEFUL,  # a crash escalates: the journal is re-read by a fresh daemon
         )
         self.system.channel.subscribe(JOBS, STORE)
         stuck_after, ping = config.daemon.stuck_after, self._watchdog
@@ -161,9 +165,8 @@ class JobService:
             self.system.resize("parser", config.parser.size)
         if config.fft.size != old.fft.size:
             self.system.resize("fft", config.fft.size)
-        if config.daemon.max_jobs != old.daemon.max_jobs:
-            self._ask(SetMaxJobs(config.daemon.max_jobs))
         self.roots = (config.paths.input_roots, config.paths.output_roots)
+        self._ask(SetMaxJobs(config.daemon.max_jobs, self.roots))
         for key in ("parser.executor", "parser.capacity", "fft.capacity", "mailbox_capacity"):
             section, _, name = key.partition(".")
             if name:
@@ -187,6 +190,10 @@ class JobService:
 
     def release(self) -> None:
         self._ask(Release(), timeout=5.0)
+        with self._lock:
+            inboxes = list(self._inboxes)
+        for inbox in inboxes:  # wake every watch now: the daemon is going
+            self.system.channel.close_mailbox(inbox)
 
     # -- control methods (connection threads) ----------------------------------------------
 
@@ -242,6 +249,8 @@ class JobService:
         channel = self.system.channel
         inbox = f"control.watch-{next(self._watchers)}-{uuid.uuid4().hex[:8]}"
         channel.register(inbox, 1024)
+        with self._lock:
+            self._inboxes.add(inbox)
         try:
             channel.subscribe(STORE, inbox)
             info = _answer(self._ask(GetJob(job_id)))  # after subscribing: no end is missed
@@ -250,18 +259,25 @@ class JobService:
                 if info != sent:
                     call.notify("progress", [info_to_wire(info)])
                     sent = info
-                info = self._next(inbox, info)
+                info = self._next(call, inbox, info)
             return info_to_wire(info)
         finally:
+            with self._lock:
+                self._inboxes.discard(inbox)
             channel.unsubscribe(STORE, inbox)
             channel.unregister(inbox)
 
-    def _next(self, inbox: str, info: JobInfo) -> JobInfo:
-        # The next state of the job: from the store's events, or asked for after a quiet spell.
+    def _next(self, call: Call, inbox: str, info: JobInfo) -> JobInfo:
+        # The next state of the job: from the store's events, or asked for after a quiet spell
+        # (when the client may also have gone: then the watch ends and frees its connection).
         try:
             messages = self.system.channel.receive(inbox, 256, timeout=_WATCH_CHECK)
         except TimeoutError:
+            if call.peer_gone():
+                raise ConnectionAbortedError("the watching client went away") from None
             return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
+        except MailboxClosed:
+            raise HandlerError(ErrorCode.BUSY, "actord is stopping; watch again later") from None
         latest = info
         for message in messages:
             event = message.payload

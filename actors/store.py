@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Final
 
 from actord import Actor, InvalidArgument, Message, UnknownActor
+from actord.control.paths import confine, confine_pair
+from actord.control.protocol import ProtocolError
 from actord.journal import Journal, JournaledJob
 
 from .model import (
@@ -87,7 +89,10 @@ class Released:
 
 @dataclass(frozen=True, slots=True)
 class SetMaxJobs:
+    """A reload: the job limit and the allowed roots (inputs, outputs)."""
+
     max_jobs: int
+    roots: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +142,22 @@ class JobStore(Actor):
     StoreStatus. Events in: the jobs actor's `Progress`. Events out: `Progress`, after the
     journal has recorded a job's end."""
 
-    def __init__(self, path: str, jobs: str, max_jobs: int, *, recover: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        jobs: str,
+        max_jobs: int,
+        *,
+        recover: bool,
+        roots: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+        max_crash_retries: int = 5,
+    ) -> None:
         self.path = path
         self.jobs_actor = jobs
         self.max_jobs = max_jobs
         self.recover = recover
+        self.roots = roots  # (input roots, output roots): paths are checked again at hand-out
+        self.max_crash_retries = max_crash_retries
         self.journal: Journal | None = None
         self.live: dict[str, _Live] = {}
         self.queue: deque[str] = deque()
@@ -181,6 +197,12 @@ class JobStore(Actor):
             if self.recover:
                 for temp in remove_temps(spec.output):
                     _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
+                if job.crash_retries > self.max_crash_retries:
+                    # A job that keeps taking the daemon down with it must not crash-loop it.
+                    died = f"the daemon died {job.crash_retries} times while this job ran"
+                    _log.error("job %s failed: %s", job.id, died)
+                    self._finish(job.id, JobState.FAILED, error=died)
+                    continue
             self.live[job.id] = _Live(self._info(job, spec), spec)
             self.queue.append(job.id)
         if self.recover and self.queue:
@@ -219,6 +241,7 @@ class JobStore(Actor):
             self.reply(message, self._release())
         elif isinstance(payload, SetMaxJobs):
             self.max_jobs = payload.max_jobs
+            self.roots = payload.roots or self.roots
             self._pump()
             self.reply(message, self._counts())
         elif isinstance(payload, StoreStatus):
@@ -234,19 +257,28 @@ class JobStore(Actor):
         return self.journal
 
     def _accept(self, request: Accept) -> JobInfo | Rejected:
-        if self.draining:
-            return Rejected("busy", "actord is shutting down and takes no new jobs")
         spec = request.spec
-        job, created = self._journal.submit(
-            spec.kind.value, pack(spec_to_wire(spec)), idempotency_key=request.idempotency_key
-        )
+        packed = pack(spec_to_wire(spec))
+        key = request.idempotency_key
+        known = None if key is None else self._journal.find_key(key)
+        if known is None and self.draining:
+            return Rejected("busy", "actord is shutting down and takes no new jobs")
+        if known is None:
+            known, created = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
+        else:
+            created = False
         if not created:
-            return self._lookup(job.id)
+            if known.spec != packed:
+                return Rejected(
+                    "conflict", f"idempotency key {key!r} was used for another job ({known.id})"
+                )
+            return self._lookup(known.id)
+        job = known
         info = self._info(job, spec)
         self.live[job.id] = _Live(info, spec)
         self.queue.append(job.id)
         self._pump()
-        return self.live[job.id].info
+        return self._lookup(job.id)  # running, queued, or already failed by the pump
 
     def _lookup(self, job_id: str) -> JobInfo | Rejected:
         live = self.live.get(job_id)
@@ -287,7 +319,10 @@ class JobStore(Actor):
         live.info = replace(live.info, state=JobState.CANCELLED, error="cancelled")
         if job_id in self.running:
             live.cancelled = True  # its slot frees when the jobs actor reports the end
-            self.forward(message, self.jobs_actor)
+            # A tell, not a forward: the answer is the journal's, even if the jobs actor has
+            # just finished it (then its output is removed when its end arrives: cancel wins).
+            self.send(self.jobs_actor, Cancel(job_id))
+            self.reply(message, live.info)
             return
         self.queue.remove(job_id)
         self._ended(job_id, live)
@@ -425,11 +460,34 @@ class JobStore(Actor):
         while self.queue and len(self.running) < self.max_jobs and not self.draining:
             job_id = self.queue.popleft()
             live = self.live[job_id]
+            refused = self._still_confined(live.spec)
+            if refused is not None:  # a symlink swapped in since it was accepted
+                _log.error("job %s failed: %s", job_id, refused)
+                self._finish(job_id, JobState.FAILED, error=refused)
+                live.info = replace(live.info, state=JobState.FAILED, error=refused)
+                self._ended(job_id, live)
+                continue
             self._journal.mark_running(job_id)
             live.info = replace(live.info, state=JobState.RUNNING)
             live.started = time.monotonic()
             self.running.add(job_id)
             self.send(self.jobs_actor, Submit(live.spec, job_id))
+
+    def _still_confined(self, spec: JobSpec) -> str | None:
+        # Paths were confined when the job was accepted; a job may run much later (queued, or
+        # after a restart), so they are resolved again now, against the current roots.
+        if self.roots is None:
+            return None
+        inputs, outputs = self.roots
+        try:
+            if spec.input is None:
+                confine(spec.output, outputs, what="output")
+            else:
+                confine_pair(spec.input, spec.output, inputs, outputs)
+            confine(spec.output + REJECTS_SUFFIX, outputs, what="rejects file")
+        except ProtocolError as error:
+            return f"invalid_path: {error}"
+        return None
 
     def _check_drained(self) -> None:
         if self.draining and not self.running and self.drain_waiters:

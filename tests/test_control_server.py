@@ -224,3 +224,24 @@ def test_a_second_server_on_a_live_socket_is_refused(server: ControlServer) -> N
         other.start()
     with _connect(server.path) as sock:  # the first one still serves
         assert _call(sock, 1, "echo", [1])[3] == [1]
+
+
+def test_a_socket_group_owns_the_socket_and_its_directory(tmp_path: Path) -> None:
+    import grp
+
+    group = grp.getgrgid(os.getgid() if os.getgid() != 0 else 100)
+    srv = ControlServer(str(tmp_path / "run" / "s.sock"), handler, group=group.gr_name)
+    srv.start()
+    try:
+        assert os.stat(srv.path).st_gid == group.gr_gid
+        assert os.stat(os.path.dirname(srv.path)).st_gid == group.gr_gid
+        assert stat.S_IMODE(os.stat(srv.path).st_mode) == 0o660
+    finally:
+        srv.stop()
+
+
+def test_an_unknown_socket_group_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from actord.config import ConfigError
+
+    with pytest.raises(ConfigError, match="daemon.socket_group"):
+        ControlServer(str(tmp_path / "s.sock"), handler, group="no-such-group-here")

@@ -284,3 +284,23 @@ def test_a_bad_config_exits_2_naming_the_key(daemons: Daemons, tmp_path: Path) -
     daemon = daemons("--config", str(config)).start(wait_ready=False)
     assert daemon.wait(30) == 2
     assert "daemon.drain_deadline" in daemon.tail()
+
+
+def test_sigterm_with_watchers_attached_still_exits_0_in_time(daemons: Daemons) -> None:
+    deadline = 1.0
+    daemon = daemons("--drain-deadline", str(deadline), "--max-jobs", "1").start()
+    running = daemon.call("submit", _slow_job(daemon, "first", lines=60))
+    queued = daemon.call("submit", _slow_job(daemon, "second", lines=4))
+    watchers = [daemon.client(timeout=60) for _ in range(4)]
+    for client in watchers:  # each starts a watch of the queued job and never reads it
+        client._sock.sendall(msgpack.packb([0, 1, "watch", [queued["id"]]]))
+    abandoned = daemon.client(timeout=60)  # and one client that goes away mid-watch
+    abandoned._sock.sendall(msgpack.packb([0, 1, "watch", [queued["id"]]]))
+    abandoned.close()
+    assert daemon.call("job", running["id"])["state"] == "running"
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(deadline + 1.0) == 0
+    assert time.monotonic() - started < deadline + 1.0
+    for client in watchers:
+        client.close()

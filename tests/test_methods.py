@@ -14,6 +14,7 @@ from actord import (
     AskTimeout,
     InvalidArgument,
     MessageType,
+    RestartPolicy,
     UnknownActor,
 )
 from actord.control.methods import Dispatcher, runtime_methods
@@ -161,3 +162,24 @@ def test_shutdown_and_reload_go_to_the_daemon(system: ActorSystem) -> None:
     assert dispatch(_call("shutdown")) == {"stopping": True}
     assert hooks.shutdowns == 1
     assert dispatch(_call("reload")) == {"generation": 2}
+
+
+def test_restart_is_refused_for_an_actor_whose_state_it_would_lose(
+    system: ActorSystem, recorder: Recorder
+) -> None:
+    system.spawn(lambda: RecordingActor(recorder), "stateful", policy=RestartPolicy(max_restarts=0))
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    with pytest.raises(HandlerError, match="restart the daemon instead") as raised:
+        dispatch(_call("restart", "stateful"))
+    assert raised.value.code is ErrorCode.BAD_REQUEST
+    assert system.lookup("stateful").stats()[0].restarts == 0
+
+
+def test_a_stateful_actor_that_crashes_escalates_at_once(system: ActorSystem) -> None:
+    recorder = Recorder()
+    ref = system.spawn(
+        lambda: RecordingActor(recorder), "stateful", policy=RestartPolicy(max_restarts=0)
+    )
+    ref.tell("boom")
+    assert system.escalated.wait(WAIT)
+    assert system.escalations[0].actor == "stateful"

@@ -175,3 +175,66 @@ def test_unknown_jobs_are_not_found(harness: Harness) -> None:
     for request in (GetJob("log-99"), Cancel("log-99"), WaitJob("log-99")):
         answer = harness.ask(request)
         assert isinstance(answer, Rejected) and answer.code == "not_found"
+
+
+def test_a_key_reused_for_another_job_is_a_conflict(harness: Harness) -> None:
+    harness.start()
+    first = harness.ask(Accept(harness.fft("a"), "key-1"))
+    other = harness.ask(Accept(harness.fft("b"), "key-1"))
+    assert isinstance(other, Rejected) and other.code == "conflict" and first.id in other.message
+
+
+def test_a_known_key_during_a_drain_gets_its_job_not_busy(harness: Harness) -> None:
+    harness.start()
+    first = harness.ask(Accept(harness.fft("a"), "key-1"))
+    harness.wait(first.id)
+    assert harness.ask(Drain()) == Drained(queued=0)
+    again = harness.ask(Accept(harness.fft("a"), "key-1"))
+    assert isinstance(again, JobInfo) and again.id == first.id
+
+
+def test_paths_are_confined_again_when_a_queued_job_starts(tmp_path: Path) -> None:
+    system = ActorSystem("test", clock=FakeClock())
+    inputs, outputs, outside = tmp_path / "in", tmp_path / "out", tmp_path / "outside"
+    for d in (inputs / "sub", outputs, outside):
+        d.mkdir(parents=True)
+    (outside / "secret.log").write_text("root:x:0:0:SECRET\n")
+    (inputs / "sub" / "secret.log").write_text("harmless\n")
+    harness = Harness(tmp_path, system)
+    try:
+        start_job_system(system, JobSystemConfig(parser_executor=Executor.PROCESS))
+        roots = ((str(inputs),), (str(outputs),))
+        system.spawn(lambda: JobStore(harness.journal, JOBS, 1, recover=True, roots=roots), "store")
+        system.channel.subscribe(JOBS, "store")
+        slow = harness.slow("s", lines=12)
+        (inputs / "s.log").write_bytes(Path(slow.input or "").read_bytes())
+        slow = JobSpec(JobKind.LOG, str(outputs / "s.jsonl"), str(inputs / "s.log"), slow.options)
+        blocker = harness.ask(Accept(slow))  # holds the only slot
+        swapped = JobSpec(
+            JobKind.LOG, str(outputs / "o.jsonl"), str(inputs / "sub" / "secret.log"), LogOptions()
+        )
+        queued = harness.ask(Accept(swapped))
+        # While it waits, the input's directory becomes a symlink out of the root.
+        (inputs / "sub" / "secret.log").unlink()
+        (inputs / "sub").rmdir()
+        (inputs / "sub").symlink_to(outside)
+        failed = harness.wait(queued.id)
+        assert failed.state is JobState.FAILED and "invalid_path" in (failed.error or "")
+        assert not (outputs / "o.jsonl").exists()
+        assert harness.wait(blocker.id).state is JobState.DONE
+    finally:
+        system.stop(timeout=WAIT)
+
+
+def test_a_job_that_keeps_killing_the_daemon_fails_instead_of_looping(harness: Harness) -> None:
+    spec = harness.fft("poison")
+    with Journal(harness.journal) as journal:
+        job, _ = journal.submit("fft", pack(spec_to_wire(spec)))
+        for _ in range(6):  # the daemon died under it six times
+            journal.mark_running(job.id)
+            journal.recover()
+        journal.mark_running(job.id)
+    harness.start()
+    failed = harness.wait(job.id)
+    assert failed.state is JobState.FAILED and "died 7 times" in (failed.error or "")
+    assert not Path(spec.output).exists()

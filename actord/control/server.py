@@ -19,6 +19,7 @@ import pwd
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,34 @@ class Call:
     class (cheaper to build than a frozen dataclass on this hot path).
     """
 
-    __slots__ = ("_send", "method", "params", "peer", "request")
+    __slots__ = ("_conn", "_send", "method", "params", "peer", "request")
 
-    def __init__(self, request: Request, peer: Peer, send: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        request: Request,
+        peer: Peer,
+        send: Callable[[bytes], None],
+        conn: socket.socket | None = None,
+    ) -> None:
         self.request = request
         self.method = request.method
         self.params = request.params
         self.peer = peer
         self._send = send
+        self._conn = conn
+
+    def peer_gone(self) -> bool:
+        """True once the client has closed its end (for a long call such as ``watch``, which
+        would otherwise notice only at its next notification)."""
+        if self._conn is None:
+            return False
+        try:
+            data = self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # connected and quiet
+        except OSError:
+            return True
+        return data == b""
 
     def notify(self, method: str, params: list[Any] | tuple[Any, ...]) -> None:
         """Send a notification now (raises OSError once the client has gone)."""
@@ -166,6 +187,9 @@ class ControlServer:
                 listener.bind(self.path)
             finally:
                 os.umask(old)
+            if self._group_gid is not None:  # the group may reach the socket, not write the dir
+                os.chown(directory, -1, self._group_gid)
+                os.chown(self.path, -1, self._group_gid)
             listener.listen(128)
             self._listener = listener
         self._accept_thread = threading.Thread(
@@ -244,7 +268,7 @@ class ControlServer:
                 for message in decoder:
                     if not isinstance(message, Request):
                         raise ProtocolError(ErrorCode.BAD_REQUEST, "only requests are accepted")
-                    conn.sendall(self._answer(Call(message, peer, conn.sendall)))
+                    conn.sendall(self._answer(Call(message, peer, conn.sendall, conn)))
         except ProtocolError as error:
             self._reject(conn, error.code, str(error))
         except OSError as error:
@@ -287,7 +311,8 @@ class ControlServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError as error:
                 _log.debug("shutting a control connection down: %s", error)
+        deadline = time.monotonic() + timeout  # one deadline for all: not `timeout` each
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
         for _, thread in connections:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
