@@ -16,6 +16,7 @@ import pytest
 from actord import Actor, ActorSystem, Message, RestartPolicy, ThreadChannel
 
 from ._daemon import DaemonProcess
+from ._prometheus import Observed, require
 
 WAIT = 10.0  # generous ceiling for an event that should happen at once
 
@@ -166,3 +167,51 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for daemon in made:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    """A daemon that has run real jobs, scraped every second by a real Prometheus.
+
+    Shared by the Prometheus and Grafana tests: Prometheus needs several seconds before its
+    first scrape lands, which each test should not pay again.
+    """
+    require("prometheus")
+    stack = Observed(tmp_path_factory.mktemp("observed"))
+    try:
+        assert stack.prometheus.ready.wait(60), "Prometheus never became ready"
+        stack.prometheus.until('up{job="actord"}', lambda v: list(v.values()) == [1.0], 60)
+        _workload(stack.daemon)
+        # Wait until Prometheus has scraped the daemon after the last job ended.
+        final = stack.daemon.call("status")["jobs_done"]
+        stack.prometheus.until(
+            'sum(actord_jobs{state="done"})', lambda v: list(v.values()) == [float(final)], 60
+        )
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _workload(daemon: DaemonProcess) -> None:
+    from actors.demo import write_sample_log
+
+    source = daemon.inputs / "app.log"
+    write_sample_log(str(source), 200_000)
+    with daemon.client(timeout=120) as client:
+        ids = [
+            client.call(
+                "submit",
+                {"kind": "log", "input": str(source), "output": str(daemon.outputs / "app.jsonl")},
+            )["id"],
+            client.call(
+                "submit",
+                {
+                    "kind": "fft",
+                    "output": str(daemon.outputs / "f.npy"),
+                    "options": {"synthetic": [48, 256, 256]},
+                },
+            )["id"],
+        ]
+        for job in ids:
+            final = client.stream("watch", job, on_notification=None, timeout=120)
+            assert final["state"] == "done", final

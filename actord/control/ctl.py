@@ -11,8 +11,11 @@ import argparse
 import json
 import os
 import sys
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .. import __version__
 from .client import Client, NotRunning, RemoteError, default_socket
@@ -76,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     scale = sub.add_parser("scale", help="resize a pool")
     scale.add_argument("pool")
     scale.add_argument("size", type=int)
+    sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
     sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
     sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
     return parser
@@ -195,6 +199,8 @@ def _command(client: Client, args: argparse.Namespace, params: list[Any], out: T
         return _watch(client, job["id"], args.json, out)
     if command == "watch":
         return _watch(client, params[0], args.json, out)
+    if command == "metrics":
+        return _metrics(client.call("status").get("metrics"), args.json, out)
     result = client.call(command, *params)
     columns = {"jobs": _JOB_COLUMNS, "job": _JOB_COLUMNS, "cancel": _JOB_COLUMNS}
     _show(result, args.json, out, columns.get(command, _ACTOR_COLUMNS))
@@ -215,6 +221,89 @@ def _watch(client: Client, job_id: str, as_json: bool, out: TextIO) -> int:
         bar.done()
     _show(final, as_json, out, _JOB_COLUMNS)
     return OK if final["state"] == "done" else FAILED
+
+
+_METRIC_COLUMNS: Final = (
+    "actor",
+    "messages",
+    "errors",
+    "restarts",
+    "depth",
+    "capacity",
+    "cpu_s",
+    "handle_p99_ms",
+)
+
+
+def _metrics(url: str | None, as_json: bool, out: TextIO) -> int:
+    """Scrape the daemon's /metrics (as Prometheus would) and show the key figures."""
+    if not url:
+        print("actorctl: this daemon serves no metrics (metrics.address is empty)", file=sys.stderr)
+        return FAILED
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the daemon's URL
+        text = response.read().decode()
+    rows: dict[str, dict[str, Any]] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            actor = sample.labels.get("actor")
+            if actor is None:
+                if sample.name in _TOTALS:
+                    key = _TOTALS[sample.name] + "".join(
+                        f" {v}" for k, v in sorted(sample.labels.items()) if k != "mode"
+                    )
+                    totals[key] = totals.get(key, 0.0) + sample.value
+                continue
+            row = rows.setdefault(actor, {"actor": actor, "messages": 0, "cpu_s": 0.0})
+            name = sample.name
+            if name == "actord_actor_messages_total":
+                row["messages"] += int(sample.value)
+            elif name == "actord_actor_cpu_seconds_total":
+                row["cpu_s"] = round(row["cpu_s"] + sample.value, 3)
+            elif name == "actord_actor_handle_seconds_bucket":
+                bound = float(sample.labels["le"])
+                buckets.setdefault(actor, []).append((bound, sample.value))
+            elif name in _PER_ACTOR:
+                row[_PER_ACTOR[name]] = int(sample.value)
+    for actor, row in rows.items():
+        row["handle_p99_ms"] = _quantile(0.99, buckets.get(actor, []))
+    if as_json:
+        print(json.dumps({"actors": list(rows.values()), "totals": totals}), file=out)
+        return OK
+    _table(list(rows.values()), _METRIC_COLUMNS, out)
+    print(file=out)
+    for key, value in sorted(totals.items()):
+        print(f"{key:<40} {value:g}", file=out)
+    return OK
+
+
+_PER_ACTOR: Final = {
+    "actord_actor_errors_total": "errors",
+    "actord_actor_restarts_total": "restarts",
+    "actord_actor_mailbox_depth": "depth",
+    "actord_actor_mailbox_capacity": "capacity",
+}
+_TOTALS: Final = {
+    "actord_dead_letters_total": "dead letters",
+    "actord_jobs": "jobs",
+    "actord_control_requests_total": "control requests",
+    "actord_control_connections": "control connections",
+    "actord_worker_process_cpu_seconds_total": "worker process cpu seconds",
+    "process_resident_memory_bytes": "resident memory bytes",
+}
+
+
+def _quantile(q: float, cumulative: list[tuple[float, float]]) -> float | None:
+    """The upper bound of the bucket holding quantile `q`, in ms (None without samples)."""
+    cumulative.sort()
+    if not cumulative or cumulative[-1][1] == 0:
+        return None
+    wanted = q * cumulative[-1][1]
+    for bound, count in cumulative:
+        if count >= wanted:
+            return round(bound * 1e3, 3) if bound != float("inf") else None
+    return None
 
 
 class _Bar:

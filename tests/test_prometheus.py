@@ -1,0 +1,82 @@
+"""A real Prometheus scrapes a real daemon that ran real jobs: the numbers, not just names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+
+from ._prometheus import Observed, require
+
+
+def _exposition(observed: Observed) -> str:
+    url = observed.daemon.call("status")["metrics"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_promtool_has_nothing_to_report_on_the_exposition(observed: Observed) -> None:
+    promtool = require("promtool")
+    text = _exposition(observed)
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert "actord_actor_messages_total{" in text and "process_cpu_seconds_total" in text
+
+
+def test_message_rates_per_actor_are_real(observed: Observed) -> None:
+    prom = observed.prometheus
+    handled = prom.values("sum by (actor) (increase(actord_actor_messages_total[5m]))")
+    by_actor = {eval_actor(k): v for k, v in handled.items()}
+    assert by_actor["jobs"] > 0 and by_actor["store"] > 0
+    assert by_actor["parser#0"] + by_actor["parser#1"] >= 20  # 200,000 lines in blocks
+    assert by_actor["fft#0"] + by_actor["fft#1"] >= 40  # 48 chunks (a retry may add one)
+    rates = prom.values('rate(actord_actor_messages_total{actor="store"}[5m])')
+    assert sum(rates.values()) > 0
+
+
+def test_mailboxes_and_thread_cpu_are_real(observed: Observed) -> None:
+    prom = observed.prometheus
+    capacity = prom.values('actord_actor_mailbox_capacity{pool="parser"}')
+    assert sorted(capacity.values()) == [8.0, 8.0]
+    depth = prom.values("actord_actor_mailbox_depth")
+    assert len(depth) >= 7 and all(v >= 0 for v in depth.values())
+    fft_cpu = prom.values('sum(increase(actord_actor_cpu_seconds_total{pool="fft"}[5m]))')
+    assert list(fft_cpu.values())[0] > 0.05  # 48 FFTs of 256x256 on the workers' own threads
+    threads = prom.values("sum(actord_actor_cpu_seconds_total)")
+    process = prom.values("process_cpu_seconds_total")
+    # Per-thread figures, not the process's copied onto every thread: they sum to less.
+    assert 0 < list(threads.values())[0] <= list(process.values())[0]
+    workers = prom.values("sum(actord_worker_process_cpu_seconds_total)")
+    assert list(workers.values())[0] > 0.1  # the parse worker processes did the parsing
+
+
+def test_job_and_control_series(observed: Observed) -> None:
+    prom = observed.prometheus
+    jobs = prom.values('actord_jobs{state="done"}')
+    assert sum(jobs.values()) == 2
+    assert sum(prom.values("actord_job_units_total").values()) >= 48 + 1
+    assert list(prom.values("actord_job_lines_total").values()) == [200_000.0]
+    calls = prom.values('actord_control_requests_total{method="submit",code="ok"}')
+    assert list(calls.values()) == [2.0]
+
+
+def test_actorctl_metrics_prints_the_key_figures(observed: Observed) -> None:
+    result = observed.daemon.ctl("metrics")
+    assert result.returncode == 0, result.stderr
+    table, totals = result.stdout.split("\n\n", 1)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["ACTOR", "MESSAGES", "ERRORS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert int(rows["jobs"][1]) > 0 and float(rows["fft#0"][6]) > 0  # messages, cpu seconds
+    assert any(line.split()[:3] == ["jobs", "log", "done"] for line in totals.splitlines())
+
+
+def eval_actor(labels: str) -> str:
+    return str(json.loads(labels)["actor"])
