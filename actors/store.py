@@ -27,6 +27,7 @@ from .model import (
     Cancel,
     GetJob,
     JobInfo,
+    JobKind,
     JobSpec,
     JobState,
     ListJobs,
@@ -349,19 +350,25 @@ class JobStore(Actor):
             self.by_kind[(live.spec.kind.value, state)] += 1
 
     def _metrics(self) -> JobMetrics:
-        jobs = Counter({(kind, state.value): n for (kind, state), n in self.by_kind.items()})
+        # Every kind (and state) from the start, zeros included: a series that appears only
+        # with its first job would hide that job from rate() and increase().
+        kinds = [kind.value for kind in JobKind]
+        jobs = Counter({(kind, state.value): 0 for kind in kinds for state in JobState})
+        jobs.update({(kind, state.value): n for (kind, state), n in self.by_kind.items()})
         for live in self.live.values():
             if not live.cancelled:
                 jobs[(live.spec.kind.value, live.info.state.value)] += 1
+        empty = ([0] * (len(DURATION_BOUNDS) + 1), [0.0])
         durations = tuple(
             (kind, tuple(itertools.accumulate(buckets)), total[0])
-            for kind, (buckets, total) in sorted(self.durations.items())
+            for kind in kinds
+            for buckets, total in [self.durations.get(kind, empty)]
         )
         return JobMetrics(
             jobs=tuple((kind, state, n) for (kind, state), n in sorted(jobs.items())),
             durations=durations,
-            units=tuple(sorted(self.units.items())),
-            bytes=tuple(sorted(self.bytes.items())),
+            units=tuple((kind, self.units[kind]) for kind in kinds),
+            bytes=tuple((kind, self.bytes[kind]) for kind in kinds),
             lines=self.lines,
         )
 

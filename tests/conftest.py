@@ -182,11 +182,15 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         assert stack.prometheus.ready.wait(60), "Prometheus never became ready"
         stack.prometheus.until('up{job="actord"}', lambda v: list(v.values()) == [1.0], 60)
         _workload(stack.daemon)
-        # Wait until Prometheus has scraped the daemon after the last job ended.
+        # Wait until Prometheus has scraped the daemon twice after the last job ended (rates
+        # need two samples of the final counts).
         final = stack.daemon.call("status")["jobs_done"]
         stack.prometheus.until(
             'sum(actord_jobs{state="done"})', lambda v: list(v.values()) == [float(final)], 60
         )
+        scrapes = 'count_over_time(up{job="actord"}[1h])'
+        (seen,) = stack.prometheus.values(scrapes).values()
+        stack.prometheus.until(scrapes, lambda v: max(v.values(), default=0) >= seen + 2, 60)
         yield stack
     finally:
         stack.stop()

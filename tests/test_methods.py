@@ -64,7 +64,7 @@ def test_failures_become_stable_codes(error: Exception, code: ErrorCode) -> None
     with pytest.raises(HandlerError) as raised:
         dispatcher(_call("m"))
     assert raised.value.code is code
-    assert dispatcher.snapshot() == {("m", code.value): 1}
+    assert dispatcher.snapshot() == {("m", code.value): 1, ("m", ""): 0}  # known: zeros too
 
 
 def test_an_unexpected_failure_is_logged_and_answered_internal(

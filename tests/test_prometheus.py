@@ -48,13 +48,13 @@ def test_mailboxes_and_thread_cpu_are_real(observed: Observed) -> None:
     depth = prom.values("actord_actor_mailbox_depth")
     assert len(depth) >= 7 and all(v >= 0 for v in depth.values())
     fft_cpu = prom.values('sum(increase(actord_actor_cpu_seconds_total{pool="fft"}[5m]))')
-    assert list(fft_cpu.values())[0] > 0.05  # 48 FFTs of 256x256 on the workers' own threads
+    assert _one(fft_cpu) > 0.05  # 48 FFTs of 256x256 on the workers' own threads
     threads = prom.values("sum(actord_actor_cpu_seconds_total)")
     process = prom.values("process_cpu_seconds_total")
     # Per-thread figures, not the process's copied onto every thread: they sum to less.
-    assert 0 < list(threads.values())[0] <= list(process.values())[0]
+    assert 0 < _one(threads) <= _one(process)
     workers = prom.values("sum(actord_worker_process_cpu_seconds_total)")
-    assert list(workers.values())[0] > 0.1  # the parse worker processes did the parsing
+    assert _one(workers) > 0.1  # the parse worker processes did the parsing
 
 
 def test_job_and_control_series(observed: Observed) -> None:
@@ -76,6 +76,11 @@ def test_actorctl_metrics_prints_the_key_figures(observed: Observed) -> None:
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert int(rows["jobs"][1]) > 0 and float(rows["fft#0"][6]) > 0  # messages, cpu seconds
     assert any(line.split()[:3] == ["jobs", "log", "done"] for line in totals.splitlines())
+
+
+def _one(values: dict[str, float]) -> float:
+    (value,) = values.values()
+    return value
 
 
 def eval_actor(labels: str) -> str:

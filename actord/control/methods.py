@@ -93,8 +93,12 @@ class Dispatcher:
             self.calls[(method, "" if code is None else code.value)] += 1
 
     def snapshot(self) -> dict[tuple[str, str], int]:
+        """Calls by (method, error code or ""), every known method present (zeros too)."""
         with self._lock:
-            return dict(self.calls)
+            calls = dict(self.calls)
+        for method in self.methods:
+            calls.setdefault((method, ""), 0)
+        return calls
 
 
 def _classify(method: str, error: Exception) -> tuple[ErrorCode, str]:
