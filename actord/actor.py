@@ -361,8 +361,11 @@ class _Cell:
                 actor._member = self.member
                 actor._ref = self._ref
                 actor._stop_event = self.stop_event
+                self.counters.busy_since_ns = _now_ns()  # a hung on_start counts as stuck
                 actor.on_start()
+                self.counters.busy_since_ns = 0
             except Exception as error:
+                self.counters.busy_since_ns = 0
                 _log.exception("actor %s failed to start", self.member)
                 self.counters.errors += 1
                 if actor is not None:
@@ -496,8 +499,11 @@ class _Cell:
             self.counters.errors += 1
 
     def _stop_instance(self, actor: Actor) -> None:
+        self.counters.busy_since_ns = _now_ns()  # a hung on_stop counts as stuck
         try:
             actor.on_stop()
         except Exception:
             _log.exception("on_stop of %s raised", self.member)
             self.counters.errors += 1
+        finally:
+            self.counters.busy_since_ns = 0

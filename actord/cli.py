@@ -136,10 +136,10 @@ def _run(args: argparse.Namespace) -> int:
         code = daemon.run()
     except ConfigError as error:
         logging.getLogger("actord").error("%s", error)
-        return 2
+        return exit_hard_if_stuck(2)
     except OSError as error:
         logging.getLogger("actord").error("cannot start: %s", error)
-        return 1
+        return exit_hard_if_stuck(1)
     return exit_hard_if_stuck(code)
 
 

@@ -64,7 +64,9 @@ class DaemonConfig:
     frame_limit: int = 1 << 20  # bytes per request frame
     idle_timeout: float = 60.0  # seconds a connection may stay silent
     max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
-    stuck_after: float = 30.0  # seconds on one message before an actor counts as wedged
+    # Seconds on one message (or in on_start/on_stop) before an actor counts as wedged and
+    # the watchdog pings stop: above the parse workers' 60 s limit on one block.
+    stuck_after: float = 90.0
     app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
 
 

@@ -181,8 +181,10 @@ class Daemon:
         if interval is not None:
             self.app.set_watchdog(self.notifier.watchdog, interval)
             _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
+        started: ControlServer | None = None
         try:
             self.app.start()
+            self._ping_every_actor(timeout=30.0)
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
             self.server = ControlServer(
@@ -195,10 +197,13 @@ class Daemon:
                 listener=activated.get("control"),
             )
             self.server.start()
+            started = self.server
             self._start_metrics(config, activated.get("metrics"))
         except BaseException:
             if self.metrics is not None:
                 self.metrics.stop()
+            if started is not None:
+                started.stop(timeout=1.0)
             self._stop_system(5.0)
             raise
         previous = self._install_signals()
@@ -216,6 +221,13 @@ class Daemon:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _ping_every_actor(self, timeout: float) -> None:
+        # spawn() returns before on_start has run; a ping is answered by the receive loop, so
+        # an answer from each actor means it started (READY=1 must not come before).
+        deadline = time.monotonic() + timeout
+        for name in self.system.names():
+            self.system.lookup(name).ping(timeout=max(0.1, deadline - time.monotonic()))
 
     def _activated(self) -> dict[str, socket.socket]:
         """Listening sockets from systemd (LISTEN_FDS): ``control`` (or the only unnamed one)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
 from typing import Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -127,6 +128,11 @@ class DaemonCollector(Collector):
         self._generation = generation
         self._requests = requests
         self._connections = connections
+        # _lock guards _live (worker pid -> CPU last seen) and _exited (CPU of those gone):
+        # scrapes may run at once.
+        self._lock = threading.Lock()
+        self._live: dict[int, tuple[float, float]] = {}
+        self._exited = (0.0, 0.0)
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("actord_build_info", "Always 1", labels=["version"])
@@ -148,22 +154,37 @@ class DaemonCollector(Collector):
         connections.add_metric([], self._connections())
         workers = CounterMetricFamily(
             "actord_worker_process_cpu_seconds",
-            "CPU time of the daemon's worker processes (live ones), by mode",
+            "CPU time of the daemon's worker processes (as last seen, exited ones included)",
             labels=["mode"],
         )
-        user = system = 0.0
+        user, system = self._worker_cpu()
+        workers.add_metric(["user"], user)
+        workers.add_metric(["system"], system)
+        yield from (info, generation, requests, connections, workers)
+
+    def _worker_cpu(self) -> tuple[float, float]:
+        # A counter must never go down: a worker that exited keeps the CPU it was last seen
+        # with (what it used after the last scrape is not counted).
+        seen: dict[int, tuple[float, float]] = {}
         for child in psutil.Process().children(recursive=True):
             try:
                 times = child.cpu_times()
             except psutil.Error:
                 continue  # it exited while we looked
-            user, system = user + times.user, system + times.system
-        workers.add_metric(["user"], user)
-        workers.add_metric(["system"], system)
-        yield from (info, generation, requests, connections, workers)
+            seen[child.pid] = (times.user, times.system)
+        with self._lock:
+            for pid, times in self._live.items():
+                if pid not in seen:
+                    self._exited = (self._exited[0] + times[0], self._exited[1] + times[1])
+            self._live = seen
+            user = self._exited[0] + sum(t[0] for t in seen.values())
+            system = self._exited[1] + sum(t[1] for t in seen.values())
+        return user, system
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 5.0  # seconds a client may take to send its request: an idle one cannot stall us
+
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes are not logged line by line."""
 
@@ -174,8 +195,13 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class _Server(WSGIServer):
-    """A WSGI server that may take an already-listening socket (socket activation)."""
+class _Server(ThreadingMixIn, WSGIServer):
+    """A WSGI server with a thread per request (one slow client never holds up a scrape)
+    that may take an already-listening socket (socket activation). Request threads are
+    joined when the server closes (`block_on_close`), each bounded by the handler timeout."""
+
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, address: tuple[str, int], listener: socket.socket | None) -> None:
         if listener is None:

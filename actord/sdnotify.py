@@ -60,10 +60,10 @@ class Notifier:
         return True
 
     def ready(self, status: str = "") -> bool:
-        return self.notify(READY=1, **({"STATUS": status} if status else {}))
+        return self.notify(READY=1, **({"STATUS": _one_line(status)} if status else {}))
 
     def status(self, text: str) -> bool:
-        return self.notify(STATUS=text)
+        return self.notify(STATUS=_one_line(text))
 
     def stopping(self) -> bool:
         return self.notify(STOPPING=1)
@@ -81,6 +81,11 @@ class Notifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def _one_line(text: str) -> str:
+    # STATUS= is free text (it may quote a config error): a newline would end the field.
+    return " ".join(text.split())
 
 
 def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -12,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actord import Actor, ActorSystem, Message
-from actord.metrics import MetricsServer, RuntimeCollector
+from actord.metrics import DaemonCollector, MetricsServer, RuntimeCollector
 
 from .conftest import WAIT
 
@@ -106,3 +109,45 @@ def test_stop_joins_the_server_thread(registry: CollectorRegistry) -> None:
     srv.start()
     srv.stop()
     assert not [t for t in threading.enumerate() if t.name == "actord-metrics"]
+
+
+def test_an_idle_client_holds_up_neither_scrapes_nor_stop(registry: CollectorRegistry) -> None:
+    server = MetricsServer(registry, "127.0.0.1", 0)
+    server.start()
+    idle = socket.create_connection((server.host, server.port))  # connects, sends nothing
+    try:
+        with urllib.request.urlopen(server.url, timeout=5) as response:
+            assert b"actord_actor_up" in response.read()
+    finally:
+        started = time.monotonic()
+        server.stop(timeout=10)
+        idle.close()
+    assert time.monotonic() - started < 8  # the idle request thread times out (5 s)
+
+
+def test_worker_process_cpu_never_goes_down() -> None:
+    collector = DaemonCollector("test", lambda: 1, dict, lambda: 0)
+
+    def cpu() -> float:
+        families = {f.name: f for f in collector.collect()}
+        return sum(s.value for s in families["actord_worker_process_cpu_seconds"].samples)
+
+    before = cpu()
+    burn = (
+        "import sys, time\n"
+        "end = time.process_time() + 0.3\n"
+        "while time.process_time() < end: pass\n"
+        "print('burnt', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"burnt\n"  # it has used 0.3 s of CPU and lives on
+        seen = cpu()
+        assert seen >= before + 0.25
+    finally:
+        child.communicate(b"", timeout=30)  # now it exits
+    assert cpu() >= seen  # the counter keeps what the exited worker used

@@ -86,3 +86,10 @@ def test_a_manager_that_went_away_does_not_stop_the_daemon(tmp_path: Path) -> No
     listener.close()  # the manager stopped listening: the path now refuses datagrams
     assert notifier.stopping() is False
     notifier.close()
+
+
+def test_a_status_with_newlines_is_sent_on_one_line(manager: socket.socket) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": manager.getsockname()})
+    assert notifier.ready('reload refused: "typo\nkey": unknown key')
+    assert manager.recv(4096).decode() == 'READY=1\nSTATUS=reload refused: "typo key": unknown key'
+    notifier.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -205,3 +206,68 @@ def _copy_log(proc: subprocess.Popen[bytes], log: Path, listening: threading.Eve
             out.flush()
             if line.startswith(b"Listening on"):
                 listening.set()
+
+
+_AS_SYSTEMD = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="control")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def _activated_daemon(daemon: DaemonProcess, listener: socket.socket) -> subprocess.Popen[bytes]:
+    """Start `actord run` as systemd would: the listening socket as fd 3, LISTEN_* set for
+    the process that runs actord (the wrapper execs it, keeping its pid)."""
+    fd = listener.fileno()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    with open(daemon.log, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", _AS_SYSTEMD, str(fd), *daemon.args()[1:]],
+            env=env,
+            stdout=log,
+            stderr=log,
+            pass_fds=(fd,),
+        )
+
+
+def test_an_activated_socket_outlives_the_daemon(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path)
+    os.makedirs(os.path.dirname(daemon.socket), exist_ok=True)
+    # We play systemd: we own the listening socket and keep it across daemon restarts.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(daemon.socket)
+    listener.listen(16)
+    try:
+        for _ in range(2):  # the second daemon gets the same socket, still working
+            proc = _activated_daemon(daemon, listener)
+            try:
+                with Client(daemon.socket, timeout=60) as client:
+                    assert client.call("ping") == "pong"
+                    assert client.call("status")["pid"] == proc.pid
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) == 0
+            assert os.path.exists(daemon.socket)
+    finally:
+        listener.close()
+
+
+def test_a_failed_start_exits_at_once_and_leaves_nothing_serving(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    daemon = DaemonProcess(tmp_path, "--metrics-address", f"127.0.0.1:{port}")
+    try:
+        daemon.start(wait_ready=False)
+        assert daemon.wait(30) == 1
+        assert "cannot start" in daemon.tail() and "in use" in daemon.tail()
+        assert not os.path.exists(daemon.socket)
+    finally:
+        daemon.stop()
+        taken.close()

@@ -16,6 +16,7 @@ import grp
 import logging
 import os
 import pwd
+import select
 import socket
 import struct
 import threading
@@ -157,6 +158,7 @@ class ControlServer:
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stopping = False
         self._accept_thread: threading.Thread | None = None
+        self._wake = os.pipe()  # written once by close_listener: ends the accept loop
 
     @staticmethod
     def _group(name: str) -> tuple[int | None, frozenset[str]]:
@@ -192,6 +194,8 @@ class ControlServer:
                 os.chown(self.path, -1, self._group_gid)
             listener.listen(128)
             self._listener = listener
+        assert self._listener is not None
+        self._listener.setblocking(False)  # select() says when; accept() must never block
         self._accept_thread = threading.Thread(
             target=self._accept, name="actord-control-accept", daemon=False
         )
@@ -211,11 +215,22 @@ class ControlServer:
 
     def _accept(self) -> None:
         assert self._listener is not None
+        listener, wake = self._listener, self._wake[0]
+        watched = [listener.fileno(), wake]
         while True:
+            # Wait on the listener and on our wake-up pipe: stopping never has to shut the
+            # listening socket down, which would break it for systemd when it is activated.
+            readable, _, _ = select.select(watched, [], [])
+            if wake in readable:
+                return
             try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # the listener was closed: stopping
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue  # another accept took it (or the peer gave up)
+            except OSError as error:
+                _log.error("control listener failed: %s", error)
+                return
+            conn.setblocking(True)
             self._admit(conn)
 
     def _admit(self, conn: socket.socket) -> None:
@@ -289,17 +304,22 @@ class ControlServer:
         return encode_response(request.msgid, None, result)
 
     def close_listener(self) -> None:
-        """Take no new connections (the socket file goes); open ones are still served."""
+        """Take no new connections (the socket file goes unless systemd owns it); open ones
+        are still served."""
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
+        os.write(self._wake[1], b"x")
+        if self._accept_thread is not None:
+            self._accept_thread.join(5.0)
         if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() (Linux)
-            except OSError as error:
-                _log.debug("shutting the control listener down: %s", error)
+            # Only our descriptor is closed: an activated socket stays open in systemd.
             self._listener.close()
         if self._owns_path:
             Path(self.path).unlink(missing_ok=True)
+        for fd in self._wake:
+            os.close(fd)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every connection, join the threads, remove the socket."""
