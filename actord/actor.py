@@ -8,6 +8,7 @@ supervisor whether to restart or escalate.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -313,9 +314,9 @@ class _Cell:
         current = self.current
         return None if current is None else current.correlation_id
 
-    def stats(self) -> ActorStats:
+    def stats(self, role: str | None = None) -> ActorStats:
         depth, capacity = self._channel.size(self.mailbox)
-        return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity)
+        return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity, role)
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -344,6 +345,8 @@ class _Cell:
                 if not self._restart_after_backoff(outcome.error):
                     return
         finally:
+            usage = resource.getrusage(resource.RUSAGE_THREAD)  # this thread's own CPU
+            counters.cpu_at_exit = (usage.ru_utime, usage.ru_stime)
             if counters.state is not ActorState.FAILED:
                 counters.state = ActorState.STOPPED
             self.current = None

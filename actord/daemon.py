@@ -249,7 +249,9 @@ class Daemon:
         if not config.metrics.address and listener is None:
             return
         registry = CollectorRegistry()  # ours alone: not prometheus_client's global one
-        registry.register(RuntimeCollector(self.system.stats, self.system.channel))
+        registry.register(
+            RuntimeCollector(self.system.stats, self.system.channel, retired=self.system.retired)
+        )
         registry.register(
             DaemonCollector(
                 __version__,

@@ -47,18 +47,67 @@ def _thread_cpu() -> dict[int, tuple[float, float]]:
     return {t.id: (t.user_time, t.system_time) for t in psutil.Process().threads()}
 
 
+class _Row:
+    """One `actor` label's figures: an actor, a pool member, or every actor of a role."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[MessageType, int] = dict.fromkeys(MessageType, 0)
+        self.errors = self.restarts = self.depth = self.capacity = 0
+        self.up: float | None = None  # not exported for roles: their actors come and go
+        self.cpu = [0.0, 0.0]
+        self.handle = [0] * (len(HISTOGRAM_BOUNDS) + 1)  # cumulative, then the count
+        self.wait = [0] * (len(HISTOGRAM_BOUNDS) + 1)
+        self.handle_sum = self.wait_sum = 0.0
+
+    def add(self, s: ActorStats, cpu: tuple[float, float]) -> None:
+        for mtype, n in s.processed.items():
+            self.by_type[mtype] += n
+        self.errors += s.errors
+        self.restarts += s.restarts
+        self.depth += s.mailbox_depth
+        self.capacity += s.mailbox_capacity
+        self.cpu[0] += cpu[0]
+        self.cpu[1] += cpu[1]
+        for row, histogram in ((self.handle, s.handle_time), (self.wait, s.queue_wait)):
+            for i, n in enumerate((*histogram.cumulative(HISTOGRAM_BOUNDS), histogram.count)):
+                row[i] += n
+        self.handle_sum += s.handle_time.sum
+        self.wait_sum += s.queue_wait.sum
+
+
 class RuntimeCollector(Collector):
-    """Reads `stats()` (and the channel's dead letters) each time Prometheus scrapes."""
+    """Reads `stats()` (and the channel's dead letters) each time Prometheus scrapes.
+
+    Actors spawned with a `role` (a job's reader and writer) are counted under the role,
+    live ones plus the totals of those gone (`retired`), so labels stay bounded and counters
+    never go down.
+    """
 
     def __init__(
         self,
         stats: Callable[[], Iterable[ActorStats]],
         channel: ThreadChannel | None = None,
         cpu: Callable[[], dict[int, tuple[float, float]]] = _thread_cpu,
+        retired: Callable[[], Iterable[ActorStats]] = tuple,
     ) -> None:
         self._stats = stats
         self._channel = channel
         self._cpu = cpu
+        self._retired = retired
+
+    def _rows(self) -> dict[tuple[str, str], _Row]:
+        times = self._cpu()
+        rows: dict[tuple[str, str], _Row] = {}
+        for s in self._stats():
+            key = (s.role, s.role) if s.role else (s.name, s.pool)
+            row = rows.setdefault(key, _Row())
+            row.add(s, times.get(s.native_thread_id, (0.0, 0.0)))
+            if not s.role:
+                row.up = 1.0 if s.state is ActorState.RUNNING else 0.0
+        for s in self._retired():
+            role = s.role or s.name
+            rows.setdefault((role, role), _Row()).add(s, s.cpu_at_exit)
+        return rows
 
     def collect(self) -> Iterator[Metric]:
         labels = ["actor", "pool"]
@@ -83,24 +132,21 @@ class RuntimeCollector(Collector):
         wait = HistogramMetricFamily(
             "actord_actor_queue_wait_seconds", "Time a message waited in the mailbox", labels=labels
         )
-        times = self._cpu()
-        for s in self._stats():
-            key = [s.name, s.pool]
+        bounds = [repr(b) for b in HISTOGRAM_BOUNDS] + ["+Inf"]
+        for (actor, pool), row in self._rows().items():
+            key = [actor, pool]
             for mtype in MessageType:
-                messages.add_metric([*key, mtype.name.lower()], s.processed.get(mtype, 0))
-            errors.add_metric(key, s.errors)
-            restarts.add_metric(key, s.restarts)
-            up.add_metric(key, 1.0 if s.state is ActorState.RUNNING else 0.0)
-            depth.add_metric(key, s.mailbox_depth)
-            capacity.add_metric(key, s.mailbox_capacity)
-            user, system = times.get(s.native_thread_id, (0.0, 0.0))
-            cpu.add_metric([*key, "user"], user)
-            cpu.add_metric([*key, "system"], system)
-            for family, histogram in ((handle, s.handle_time), (wait, s.queue_wait)):
-                cumulative = histogram.cumulative(HISTOGRAM_BOUNDS)
-                buckets = [(repr(b), c) for b, c in zip(HISTOGRAM_BOUNDS, cumulative, strict=True)]
-                buckets.append(("+Inf", histogram.count))
-                family.add_metric(key, buckets, histogram.sum)
+                messages.add_metric([*key, mtype.name.lower()], row.by_type[mtype])
+            errors.add_metric(key, row.errors)
+            restarts.add_metric(key, row.restarts)
+            if row.up is not None:
+                up.add_metric(key, row.up)
+            depth.add_metric(key, row.depth)
+            capacity.add_metric(key, row.capacity)
+            cpu.add_metric([*key, "user"], row.cpu[0])
+            cpu.add_metric([*key, "system"], row.cpu[1])
+            handle.add_metric(key, list(zip(bounds, row.handle, strict=True)), row.handle_sum)
+            wait.add_metric(key, list(zip(bounds, row.wait, strict=True)), row.wait_sum)
         yield from (messages, errors, restarts, up, depth, capacity, cpu, handle, wait)
         if self._channel is not None:
             dead = CounterMetricFamily(

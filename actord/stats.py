@@ -34,6 +34,7 @@ class _Counters:
     __slots__ = (
         "busy_since_ns",
         "by_type",
+        "cpu_at_exit",
         "errors",
         "handle_hist",
         "handle_ns",
@@ -55,6 +56,21 @@ class _Counters:
         self.native_thread_id = 0
         self.state = ActorState.STARTING
         self.busy_since_ns = 0  # monotonic_ns when the current message started; 0 when idle
+        self.cpu_at_exit = (0.0, 0.0)  # the thread's own (user, system) CPU, set as it exits
+
+    def add(self, other: _Counters) -> None:
+        """Add `other`'s totals to these (for the retired members of a role)."""
+        for i, n in enumerate(other.by_type):
+            self.by_type[i] += n
+        self.errors += other.errors
+        self.restarts += other.restarts
+        self.handle_ns += other.handle_ns
+        self.wait_ns += other.wait_ns
+        for i in range(_BUCKETS):
+            self.handle_hist[i] += other.handle_hist[i]
+            self.wait_hist[i] += other.wait_hist[i]
+        user, system = self.cpu_at_exit
+        self.cpu_at_exit = (user + other.cpu_at_exit[0], system + other.cpu_at_exit[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +132,10 @@ class ActorStats:
     mailbox_capacity: int
     native_thread_id: int
     busy_seconds: float  # time spent so far on the message in hand; 0 when idle
+    # For short-lived actors (a job's reader): the name they are counted under in metrics,
+    # so that labels stay bounded; None for everyone else.
+    role: str | None = None
+    cpu_at_exit: tuple[float, float] = (0.0, 0.0)  # (user, system), for retired totals only
 
     @property
     def processed_total(self) -> int:
@@ -123,7 +143,13 @@ class ActorStats:
 
     @classmethod
     def _capture(
-        cls, name: str, pool: str, counters: _Counters, depth: int, capacity: int
+        cls,
+        name: str,
+        pool: str,
+        counters: _Counters,
+        depth: int,
+        capacity: int,
+        role: str | None = None,
     ) -> ActorStats:
         busy_since = counters.busy_since_ns
         busy = (time.monotonic_ns() - busy_since) / 1e9 if busy_since else 0.0
@@ -141,4 +167,6 @@ class ActorStats:
             mailbox_capacity=capacity,
             native_thread_id=counters.native_thread_id,
             busy_seconds=busy,
+            role=role,
+            cpu_at_exit=counters.cpu_at_exit,
         )

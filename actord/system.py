@@ -18,7 +18,7 @@ from .channel import ThreadChannel
 from .clock import Clock, SystemClock
 from .errors import ActorDead, InvalidArgument, NameTaken, StopTimeout, UnknownActor
 from .message import ControlKind
-from .stats import ActorStats
+from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, RestartPolicy, Supervisor
 from .timers import Timer, TimerService
 
@@ -41,9 +41,11 @@ class _Group:
         *,
         pooled: bool,
         policy: RestartPolicy,
+        role: str | None = None,
     ) -> None:
         self.name = name
         self.pooled = pooled
+        self.role = role  # counted under this name in metrics (short-lived actors)
         self._system = system
         self._factory = factory
         self.policy = policy
@@ -113,7 +115,7 @@ class _Group:
     def stats(self) -> tuple[ActorStats, ...]:
         with self._lock:
             cells = list(self.cells)
-        return tuple(c.stats() for c in cells if not c.retired)
+        return tuple(c.stats(self.role) for c in cells if not c.retired)
 
     def _escalated(self, escalation: Escalation) -> None:
         # The failing member's thread: stop the whole pool, then tell the system.
@@ -155,6 +157,10 @@ class _Group:
         if self.name in channel:
             channel.unregister(self.name)
         self._system._forget(self)
+        if self.role is not None:
+            with self._lock:
+                cells = list(self.cells)
+            self._system._retire(self.role, [c.counters for c in cells])
 
     def stop(self, *, graceful: bool, timeout: float, wait: bool = True) -> None:
         deadline = time.monotonic() + timeout
@@ -223,6 +229,9 @@ class ActorSystem:
         self._lock = threading.Lock()
         self._groups: dict[str, _Group] = {}
         self._order: list[_Group] = []  # start order; stopped in reverse
+        # _retired_lock guards _retired: the summed counters of the stopped actors of a role.
+        self._retired_lock = threading.Lock()
+        self._retired: dict[str, _Counters] = {}
         self.escalations: list[Escalation] = []  # appended once per escalated actor
         self.escalated = threading.Event()  # set on the first escalation
 
@@ -239,9 +248,15 @@ class ActorSystem:
         *,
         capacity: int | None = None,
         policy: RestartPolicy | None = None,
+        role: str | None = None,
     ) -> ActorRef:
-        """Start one actor (a class or any zero-argument callable returning an `Actor`)."""
-        return self._spawn(factory, name, 1, pooled=False, capacity=capacity, policy=policy)
+        """Start one actor (a class or any zero-argument callable returning an `Actor`).
+
+        Give short-lived actors (one per job, say) a `role`: metrics count them under it,
+        and keep their totals after they are gone, so that labels stay bounded."""
+        return self._spawn(
+            factory, name, 1, pooled=False, capacity=capacity, policy=policy, role=role
+        )
 
     def spawn_pool(
         self,
@@ -264,6 +279,7 @@ class ActorSystem:
         pooled: bool,
         capacity: int | None,
         policy: RestartPolicy | None,
+        role: str | None = None,
     ) -> ActorRef:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
@@ -271,7 +287,9 @@ class ActorSystem:
             if name in self._groups:
                 raise NameTaken(f"an actor named {name!r} is already running")
             self.channel.register(name, capacity or self.default_capacity)
-            group = _Group(self, name, factory, pooled=pooled, policy=policy or self.default_policy)
+            group = _Group(
+                self, name, factory, pooled=pooled, policy=policy or self.default_policy, role=role
+            )
             self._groups[name] = group
             self._order.append(group)
         group.resize(size)
@@ -319,6 +337,21 @@ class ActorSystem:
         with self._lock:
             groups = list(self._order)
         return tuple(s for g in groups for s in g.stats())
+
+    def retired(self) -> tuple[ActorStats, ...]:
+        """Totals of the actors of each role that have stopped (for monotonic metrics)."""
+        with self._retired_lock:
+            return tuple(
+                ActorStats._capture(role, role, counters, 0, 0, role)
+                for role, counters in sorted(self._retired.items())
+            )
+
+    def _retire(self, role: str, members: list[_Counters]) -> None:
+        with self._retired_lock:
+            total = self._retired.setdefault(role, _Counters())
+            total.state = ActorState.STOPPED
+            for counters in members:
+                total.add(counters)
 
     def schedule(
         self,

@@ -176,8 +176,16 @@ class JobsActor(Actor):
                 window=config.window,
             )
         # The writer first: the reader's first unit needs somewhere to go.
-        job.writer = self.system.spawn(make_writer, writer, capacity=config.writer_capacity)
-        job.reader = self.system.spawn(make_reader, reader, capacity=reader_capacity(config.window))
+        # Roles keep metrics labels bounded: these actors live only as long as their job.
+        job.writer = self.system.spawn(
+            make_writer, writer, capacity=config.writer_capacity, role=f"{spec.kind.value}.writer"
+        )
+        job.reader = self.system.spawn(
+            make_reader,
+            reader,
+            capacity=reader_capacity(config.window),
+            role=f"{spec.kind.value}.reader",
+        )
         self._publish(job.info)
         return job.info
 

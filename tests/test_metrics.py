@@ -151,3 +151,37 @@ def test_worker_process_cpu_never_goes_down() -> None:
     finally:
         child.communicate(b"", timeout=30)  # now it exits
     assert cpu() >= seen  # the counter keeps what the exited worker used
+
+
+def test_short_lived_actors_count_under_their_role_and_never_go_down(
+    system: ActorSystem,
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(RuntimeCollector(system.stats, system.channel, retired=system.retired))
+
+    def reader_messages() -> float:
+        samples = _samples(generate_latest(registry).decode())
+        key = (
+            "actord_actor_messages_total",
+            (("actor", "job.reader"), ("pool", "job.reader"), ("type", "data")),
+        )
+        assert not any("log-" in str(k) for k in samples), "a job's own name leaked into labels"
+        return samples[key]
+
+    seen = []
+    for job in (1, 2):
+        ref = system.spawn(Burner, f"log-{job}.reader", role="job.reader")
+        for _ in range(3):
+            ref.tell(0.0)
+        ref.ask(0.01, timeout=WAIT)
+        seen.append(reader_messages())  # while it runs
+        ref.stop(timeout=WAIT)
+        seen.append(reader_messages())  # after it is gone: kept
+    assert seen == [3, 3, 6, 6]  # data messages (the ask is a command)
+    cpu = _samples(generate_latest(registry).decode())[
+        (
+            "actord_actor_cpu_seconds_total",
+            (("actor", "job.reader"), ("mode", "user"), ("pool", "job.reader")),
+        )
+    ]
+    assert cpu > 0  # the stopped threads' own CPU, taken as they exited
