@@ -346,6 +346,12 @@ class ActorSystem:
                 for role, counters in sorted(self._retired.items())
             )
 
+    def declare_roles(self, *roles: str) -> None:
+        """Make `roles` known before their first actor starts: metrics export them (at zero)
+        from now on, so that rate() sees the very first job."""
+        for role in roles:
+            self._retire(role, [])
+
     def _retire(self, role: str, members: list[_Counters]) -> None:
         with self._retired_lock:
             total = self._retired.setdefault(role, _Counters())

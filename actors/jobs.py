@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 JOBS = "jobs"
+_ROLES: Final = ("reader", "writer")  # each job's own actors, counted under kind.role
 _ENDED_KEPT: Final = 1024  # settled jobs the jobs actor still answers about
 STATEFUL: Final = RestartPolicy(max_restarts=0)  # for actors whose state a restart would lose
 PARSERS = "parser"
@@ -349,6 +350,7 @@ def start_job_system(system: ActorSystem, config: JobSystemConfig | None = None)
     from .fft import FFTWorker  # noqa: PLC0415 - keeps numpy out of imports that need none
 
     config = config or JobSystemConfig()
+    system.declare_roles(*(f"{kind.value}.{part}" for kind in JobKind for part in _ROLES))
     # The job table cannot be rebuilt by a fresh instance: a crash escalates (the daemon exits
     # non-zero; systemd restarts it and the journal re-runs what was unfinished).
     jobs = system.spawn(lambda: JobsActor(system, config), JOBS, capacity=4096, policy=STATEFUL)
