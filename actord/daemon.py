@@ -182,6 +182,9 @@ class Daemon:
             self.app.set_watchdog(self.notifier.watchdog, interval)
             _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
         started: ControlServer | None = None
+        # Handlers first: a SIGTERM that comes while starting is queued for the main loop
+        # (which drains at once), never the default "die now".
+        previous = self._install_signals()
         try:
             self.app.start()
             self._ping_every_actor(timeout=30.0)
@@ -205,8 +208,8 @@ class Daemon:
             if started is not None:
                 started.stop(timeout=1.0)
             self._stop_system(5.0)
+            self._restore_signals(previous)
             raise
-        previous = self._install_signals()
         try:
             _log.info("actord %s listening on %s", __version__, config.daemon.socket)
             self.notifier.ready(self._summary())
@@ -219,8 +222,12 @@ class Daemon:
             self._stop_system(5.0)
             raise
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            self._restore_signals(previous)
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     def _ping_every_actor(self, timeout: float) -> None:
         # spawn() returns before on_start has run; a ping is answered by the receive loop, so

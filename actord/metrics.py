@@ -169,7 +169,9 @@ class DaemonCollector(Collector):
         generation: Callable[[], int],
         requests: Callable[[], Mapping[tuple[str, str], int]],
         connections: Callable[[], int],
+        children: Callable[[], list[psutil.Process]] = lambda: psutil.Process().children(True),
     ) -> None:
+        self._children = children
         self._version = version
         self._generation = generation
         self._requests = requests
@@ -212,7 +214,7 @@ class DaemonCollector(Collector):
         # A counter must never go down: a worker that exited keeps the CPU it was last seen
         # with (what it used after the last scrape is not counted).
         seen: dict[int, tuple[float, float]] = {}
-        for child in psutil.Process().children(recursive=True):
+        for child in self._children():
             try:
                 times = child.cpu_times()
             except psutil.Error:

@@ -258,17 +258,7 @@ class JobsActor(Actor):
             self.ended.popitem(last=False)
 
     def _publish(self, info: JobInfo) -> None:
-        progress = Progress(
-            info.id,
-            info.kind,
-            info.state,
-            info.done,
-            info.total,
-            info.bytes,
-            error=info.error,
-            summary=info.summary,
-        )
-        self.publish(progress, timeout=0)
+        self.publish(Progress.of(info), timeout=0)
 
 
 def validate_spec(spec: JobSpec) -> str | None:

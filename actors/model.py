@@ -145,6 +145,20 @@ class Progress:
     error: str | None = None
     summary: LogSummary | FFTSummary | None = None
 
+    @classmethod
+    def of(cls, info: JobInfo) -> Progress:
+        """The event that says where `info`'s job stands."""
+        return cls(
+            info.id,
+            info.kind,
+            info.state,
+            info.done,
+            info.total,
+            info.bytes,
+            error=info.error,
+            summary=info.summary,
+        )
+
 
 # -- requests to the jobs actor (replies are JobInfo, a tuple of them, or Rejected) ----------
 

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -284,15 +285,6 @@ class JobService:
             if isinstance(event, Progress) and event.job == info.id:
                 if event.state.finished:
                     return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
-                latest = JobInfo(
-                    info.id,
-                    info.kind,
-                    event.state,
-                    info.input,
-                    info.output,
-                    done=event.done,
-                    total=event.total,
-                    bytes=event.bytes,
-                    crash_retries=info.crash_retries,
-                )
+                latest = replace(info, state=event.state, done=event.done, total=event.total)
+                latest = replace(latest, bytes=event.bytes)
         return latest

@@ -446,19 +446,7 @@ class JobStore(Actor):
         del self.live[job_id]
         info = live.info
         self._remember(info)
-        self.publish(
-            Progress(
-                info.id,
-                info.kind,
-                info.state,
-                info.done,
-                info.total,
-                info.bytes,
-                error=info.error,
-                summary=info.summary,
-            ),
-            timeout=0,
-        )
+        self.publish(Progress.of(info), timeout=0)
         for waiter in self.waiters.pop(job_id, []):
             self.reply(waiter, info)
 

@@ -21,6 +21,14 @@ from actord.control.client import Client
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def connect_unix(path: str, timeout: float = 10.0) -> socket.socket:
+    """A raw client connection to a Unix stream socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    return sock
+
+
 class DaemonProcess:
     """One daemon on its own state dir, socket and roots (all under `base`)."""
 

@@ -23,7 +23,7 @@ def require(tool: str) -> str:
     """The tool's path; a skip without it (a failure under CI, which installs it)."""
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} is not installed (bash .ci/deps installs Debian's prometheus)"
+        message = f"{tool} is not installed (bash .ci/deps installs it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

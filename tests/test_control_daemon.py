@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from actord.control.client import Client, RemoteError
 
-from ._daemon import DaemonProcess
+from ._daemon import DaemonProcess, connect_unix
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         yield process
     finally:
         process.stop()
-
-
-def _connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(path)
-    return sock
 
 
 def _replies_until_closed(sock: socket.socket) -> list[Any]:
@@ -58,7 +51,7 @@ def _replies_until_closed(sock: socket.socket) -> list[Any]:
 
 
 def _abuse(path: str, payload: bytes) -> list[Any]:
-    with _connect(path) as sock:
+    with connect_unix(path) as sock:
         try:
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)  # the rest of a half-sent frame never comes
@@ -126,11 +119,11 @@ def test_idle_and_half_sent_clients_past_the_cap_get_busy(tmp_path: Path) -> Non
     daemon.start()
     try:
         with daemon.client() as good:
-            idle = [_connect(daemon.socket) for _ in range(2)]
-            half = _connect(daemon.socket)
+            idle = [connect_unix(daemon.socket) for _ in range(2)]
+            half = connect_unix(daemon.socket)
             half.sendall(msgpack.packb([0, 1, "ping", []])[:3])
             # good + 2 idle + 1 half-sent = 4: the cap. The next one is turned away.
-            with _connect(daemon.socket) as over:
+            with connect_unix(daemon.socket) as over:
                 assert _error_code(_replies_until_closed(over)) == "busy"
             assert good.call("ping") == "pong"  # served meanwhile
             for sock in [*idle, half]:  # closed by the server after the idle timeout
@@ -167,7 +160,7 @@ def test_a_peer_running_as_nobody_is_refused(daemon: DaemonProcess) -> None:
             os.setgroups([])
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
-            with _connect(daemon.socket) as sock:
+            with connect_unix(daemon.socket) as sock:
                 sock.sendall(msgpack.packb([0, 1, "shutdown", []]))
                 code = _error_code(_replies_until_closed(sock))
             os.write(write_end, code.encode())

@@ -20,6 +20,8 @@ import pytest
 from actord.control.protocol import ErrorCode, encode_request
 from actord.control.server import Call, ControlServer, HandlerError
 
+from ._daemon import connect_unix
+
 
 def handler(call: Call) -> Any:
     if call.method == "echo":
@@ -45,13 +47,6 @@ def server(tmp_path: Path) -> Iterator[ControlServer]:
         srv.stop()
 
 
-def _connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(path)
-    return sock
-
-
 def _call(sock: socket.socket, msgid: int, method: str, params: list[Any]) -> list[Any]:
     sock.sendall(encode_request(msgid, method, params))
     return _read(sock)
@@ -75,7 +70,7 @@ def _closed(sock: socket.socket) -> bool:
 
 
 def test_request_response_and_errors(server: ControlServer) -> None:
-    with _connect(server.path) as sock:
+    with connect_unix(server.path) as sock:
         assert _call(sock, 1, "echo", ["a", 2]) == [1, 1, None, ["a", 2]]
         assert _call(sock, 2, "whoami", []) == [1, 2, None, os.getuid()]
         kind, msgid, error, result = _call(sock, 3, "nope", [])
@@ -90,7 +85,7 @@ def test_socket_and_directory_modes(server: ControlServer) -> None:
 
 
 def test_a_bad_frame_closes_only_that_connection(server: ControlServer) -> None:
-    with _connect(server.path) as good, _connect(server.path) as bad:
+    with connect_unix(server.path) as good, connect_unix(server.path) as bad:
         bad.sendall(msgpack.packb({"not": "a request"}))
         kind, _, error, _ = _read(bad)
         assert kind == 1 and error["code"] == "bad_request"
@@ -99,7 +94,7 @@ def test_a_bad_frame_closes_only_that_connection(server: ControlServer) -> None:
 
 
 def test_an_oversized_frame_is_refused(server: ControlServer) -> None:
-    with _connect(server.path) as sock:
+    with connect_unix(server.path) as sock:
         sock.sendall(encode_request(1, "echo", ["x" * (2 << 20)])[: (1 << 20) + 4096])
         _, _, error, _ = _read(sock)
         assert error["code"] in ("too_large", "bad_request")
@@ -110,10 +105,10 @@ def test_connections_over_the_cap_get_busy(tmp_path: Path) -> None:
     srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
     srv.start()
     try:
-        first, second = _connect(srv.path), _connect(srv.path)
+        first, second = connect_unix(srv.path), connect_unix(srv.path)
         assert _call(first, 1, "echo", [])[2] is None  # both admitted and served
         assert _call(second, 1, "echo", [])[2] is None
-        with _connect(srv.path) as third:
+        with connect_unix(srv.path) as third:
             _, _, error, _ = _read(third)
             assert error["code"] == "busy"
         first.close()
@@ -126,7 +121,7 @@ def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
     srv = ControlServer(str(tmp_path / "s.sock"), handler, idle_timeout=0.2)
     srv.start()
     try:
-        with _connect(srv.path) as sock:
+        with connect_unix(srv.path) as sock:
             sock.sendall(encode_request(1, "echo", [])[:3])  # half a frame, then silence
             assert _closed(sock)
     finally:
@@ -135,7 +130,7 @@ def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
 
 def test_many_clients_many_requests_no_errors(server: ControlServer) -> None:
     def client(n: int) -> int:
-        with _connect(server.path) as sock:
+        with connect_unix(server.path) as sock:
             for i in range(200):
                 reply = _call(sock, i, "echo", [n, i])
                 assert reply == [1, i, None, [n, i]]
@@ -197,7 +192,7 @@ def test_another_user_is_forbidden(tmp_path: Path) -> None:
 def test_stop_joins_every_thread_and_removes_the_socket(tmp_path: Path) -> None:
     srv = ControlServer(str(tmp_path / "s.sock"), handler)
     srv.start()
-    with _connect(srv.path) as sock:
+    with connect_unix(srv.path) as sock:
         assert _call(sock, 1, "echo", [])[2] is None
         srv.stop()
         assert _closed(sock)
@@ -206,7 +201,7 @@ def test_stop_joins_every_thread_and_removes_the_socket(tmp_path: Path) -> None:
 
 
 def test_a_handler_streams_notifications_before_its_response(server: ControlServer) -> None:
-    with _connect(server.path) as sock:
+    with connect_unix(server.path) as sock:
         sock.sendall(encode_request(7, "count", [3]))
         unpacker = msgpack.Unpacker(raw=False)
         seen: list[Any] = []
@@ -222,7 +217,7 @@ def test_a_second_server_on_a_live_socket_is_refused(server: ControlServer) -> N
     other = ControlServer(server.path, handler)
     with pytest.raises(OSError, match="another server"):
         other.start()
-    with _connect(server.path) as sock:  # the first one still serves
+    with connect_unix(server.path) as sock:  # the first one still serves
         assert _call(sock, 1, "echo", [1])[3] == [1]
 
 

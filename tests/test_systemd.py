@@ -14,24 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from actord.control.client import Client
 
 from ._daemon import ROOT, DaemonProcess
+from ._prometheus import require
 
 UNITS = ROOT / "systemd"
 Daemons = Callable[..., DaemonProcess]
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (bash .ci/deps installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _installed_units(tmp_path: Path) -> list[str]:
@@ -46,7 +35,7 @@ def _installed_units(tmp_path: Path) -> list[str]:
 
 
 def test_the_units_verify_cleanly(tmp_path: Path) -> None:
-    analyze = _tool("systemd-analyze")
+    analyze = require("systemd-analyze")
     result = subprocess.run(
         [analyze, "verify", "--man=no", *_installed_units(tmp_path)],
         capture_output=True,
@@ -58,7 +47,7 @@ def test_the_units_verify_cleanly(tmp_path: Path) -> None:
 
 
 def test_the_service_is_hardened(tmp_path: Path) -> None:
-    analyze = _tool("systemd-analyze")
+    analyze = require("systemd-analyze")
     service = _installed_units(tmp_path)[0]
     result = subprocess.run(
         [analyze, "security", "--offline=true", "--threshold=20", service],
@@ -166,7 +155,7 @@ def test_the_watchdog_pings_only_while_every_actor_is_healthy(daemons: Daemons) 
 
 
 def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> None:
-    activate = _tool("systemd-socket-activate")
+    activate = require("systemd-socket-activate")
     daemon = DaemonProcess(tmp_path)
     path = daemon.socket
     os.makedirs(os.path.dirname(path), exist_ok=True)
