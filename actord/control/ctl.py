@@ -274,7 +274,8 @@ def _metrics(url: str | None, as_json: bool, out: TextIO) -> int:
     _table(list(rows.values()), _METRIC_COLUMNS, out)
     print(file=out)
     for key, value in sorted(totals.items()):
-        print(f"{key:<40} {value:g}", file=out)
+        if value:  # the zeros (every known method, reason and state) say nothing here
+            print(f"{key:<40} {value:g}", file=out)
     return OK
 
 
