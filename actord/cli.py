@@ -108,7 +108,9 @@ def _add_run(commands: Any) -> None:
         "below overrides its config key. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.",
     )
     run.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
-    run.add_argument("--log-level", dest="run_log_level", help="DEBUG, INFO (default), ...")
+    run.add_argument(
+        "--log-level", dest="run_log_level", metavar="LEVEL", help="DEBUG, INFO (default), ..."
+    )
     for flag, key, kind, text in _RUN_FLAGS:
         repeat = key.startswith("paths.")
         run.add_argument(
@@ -116,6 +118,9 @@ def _add_run(commands: Any) -> None:
             dest=key,
             type=kind,
             action="append" if repeat else "store",
+            metavar=key.rsplit(".", 1)[-1].upper().removesuffix("S")
+            if repeat
+            else key.rsplit(".", 1)[-1].upper(),
             help=f"{text} [{key}]",
         )
 
