@@ -199,9 +199,10 @@ class Daemon:
                 idle_timeout=config.daemon.idle_timeout,
                 listener=activated.get("control"),
             )
+            # Metrics first: once the control socket answers, `status` names their URL.
+            self._start_metrics(config, activated.get("metrics"))
             self.server.start()
             started = self.server
-            self._start_metrics(config, activated.get("metrics"))
         except BaseException:
             if self.metrics is not None:
                 self.metrics.stop()

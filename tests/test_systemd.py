@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,29 +199,31 @@ def _copy_log(proc: subprocess.Popen[bytes], log: Path, listening: threading.Eve
 
 
 _AS_SYSTEMD = """
-import os, sys
-fd = int(sys.argv[1])
-if fd != 3:
-    os.dup2(fd, 3)
+import fcntl, os, sys
+fds, names = sys.argv[1].split(","), sys.argv[2]
+moved = [fcntl.fcntl(int(fd), fcntl.F_DUPFD, 64) for fd in fds]  # out of the way of 3, 4, ...
+for target, fd in enumerate(moved, start=3):
+    os.dup2(fd, target)
     os.close(fd)
-os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="control")
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+env = dict(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names)
+os.environ.update(env)
+os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
 """
 
 
-def _activated_daemon(daemon: DaemonProcess, listener: socket.socket) -> subprocess.Popen[bytes]:
-    """Start `actord run` as systemd would: the listening socket as fd 3, LISTEN_* set for
-    the process that runs actord (the wrapper execs it, keeping its pid)."""
-    fd = listener.fileno()
+def _activated_daemon(
+    daemon: DaemonProcess, *listeners: tuple[str, socket.socket]
+) -> subprocess.Popen[bytes]:
+    """Start `actord run` as systemd would: the named listening sockets as fds 3, 4, ...,
+    LISTEN_* set for the process that runs actord (the wrapper execs it, keeping its pid)."""
+    fds = [sock.fileno() for _, sock in listeners]
+    names = ":".join(name for name, _ in listeners)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("NOTIFY_SOCKET", None)
+    args = [sys.executable, "-c", _AS_SYSTEMD, ",".join(map(str, fds)), names]
     with open(daemon.log, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-c", _AS_SYSTEMD, str(fd), *daemon.args()[1:]],
-            env=env,
-            stdout=log,
-            stderr=log,
-            pass_fds=(fd,),
+            [*args, *daemon.args()[1:]], env=env, stdout=log, stderr=log, pass_fds=fds
         )
 
 
@@ -233,7 +236,7 @@ def test_an_activated_socket_outlives_the_daemon(tmp_path: Path) -> None:
     listener.listen(16)
     try:
         for _ in range(2):  # the second daemon gets the same socket, still working
-            proc = _activated_daemon(daemon, listener)
+            proc = _activated_daemon(daemon, ("control", listener))
             try:
                 with Client(daemon.socket, timeout=60) as client:
                     assert client.call("ping") == "pong"
@@ -260,3 +263,29 @@ def test_a_failed_start_exits_at_once_and_leaves_nothing_serving(tmp_path: Path)
     finally:
         daemon.stop()
         taken.close()
+
+
+def test_the_metrics_socket_can_be_activated_too(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path)
+    os.makedirs(os.path.dirname(daemon.socket), exist_ok=True)
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.bind(daemon.socket)
+    control.listen(16)
+    metrics = socket.socket()
+    metrics.bind(("127.0.0.1", 0))
+    metrics.listen(16)
+    port = metrics.getsockname()[1]
+    try:
+        proc = _activated_daemon(daemon, ("control", control), ("metrics", metrics))
+        try:
+            with Client(daemon.socket, timeout=60) as client:
+                url = client.call("status")["metrics"]
+            assert url == f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert b'actord_actor_up{actor="store",pool="store"} 1.0' in response.read()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        control.close()
+        metrics.close()
