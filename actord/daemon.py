@@ -317,10 +317,7 @@ class Daemon:
         try:
             config = self._load()
         except ConfigError as error:
-            _log.error("reload refused, the running config stays: %s", error)
-            self.notifier.ready(f"reload refused: {error}")
-            if done is not None:
-                done.set_exception(error)
+            self._reload_failed(done, "refused", error)
             return
         pending = [
             f"daemon.{key}"
@@ -334,10 +331,7 @@ class Daemon:
         except ActordError as error:
             # Partly applied at worst (pool sizes are each all-or-nothing); the old config
             # stays the one reported, and the operator hears why.
-            _log.error("reload failed, the running config stays: %s", error)
-            self.notifier.ready(f"reload failed: {error}")
-            if done is not None:
-                done.set_exception(error)
+            self._reload_failed(done, "failed", error)
             return
         logging.getLogger().setLevel(config.daemon.log_level)
         self.config = config
@@ -348,6 +342,14 @@ class Daemon:
         self.notifier.ready(self._summary())
         if done is not None:
             done.set_result({"generation": self.generation, "restart_needed": pending})
+
+    def _reload_failed(
+        self, done: Future[dict[str, Any]] | None, how: str, error: ActordError
+    ) -> None:
+        _log.error("reload %s, the running config stays: %s", how, error)
+        self.notifier.ready(f"reload {how}: {error}")
+        if done is not None:
+            done.set_exception(error)
 
     def _stop(self, *, drain: bool) -> int:
         self.notifier.stopping()

@@ -150,12 +150,6 @@ class Journal:
         cleanly and the job will run again on the next start."""
         return self._set_state(job_id, JournalState.ACCEPTED)
 
-    def counts(self) -> dict[JournalState, int]:
-        """How many jobs are in each state."""
-        rows = self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-        found = {JournalState(state): count for state, count in rows}
-        return {state: found.get(state, 0) for state in JournalState}
-
     def counts_by_kind(self) -> dict[tuple[str, JournalState], int]:
         """How many jobs of each kind are in each state."""
         query = "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"

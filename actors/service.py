@@ -285,6 +285,7 @@ class JobService:
             if isinstance(event, Progress) and event.job == info.id:
                 if event.state.finished:
                     return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
-                latest = replace(info, state=event.state, done=event.done, total=event.total)
-                latest = replace(latest, bytes=event.bytes)
+                latest = replace(
+                    info, state=event.state, done=event.done, total=event.total, bytes=event.bytes
+                )
         return latest

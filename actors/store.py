@@ -167,10 +167,12 @@ class JobStore(Actor):
         self.drain_waiters: list[Message] = []
         self.draining = False
         self.released = False
-        self.ended: Counter[JobState] = Counter()  # jobs that ended, by state
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
         self.by_kind: Counter[tuple[str, JobState]] = Counter()  # ended jobs by kind, state
-        self.durations: dict[str, tuple[list[int], list[float]]] = {}  # kind: buckets, [sum]
+        # kind: (duration buckets, [sum of seconds]), every kind from the start
+        self.durations: dict[str, tuple[list[int], list[float]]] = {
+            kind.value: ([0] * (len(DURATION_BOUNDS) + 1), [0.0]) for kind in JobKind
+        }
         self.units: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self.lines = 0
@@ -181,7 +183,6 @@ class JobStore(Actor):
         """Actor thread: open the journal; on the first start, re-queue what a crash left."""
         journal = self.journal = Journal(self.path)
         found = journal.recover() if self.recover else journal.jobs(unfinished=True)
-        self.ended = Counter(journal.counts())
         self.by_kind = Counter(
             {key: n for key, n in journal.counts_by_kind().items() if key[1].finished}
         )
@@ -189,7 +190,7 @@ class JobStore(Actor):
             try:
                 spec = spec_from_wire(unpack(job.spec))
             except (InvalidArgument, ValueError) as error:
-                self._finish(job.id, JobState.FAILED, error=f"unreadable spec: {error}")
+                self._finish(job.id, job.kind, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
             if job.state is JobState.RUNNING:  # a restart of this actor: still running
                 self.live[job.id] = _Live(self._info(job, spec), spec)
@@ -202,7 +203,7 @@ class JobStore(Actor):
                     # A job that keeps taking the daemon down with it must not crash-loop it.
                     died = f"the daemon died {job.crash_retries} times while this job ran"
                     _log.error("job %s failed: %s", job.id, died)
-                    self._finish(job.id, JobState.FAILED, error=died)
+                    self._finish(job.id, job.kind, JobState.FAILED, error=died)
                     continue
             self.live[job.id] = _Live(self._info(job, spec), spec)
             self.queue.append(job.id)
@@ -293,7 +294,7 @@ class JobStore(Actor):
             job = self._journal.get(job_id)
         except UnknownActor:
             return Rejected("not_found", f"no job {job_id!r}")
-        info = self._info(job, spec_from_wire(unpack(job.spec)))
+        info = self._info(job)
         self._remember(info)
         return info
 
@@ -307,7 +308,7 @@ class JobStore(Actor):
         infos = []
         for job in self._journal.jobs(limit=limit):
             live = self.live.get(job.id)
-            infos.append(live.info if live else self._info(job, spec_from_wire(unpack(job.spec))))
+            infos.append(live.info if live else self._info(job))
         return tuple(infos)
 
     def _cancel(self, message: Message, job_id: str) -> None:
@@ -316,7 +317,7 @@ class JobStore(Actor):
             self.reply(message, self._lookup(job_id))
             return
         # The journal first: once the client hears "cancelled", no restart runs the job again.
-        self._finish(job_id, JobState.CANCELLED, error="cancelled")
+        self._finish(job_id, live.spec.kind.value, JobState.CANCELLED, error="cancelled")
         live.info = replace(live.info, state=JobState.CANCELLED, error="cancelled")
         if job_id in self.running:
             live.cancelled = True  # its slot frees when the jobs actor reports the end
@@ -341,13 +342,16 @@ class JobStore(Actor):
         return Released(tuple(released))
 
     def _finish(
-        self, job_id: str, state: JobState, *, error: str | None, result: bytes | None = None
+        self,
+        job_id: str,
+        kind: str,
+        state: JobState,
+        *,
+        error: str | None,
+        result: bytes | None = None,
     ) -> None:
         self._journal.finish(job_id, state, error=error, result=result)
-        self.ended[state] += 1
-        live = self.live.get(job_id)
-        if live is not None:
-            self.by_kind[(live.spec.kind.value, state)] += 1
+        self.by_kind[(kind, state)] += 1
 
     def _metrics(self) -> JobMetrics:
         # Every kind (and state) from the start, zeros included: a series that appears only
@@ -358,11 +362,9 @@ class JobStore(Actor):
         for live in self.live.values():
             if not live.cancelled:
                 jobs[(live.spec.kind.value, live.info.state.value)] += 1
-        empty = ([0] * (len(DURATION_BOUNDS) + 1), [0.0])
         durations = tuple(
             (kind, tuple(itertools.accumulate(buckets)), total[0])
-            for kind in kinds
-            for buckets, total in [self.durations.get(kind, empty)]
+            for kind, (buckets, total) in self.durations.items()
         )
         return JobMetrics(
             jobs=tuple((kind, state, n) for (kind, state), n in sorted(jobs.items())),
@@ -381,7 +383,7 @@ class JobStore(Actor):
 
     def _count_end(self, live: _Live, progress: Progress) -> None:
         kind = live.spec.kind.value
-        buckets, total = self.durations.setdefault(kind, ([0] * (len(DURATION_BOUNDS) + 1), [0.0]))
+        buckets, total = self.durations[kind]
         seconds = time.monotonic() - live.started if live.started else 0.0
         buckets[bisect.bisect_left(DURATION_BOUNDS, seconds)] += 1
         total[0] += seconds
@@ -390,12 +392,15 @@ class JobStore(Actor):
 
     def _counts(self) -> JobCounts:
         # Kept in memory: `status` is asked often and must not query the journal each time.
+        ended: Counter[JobState] = Counter()
+        for (_, state), n in self.by_kind.items():
+            ended[state] += n
         return JobCounts(
             queued=len(self.queue),
             running=len(self.running),
-            done=self.ended[JobState.DONE],
-            failed=self.ended[JobState.FAILED],
-            cancelled=self.ended[JobState.CANCELLED],
+            done=ended[JobState.DONE],
+            failed=ended[JobState.FAILED],
+            cancelled=ended[JobState.CANCELLED],
         )
 
     # -- the jobs actor's events -----------------------------------------------------------
@@ -421,14 +426,7 @@ class JobStore(Actor):
         elif self.released and progress.state is not JobState.DONE:
             return  # stopped by the shutdown: it stays queued in the journal
         else:
-            result = {
-                "done": progress.done,
-                "total": progress.total,
-                "bytes": progress.bytes,
-                "summary": summary_to_wire(progress.summary),
-            }
-            self._finish(progress.job, progress.state, error=progress.error, result=pack(result))
-            live.info = replace(
+            info = live.info = replace(
                 live.info,
                 state=progress.state,
                 done=progress.done,
@@ -436,6 +434,15 @@ class JobStore(Actor):
                 bytes=progress.bytes,
                 error=progress.error,
                 summary=progress.summary,
+            )
+            result = {
+                "done": info.done,
+                "total": info.total,
+                "bytes": info.bytes,
+                "summary": summary_to_wire(info.summary),
+            }
+            self._finish(
+                info.id, info.kind.value, info.state, error=info.error, result=pack(result)
             )
         self._ended(progress.job, live)
         self._pump()
@@ -458,7 +465,7 @@ class JobStore(Actor):
             refused = self._still_confined(live.spec)
             if refused is not None:  # a symlink swapped in since it was accepted
                 _log.error("job %s failed: %s", job_id, refused)
-                self._finish(job_id, JobState.FAILED, error=refused)
+                self._finish(job_id, live.spec.kind.value, JobState.FAILED, error=refused)
                 live.info = replace(live.info, state=JobState.FAILED, error=refused)
                 self._ended(job_id, live)
                 continue
@@ -491,7 +498,9 @@ class JobStore(Actor):
             self.drain_waiters.clear()
 
     @staticmethod
-    def _info(job: JournaledJob, spec: JobSpec) -> JobInfo:
+    def _info(job: JournaledJob, spec: JobSpec | None = None) -> JobInfo:
+        """The job as clients see it, from its journal row (and its spec, if decoded)."""
+        spec = spec_from_wire(unpack(job.spec)) if spec is None else spec
         result = {} if job.result is None else unpack(job.result)
         return JobInfo(
             job.id,

@@ -227,13 +227,19 @@ def _activated_daemon(
         )
 
 
-def test_an_activated_socket_outlives_the_daemon(tmp_path: Path) -> None:
-    daemon = DaemonProcess(tmp_path)
+def _control_listener(daemon: DaemonProcess) -> socket.socket:
+    """The daemon's control socket, bound and listening here, as systemd's .socket unit would."""
     os.makedirs(os.path.dirname(daemon.socket), exist_ok=True)
-    # We play systemd: we own the listening socket and keep it across daemon restarts.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(daemon.socket)
     listener.listen(16)
+    return listener
+
+
+def test_an_activated_socket_outlives_the_daemon(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path)
+    # We play systemd: we own the listening socket and keep it across daemon restarts.
+    listener = _control_listener(daemon)
     try:
         for _ in range(2):  # the second daemon gets the same socket, still working
             proc = _activated_daemon(daemon, ("control", listener))
@@ -267,10 +273,7 @@ def test_a_failed_start_exits_at_once_and_leaves_nothing_serving(tmp_path: Path)
 
 def test_the_metrics_socket_can_be_activated_too(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path)
-    os.makedirs(os.path.dirname(daemon.socket), exist_ok=True)
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    control.bind(daemon.socket)
-    control.listen(16)
+    control = _control_listener(daemon)
     metrics = socket.socket()
     metrics.bind(("127.0.0.1", 0))
     metrics.listen(16)
