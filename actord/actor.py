@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from . import logctx
-from .channel import ThreadChannel
+from . import interrupt, logctx
+from .channel import Inbox, ThreadChannel
 from .clock import Clock
-from .errors import ChannelClosed, MailboxClosed
+from .errors import ActorStopping, ChannelClosed, MailboxClosed
+from .interrupt import StopToken
 from .message import Control, ControlKind, Message, MessageType, Pong
 from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, Supervisor
@@ -65,7 +66,7 @@ class Actor:
     @property
     def stop_requested(self) -> bool:
         """True once an immediate stop was asked for: a long `handle` can check it and return
-        early (the runtime cannot interrupt a handler)."""
+        early (the runtime interrupts only its own waits: a send, an ask, a receive)."""
         return self._stop_event.is_set()
 
     # -- hooks -----------------------------------------------------------------------------
@@ -78,11 +79,13 @@ class Actor:
         raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
 
     def on_stop(self) -> None:
-        """Actor thread, after the last message when the actor stops (not after a crash)."""
+        """Actor thread, after the last message when the actor stops (not after a crash).
+        What it sends and cannot be delivered any more becomes a dead letter, not an error."""
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: this instance raised `error` (on `message`, or in `on_start` when
-        None) and is about to be discarded; a fresh instance may replace it."""
+        None) and is about to be discarded; a fresh instance may replace it (never once the
+        actor or the system is stopping). Sends behave as in `on_stop`."""
 
     # -- helpers, for use from the hooks ---------------------------------------------------
 
@@ -250,6 +253,7 @@ class _Outcome:
 
 
 _DRAINED: Final = _Outcome()
+_STOPPED: Final = _Outcome(stop_kind=ControlKind.STOP)
 
 
 class _Cell:
@@ -260,23 +264,28 @@ class _Cell:
         "_channel",
         "_clock",
         "_factory",
+        "_inbox",
         "_on_escalate",
         "_on_exit",
         "_ref",
+        "_stopping",
         "_supervisor",
         "counters",
         "current",
         "halt",
+        "hook",
         "mailbox",
         "member",
         "retired",
         "stop_event",
         "thread",
+        "token",
     )
 
     def __init__(
         self,
         *,
+        inbox: Inbox,
         mailbox: str,
         member: str,
         channel: ThreadChannel,
@@ -285,9 +294,11 @@ class _Cell:
         supervisor: Supervisor,
         clock: Clock,
         batch: int,
+        stopping: Callable[[], bool],
         on_escalate: Callable[[Escalation], None],
         on_exit: Callable[[_Cell], None],
     ) -> None:
+        self._inbox = inbox
         self.mailbox = mailbox
         self.member = member
         self._channel = channel
@@ -296,14 +307,19 @@ class _Cell:
         self._supervisor = supervisor
         self._clock = clock
         self._batch = batch
+        self._stopping = stopping  # True once the actor's group or the system is stopping
         self._on_escalate = on_escalate
         self._on_exit = on_exit
         self.counters = _Counters()
         self.retired = False  # left a shrinking pool (set on its own thread as it exits)
         # The message in hand (read by the log record factory on this thread).
         self.current: Message | None = None
+        # The hook running now, if any ("on_start", "on_stop", ...): names a stuck thread.
+        self.hook: str | None = None
         # Set to interrupt a backoff wait; the control lane interrupts a receive.
         self.stop_event = threading.Event()
+        # Tripped by an immediate stop: ends a send, ask or receive this thread is blocked in.
+        self.token = StopToken(member)
         # Set with stop_event by an immediate stop: checked before each message of a batch in
         # hand, so a stop does not wait for up to a whole batch (a plain bool: read per message).
         self.halt = False
@@ -315,13 +331,33 @@ class _Cell:
         return None if current is None else current.correlation_id
 
     def stats(self, role: str | None = None) -> ActorStats:
-        depth, capacity = self._channel.size(self.mailbox)
+        depth, capacity = self._inbox.size()
         return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity, role)
+
+    def interrupt(self) -> None:
+        """Any thread: stop this member now, wherever the runtime has it blocked."""
+        self.halt = True
+        self.stop_event.set()
+        self.token.trip()
+        self._inbox.control(ControlKind.STOP)
+
+    def control(self, kind: ControlKind) -> None:
+        """Any thread: a control request for this member alone (a restart, say)."""
+        self._inbox.control(kind)
+
+    def doing(self) -> str:
+        """What the thread is busy with (for a stop that timed out)."""
+        current, hook = self.current, self.hook
+        if current is not None:
+            kind = type(current.payload).__name__
+            return f"{self.member} (handling {kind} {current.type.name} from {current.sender})"
+        return f"{self.member} (in {hook})" if hook else f"{self.member} (between messages)"
 
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
         logctx.bind(self)
+        interrupt.bind(self.token)
         counters = self.counters
         counters.native_thread_id = threading.get_native_id()
         try:
@@ -350,6 +386,8 @@ class _Cell:
             if counters.state is not ActorState.FAILED:
                 counters.state = ActorState.STOPPED
             self.current = None
+            self.hook = None
+            interrupt.bind(None)
             logctx.bind(None)
             self._on_exit(self)
 
@@ -364,11 +402,16 @@ class _Cell:
                 actor._member = self.member
                 actor._ref = self._ref
                 actor._stop_event = self.stop_event
-                self.counters.busy_since_ns = _now_ns()  # a hung on_start counts as stuck
+                self._enter("on_start")
                 actor.on_start()
-                self.counters.busy_since_ns = 0
+                self._leave()
             except Exception as error:
-                self.counters.busy_since_ns = 0
+                self._leave()
+                if self._is_stop(error):
+                    _log.info("actor %s stopped while starting", self.member)
+                    if actor is not None:
+                        self._failed(actor, error, None)
+                    return None
                 _log.exception("actor %s failed to start", self.member)
                 self.counters.errors += 1
                 if actor is not None:
@@ -379,7 +422,25 @@ class _Cell:
             return actor
         return None
 
+    def _is_stop(self, error: Exception) -> bool:
+        # A wait the stop cut short, or the channel closed under a stopping system: a stop.
+        return isinstance(error, ActorStopping) or (
+            isinstance(error, ChannelClosed) and self._channel.closed
+        )
+
+    def _enter(self, hook: str) -> None:
+        self.hook = hook
+        self.counters.busy_since_ns = _now_ns()  # a hung hook counts as stuck
+
+    def _leave(self) -> None:
+        self.hook = None
+        self.counters.busy_since_ns = 0
+
     def _restart_after_backoff(self, error: Exception) -> bool:
+        if self.stop_event.is_set() or self._stopping():
+            # Stopping: neither a restart nor an escalation, however it failed.
+            _log.info("actor %s failed while stopping: not restarted", self.member)
+            return False
         decision = self._supervisor.record_failure()
         if decision.escalate:
             self.counters.state = ActorState.FAILED
@@ -397,15 +458,14 @@ class _Cell:
             return False
         self.counters.state = ActorState.RESTARTING
         _log.warning("restarting actor %s in %.3fs", self.member, decision.delay)
-        if self._clock.sleep(decision.delay, self.stop_event):
+        if self._clock.sleep(decision.delay, self.stop_event) or self._stopping():
             return False
         self.counters.restarts += 1
         return True
 
     def _serve(self, actor: Actor) -> _Outcome:
         # The hot loop: locals for everything it touches per message.
-        receive = self._channel.receive
-        mailbox = self.mailbox
+        receive = self._inbox.receive
         batch_size = self._batch
         handle = actor.handle
         counters = self.counters
@@ -415,9 +475,11 @@ class _Cell:
         now = _now_ns
         while True:
             try:
-                batch = receive(mailbox, batch_size)
+                batch = receive(batch_size)
             except MailboxClosed:
                 return _DRAINED
+            except ActorStopping:
+                return _STOPPED
             if batch[0].type is _CONTROL:  # the control lane hands out one message at a time
                 kind = self._control(batch[0])
                 if kind is not None:
@@ -430,7 +492,7 @@ class _Cell:
             for message in batch:
                 if self.halt:
                     self._requeue_from(batch, message, inclusive=True)
-                    return _Outcome(stop_kind=ControlKind.STOP)
+                    return _STOPPED
                 start = end
                 wait = start - message.sent_ns
                 wait_hist[wait.bit_length()] += 1
@@ -442,6 +504,14 @@ class _Cell:
                 except Exception as error:
                     counters.wait_ns += wait_total
                     counters.handle_ns += handle_total
+                    counters.busy_since_ns = 0
+                    self.current = None
+                    if self._is_stop(error):
+                        # Cut short by the stop: the message was not handled; it goes back
+                        # with the rest (a dead letter, or the next member's).
+                        _log.info("actor %s stopped inside handle(): %s", self.member, error)
+                        self._requeue_from(batch, message, inclusive=True)
+                        return _STOPPED
                     self._handler_raised(message, error)
                     self._requeue_from(batch, message, inclusive=False)
                     return _Outcome(error=error, message=message)
@@ -462,7 +532,7 @@ class _Cell:
         index = next(i for i, m in enumerate(batch) if m is message)
         rest = batch[index if inclusive else index + 1 :]
         if rest:
-            self._channel.requeue(self.mailbox, rest)
+            self._inbox.requeue(rest)
 
     def _control(self, message: Message) -> ControlKind | None:
         payload = message.payload
@@ -488,25 +558,28 @@ class _Cell:
             message.id,
             message.sender,
         )
-        counters = self.counters
-        counters.errors += 1
-        counters.busy_since_ns = 0
-        self.current = None
+        self.counters.errors += 1
         self._channel.fail(message, error)
 
     def _failed(self, actor: Actor, error: Exception, message: Message | None) -> None:
-        try:
-            actor.on_failure(error, message)
-        except Exception:
-            _log.exception("on_failure of %s raised", self.member)
-            self.counters.errors += 1
+        self._final_hook(actor.on_failure, "on_failure", error, message)
 
     def _stop_instance(self, actor: Actor) -> None:
-        self.counters.busy_since_ns = _now_ns()  # a hung on_stop counts as stuck
+        self._final_hook(actor.on_stop, "on_stop")
+
+    def _final_hook(self, hook: Callable[..., None], name: str, *args: object) -> None:
+        # on_stop / on_failure: what they send and cannot deliver becomes a dead letter.
+        token = self.token
+        token.final = True
+        self._enter(name)
         try:
-            actor.on_stop()
-        except Exception:
-            _log.exception("on_stop of %s raised", self.member)
-            self.counters.errors += 1
+            hook(*args)
+        except Exception as error:
+            if self._is_stop(error):  # an ask cut short by the stop: said in one line
+                _log.warning("%s of %s cut short: %s", name, self.member, error)
+            else:
+                _log.exception("%s of %s raised", name, self.member)
+                self.counters.errors += 1
         finally:
-            self.counters.busy_since_ns = 0
+            token.final = False
+            self._leave()

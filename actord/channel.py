@@ -21,8 +21,10 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, Final
 
+from . import interrupt
 from .errors import (
     ActorDead,
+    ActorStopping,
     AskTimeout,
     ChannelClosed,
     InvalidArgument,
@@ -45,7 +47,7 @@ from .message import (
 )
 from .timers import TimerService
 
-__all__ = ["DEAD_LETTERS", "ThreadChannel"]
+__all__ = ["DEAD_LETTERS", "Inbox", "ThreadChannel"]
 
 DEAD_LETTERS: Final = "$deadletters"
 _log: Final = logging.getLogger("actord.channel")
@@ -78,6 +80,62 @@ class _ReplySlot:
     def wait(self, timeout: float | None) -> bool:
         """Block until resolved or `timeout` (None: for as long as it takes)."""
         return self._done.acquire(True, -1 if timeout is None else timeout)
+
+
+class Inbox:
+    """A receiver's hold on one mailbox: the mailbox itself, not its name, so a receiver that
+    outlives its actor (stuck past a stop) can never read the mailbox of a new actor that
+    reuses the name, and what it puts back after the drain becomes dead letters."""
+
+    __slots__ = ("_channel", "_mailbox", "member")
+
+    def __init__(self, channel: ThreadChannel, mailbox: Mailbox, member: str) -> None:
+        self._channel = channel
+        self._mailbox = mailbox
+        self.member = member
+
+    def receive(self, max_items: int) -> list[Message]:
+        """Block for up to `max_items` messages, control messages first (this member's own
+        before the shared ones). Raises `MailboxClosed` (`ChannelClosed` once the channel is
+        closed) when closed and drained, `ActorStopping` when the caller is stopped."""
+        try:
+            return self._mailbox.take(max_items, None, self.member)
+        except MailboxClosed:
+            if self._channel.closed:
+                raise ChannelClosed("the channel is closed") from None
+            raise
+
+    def requeue(self, messages: list[Message]) -> None:
+        """Put taken-but-unhandled messages back at the front, in order; dead letters
+        (STOPPED) if the mailbox has been drained for good meanwhile."""
+        if not self._mailbox.requeue_front(messages):
+            for message in messages:
+                self._channel.dead_letter(message, DeadLetterReason.STOPPED)
+
+    def close(self) -> None:
+        """Refuse new data; receivers drain what is queued, then get `MailboxClosed`."""
+        self._mailbox.close()
+
+    def detach(self) -> None:
+        """Free the name: remove the route to this mailbox, if it is still the one under
+        its name (never a newer mailbox that reuses it), and close it. Takes no callback."""
+        self._channel._detach(self._mailbox)
+
+    def discard(self) -> int:
+        """After `detach`: what is still queued becomes dead letters (STOPPED); returns how
+        many. Requests among them fail with `ActorDead` at once."""
+        return self._channel._discard(self._mailbox)
+
+    def control(self, kind: ControlKind) -> None:
+        """A CONTROL message for this member alone (never blocks): a stop or a restart
+        reaches every member of a pool, never the one that happens to be free twice."""
+        message = Message(MessageType.CONTROL, "$system", self._mailbox.name, Control(kind))
+        self._mailbox.put_control(message, self.member)
+
+    def size(self) -> tuple[int, int]:
+        """(depth, capacity) of this mailbox; (0, 0) once it has been drained for good."""
+        mailbox = self._mailbox
+        return (0, 0) if mailbox._gone else (len(mailbox), mailbox.capacity)
 
 
 class ThreadChannel:
@@ -123,11 +181,19 @@ class ThreadChannel:
 
         Returns how many messages were dead-lettered.
         """
+        mailbox = self._routes.get(name)
+        if mailbox is None or not self._detach(mailbox):
+            raise UnknownActor(f"no mailbox named {name!r}")
+        return self._discard(mailbox)
+
+    def _detach(self, mailbox: Mailbox) -> bool:
+        # Remove the route to `mailbox` if it is still the one under its name; close it.
+        name = mailbox.name
         with self._lock:
+            if self._routes.get(name) is not mailbox:
+                return False
             routes = dict(self._routes)
-            mailbox = routes.pop(name, None)
-            if mailbox is None:
-                raise UnknownActor(f"no mailbox named {name!r}")
+            del routes[name]
             self._routes = routes
             self._subscribers = {
                 pub: tuple(s for s in subs if s != name)
@@ -135,6 +201,10 @@ class ThreadChannel:
                 if pub != name
             }
         mailbox.close()
+        return True
+
+    def _discard(self, mailbox: Mailbox) -> int:
+        # What is still queued becomes dead letters (and fails the requests among it).
         leftovers = mailbox.drain()
         for message in leftovers:
             self.dead_letter(message, DeadLetterReason.STOPPED)
@@ -144,10 +214,17 @@ class ThreadChannel:
         """Stop accepting data for `name`; its receivers drain what is queued, then stop."""
         self._mailbox(name).close()
 
-    def send_control(self, name: str, kind: ControlKind, *, sender: str = "$system") -> None:
-        """Put a CONTROL message in the control lane of `name` (never blocks)."""
+    def send_control(
+        self, name: str, kind: ControlKind, *, sender: str = "$system", member: str | None = None
+    ) -> None:
+        """Put a CONTROL message in the control lane of `name` (never blocks); with `member`,
+        for that pool member only."""
         message = Message(MessageType.CONTROL, sender, name, Control(kind))
-        self._mailbox(name).put_control(message)
+        self._mailbox(name).put_control(message, member)
+
+    def inbox(self, name: str, member: str) -> Inbox:
+        """The receiving end of `name`'s mailbox for one member (see `Inbox`)."""
+        return Inbox(self, self._mailbox(name), member)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._routes)
@@ -218,6 +295,8 @@ class ThreadChannel:
             mailbox.put(message, timeout)
         except MailboxClosed:
             self.post(message, timeout)  # a dead letter, or ChannelClosed
+        except ActorStopping:
+            self._undeliverable(message)
         return message
 
     def send_batch(
@@ -231,23 +310,41 @@ class ThreadChannel:
         """Send many payloads as one DATA message whose payload is a `Batch`."""
         return self.send(recipient, Batch(tuple(payloads)), sender=sender, timeout=timeout)
 
-    def post(self, message: Message, timeout: float | None = None) -> None:
-        """Deliver a prebuilt message (see `send`). RESPONSEs resolve their request's future."""
+    def post(self, message: Message, timeout: float | None = None) -> bool:
+        """Deliver a prebuilt message (see `send`). RESPONSEs resolve their request's future.
+
+        True if the message was enqueued (or resolved its request); False if it became a
+        dead letter."""
         if message.type is _RESPONSE:
-            self._resolve(message)
-            return
+            return self._resolve(message)
         mailbox = self._routes.get(message.recipient)
         if mailbox is None:
             if self._closed:
-                raise ChannelClosed("the channel is closed")
+                return self._undeliverable(message)
             self.dead_letter(message, DeadLetterReason.UNKNOWN_RECIPIENT)
-            return
+            return False
         try:
             mailbox.put(message, timeout)
         except MailboxClosed:
             if self._closed:
-                raise ChannelClosed("the channel is closed") from None
+                return self._undeliverable(message)
             self.dead_letter(message, DeadLetterReason.STOPPED)
+            return False
+        except ActorStopping:
+            return self._undeliverable(message)
+        return True
+
+    def _undeliverable(self, message: Message) -> bool:
+        # The channel is closed, or the sending actor was stopped while it waited for room.
+        # From a final hook (on_stop, on_failure) that is a dead letter, so the hook's cleanup
+        # runs to its end; anywhere else the sender hears why (and its loop stops).
+        if interrupt.in_final_hook():
+            self.dead_letter(message, DeadLetterReason.STOPPED)
+            return False
+        if self._closed:
+            raise ChannelClosed("the channel is closed")
+        token = interrupt.current()
+        raise ActorStopping(f"{token.owner if token else message.sender} is stopping")
 
     def try_post(self, message: Message) -> bool:
         """Deliver without waiting; a full mailbox makes it a dead letter (MAILBOX_FULL).
@@ -255,11 +352,10 @@ class ThreadChannel:
         For senders that must never block: the timer thread and dead-letter notifications.
         """
         try:
-            self.post(message, timeout=0)
+            return self.post(message, timeout=0)
         except MailboxFull:
             self.dead_letter(message, DeadLetterReason.MAILBOX_FULL)
             return False
-        return True
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -280,15 +376,6 @@ class ThreadChannel:
             if self._closed:
                 raise ChannelClosed("the channel is closed") from None
             raise
-
-    def requeue(self, name: str, messages: list[Message]) -> None:
-        """Return taken-but-unhandled messages to the front of `name`'s mailbox, in order."""
-        mailbox = self._routes.get(name)
-        if mailbox is None:
-            for message in messages:
-                self.dead_letter(message, DeadLetterReason.STOPPED)
-            return
-        mailbox.requeue_front(messages)
 
     # -- request / reply -------------------------------------------------------------------
 
@@ -321,6 +408,12 @@ class ThreadChannel:
                 )
                 future.add_done_callback(lambda _: expiry.cancel())
             self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
+        except MailboxFull:
+            # The request never went in: it ends as any unanswered request does.
+            if self._pending.pop(correlation_id, None) is not None:
+                future.set_exception(
+                    AskTimeout(f"{recipient!r} stayed full: no request sent within {timeout}s")
+                )
         except BaseException:
             self._pending.pop(correlation_id, None)
             raise
@@ -345,13 +438,18 @@ class ThreadChannel:
         try:
             message = Message(mtype, sender, recipient, payload, correlation_id)
             mailbox = self._routes.get(recipient)
-            if mailbox is None:
-                self.post(message, timeout)  # a dead letter that fails the slot, or closed
-            else:
-                try:
-                    mailbox.put(message, timeout)
-                except MailboxClosed:
+            try:
+                if mailbox is None:
                     self.post(message, timeout)  # a dead letter that fails the slot, or closed
+                else:
+                    try:
+                        mailbox.put(message, timeout)
+                    except MailboxClosed:
+                        self.post(message, timeout)  # a dead letter that fails the slot
+            except MailboxFull:
+                raise AskTimeout(
+                    f"{recipient!r} stayed full: no request sent within {timeout}s"
+                ) from None
             remaining = max(0.0, deadline - _monotonic())
             return self._await_reply(slot, correlation_id, recipient, remaining)
         finally:
@@ -377,13 +475,27 @@ class ThreadChannel:
     def _await_reply(
         self, slot: _ReplySlot, correlation_id: str, recipient: str, timeout: float
     ) -> Any:
-        if not slot.wait(timeout):
-            if self._pending.pop(correlation_id, None) is not None:
-                raise AskTimeout(f"no reply from {recipient!r} within {timeout}s")
-            slot.wait(None)  # popped by a resolver that is setting it right now
+        token = interrupt.current()
+        if token is not None:  # an actor asking: its stop ends the wait
+            owner = token.owner
+            token.arm(lambda: self._interrupt_reply(correlation_id, owner))
+        try:
+            if not slot.wait(timeout):
+                if self._pending.pop(correlation_id, None) is not None:
+                    raise AskTimeout(f"no reply from {recipient!r} within {timeout}s")
+                slot.wait(None)  # popped by a resolver that is setting it right now
+        finally:
+            if token is not None:
+                token.disarm()
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    def _interrupt_reply(self, correlation_id: str, owner: str) -> None:
+        # The stopping thread: whoever pops the slot resolves it (here, or the replier).
+        slot = self._pending.pop(correlation_id, None)
+        if slot is not None:
+            slot.set_exception(ActorStopping(f"{owner} is stopping"))
 
     def reply(self, request: Message, payload: Any, *, sender: str) -> None:
         """Answer `request` (which must carry a correlation id) with `payload`."""
@@ -402,7 +514,7 @@ class ThreadChannel:
         else:
             waiter.set_result(payload)
 
-    def _resolve(self, response: Message) -> None:
+    def _resolve(self, response: Message) -> bool:
         waiter = (
             self._pending.pop(response.correlation_id, None)
             if response.correlation_id is not None
@@ -410,8 +522,9 @@ class ThreadChannel:
         )
         if waiter is None:
             self.dead_letter(response, DeadLetterReason.LATE_REPLY)
-            return
+            return False
         waiter.set_result(response.payload)
+        return True
 
     def _expire(self, correlation_id: str, timeout: float) -> None:
         # Timer thread.
@@ -486,18 +599,17 @@ class ThreadChannel:
 
         Blocks for room like `send`. With a `timeout`, a subscriber whose mailbox stays full
         gets a dead letter (MAILBOX_FULL) instead, and the others still get the event: one
-        slow subscriber never fails the publisher. Returns how many subscribers got it.
+        slow subscriber never fails the publisher. Returns how many subscribers got it into
+        their mailbox (a stopped or unknown one gets a dead letter and is not counted).
         """
         check_payload(payload)
         delivered = 0
         for subscriber in self._subscribers.get(publisher, ()):
             message = Message(MessageType.EVENT, publisher, subscriber, payload)
             try:
-                self.post(message, timeout)
+                delivered += self.post(message, timeout)
             except MailboxFull:
                 self.dead_letter(message, DeadLetterReason.MAILBOX_FULL)
-                continue
-            delivered += 1
         return delivered
 
     # -- closing ---------------------------------------------------------------------------

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from . import __version__
+from . import __version__, logctx
 from .config import DEFAULT_CONFIG_PATH, ConfigError
-from .logctx import LOG_FORMAT
+from .errors import ActordError
+from .signals import SignalQueue
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
 _DEMO = "actors.demo:run"
@@ -26,8 +26,15 @@ def _load(target: str) -> Callable[..., int]:
     return cast(Callable[..., int], getattr(importlib.import_module(module), attr))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr (exit 2), pointing at --help."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def actord_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="actord",
         description="actord: an actor runtime daemon (threads that share nothing and talk "
         "through typed messages).",
@@ -59,8 +66,10 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     _add_run(commands)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run(args)
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+        # First: from here on a SIGTERM is queued for the main loop (a clean stop, exit 0),
+        # never Python's default "die now", however early in the start it comes.
+        return _run(args, SignalQueue().install())
+    logctx.configure(args.log_level)
     if args.command is None:
         parser.print_help()
         return 2
@@ -125,7 +134,7 @@ def _add_run(commands: Any) -> None:
         )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
     from .daemon import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
 
     overrides: dict[str, object] = {}
@@ -135,15 +144,17 @@ def _run(args: argparse.Namespace) -> int:
             overrides[key] = tuple(value) if isinstance(value, list) else value
     if args.run_log_level:
         overrides["daemon.log_level"] = args.run_log_level
-    logging.basicConfig(level="INFO", format=LOG_FORMAT, stream=sys.stderr)
+    logctx.configure("INFO")
+    # A failed start says why in one line (the log has the details, if any) and exits 2 for
+    # a bad config or flag, 1 for anything else.
     try:
-        daemon = Daemon(args.config, overrides)
+        daemon = Daemon(args.config, overrides, signals=signals)
         code = daemon.run()
     except ConfigError as error:
-        logging.getLogger("actord").error("%s", error)
+        print(f"actord: {error}", file=sys.stderr)
         return exit_hard_if_stuck(2)
-    except OSError as error:
-        logging.getLogger("actord").error("cannot start: %s", error)
+    except (OSError, ActordError) as error:
+        print(f"actord: cannot start: {error}", file=sys.stderr)
         return exit_hard_if_stuck(1)
     return exit_hard_if_stuck(code)
 

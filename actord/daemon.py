@@ -5,10 +5,13 @@ queue (as gunicorn's arbiter does); control methods that change the lifecycle (`
 ``shutdown``) put a request there too, and the supervisor's escalation does the same.
 
 - SIGTERM / SIGINT / ``shutdown``: STOPPING=1; take no new connections or jobs; let running
-  jobs finish until ``daemon.drain_deadline``; leave the rest journaled; exit 0.
+  jobs finish until ``daemon.drain_deadline``; leave the rest journaled; stop every actor
+  within a short grace after it; exit 0, also when an actor would not stop in time (its job
+  is journaled: it runs again at the next start). A stop during start-up stops what started.
 - SIGHUP / ``reload``: read the config again. An invalid file is reported and the old config
   stays; a valid one is applied (pool sizes, roots, log level, job limit) without losing work.
 - An escalation (an actor that keeps failing): exit 1, so that systemd restarts the daemon.
+  It is the only way to exit 1 once the daemon has started.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .control.server import ControlServer, HandlerError
 from .errors import ActordError, StopTimeout
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
+from .signals import SignalQueue
 from .supervisor import Escalation
 from .system import ActorSystem
 
@@ -47,6 +51,10 @@ __all__ = ["Daemon", "ExitCode"]
 
 _log: Final = logging.getLogger("actord.daemon")
 _STATUS_EVERY: Final = 5.0  # seconds between STATUS= updates to systemd
+# After the drain: how long the actors have to stop, and the connections to close. Both come
+# after `drain_deadline`, and together stay under a second, so a stop takes at most that long.
+_ACTORS_STOP: Final = 0.5
+_CONNECTIONS_STOP: Final = 0.3
 # daemon.* keys that a reload cannot change in place (reported as needing a restart)
 _RESTART_KEYS: Final = (
     "socket",
@@ -61,8 +69,12 @@ _RESTART_KEYS: Final = (
 
 class ExitCode:
     OK: Final = 0
-    FAILED: Final = 1  # an escalation, or actors that would not stop
+    FAILED: Final = 1  # an escalation, or a start that failed
     USAGE: Final = 2  # a bad config or flag: nothing was started
+
+
+class _StartStopped(Exception):
+    """A stop signal came while the daemon was starting: what started is stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,7 @@ class Daemon:
         config_path: str | None = None,
         overrides: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
+        signals: SignalQueue | None = None,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
         if config_path is None and DEFAULT_CONFIG_PATH.exists():
@@ -102,8 +115,11 @@ class Daemon:
         self.started = time.monotonic()
         self.pid = os.getpid()
         self.draining = False
-        # Signals, reload and shutdown requests and escalations, for the main loop.
-        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        # Signals, reload and shutdown requests and escalations, for the main loop. The
+        # handlers may be installed long before (by `actord run`, first thing).
+        self._owns_signals = signals is None
+        self._signals = signals or SignalQueue()
+        self._events: queue.SimpleQueue[_Event] = self._signals.events
         self.notifier = Notifier(self.env)
 
     def _load(self) -> Config:
@@ -150,6 +166,14 @@ class Daemon:
     # -- the main thread ---------------------------------------------------------------------
 
     def run(self) -> int:
+        self._signals.install()  # idempotent: `actord run` did it first thing
+        try:
+            return self._run()
+        finally:
+            if self._owns_signals:
+                self._signals.restore()
+
+    def _run(self) -> int:
         config = self.config
         logging.getLogger().setLevel(config.daemon.log_level)
         state = Path(config.daemon.state_dir)
@@ -161,8 +185,16 @@ class Daemon:
         )
         try:
             return self._serve(config)
+        except _StartStopped:
+            _log.info("stopped while starting: nothing is left running")
+            return ExitCode.OK
         finally:
             lock.close()
+
+    def _check_start(self) -> None:
+        # Between start-up steps: a SIGTERM/SIGINT that came meanwhile ends the start.
+        if self._signals.stop_requested:
+            raise _StartStopped
 
     def _lock_state_dir(self, state: Path) -> Any:
         lock = open(state / "actord.lock", "w")  # noqa: SIM115 - held for the daemon's life
@@ -182,12 +214,12 @@ class Daemon:
             self.app.set_watchdog(self.notifier.watchdog, interval)
             _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
         started: ControlServer | None = None
-        # Handlers first: a SIGTERM that comes while starting is queued for the main loop
-        # (which drains at once), never the default "die now".
-        previous = self._install_signals()
         try:
+            self._check_start()
             self.app.start()
+            self._check_start()
             self._ping_every_actor(timeout=30.0)
+            self._check_start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
             self.server = ControlServer(
@@ -201,15 +233,17 @@ class Daemon:
             )
             # Metrics first: once the control socket answers, `status` names their URL.
             self._start_metrics(config, activated.get("metrics"))
+            self._check_start()
             self.server.start()
             started = self.server
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, _StartStopped):
+                self.notifier.stopping()
             if self.metrics is not None:
-                self.metrics.stop()
+                self.metrics.stop(timeout=1.0)
             if started is not None:
                 started.stop(timeout=1.0)
             self._stop_system(5.0)
-            self._restore_signals(previous)
             raise
         try:
             _log.info("actord %s listening on %s", __version__, config.daemon.socket)
@@ -222,13 +256,6 @@ class Daemon:
                 self.metrics.stop(timeout=1.0)
             self._stop_system(5.0)
             raise
-        finally:
-            self._restore_signals(previous)
-
-    @staticmethod
-    def _restore_signals(previous: dict[int, Any]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
     def _ping_every_actor(self, timeout: float) -> None:
         # spawn() returns before on_start has run; a ping is answered by the receive loop, so
@@ -277,13 +304,6 @@ class Daemon:
         self.metrics = MetricsServer(registry, host, port, listener=listener)
         self.metrics.start()
         _log.info("metrics at %s", self.metrics.url)
-
-    def _install_signals(self) -> dict[int, Any]:
-        def handle(signum: int, frame: object) -> None:
-            self._events.put(signum)  # SimpleQueue.put is reentrant: safe in a handler
-
-        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        return {signum: signal.signal(signum, handle) for signum in wanted}
 
     def _loop(self) -> int:
         while True:
@@ -352,25 +372,28 @@ class Daemon:
             done.set_exception(error)
 
     def _stop(self, *, drain: bool) -> int:
+        # The drain has the whole deadline; stopping what is left then takes under a second.
         self.notifier.stopping()
         self.draining = True
         deadline = time.monotonic() + self._deadline
         self.server.close_listener()
-        if drain:  # half a second is kept for stopping the actors
-            left = self.app.drain(max(0.0, self._deadline - 0.5))
+        if drain:
+            left = self.app.drain(max(0.0, deadline - time.monotonic()))
             _log.info("drained; %d jobs stay journaled for the next start", left)
         self.app.release()
-        self.server.stop(timeout=1.0)
+        self.server.stop(timeout=_CONNECTIONS_STOP)
         if self.metrics is not None:
-            self.metrics.stop(timeout=1.0)
-        remaining = max(0.5, deadline - time.monotonic())
-        return ExitCode.OK if self._stop_system(min(remaining, 5.0)) else ExitCode.FAILED
+            self.metrics.stop(timeout=_CONNECTIONS_STOP)
+        self._stop_system(_ACTORS_STOP)
+        return ExitCode.OK
 
     def _stop_system(self, timeout: float) -> bool:
+        # A handler that will not return cannot be interrupted: its job is journaled (it
+        # runs again at the next start), so the stop still succeeds; the log says which.
         try:
             self.system.stop(graceful=False, timeout=timeout)
         except StopTimeout as error:
-            _log.error("actors did not stop: %s", error)
+            _log.error("stopping without waiting for: %s", ", ".join(error.stuck))
             return False
         return True
 
@@ -387,11 +410,11 @@ def _stuck_threads() -> list[str]:
 
 def exit_hard_if_stuck(code: int) -> int:
     """After a stop: if a non-daemon thread is stuck (a handler that will not return), say
-    which and leave anyway: the exit code must reach systemd."""
+    which and leave anyway with `code`: the exit code must reach systemd."""
     stuck = _stuck_threads()
     if stuck:
-        _log.error("threads still running at exit: %s", stuck)
+        _log.warning("leaving threads behind at exit: %s", ", ".join(stuck))
         logging.shutdown()
         sys.stderr.flush()
-        os._exit(code if code else ExitCode.FAILED)
+        os._exit(code)
     return code

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     BAD_PAYLOAD = "bad_payload"
     STOP_TIMEOUT = "stop_timeout"
     INVALID_ARGUMENT = "invalid_argument"
+    STOPPING = "stopping"
 
 
 class ActordError(Exception):
@@ -87,9 +88,24 @@ class BadPayload(ActordError, TypeError):
 
 
 class StopTimeout(ActordError):
-    """Some actor threads did not finish before the stop deadline (stuck inside `handle`)."""
+    """Some actor threads did not finish before the stop deadline (stuck inside `handle`).
+
+    `stuck` names each one and what it was doing (the message type it held, or its hook).
+    """
 
     code = ErrorCode.STOP_TIMEOUT
+
+    def __init__(self, text: str, stuck: tuple[str, ...] = ()) -> None:
+        super().__init__(text)
+        self.stuck = stuck
+
+
+class ActorStopping(ActordError):
+    """The calling actor (or the whole system) is stopping: a blocked send, ask or receive
+    was cut short, or a spawn came after the stop began. The receive loop treats it as a
+    stop, never as a failure."""
+
+    code = ErrorCode.STOPPING
 
 
 class InvalidArgument(ActordError, ValueError):

@@ -8,6 +8,10 @@ Wake-ups are exact: a put wakes a receiver only when one is blocked and not yet 
 take wakes senders the same way, so the uncontended path is one lock round trip and an append.
 `threading.Condition` cannot tell "blocked" from "woken but not yet running", which makes every
 put during that window pay for a useless notify; `_WaitQueue` removes a waiter as it wakes it.
+
+A stop reaches an actor blocked here: each wait arms the thread's `StopToken` (see
+`interrupt.py`) with a wake-up that removes just that waiter, and the wait ends with
+`ActorStopping`. A control message may name one member of a pool: only that member takes it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import threading
 import time
 from collections import deque
 
+from . import interrupt
 from .errors import MailboxClosed, MailboxFull
+from .interrupt import StopToken
 from .message import Message
 
 _monotonic = time.monotonic
@@ -33,23 +39,42 @@ class _WaitQueue(deque[_thread.LockType]):
 
     __slots__ = ()
 
-    def wait(self, lock: _thread.LockType, timeout: float | None) -> bool:
-        """Release `lock`, block until notified or `timeout`, re-acquire; True if notified."""
+    def wait(self, lock: _thread.LockType, timeout: float | None, token: StopToken | None) -> bool:
+        """Release `lock`, block until notified, interrupted or `timeout`, re-acquire; True
+        if woken (by a notify or by the token's trip: the caller checks `token.stopping`)."""
         waiter = _allocate_lock()
         waiter.acquire()
         self.append(waiter)
+        if token is not None:
+            try:
+                token.arm(lambda: self._interrupt(lock, waiter))
+            except BaseException:
+                self.remove(waiter)
+                raise
         lock.release()
         notified = False
         try:
             notified = waiter.acquire() if timeout is None else waiter.acquire(True, timeout)
         finally:
             lock.acquire()
+            if token is not None:
+                token.disarm()
             if not notified:
                 try:
                     self.remove(waiter)
                 except ValueError:
                     notified = True  # woken just as the wait timed out: the wake-up is ours
         return notified
+
+    def _interrupt(self, lock: _thread.LockType, waiter: _thread.LockType) -> None:
+        # The stopping thread: wake this one waiter, if it is still waiting. Removing it first
+        # means no notify is ever spent on a thread that is about to leave.
+        with lock:
+            try:
+                self.remove(waiter)
+            except ValueError:
+                return  # already woken by a notify
+            waiter.release()
 
     def notify(self, n: int = 1) -> None:
         while self and n > 0:
@@ -67,9 +92,11 @@ class Mailbox:
         "_closed",
         "_control",
         "_data",
+        "_gone",
         "_lock",
         "_not_empty",
         "_not_full",
+        "_targeted",
         "capacity",
         "name",
     )
@@ -80,8 +107,10 @@ class Mailbox:
         # _lock guards every field below; both wait queues are used with it held.
         self._lock = threading.Lock()
         self._data: deque[Message] = deque()
-        self._control: deque[Message] = deque()
+        self._control: deque[Message] = deque()  # for whichever receiver comes first
+        self._targeted: dict[str, deque[Message]] = {}  # per member; no empty deque is kept
         self._closed = False
+        self._gone = False  # drained for good: nothing may be put back
         self._not_empty = _WaitQueue()  # receivers blocked in take
         self._not_full = _WaitQueue()  # senders blocked in put
 
@@ -97,7 +126,8 @@ class Mailbox:
         """Append a data message, blocking while the mailbox is full.
 
         `timeout` None waits forever, 0 never waits. Raises `MailboxFull` when the timeout runs
-        out and `MailboxClosed` when the mailbox is (or becomes) closed.
+        out, `MailboxClosed` when the mailbox is (or becomes) closed, and `ActorStopping` when
+        the calling actor is stopped while it waits.
         """
         with self._lock:
             if self._closed:
@@ -108,27 +138,10 @@ class Mailbox:
             if self._not_empty:
                 self._not_empty.notify()
 
-    def put_many(self, messages: list[Message], timeout: float | None = None) -> None:
-        """Append several data messages in order, blocking for room as `put` does.
-
-        On `MailboxFull` or `MailboxClosed` the messages before the one that could not go in
-        are already enqueued (the error's `message` says which one stopped).
-        """
-        with self._lock:
-            for message in messages:
-                if self._closed:
-                    raise MailboxClosed(f"mailbox {self.name!r} is closed")
-                if len(self._data) >= self.capacity:
-                    if self._not_empty:
-                        self._not_empty.notify_all()  # let receivers make the room we wait for
-                    self._wait_for_room(message, timeout)
-                self._data.append(message)
-            if self._not_empty:
-                self._not_empty.notify_all()
-
     def _wait_for_room(self, message: Message, timeout: float | None) -> None:
         # Called with _lock held; returns with room available or raises.
         deadline = None if timeout is None else _monotonic() + timeout
+        token = interrupt.current()
         while len(self._data) >= self.capacity:
             if self._closed:
                 raise MailboxClosed(f"mailbox {self.name!r} is closed")
@@ -137,35 +150,58 @@ class Mailbox:
                 raise MailboxFull(
                     f"mailbox {self.name!r} stayed full ({self.capacity}) for {timeout}s", message
                 )
-            self._not_full.wait(self._lock, remaining)
+            self._not_full.wait(self._lock, remaining, token)
+            if token is not None and token.stopping:
+                if len(self._data) < self.capacity and self._not_full:
+                    self._not_full.notify()  # a wake-up we may have taken: pass it on
+                token.check()
         if self._closed:
             raise MailboxClosed(f"mailbox {self.name!r} is closed")
         if len(self._data) + 1 < self.capacity and self._not_full:
             self._not_full.notify()  # room for more: pass the wake-up on
 
-    def put_control(self, message: Message) -> None:
-        """Append to the control lane: never blocks, accepted even when closed."""
+    def put_control(self, message: Message, member: str | None = None) -> None:
+        """Append to the control lane: never blocks, accepted even when closed. With `member`,
+        only the receiver that takes as that member gets it (a restart or a stop of one pool
+        member); otherwise whichever receiver comes first."""
         with self._lock:
-            self._control.append(message)
+            if member is None:
+                self._control.append(message)
+            else:
+                self._targeted.setdefault(member, deque()).append(message)
             if self._not_empty:
                 self._not_empty.notify_all()
 
-    def requeue_front(self, messages: list[Message]) -> None:
-        """Put messages a receiver took but did not handle back at the front, in order."""
+    def requeue_front(self, messages: list[Message]) -> bool:
+        """Put messages a receiver took but did not handle back at the front, in order.
+
+        False (nothing put back) once the mailbox has been drained for good: the caller
+        dead-letters them, as the drain did with what was queued."""
         with self._lock:
+            if self._gone:
+                return False
             self._data.extendleft(reversed(messages))
             if self._not_empty:
                 self._not_empty.notify_all()
+            return True
 
-    def take(self, max_items: int = 1, timeout: float | None = None) -> list[Message]:
-        """Remove and return up to `max_items` messages, control messages first.
+    def take(
+        self, max_items: int = 1, timeout: float | None = None, member: str | None = None
+    ) -> list[Message]:
+        """Remove and return up to `max_items` messages, control messages first (those for
+        `member` before those for anyone).
 
-        Blocks while both lanes are empty. Raises `TimeoutError` when `timeout` runs out and
-        `MailboxClosed` once the mailbox is closed and its data lane is drained.
+        Blocks while both lanes are empty. Raises `TimeoutError` when `timeout` runs out,
+        `MailboxClosed` once the mailbox is closed and its data lane is drained, and
+        `ActorStopping` when the calling actor is stopped while it waits.
         """
         with self._lock:
+            if self._targeted and member in self._targeted:
+                return [self._own_control(member)]
             if not self._control and not self._data:
-                self._wait_for_message(timeout)
+                self._wait_for_message(timeout, member)
+                if self._targeted and member in self._targeted:
+                    return [self._own_control(member)]
             if self._control:
                 return [self._control.popleft()]
             data = self._data
@@ -179,16 +215,32 @@ class Mailbox:
                 self._not_full.notify(len(items))
             return items
 
-    def _wait_for_message(self, timeout: float | None) -> None:
-        # Called with _lock held; returns with a message available or raises.
+    def _own_control(self, member: str | None) -> Message:
+        # Called with _lock held and a message waiting for `member`.
+        assert member is not None
+        lane = self._targeted[member]
+        message = lane.popleft()
+        if not lane:
+            del self._targeted[member]
+        return message
+
+    def _wait_for_message(self, timeout: float | None, member: str | None) -> None:
+        # Called with _lock held; returns with a message for this receiver available, or raises.
         deadline = None if timeout is None else _monotonic() + timeout
+        token = interrupt.current()
         while not self._control and not self._data:
+            if self._targeted and member in self._targeted:
+                return
             if self._closed:
                 raise MailboxClosed(f"mailbox {self.name!r} is closed and drained")
             remaining = None if deadline is None else deadline - _monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"mailbox {self.name!r} stayed empty for {timeout}s")
-            self._not_empty.wait(self._lock, remaining)
+            self._not_empty.wait(self._lock, remaining, token)
+            if token is not None and token.stopping:
+                if (self._control or self._data) and self._not_empty:
+                    self._not_empty.notify()  # a wake-up we may have taken: pass it on
+                token.check()
 
     def close(self) -> None:
         """Refuse new data and wake every blocked sender and receiver.
@@ -201,13 +253,17 @@ class Mailbox:
             self._not_empty.notify_all()
 
     def drain(self) -> list[Message]:
-        """Remove and return every queued data message, and every control request that
-        someone waits on (a ping); other control messages are discarded."""
+        """Close for good: remove and return every queued data message and every control
+        request that someone waits on (a ping); other control messages are discarded. What
+        a receiver tries to put back afterwards is refused (see `requeue_front`)."""
         with self._lock:
-            items = [m for m in self._control if m.correlation_id is not None]
+            self._closed = self._gone = True
+            lanes = [self._control, *self._targeted.values()]
+            items = [m for lane in lanes for m in lane if m.correlation_id is not None]
             items.extend(self._data)
             self._data.clear()
             self._control.clear()
-            if self._not_full:
-                self._not_full.notify_all()
+            self._targeted.clear()
+            self._not_full.notify_all()
+            self._not_empty.notify_all()
             return items

@@ -2,6 +2,10 @@
 
 Actors are stopped in reverse start order: spawn consumers before producers and a graceful
 stop drains a pipeline from its source down. Every thread is named, non-daemon and joined.
+
+Once a stop has begun (of one actor, or of the system) nothing restarts or escalates, and
+the system accepts no new actor. An actor that escalates ends as a stopped one does: what is
+queued becomes dead letters, pending asks fail with `ActorDead` at once, its name is free.
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from typing import Any, Final
 
 from . import logctx
 from .actor import Actor, ActorRef, _Cell, schedule_message
-from .channel import ThreadChannel
+from .channel import Inbox, ThreadChannel
 from .clock import Clock, SystemClock
-from .errors import ActorDead, InvalidArgument, NameTaken, StopTimeout, UnknownActor
+from .errors import (
+    ActorDead,
+    ActorStopping,
+    InvalidArgument,
+    NameTaken,
+    StopTimeout,
+    UnknownActor,
+)
 from .message import ControlKind
 from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, RestartPolicy, Supervisor
@@ -51,6 +62,7 @@ class _Group:
         self.policy = policy
         self._supervisor = Supervisor(policy, system.clock)
         self.ref = ActorRef(name, system.channel, self)
+        self._inbox = system.channel.inbox(name, "$group")  # our mailbox itself, not its name
         # _lock guards cells, _size, _live, _next_index, _state and _finalized.
         self._lock = threading.Lock()
         self.cells: list[_Cell] = []  # every member started and not yet pruned
@@ -61,6 +73,14 @@ class _Group:
         self._finalized = False  # mailbox unregistered and the system has forgotten us
 
     @property
+    def state(self) -> str:
+        return self._state
+
+    def _stopping(self) -> bool:
+        # Read by member threads after a failure: no restart once anything is stopping.
+        return self._state != "running" or self._system.stopping
+
+    @property
     def alive(self) -> bool:
         return self._state == "running"
 
@@ -69,7 +89,9 @@ class _Group:
         index = self._next_index
         self._next_index += 1
         member = f"{self.name}#{index}" if self.pooled else self.name
+        channel = self._system.channel
         return _Cell(
+            inbox=channel.inbox(self.name, member),
             mailbox=self.name,
             member=member,
             channel=self._system.channel,
@@ -78,6 +100,7 @@ class _Group:
             supervisor=self._supervisor,
             clock=self._system.clock,
             batch=_POOL_BATCH if self.pooled else _SINGLE_BATCH,
+            stopping=self._stopping,
             on_escalate=self._escalated,
             on_exit=self._cell_exited,
         )
@@ -87,8 +110,7 @@ class _Group:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
         with self._lock:
-            if self._state != "running":
-                raise ActorDead(f"{self.name!r} is {self._state}")
+            self._check_running()
             self.cells = [c for c in self.cells if not c.retired]
             delta = size - self._size
             self._size = size
@@ -97,20 +119,28 @@ class _Group:
             self._live += len(started)
             # Started under the lock: a concurrent stop never sees a cell it cannot join.
             for cell in started:
+                self._system._started(cell)
                 cell.thread.start()
         for _ in range(max(-delta, 0)):
             self._system.channel.send_control(self.name, ControlKind.RETIRE)
 
+    def _check_running(self) -> None:
+        # Called with _lock held.
+        if self._state != "running":
+            if self._system.stopping:
+                raise ActorStopping(f"the actor system is stopping: {self.name!r} is {self._state}")
+            raise ActorDead(f"{self.name!r} is {self._state}")
+
     def restart(self) -> int:
-        """Ask each member to replace its instance with a fresh one (a member takes the next
-        request from the control lane between messages); nothing queued is lost."""
+        """Ask each member to replace its instance with a fresh one: a request addressed to
+        that member, which it takes between messages (a busy one once it is free); nothing
+        queued is lost."""
         with self._lock:
-            if self._state != "running":
-                raise ActorDead(f"{self.name!r} is {self._state}")
-            members = self._size
-        for _ in range(members):
-            self._system.channel.send_control(self.name, ControlKind.RESTART)
-        return members
+            self._check_running()
+            members = [c for c in self.cells if not c.retired and c.thread.is_alive()]
+        for cell in members:
+            cell.control(ControlKind.RESTART)
+        return len(members)
 
     def stats(self) -> tuple[ActorStats, ...]:
         with self._lock:
@@ -118,33 +148,30 @@ class _Group:
         return tuple(c.stats(self.role) for c in cells if not c.retired)
 
     def _escalated(self, escalation: Escalation) -> None:
-        # The failing member's thread: stop the whole pool, then tell the system.
+        # The failing member's thread: stop the whole pool now, then tell the system. The
+        # last member to exit finalizes: queued messages and pending asks fail at once.
         with self._lock:
             if self._state != "running":
                 return
             self._state = "failed"
             others = [c for c in self.cells if c.thread is not threading.current_thread()]
-        channel = self._system.channel
-        if self.name in channel:
-            channel.close_mailbox(self.name)
-            self._stop_now(others)
+        self._inbox.close()
+        self._stop_now(others)
         self._system._escalated(escalation)
 
-    def _stop_now(self, cells: list[_Cell]) -> None:
-        channel = self._system.channel
+    @staticmethod
+    def _stop_now(cells: list[_Cell]) -> None:
         for cell in cells:
-            cell.halt = True
-            cell.stop_event.set()
-            if self.name in channel:
-                channel.send_control(self.name, ControlKind.STOP)
+            cell.interrupt()
 
     def _cell_exited(self, cell: _Cell) -> None:
         # The exiting member's own thread, as its last act.
         with self._lock:
             self._live -= 1
-            last = self._live == 0 and self._state == "stopping"
+            last = self._live == 0 and self._state in ("stopping", "failed")
         if last:
             self._finalize()
+        self._system._exited(cell)
 
     def _finalize(self) -> None:
         # Once per group: what is still queued becomes dead letters and the name is free again.
@@ -152,29 +179,31 @@ class _Group:
             if self._finalized:
                 return
             self._finalized = True
-            self._state = "stopped"
-        channel = self._system.channel
-        if self.name in channel:
-            channel.unregister(self.name)
-        self._system._forget(self)
+            if self._state != "failed":
+                self._state = "stopped"
+        self._system._forget(self, self._inbox)
+        # Outside every lock: failing a pending ask runs its future's callbacks.
+        self._inbox.discard()
         if self.role is not None:
             with self._lock:
                 cells = list(self.cells)
             self._system._retire(self.role, [c.counters for c in cells])
 
     def stop(self, *, graceful: bool, timeout: float, wait: bool = True) -> None:
+        """Stop the members (graceful: let them drain what is queued first) and, with
+        `wait`, join them until `timeout` from now. Also for a group already stopping or
+        failed: then it joins, and reports what is stuck, all the same."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            if self._state in ("stopping", "stopped"):
-                return
-            self._state = "stopping"
+            first = self._state == "running"
+            if first:
+                self._state = "stopping"
             cells = list(self.cells)
             exited = self._live == 0
-        channel = self._system.channel
-        if self.name in channel:
-            channel.close_mailbox(self.name)
-        if not graceful:
-            self._stop_now(cells)
+        if first:
+            self._inbox.close()
+            if not graceful:
+                self._stop_now(cells)
         if exited:
             self._finalize()
         me = threading.current_thread()
@@ -185,12 +214,13 @@ class _Group:
         if graceful and any(c.thread.is_alive() for c in cells):
             _log.warning("%s did not drain within %.1fs: stopping it now", self.name, timeout)
             self._stop_now(cells)
+            grace = time.monotonic() + _KILL_GRACE
             for cell in cells:
-                cell.thread.join(_KILL_GRACE)
-        stuck = [c.member for c in cells if c.thread.is_alive()]
-        self._finalize()
+                cell.thread.join(max(0.0, grace - time.monotonic()))
+        self._finalize()  # the name is free even if a thread is stuck: it holds the old mailbox
+        stuck = tuple(c.doing() for c in cells if c.thread.is_alive())
         if stuck:
-            raise StopTimeout(f"still inside handle() after the stop deadline: {stuck}")
+            raise StopTimeout(f"still busy after the stop deadline: {', '.join(stuck)}", stuck)
 
     def join(self, timeout: float | None) -> None:
         for cell in list(self.cells):
@@ -225,10 +255,12 @@ class ActorSystem:
         self.default_capacity = default_capacity
         self.default_policy = default_policy or RestartPolicy()
         self._on_escalate = on_escalate
-        # _lock guards _groups and _order.
+        # _lock guards _groups, _order, _cells and _stopping.
         self._lock = threading.Lock()
         self._groups: dict[str, _Group] = {}
         self._order: list[_Group] = []  # start order; stopped in reverse
+        self._cells: set[_Cell] = set()  # every member thread started and not yet exited
+        self._stopping = False  # set once by stop(): no spawn, restart or escalation after
         # _retired_lock guards _retired: the summed counters of the stopped actors of a role.
         self._retired_lock = threading.Lock()
         self._retired: dict[str, _Counters] = {}
@@ -237,6 +269,11 @@ class ActorSystem:
 
     def __enter__(self) -> ActorSystem:
         return self
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` has begun."""
+        return self._stopping
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -284,6 +321,8 @@ class ActorSystem:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
         with self._lock:
+            if self._stopping:
+                raise ActorStopping(f"the actor system is stopping: {name!r} was not started")
             if name in self._groups:
                 raise NameTaken(f"an actor named {name!r} is already running")
             self.channel.register(name, capacity or self.default_capacity)
@@ -377,30 +416,53 @@ class ActorSystem:
         if self._on_escalate is not None:
             self._on_escalate(escalation)
 
-    def _forget(self, group: _Group) -> None:
+    def _started(self, cell: _Cell) -> None:
         with self._lock:
+            self._cells.add(cell)
+
+    def _exited(self, cell: _Cell) -> None:
+        # The exiting member's own thread, as its very last act.
+        with self._lock:
+            self._cells.discard(cell)
+
+    def _forget(self, group: _Group, inbox: Inbox) -> None:
+        # The name and the route go together: a spawn that reuses the name finds both free.
+        with self._lock:
+            inbox.detach()
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]
             if group in self._order:
                 self._order.remove(group)
 
     def stop(self, *, graceful: bool = True, timeout: float = 10.0) -> None:
-        """Stop every actor in reverse start order, then close the channel and timers.
+        """Stop every actor in reverse start order, then close the channel and the timers.
 
-        The whole stop shares one `timeout`. Raises `StopTimeout` naming the actors whose
-        threads were still stuck after it.
+        Graceful: each actor in turn drains what is queued for up to `timeout` (its own
+        deadline, starting when its stop does), then is stopped at once. Immediate: every
+        actor is told at once and all are joined against one deadline, `timeout` from now.
+        Either way every runtime thread is joined, or `StopTimeout` names the ones still
+        busy and what they hold. No actor is accepted once the stop has begun.
         """
-        deadline = time.monotonic() + timeout
         with self._lock:
+            self._stopping = True
             groups = list(reversed(self._order))
-        stuck: list[str] = []
+        if not graceful:
+            for group in groups:  # all told first: an idle actor never waits on a busy one
+                group.stop(graceful=False, timeout=timeout, wait=False)
+        deadline = time.monotonic() + timeout
         for group in groups:
+            own = timeout if graceful else max(0.0, deadline - time.monotonic())
             try:
-                group.stop(graceful=graceful, timeout=max(0.0, deadline - time.monotonic()))
-            except StopTimeout as error:
-                stuck.append(str(error))
-        self.channel.close()
-        for group in groups:
-            group.join(_KILL_GRACE)
+                group.stop(graceful=graceful, timeout=own)
+            except StopTimeout as error:  # judged below, once the channel has closed
+                _log.warning("%s", error)
+        self.channel.close()  # wakes whatever still waits on a mailbox or a reply
+        with self._lock:
+            left = [c for c in self._cells if c.thread is not threading.current_thread()]
+        grace = time.monotonic() + _KILL_GRACE
+        for cell in left:
+            cell.thread.join(max(0.0, grace - time.monotonic()))
+        stuck = [c.doing() for c in left if c.thread.is_alive()]
         if stuck:
-            raise StopTimeout("; ".join(stuck))
+            text = ", ".join(stuck)
+            raise StopTimeout(f"still busy after the stop deadline: {text}", tuple(stuck))

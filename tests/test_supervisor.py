@@ -440,6 +440,7 @@ def test_exceeding_intensity_escalates_once_and_fails_the_actor(
     assert harness.system.escalations == [escalation]
     assert harness.clock.sleeps == pytest.approx([0.1, 0.2, 0.4])  # no backoff before escalating
 
+    held.ref.stop(timeout=WAIT)  # joins the failed actor's thread (it is already ending)
     (snapshot,) = held.ref.stats()
     assert snapshot.state is ActorState.FAILED
     assert snapshot.errors == 4
@@ -447,18 +448,19 @@ def test_exceeding_intensity_escalates_once_and_fails_the_actor(
     assert not held.ref.alive
     assert recorder.payloads() == ["hold"]  # nothing after the booms was handled
 
-    failed = harness.dead_letters("worker")
-    assert [(d.message.id, d.reason) for d in failed] == [
-        (m.id, DeadLetterReason.FAILED) for m in booms
+    # The failed actor ended as a stopped one: what was queued behind the fatal message is
+    # dead-lettered at once (not kept until the system stops), and the name is free.
+    letters = [(d.message.id, d.reason) for d in harness.dead_letters("worker")]
+    assert letters == [(m.id, DeadLetterReason.FAILED) for m in booms] + [
+        (m.id, DeadLetterReason.STOPPED) for m in behind
     ]
+    assert "worker" not in harness.system.names()
 
     # Later messages to the failed actor are dead letters, never silently dropped.
     late = channel.send("worker", 9, sender="test", timeout=WAIT)
     harness.system.stop(timeout=WAIT)
-    letters = {d.message.id: d.reason for d in harness.dead_letters("worker")}
-    assert letters[late.id] is DeadLetterReason.STOPPED
-    for message in behind:  # queued behind the escalating failure: dead-lettered at stop
-        assert letters[message.id] is DeadLetterReason.STOPPED
+    late_letters = {d.message.id: d.reason for d in harness.dead_letters("worker")}
+    assert late_letters[late.id] is DeadLetterReason.UNKNOWN_RECIPIENT
     assert len(harness.escalations) == 1  # once, even after the stop
 
 
