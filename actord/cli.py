@@ -15,6 +15,7 @@ from typing import Any, cast
 from . import __version__, logctx
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .errors import ActordError
+from .sdnotify import Notifier
 from .signals import SignalQueue
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
@@ -68,7 +69,11 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         # First: from here on a SIGTERM is queued for the main loop (a clean stop, exit 0),
         # never Python's default "die now", however early in the start it comes.
-        return _run(args, SignalQueue().install())
+        signals = SignalQueue().install()
+        notifier = Notifier()  # under systemd, `systemctl status` says so at once
+        notifier.status("starting")
+        notifier.close()
+        return _run(args, signals)
     logctx.configure(args.log_level)
     if args.command is None:
         parser.print_help()

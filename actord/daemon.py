@@ -239,6 +239,7 @@ class Daemon:
         except BaseException as error:
             if isinstance(error, _StartStopped):
                 self.notifier.stopping()
+            self._release_quietly()  # jobs it had begun go back to the queue: no crash
             if self.metrics is not None:
                 self.metrics.stop(timeout=1.0)
             if started is not None:
@@ -380,12 +381,19 @@ class Daemon:
         if drain:
             left = self.app.drain(max(0.0, deadline - time.monotonic()))
             _log.info("drained; %d jobs stay journaled for the next start", left)
-        self.app.release()
+        self._release_quietly()
         self.server.stop(timeout=_CONNECTIONS_STOP)
         if self.metrics is not None:
             self.metrics.stop(timeout=_CONNECTIONS_STOP)
         self._stop_system(_ACTORS_STOP)
         return ExitCode.OK
+
+    def _release_quietly(self) -> None:
+        # A start cut short: the application may have begun running journaled jobs.
+        try:
+            self.app.release()
+        except ActordError as error:  # not started far enough, or the store is wedged
+            _log.warning("running jobs not released (they count as a crash): %s", error)
 
     def _stop_system(self, timeout: float) -> bool:
         # A handler that will not return cannot be interrupted: its job is journaled (it

@@ -59,3 +59,42 @@ def test_version() -> None:
     result = _actord("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("actord ")
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "expected"),
+    [
+        ("[daemon]\nmax_job = 3\n", (), "actord: daemon.max_job: unknown key"),
+        ("[daemon]\ndrain_deadline = -1\n", (), "actord: daemon.drain_deadline: must be"),
+        ("x = [", (), "actord: {config}: not valid TOML"),
+        (None, (), "actord: {config}: no such config file"),
+        ("", ("--max-jobs", "many"), "actord run: argument --max-jobs: invalid int value"),
+        ("", ("--frob",), "actord: unrecognized arguments: --frob"),
+    ],
+    ids=["unknown-key", "bad-value", "invalid-toml", "missing-file", "bad-value-flag", "bad-flag"],
+)
+def test_a_failed_start_says_why_in_one_line_and_exits_2(
+    tmp_path: Path, config: str | None, flags: tuple[str, ...], expected: str
+) -> None:
+    path = tmp_path / "actord.toml"
+    if config is not None:
+        path.write_text(config)
+    state = str(tmp_path / "state")
+    result = _actord("run", "--config", str(path), "--state-dir", state, *flags)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()  # one line: no traceback, no logging error
+    assert line.startswith(expected.format(config=path)), line
+    assert result.stdout == ""
+
+
+def test_a_state_dir_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir()
+    with open(state / "actord.lock", "w") as held:  # as a running daemon holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = _actord("run", "--state-dir", str(state), "--socket", str(tmp_path / "s"))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line == f"actord: daemon.state_dir: {state} is in use by another actord"
