@@ -10,6 +10,7 @@ from .clock import Clock, SystemClock
 from .errors import (
     ActorDead,
     ActordError,
+    ActorStopping,
     AskTimeout,
     BadPayload,
     ChannelClosed,
@@ -48,6 +49,7 @@ __all__ = [
     "ActorRef",
     "ActorState",
     "ActorStats",
+    "ActorStopping",
     "ActorSystem",
     "ActordError",
     "AdminCommand",
