@@ -260,6 +260,7 @@ class _Cell:
     """One thread running one actor instance at a time on a (possibly shared) mailbox."""
 
     __slots__ = (
+        "_backoff",
         "_batch",
         "_channel",
         "_clock",
@@ -316,8 +317,11 @@ class _Cell:
         self.current: Message | None = None
         # The hook running now, if any ("on_start", "on_stop", ...): names a stuck thread.
         self.hook: str | None = None
-        # Set to interrupt a backoff wait; the control lane interrupts a receive.
+        # Set by an immediate stop (the actor's `stop_requested`); the control lane
+        # interrupts a receive.
         self.stop_event = threading.Event()
+        # Set by any stop, graceful too: ends a backoff wait (no restart once stopping).
+        self._backoff = threading.Event()
         # Tripped by an immediate stop: ends a send, ask or receive this thread is blocked in.
         self.token = StopToken(member)
         # Set with stop_event by an immediate stop: checked before each message of a batch in
@@ -338,12 +342,17 @@ class _Cell:
         """Any thread: stop this member now, wherever the runtime has it blocked."""
         self.halt = True
         self.stop_event.set()
+        self._backoff.set()
         self.token.trip()
         self._inbox.control(ControlKind.STOP)
 
     def control(self, kind: ControlKind) -> None:
         """Any thread: a control request for this member alone (a restart, say)."""
         self._inbox.control(kind)
+
+    def end_backoff(self) -> None:
+        """Any thread, as a stop begins: a member waiting to restart gives up at once."""
+        self._backoff.set()
 
     def doing(self) -> str:
         """What the thread is busy with (for a stop that timed out)."""
@@ -458,7 +467,7 @@ class _Cell:
             return False
         self.counters.state = ActorState.RESTARTING
         _log.warning("restarting actor %s in %.3fs", self.member, decision.delay)
-        if self._clock.sleep(decision.delay, self.stop_event) or self._stopping():
+        if self._clock.sleep(decision.delay, self._backoff) or self._stopping():
             return False
         self.counters.restarts += 1
         return True

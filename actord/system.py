@@ -157,6 +157,10 @@ class _Group:
             others = [c for c in self.cells if c.thread is not threading.current_thread()]
         self._inbox.close()
         self._stop_now(others)
+        # Ended now, not when a member still inside handle() returns: queued messages and
+        # pending asks fail at once, the name is free; that member's leftovers become dead
+        # letters too (its inbox holds the old mailbox).
+        self._finalize()
         self._system._escalated(escalation)
 
     @staticmethod
@@ -202,6 +206,8 @@ class _Group:
             exited = self._live == 0
         if first:
             self._inbox.close()
+            for cell in cells:
+                cell.end_backoff()
             if not graceful:
                 self._stop_now(cells)
         if exited:
