@@ -2,16 +2,20 @@
 correlation id of the message being handled (the seed's thread-local storage).
 
 `install()` wraps the process's log record factory once, so the fields exist on every record
-from every logger, whichever handler formats it; outside an actor they are "-".
+from every logger, whichever handler formats it; outside an actor they are "-". A record made
+without that factory (before `install()`, or by a factory set after it) lacks them, and a plain
+``Formatter(LOG_FORMAT)`` fails on it; `formatter()` does not, and `configure()` sets up the
+root logger with it (use it instead of ``logging.basicConfig(format=LOG_FORMAT)``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TextIO
 
-__all__ = ["LOG_FORMAT", "bind", "current_actor", "install"]
+__all__ = ["LOG_FORMAT", "bind", "configure", "current_actor", "formatter", "install"]
 
 LOG_FORMAT: Final = (
     "%(asctime)s %(levelname)s %(name)s [actor=%(actor)s cid=%(correlation_id)s] %(message)s"
@@ -28,9 +32,11 @@ class _HasContext(Protocol):
 
 # One slot per thread: the actor cell running on it, if any.
 _local = threading.local()
-# _install_lock guards _installed.
+# _install_lock guards _installed and _handler.
 _install_lock = threading.Lock()
 _installed = False
+_handler: logging.Handler | None = None  # the root handler configure() added last
+_DEFAULTS: Final = {"actor": "-", "correlation_id": "-"}
 
 
 def bind(cell: _HasContext | None) -> None:
@@ -65,3 +71,27 @@ def install() -> None:
 
         logging.setLogRecordFactory(factory)
         _installed = True
+
+
+def formatter() -> logging.Formatter:
+    """A formatter for LOG_FORMAT that never fails for want of the context fields: a record
+    without them (made before `install()`) shows "-", as one from outside an actor does."""
+    return logging.Formatter(LOG_FORMAT, defaults=_DEFAULTS)
+
+
+def configure(level: str | int, stream: TextIO | None = None) -> None:
+    """Log records of `level` and above to `stream` (stderr if None) in LOG_FORMAT, with the
+    context fields installed. Idempotent: a second call replaces the handler the first one
+    added to the root logger (and only that one), so nothing is logged twice."""
+    global _handler  # noqa: PLW0603 - the one root handler this module owns
+    install()
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(formatter())
+    root = logging.getLogger()
+    with _install_lock:
+        if _handler is not None:
+            root.removeHandler(_handler)
+        root.addHandler(handler)
+        _handler = handler
+    # Names as the command line gives them ("info") as well as logging's own ("INFO").
+    root.setLevel(level.upper() if isinstance(level, str) else level)

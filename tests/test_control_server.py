@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -21,6 +20,7 @@ from actord.control.protocol import ErrorCode, encode_request
 from actord.control.server import Call, ControlServer, HandlerError
 
 from ._daemon import connect_unix
+from ._peers import probe_as_nobody
 
 
 def handler(call: Call) -> Any:
@@ -153,40 +153,16 @@ def test_another_user_is_forbidden(tmp_path: Path) -> None:
     os.chmod(shared, 0o755)
     srv = ControlServer(str(shared / "run" / "s.sock"), recording, idle_timeout=5.0)
     srv.start()
-    os.chmod(Path(srv.path).parent, 0o755)  # let nobody reach the socket to be refused
-    os.chmod(srv.path, 0o666)
-    nobody = pwd.getpwnam("nobody")
-    read_end, write_end = os.pipe()
     try:
-        child = os.fork()
-        if child == 0:  # the child: become nobody, then be a client (no exec needed)
-            code = "error"
-            try:
-                os.setgroups([])
-                os.setgid(nobody.pw_gid)
-                os.setuid(nobody.pw_uid)
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(10)
-                sock.connect(srv.path)
-                sock.sendall(encode_request(1, "echo", []))
-                code = msgpack.unpackb(sock.recv(4096), raw=False)[2]["code"]
-            finally:
-                os.write(write_end, str(code).encode())
-                os._exit(0)
-        os.close(write_end)
-        write_end = -1
-        _, status = os.waitpid(child, 0)
-        answer = os.read(read_end, 100).decode()
+        os.chmod(Path(srv.path).parent, 0o755)  # let nobody reach the socket to be refused
+        os.chmod(srv.path, 0o666)
+        seen = probe_as_nobody(srv.path, "echo")
     finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
         srv.stop()
         shutil.rmtree(shared)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert answer == "forbidden"
-
-    assert calls == []  # the handler never ran
+    refusal = [1, 0, {"code": "forbidden", "message": "this user may not control actord"}, None]
+    assert seen == {"replies": [refusal], "write": "BrokenPipeError", "client": "forbidden"}
+    assert calls == []  # the handler never ran, not even for the client's request
 
 
 def test_stop_joins_every_thread_and_removes_the_socket(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the watchdog and socket activation against a real `actord run`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -122,18 +123,55 @@ class _Watchdog(threading.Thread):
                     self.resumed.set()
 
 
+# Catastrophic backtracking: rejecting a line of n x's takes time doubling with each x.
+_WEDGE = r"(?P<a>(x+x+)+y)"
+# The wedge costs this much CPU: on an idle machine it lasts as long, on a busy one longer,
+# never shorter. Long past the 1 s stuck-after, so the silence it causes is well over 3 s.
+_WEDGE_CPU = 7.0
+# ... but no longer than this by the wall clock as timed here, so that on a heavily loaded
+# machine the test stays well inside its timeouts (watch: 60 s per wait; pytest: 60 s).
+_WEDGE_WALL_MAX = 20.0
+
+
+def _seconds_to_reject(width: int) -> tuple[float, float]:
+    """(CPU, wall) seconds, each the median of 3, for the parser's fullmatch to reject one
+    line of `width` x's, timed in this process, on the same CPU as the daemon's parser."""
+    fullmatch = re.compile(_WEDGE).fullmatch
+    cpu, wall = [], []
+    for _ in range(3):
+        cpu_start, wall_start = time.thread_time(), time.perf_counter()
+        assert fullmatch("x" * width) is None
+        cpu.append(time.thread_time() - cpu_start)
+        wall.append(time.perf_counter() - wall_start)
+    return sorted(cpu)[1], sorted(wall)[1]
+
+
+def _wedge_lines() -> tuple[int, int]:
+    """(width, lines): that many lines of `width` x's cost the parser about _WEDGE_CPU here.
+    A fixed count lasts half as long on a CPU twice as fast (and the silence it must cause
+    shrinks below what the test asserts), or twice as long on a slower one."""
+    width = 22
+    cpu, wall = _seconds_to_reject(width)
+    while cpu > _WEDGE_CPU / 8 and width > 12:  # a slow machine: shorter lines
+        width -= 1
+        cpu, wall = _seconds_to_reject(width)
+    return width, max(1, round(min(_WEDGE_CPU / cpu, _WEDGE_WALL_MAX / wall)))
+
+
 def test_the_watchdog_pings_only_while_every_actor_is_healthy(daemons: Daemons) -> None:
     daemon = daemons("--stuck-after", "1", "--parsers", "1")
     daemon.env["WATCHDOG_USEC"] = "1000000"  # a ping wanted every 0.5 s
     daemon.start()
-    # Wedge the only parser on one message: one block of 60 lines of ~0.1 s each (~6 s).
+    # Wedge the only parser on one message: one block of lines costing ~7 s of CPU.
+    width, lines = _wedge_lines()
     source = daemon.inputs / "wedge.log"
-    source.write_text(("x" * 22 + "\n") * 60)
+    source.write_text(("x" * width + "\n") * lines)
+    assert source.stat().st_size < 1 << 20  # one block
     job = {
         "kind": "log",
         "input": str(source),
         "output": str(daemon.outputs / "wedge.jsonl"),
-        "options": {"pattern": r"(?P<a>(x+x+)+y)", "block_bytes": 1 << 20},
+        "options": {"pattern": _WEDGE, "block_bytes": 1 << 20},
     }
     manager = _Watchdog(daemon)
     manager.start()
@@ -150,8 +188,8 @@ def test_the_watchdog_pings_only_while_every_actor_is_healthy(daemons: Daemons) 
     assert final["state"] == "done"
     during = [t for t in manager.times if before <= t <= ended]
     gaps = [b - a for a, b in zip([before, *during], [*during, ended], strict=True)]
-    # A healthy daemon pings every 0.5 s; the wedge (flagged after 1 s) silences it for ~5 s.
-    assert max(gaps) > 3.0, gaps
+    # A healthy daemon pings every 0.5 s; the wedge (flagged after 1 s) silences it for 6 s or more.
+    assert max(gaps) > 3.0, (gaps, width, lines)
     assert len(manager.times) > len(during)  # pings before or after the wedge
 
 

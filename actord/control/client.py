@@ -17,6 +17,7 @@ from .protocol import (
     DEFAULT_FRAME_LIMIT,
     FrameDecoder,
     Notification,
+    ProtocolError,
     Response,
     encode_request,
 )
@@ -96,7 +97,16 @@ class Client:
         `timeout` bounds each wait for data (None: the client's)."""
         msgid = next(self._ids)
         self._sock.settimeout(self.timeout if timeout is None else timeout)
-        self._sock.sendall(encode_request(msgid, method, params))
+        try:
+            self._sock.sendall(encode_request(msgid, method, params))
+        except (BrokenPipeError, ConnectionResetError) as error:
+            # A server that refuses a peer (forbidden, busy) answers at once and closes
+            # without reading, so the write can fail after the answer came: the answer,
+            # still in our receive buffer, says why; the broken pipe only says that it did.
+            refusal = self._refusal()
+            if refusal is None:
+                raise
+            raise refusal from error
         while True:
             message = self._next()
             if isinstance(message, Notification):
@@ -108,6 +118,16 @@ class Client:
             if message.error is not None:
                 raise RemoteError(message.error["code"], str(message.error.get("message", "")))
             return message.result
+
+    def _refusal(self) -> RemoteError | None:
+        """After a failed write: the error the server sent before it closed, if it sent one."""
+        while True:
+            try:
+                message = self._next()
+            except (OSError, ProtocolError):
+                return None  # closed (or reset) with no whole frame: nothing to tell
+            if isinstance(message, Response) and message.msgid == 0 and message.error:
+                return RemoteError(message.error["code"], str(message.error.get("message", "")))
 
     def _next(self) -> Response | Notification:
         while not self._pending:
