@@ -370,16 +370,18 @@ class _Cell:
         counters = self.counters
         counters.native_thread_id = threading.get_native_id()
         try:
-            while True:
-                actor = self._start_instance()
-                if actor is None:
-                    return
+            actor = self._start_instance()
+            while actor is not None:
                 counters.state = ActorState.RUNNING
                 outcome = self._serve(actor)
                 if outcome.stop_kind is ControlKind.RESTART:
+                    if self._stopping():  # asked for before the stop began: the stop wins
+                        _log.info("not restarting actor %s: it is stopping", self.member)
+                        continue
                     _log.info("restarting actor %s on request", self.member)
                     self._stop_instance(actor)
                     counters.restarts += 1
+                    actor = self._start_instance()
                     continue
                 if outcome.error is None:
                     counters.state = ActorState.STOPPING
@@ -389,6 +391,7 @@ class _Cell:
                 self._failed(actor, outcome.error, outcome.message)
                 if not self._restart_after_backoff(outcome.error):
                     return
+                actor = self._start_instance()
         finally:
             usage = resource.getrusage(resource.RUSAGE_THREAD)  # this thread's own CPU
             counters.cpu_at_exit = (usage.ru_utime, usage.ru_stime)

@@ -45,9 +45,9 @@ class App(Protocol):
     def reconfigure(self, config: Config) -> list[str]:
         """Apply a reloaded config; returns the changes that need a restart to apply."""
 
-    def drain(self, timeout: float) -> int:
+    def drain(self, timeout: float) -> int | None:
         """Take no new work and wait up to `timeout` for work in flight; returns how many
-        units of work are left for the next start."""
+        units of work are left for the next start, or None if the deadline came first."""
 
     def release(self) -> None:
         """The daemon stops now: leave unfinished work recorded for the next start."""

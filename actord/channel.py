@@ -126,11 +126,12 @@ class Inbox:
         many. Requests among them fail with `ActorDead` at once."""
         return self._channel._discard(self._mailbox)
 
-    def control(self, kind: ControlKind) -> None:
+    def control(self, kind: ControlKind, *, anyone: bool = False) -> None:
         """A CONTROL message for this member alone (never blocks): a stop or a restart
-        reaches every member of a pool, never the one that happens to be free twice."""
+        reaches every member of a pool, never the one that happens to be free twice. With
+        `anyone`, for whichever member takes it first (a pool shrinking by one)."""
         message = Message(MessageType.CONTROL, "$system", self._mailbox.name, Control(kind))
-        self._mailbox.put_control(message, self.member)
+        self._mailbox.put_control(message, None if anyone else self.member)
 
     def size(self) -> tuple[int, int]:
         """(depth, capacity) of this mailbox; (0, 0) once it has been drained for good."""

@@ -7,7 +7,9 @@ foreground; `actorctl` (in `control/ctl.py`) talks to it over the control socket
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -70,6 +72,8 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
         # First: from here on a SIGTERM is queued for the main loop (a clean stop, exit 0),
         # never Python's default "die now", however early in the start it comes.
         signals = SignalQueue().install()
+        # `kill -USR1` writes every thread's stack to stderr: what a stuck daemon is doing.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         notifier = Notifier()  # under systemd, `systemctl status` says so at once
         notifier.status("starting")
         notifier.close()

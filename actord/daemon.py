@@ -43,7 +43,7 @@ from .control.server import ControlServer, HandlerError
 from .errors import ActordError, StopTimeout
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
-from .signals import SignalQueue
+from .signals import STOPS, SignalQueue
 from .supervisor import Escalation
 from .system import ActorSystem
 
@@ -92,9 +92,6 @@ class _Escalated:
     escalation: Escalation
 
 
-_Event = int | _Reload | _Shutdown | _Escalated
-
-
 class Daemon:
     """Run with `run()` on the main thread; returns the process's exit code."""
 
@@ -119,7 +116,7 @@ class Daemon:
         # handlers may be installed long before (by `actord run`, first thing).
         self._owns_signals = signals is None
         self._signals = signals or SignalQueue()
-        self._events: queue.SimpleQueue[_Event] = self._signals.events
+        self._events = self._signals
         self.notifier = Notifier(self.env)
 
     def _load(self) -> Config:
@@ -309,7 +306,7 @@ class Daemon:
     def _loop(self) -> int:
         while True:
             try:
-                event = self._events.get(timeout=_STATUS_EVERY)
+                event = self._events.get(_STATUS_EVERY)
             except queue.Empty:
                 self.notifier.status(self._summary())
                 continue
@@ -322,7 +319,7 @@ class Daemon:
                 _log.critical("stopping: actor %s keeps failing", escalation.actor)
                 self._stop(drain=False)
                 return ExitCode.FAILED
-            else:
+            elif isinstance(event, _Shutdown) or (isinstance(event, int) and event in STOPS):
                 reason = (
                     event.reason if isinstance(event, _Shutdown) else signal.Signals(event).name
                 )
@@ -374,18 +371,36 @@ class Daemon:
 
     def _stop(self, *, drain: bool) -> int:
         # The drain has the whole deadline; stopping what is left then takes under a second.
+        began = time.monotonic()
+        deadline = began + self._deadline
         self.notifier.stopping()
         self.draining = True
-        deadline = time.monotonic() + self._deadline
         self.server.close_listener()
         if drain:
             left = self.app.drain(max(0.0, deadline - time.monotonic()))
-            _log.info("drained; %d jobs stay journaled for the next start", left)
+            if left is None:
+                _log.info("drain deadline reached: running jobs go back to the queue")
+            else:
+                _log.info("drained; %d jobs stay journaled for the next start", left)
+        drained = time.monotonic()
         self._release_quietly()
+        # Every actor told at once, before the connections are closed: a pool busy with CPU
+        # work (a thread parser holds the GIL) ends after its unit, and the rest is quick.
+        self.system.halt()
+        released = time.monotonic()
         self.server.stop(timeout=_CONNECTIONS_STOP)
         if self.metrics is not None:
             self.metrics.stop(timeout=_CONNECTIONS_STOP)
+        closed = time.monotonic()
         self._stop_system(_ACTORS_STOP)
+        _log.info(
+            "stopped in %.2fs: drain %.2fs, release %.2fs, connections %.2fs, actors %.2fs",
+            time.monotonic() - began,
+            drained - began,
+            released - drained,
+            closed - released,
+            time.monotonic() - closed,
+        )
         return ExitCode.OK
 
     def _release_quietly(self) -> None:

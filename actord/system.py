@@ -121,8 +121,9 @@ class _Group:
             for cell in started:
                 self._system._started(cell)
                 cell.thread.start()
-        for _ in range(max(-delta, 0)):
-            self._system.channel.send_control(self.name, ControlKind.RETIRE)
+            # Into our own mailbox, under the lock: never a pool that reuses the name.
+            for _ in range(max(-delta, 0)):
+                self._inbox.control(ControlKind.RETIRE, anyone=True)
 
     def _check_running(self) -> None:
         # Called with _lock held.
@@ -440,6 +441,16 @@ class ActorSystem:
             if group in self._order:
                 self._order.remove(group)
 
+    def halt(self) -> None:
+        """Tell every actor to stop now (in reverse start order) without waiting for any:
+        each ends after the message in hand, or at once where the runtime has it blocked.
+        `stop()` then joins them. No actor is accepted from here on."""
+        with self._lock:
+            self._stopping = True
+            groups = list(reversed(self._order))
+        for group in groups:
+            group.stop(graceful=False, timeout=0.0, wait=False)
+
     def stop(self, *, graceful: bool = True, timeout: float = 10.0) -> None:
         """Stop every actor in reverse start order, then close the channel and the timers.
 
@@ -449,12 +460,11 @@ class ActorSystem:
         Either way every runtime thread is joined, or `StopTimeout` names the ones still
         busy and what they hold. No actor is accepted once the stop has begun.
         """
+        if not graceful:
+            self.halt()  # all told first: an idle actor never waits on a busy one
         with self._lock:
             self._stopping = True
             groups = list(reversed(self._order))
-        if not graceful:
-            for group in groups:  # all told first: an idle actor never waits on a busy one
-                group.stop(graceful=False, timeout=timeout, wait=False)
         deadline = time.monotonic() + timeout
         for group in groups:
             own = timeout if graceful else max(0.0, deadline - time.monotonic())

@@ -8,6 +8,7 @@ path under the configured roots and then asks the store with a typed message.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 from prometheus_client.registry import Collector
 
-from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed
+from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
 from actord.app import Method
 from actord.config import Config
 from actord.control.methods import param
@@ -29,7 +30,15 @@ from actord.control.paths import confine, confine_pair
 from actord.control.protocol import ErrorCode, ProtocolError
 from actord.control.server import Call, HandlerError
 
-from .jobs import JOBS, STATEFUL, JobSystemConfig, start_job_system, validate_spec
+from .jobs import (
+    FFT_WORKERS,
+    JOBS,
+    PARSERS,
+    STATEFUL,
+    JobSystemConfig,
+    start_job_system,
+    validate_spec,
+)
 from .jobs_metrics import JobsCollector
 from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
 from .monitor import Monitor
@@ -179,17 +188,21 @@ class JobService:
         self.config = config
         return pending
 
-    def drain(self, timeout: float) -> int:
+    def drain(self, timeout: float) -> int | None:
         try:
             drained = self._ask(Drain(), timeout=max(timeout, 0.001))
         except AskTimeout:
-            counts = self._ask(StoreStatus(), timeout=2.0)
-            assert isinstance(counts, JobCounts)
-            return counts.queued + counts.running
+            return None  # the deadline came first: nothing more is asked, time is short
         assert isinstance(drained, Drained)
         return drained.queued
 
     def release(self) -> None:
+        # The work stops first: a thread parser holds the GIL for a whole block, and with
+        # the cores busy every hand-off to the store would wait for one. What the pools hold
+        # becomes dead letters; the store then puts the running jobs back in the queue.
+        for pool in (PARSERS, FFT_WORKERS):
+            with contextlib.suppress(UnknownActor):
+                self.system.lookup(pool).stop(graceful=False, wait=False)
         self._ask(Release(), timeout=5.0)
         with self._lock:
             inboxes = list(self._inboxes)
