@@ -193,18 +193,22 @@ def test_actor_timer_once_and_repeating_with_cancel(system: ActorSystem) -> None
             ticks.append(message.payload)
             if message.payload == "tick" and ticks.count("tick") == 3:
                 self.timer.cancel()
-                # Delivered after any tick already in flight: the marker of "no more ticks".
+                # Posted after any tick already in flight (one timer thread, in deadline
+                # order), so ticks fired before the cancel may still come before it.
                 self.schedule(0.05, "marker")
                 three.set()
             if message.payload == "marker":
+                self.schedule(0.05, "marker2")  # five intervals later
+            if message.payload == "marker2":
                 after_cancel.set()
 
     system.spawn(Ticker, "ticker")
     assert three.wait(WAIT)
     assert after_cancel.wait(WAIT)
     assert ticks.count("once") == 1
-    assert ticks.count("tick") == 3
-    assert ticks[-1] == "marker"
+    assert ticks.count("tick") >= 3  # more if the actor fell behind a busy timer
+    # A live timer would have fired about five times between the markers: none after cancel.
+    assert ticks[ticks.index("marker") :] == ["marker", "marker2"]
 
 
 def test_system_schedule_to_another_actor(system: ActorSystem, recorder: Recorder) -> None:
