@@ -4,10 +4,10 @@ Actors are threads that share nothing and talk only through typed messages on on
 `ThreadChannel`. Start with `ActorSystem`, subclass `Actor`, and hold `ActorRef`s.
 """
 
-from .actor import Actor, ActorRef
-from .channel import DEAD_LETTERS, ThreadChannel
-from .clock import Clock, SystemClock
-from .errors import (
+from .runtime.actor import Actor, ActorRef
+from .runtime.channel import DEAD_LETTERS, ThreadChannel
+from .runtime.clock import Clock, SystemClock
+from .runtime.errors import (
     ActorDead,
     ActordError,
     ActorStopping,
@@ -22,8 +22,8 @@ from .errors import (
     StopTimeout,
     UnknownActor,
 )
-from .logctx import LOG_FORMAT
-from .message import (
+from .runtime.logctx import LOG_FORMAT
+from .runtime.message import (
     AdminCommand,
     Batch,
     Control,
@@ -34,10 +34,10 @@ from .message import (
     MessageType,
     Pong,
 )
-from .stats import ActorState, ActorStats, Histogram
-from .supervisor import Decision, Escalation, RestartPolicy, Supervisor
-from .system import ActorSystem
-from .timers import Timer, TimerService
+from .runtime.stats import ActorState, ActorStats, Histogram
+from .runtime.supervisor import Decision, Escalation, RestartPolicy, Supervisor
+from .runtime.system import ActorSystem
+from .runtime.timers import Timer, TimerService
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,8 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from actord import Actor, ActorSystem, Message
-from actord.metrics import MetricsServer, RuntimeCollector
+from actord.daemon.health import GetSample, Monitor, MonitorSample
+from actord.daemon.metrics import MetricsServer, RuntimeCollector
 
 from .jobs import JOBS, JobSystemConfig, start_job_system
 from .model import (
@@ -33,7 +34,6 @@ from .model import (
     LogSummary,
     Progress,
 )
-from .monitor import GetSample, Monitor, MonitorSample
 
 __all__ = ["DemoOptions", "main", "write_sample_log", "write_sample_stack"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from actord.errors import InvalidArgument
+from actord.runtime.errors import InvalidArgument
 
 __all__ = ["BUILTIN_FORMATS", "LogFormat", "resolve_format"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from actord.errors import ActordError, ErrorCode
-from actord.journal import JournalState
+from actord.runtime.errors import ActordError, ErrorCode
+from actors.journal import JournalState
 
 __all__ = [
     "ArrayPlan",

@@ -23,12 +23,13 @@ from typing import Any, Final
 from prometheus_client.registry import Collector
 
 from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
-from actord.app import Method
-from actord.config import Config
 from actord.control.methods import param
-from actord.control.paths import confine, confine_pair
 from actord.control.protocol import ErrorCode, ProtocolError
 from actord.control.server import Call, HandlerError
+from actord.daemon.app import Method
+from actord.daemon.config import Config
+from actord.daemon.health import Monitor
+from actors.paths import confine, confine_pair
 
 from .jobs import (
     FFT_WORKERS,
@@ -41,7 +42,6 @@ from .jobs import (
 )
 from .jobs_metrics import JobsCollector
 from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
-from .monitor import Monitor
 from .store import Accept, Drain, Drained, JobCounts, JobStore, Release, SetMaxJobs, StoreStatus
 from .wire import info_to_wire, spec_from_wire
 
@@ -67,7 +67,7 @@ def _answer(answer: object) -> Any:
 
 
 class JobService:
-    """The `App` that `actord run` loads by default (see `actord.app`)."""
+    """The `App` that `actord run` loads by default (see `actord.daemon.app`)."""
 
     def __init__(self, system: ActorSystem, config: Config) -> None:
         self.system = system

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Final
 
 from actord import Actor, InvalidArgument, Message, UnknownActor
-from actord.control.paths import confine, confine_pair
 from actord.control.protocol import ProtocolError
-from actord.journal import Journal, JournaledJob
+from actors.journal import Journal, JournaledJob
+from actors.paths import confine, confine_pair
 
 from .model import (
     Cancel,

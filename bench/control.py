@@ -110,7 +110,7 @@ def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     notify.bind(str(base / "notify"))
     notify.settimeout(60)
     env = {**os.environ, "NOTIFY_SOCKET": str(base / "notify"), "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "actord.cli", "run", "--socket", sock]
+    args = [sys.executable, "-m", "actord", "run", "--socket", sock]
     args += ["--state-dir", str(base / "state"), "--metrics-address", "", "--log-level", "WARNING"]
     args += ["--max-connections", "64"]
     proc = subprocess.Popen(args, env=env)

@@ -68,7 +68,7 @@ from actord import (
     StopTimeout,
     UnknownActor,
 )
-from actord.errors import ActorStopping
+from actord.runtime.errors import ActorStopping
 
 SLACK = 2.0  # an ask ends within its timeout plus this
 STOP_TIMEOUT = 5.0  # for every stop; a stop that needs it is a violation (StopTimeout)

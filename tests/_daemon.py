@@ -53,7 +53,7 @@ class DaemonProcess:
         return [
             sys.executable,
             "-m",
-            "actord.cli",
+            "actord",
             "run",
             "--socket",
             self.socket,
@@ -125,7 +125,12 @@ class DaemonProcess:
     def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "ACTORD_SOCKET": self.socket, "PYTHONPATH": str(ROOT)}
         return subprocess.run(
-            [sys.executable, "-c", "from actord.cli import actorctl_main as m; exit(m())", *args],
+            [
+                sys.executable,
+                "-c",
+                "from actord.daemon.cli import actorctl_main as m; exit(m())",
+                *args,
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -45,7 +45,7 @@ from actord import (
     Message,
     RestartPolicy,
 )
-from actord.system import _SINGLE_BATCH as SINGLE_BATCH  # most a single actor takes at once
+from actord.runtime.system import _SINGLE_BATCH as SINGLE_BATCH  # most a single actor takes at once
 from tests.conftest import WAIT, FakeClock
 
 SINGLES = ("alpha", "beta")

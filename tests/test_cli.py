@@ -12,7 +12,9 @@ import pytest
 
 
 def _actord(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from actord.cli import actord_main; sys.exit(actord_main(sys.argv[1:]))"
+    code = (
+        "import sys; from actord.daemon.cli import actord_main; sys.exit(actord_main(sys.argv[1:]))"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
     )

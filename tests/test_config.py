@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actord.config import Config, ConfigError, load_config
+from actord.daemon.config import Config, ConfigError, load_config
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -212,7 +212,7 @@ def test_a_socket_group_owns_the_socket_and_its_directory(tmp_path: Path) -> Non
 
 
 def test_an_unknown_socket_group_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
-    from actord.config import ConfigError
+    from actord.daemon.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"daemon\.socket_group"):
         ControlServer(str(tmp_path / "s.sock"), handler, group="no-such-group-here")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from actord import InvalidArgument, UnknownActor
-from actord.journal import Journal, JournalState
+from actors.journal import Journal, JournalState
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_a_submitted_job_survives_kill_9(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        from actord.journal import Journal
+        from actors.journal import Journal
         j = Journal({str(path)!r})
         job, _ = j.submit("log", b"spec", idempotency_key="once")
         j.mark_running(job.id)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-import actord.errors as actord_errors
-import actord.system
+import actord.runtime.errors as actord_errors
+import actord.runtime.system
 from actord import (
     Actor,
     ActorDead,
@@ -36,7 +36,7 @@ from actord import (
     StopTimeout,
     UnknownActor,
 )
-from actord.mailbox import Mailbox
+from actord.runtime.mailbox import Mailbox
 
 from .conftest import WAIT, Call, Recorder, RecordingActor
 
@@ -514,7 +514,7 @@ def test_publish_counts_only_deliveries(system: ActorSystem, recorder: Recorder)
 def test_system_stop_joins_or_names_an_actor_that_was_already_stopping(
     system: ActorSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actord.system, "_KILL_GRACE", 0.1)
+    monkeypatch.setattr(actord.runtime.system, "_KILL_GRACE", 0.1)
     entered, release = threading.Event(), threading.Event()
     lingering = system.spawn(lambda: Hold(entered, release), "lingering")
     try:

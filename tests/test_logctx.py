@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from actord import logctx
-from actord.logctx import LOG_FORMAT
+from actord.runtime import logctx
+from actord.runtime.logctx import LOG_FORMAT
 
 
 class _Cell:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from actord import Control, ControlKind, MailboxClosed, MailboxFull, Message, MessageType
-from actord.mailbox import Mailbox
+from actord.runtime.mailbox import Mailbox
 
 from .conftest import WAIT, Call
 

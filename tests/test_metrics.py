@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actord import Actor, ActorSystem, Message
-from actord.metrics import DaemonCollector, MetricsServer, RuntimeCollector
+from actord.daemon.metrics import DaemonCollector, MetricsServer, RuntimeCollector
 
 from .conftest import WAIT
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 from actord import Actor, ActorSystem, Message
-from actors.monitor import GetSample, Monitor, MonitorSample, thread_cpu_times
+from actord.daemon.health import GetSample, Monitor, MonitorSample, thread_cpu_times
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
 

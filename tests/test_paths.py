@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actord.control.paths import confine, confine_pair
 from actord.control.protocol import ErrorCode, ProtocolError
+from actors.paths import confine, confine_pair
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actord.sdnotify import Notifier, listen_fds, watchdog_interval
+from actord.daemon.sdnotify import Notifier, listen_fds, watchdog_interval
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actord.signals import SignalQueue
+from actord.daemon.signals import SignalQueue
 
 LONG = 30.0  # a wait that only a missed wake-up would run out
 

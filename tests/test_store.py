@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from actord import ActorSystem, RestartPolicy
-from actord.journal import Journal
 from actors.jobs import JOBS, JobSystemConfig, start_job_system
+from actors.journal import Journal
 from actors.model import (
     Cancel,
     Executor,

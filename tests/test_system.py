@@ -164,9 +164,9 @@ def test_graceful_stop_falls_back_to_immediate_after_the_deadline(system: ActorS
 def test_stop_timeout_names_an_actor_stuck_in_handle(
     system: ActorSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actord.system
+    import actord.runtime.system
 
-    monkeypatch.setattr(actord.system, "_KILL_GRACE", 0.05)
+    monkeypatch.setattr(actord.runtime.system, "_KILL_GRACE", 0.05)
     entered, release = threading.Event(), threading.Event()
     ref = system.spawn(lambda: Gate(entered, release), "stuck")
     ref.tell(0)

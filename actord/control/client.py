@@ -43,7 +43,7 @@ class NotRunning(ConnectionError):
 def default_socket(env: dict[str, str] | None = None) -> str:
     """``$ACTORD_SOCKET``, else where a daemon run by this user puts it by default, else the
     system service's socket if only that one exists."""
-    from ..config import Config  # noqa: PLC0415 - only for the default path
+    from ..daemon.config import Config  # noqa: PLC0415 - only for the default path
 
     env = dict(os.environ) if env is None else env
     if env.get("ACTORD_SOCKET"):

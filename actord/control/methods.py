@@ -13,16 +13,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
-from ..errors import (
+from ..runtime.errors import (
     ActordError,
     AskTimeout,
     InvalidArgument,
     MailboxFull,
     UnknownActor,
 )
-from ..message import AdminCommand, MessageType, Scalar
-from ..stats import ActorStats
-from ..system import ActorSystem
+from ..runtime.message import AdminCommand, MessageType, Scalar
+from ..runtime.stats import ActorStats
+from ..runtime.system import ActorSystem
 from .protocol import ErrorCode, ProtocolError
 from .server import Call, HandlerError
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..config import ConfigError
-from ..errors import ActordError
+from ..daemon.config import ConfigError
+from ..runtime.errors import ActordError
 from .protocol import (
     DEFAULT_FRAME_LIMIT,
     ErrorCode,

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from . import __version__, logctx
+from .. import __version__
+from ..runtime import logctx
+from ..runtime.errors import ActordError
 from .config import DEFAULT_CONFIG_PATH, ConfigError
-from .errors import ActordError
 from .sdnotify import Notifier
 from .signals import SignalQueue
 
@@ -144,7 +145,7 @@ def _add_run(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
-    from .daemon import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
+    from .main import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
 
     overrides: dict[str, object] = {}
     for _, key, _, _ in _RUN_FLAGS:
@@ -169,7 +170,7 @@ def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
 
 
 def actorctl_main(argv: Sequence[str] | None = None) -> int:
-    from .control.ctl import main  # noqa: PLC0415 - keeps `actord` imports small
+    from ..control.ctl import main  # noqa: PLC0415 - keeps `actord` imports small
 
     return main(argv)
 

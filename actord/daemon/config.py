@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgument
+from ..runtime.errors import InvalidArgument
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .errors import InvalidArgument, UnknownActor
+from actord.runtime.errors import InvalidArgument, UnknownActor
 
 __all__ = ["Journal", "JournalState", "JournaledJob"]
 

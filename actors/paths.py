@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .protocol import ErrorCode, ProtocolError
+from actord.control.protocol import ErrorCode, ProtocolError
 
 __all__ = ["confine", "confine_pair"]
 

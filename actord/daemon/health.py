@@ -14,11 +14,11 @@ from typing import Final
 
 import psutil
 
-from actord import Actor, ActorState, ActorSystem, Message, Timer
+from .. import Actor, ActorState, ActorSystem, Message, Timer
 
 __all__ = ["ActorSample", "GetSample", "Monitor", "MonitorSample", "thread_cpu_times"]
 
-_log: Final = logging.getLogger("actors.monitor")
+_log: Final = logging.getLogger("actord.health")
 
 
 @dataclass(frozen=True, slots=True)

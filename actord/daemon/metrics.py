@@ -27,9 +27,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .channel import ThreadChannel
-from .message import DeadLetterReason, MessageType
-from .stats import ActorState, ActorStats
+from ..runtime.channel import ThreadChannel
+from ..runtime.message import DeadLetterReason, MessageType
+from ..runtime.stats import ActorState, ActorStats
 
 __all__ = [
     "HISTOGRAM_BOUNDS",

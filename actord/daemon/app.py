@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from prometheus_client.registry import Collector
 
+from ..control.server import Call
+from ..runtime.system import ActorSystem
 from .config import Config, ConfigError
-from .control.server import Call
-from .system import ActorSystem
 
 __all__ = ["App", "AppFactory", "Method", "load_app"]
 

@@ -34,18 +34,18 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import __version__
+from .. import __version__
+from ..control.methods import Dispatcher, runtime_methods
+from ..control.protocol import ErrorCode
+from ..control.server import ControlServer, HandlerError
+from ..runtime.errors import ActordError, StopTimeout
+from ..runtime.supervisor import Escalation
+from ..runtime.system import ActorSystem
 from .app import App, load_app
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from .control.methods import Dispatcher, runtime_methods
-from .control.protocol import ErrorCode
-from .control.server import ControlServer, HandlerError
-from .errors import ActordError, StopTimeout
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue
-from .supervisor import Escalation
-from .system import ActorSystem
 
 __all__ = ["Daemon", "ExitCode"]
 
