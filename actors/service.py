@@ -1,7 +1,7 @@
 """The job service: what `actord run` hosts by default (``daemon.app``).
 
-It spawns the job system (jobs actor, parser and FFT pools), the job store (which owns the
-journal) and the monitor, and adds the job methods to the control socket: ``submit``,
+It spawns the job system (jobs actor, parser and FFT pools) and the job store (which owns
+the journal); the daemon adds its own monitor. It adds the job methods to the control socket: ``submit``,
 ``jobs``, ``job``, ``cancel`` and ``watch``. Each method checks its params, confines every
 path under the configured roots and then asks the store with a typed message.
 """
@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +28,6 @@ from actord.control.protocol import ErrorCode, ProtocolError
 from actord.control.server import Call, HandlerError
 from actord.daemon.app import Method
 from actord.daemon.config import Config
-from actord.daemon.health import Monitor
 from actors.paths import confine, confine_pair
 
 from .jobs import (
@@ -48,7 +47,6 @@ from .wire import info_to_wire, spec_from_wire
 __all__ = ["STORE", "JobService"]
 
 STORE: Final = "store"
-MONITOR: Final = "monitor"
 _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
 _COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
@@ -75,7 +73,6 @@ class JobService:
         # Replaced whole by a reload (main thread), read by connection threads: one tuple.
         self.roots = (config.paths.input_roots, config.paths.output_roots)
         self._watchers = itertools.count(1)
-        self._watchdog: tuple[Callable[[], object], float] | None = None
         # _lock guards _inboxes: the mailboxes of the watches in progress.
         self._lock = threading.Lock()
         self._inboxes: set[str] = set()
@@ -112,20 +109,6 @@ class JobService:
             policy=STATEFUL,  # a crash escalates: the journal is re-read by a fresh daemon
         )
         self.system.channel.subscribe(JOBS, STORE)
-        stuck_after, ping = config.daemon.stuck_after, self._watchdog
-        interval = min(1.0, ping[1]) if ping else 1.0
-        self.system.spawn(
-            lambda: Monitor(
-                self.system,
-                interval=interval,
-                stuck_after=stuck_after,
-                on_healthy=ping[0] if ping else None,
-            ),
-            MONITOR,
-        )
-
-    def set_watchdog(self, ping: Callable[[], object], interval: float) -> None:
-        self._watchdog = (ping, interval)
 
     def collectors(self) -> list[Collector]:
         return [JobsCollector(lambda request, timeout: self._ask(request, timeout=timeout))]

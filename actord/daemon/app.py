@@ -29,10 +29,6 @@ class App(Protocol):
     def start(self) -> None:
         """Spawn the application's actors; return once they run."""
 
-    def set_watchdog(self, ping: Callable[[], object], interval: float) -> None:
-        """Before `start`, under a systemd watchdog: call `ping` every `interval` seconds,
-        but only while every actor is healthy (a wedged actor must stop the pings)."""
-
     def collectors(self) -> list[Collector]:
         """Prometheus collectors of the application's own figures."""
 

@@ -43,6 +43,7 @@ from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .health import Monitor
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue
@@ -50,6 +51,7 @@ from .signals import STOPS, SignalQueue
 __all__ = ["Daemon", "ExitCode"]
 
 _log: Final = logging.getLogger("actord.daemon")
+MONITOR: Final = "monitor"  # the health actor's name
 _STATUS_EVERY: Final = 5.0  # seconds between STATUS= updates to systemd
 # After the drain: how long the actors have to stop, and the connections to close. Both come
 # after `drain_deadline`, and together stay under a second, so a stop takes at most that long.
@@ -206,14 +208,11 @@ class Daemon:
         self.app: App = load_app(config.daemon.app)(self.system, config)
         self.metrics: MetricsServer | None = None
         activated = self._activated()
-        interval = watchdog_interval(self.env)
-        if interval is not None:
-            self.app.set_watchdog(self.notifier.watchdog, interval)
-            _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
         started: ControlServer | None = None
         try:
             self._check_start()
             self.app.start()
+            self._start_health(config)
             self._check_start()
             self._ping_every_actor(timeout=30.0)
             self._check_start()
@@ -254,6 +253,23 @@ class Daemon:
                 self.metrics.stop(timeout=1.0)
             self._stop_system(5.0)
             raise
+
+    def _start_health(self, config: Config) -> None:
+        # The monitor watches every actor, the application's too; under a systemd watchdog
+        # it pings only while every actor is healthy, so a wedged actor stops the pings.
+        interval = watchdog_interval(self.env)
+        if interval is not None:
+            _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
+        ping = self.notifier.watchdog if interval is not None else None
+        self.system.spawn(
+            lambda: Monitor(
+                self.system,
+                interval=min(1.0, interval or 1.0),
+                stuck_after=config.daemon.stuck_after,
+                on_healthy=ping,
+            ),
+            MONITOR,
+        )
 
     def _ping_every_actor(self, timeout: float) -> None:
         # spawn() returns before on_start has run; a ping is answered by the receive loop, so
