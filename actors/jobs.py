@@ -25,6 +25,7 @@ from .model import (
     FFTOptions,
     FFTSummary,
     GetJob,
+    JobEnded,
     JobError,
     JobInfo,
     JobKind,
@@ -84,6 +85,7 @@ class _Job:
         self.writer: ActorRef | None = None
         self.writer_stopped = False  # its temp files are gone: a failed job may be reported
         self.waiters: list[Message] = []
+        self.ended = JobEnded(info.id)  # set at its end: parsers drop its blocks
 
 
 class JobsActor(Actor):
@@ -163,6 +165,7 @@ class JobsActor(Actor):
                 writer=writer,
                 jobs=jobs,
                 window=config.window,
+                ended=job.ended,
             )
         else:
             fft_options = spec.options
@@ -222,6 +225,7 @@ class JobsActor(Actor):
         if summary is not None:
             info = replace(info, summary=summary, total=job.info.total or job.info.done)
         job.info = info
+        job.ended.set()  # a parser busy with one of its blocks gives up within a poll
         # Stop without joining: the writer's on_stop removes the temp files of a job that
         # did not finish; units still in the pools for it become dead letters.
         for ref in (job.reader, job.writer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -10,6 +11,10 @@ from actord.runtime.errors import ActordError, ErrorCode
 from actors.journal import JournalState
 
 __all__ = [
+    "FFT_MAX_CHUNKS",
+    "FFT_MAX_CHUNK_ELEMENTS",
+    "FFT_MAX_ELEMENTS",
+    "FFT_MAX_SIDE",
     "ArrayPlan",
     "BlockFailed",
     "Cancel",
@@ -19,6 +24,7 @@ __all__ = [
     "FFTOptions",
     "FFTSummary",
     "GetJob",
+    "JobEnded",
     "JobError",
     "JobInfo",
     "JobKind",
@@ -70,6 +76,16 @@ class LogOptions:
     pattern: str | None = None  # a user regex with named groups
     block_bytes: int = 256 * 1024  # read size: blocks are whole lines of about this size
     max_line_bytes: int = 1 << 20  # longer lines are cut here (counted as too_long)
+
+
+# Upper limits of an FFT job's (N, H, W) stack, input or synthetic, checked at submit. They
+# bound what one job may ask of the daemon: a worker holds a chunk's input and its transform
+# (at complex128, 16 bytes an element: 1 GiB a chunk at the chunk limit, per worker), and the
+# output file is N * H * W elements (16 GiB at complex128 at the total limit).
+FFT_MAX_CHUNKS = 1 << 16  # N: chunks in a stack
+FFT_MAX_SIDE = 1 << 14  # H and W: a chunk's side
+FFT_MAX_CHUNK_ELEMENTS = 1 << 26  # H * W: binds before FFT_MAX_SIDE ** 2 does
+FFT_MAX_ELEMENTS = 1 << 30  # N * H * W
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +240,26 @@ class LogBlock:
     reader: str  # where a failure is reported (it retries once)
     writer: str  # where the parsed block goes
     attempt: int = 0
+    ended: JobEnded | None = None  # set once the job has ended: its blocks are not worth parsing
+
+
+class JobEnded:
+    """Set once, by the jobs actor, when a job ends (done, failed or cancelled): a parser
+    busy with one of its blocks stops within a poll, and its queued blocks are skipped.
+
+    The one object a job's messages share: a write-once flag, like a Future's state."""
+
+    __slots__ = ("_event", "job")
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,13 @@ member runs it on its own thread; with ``executor="process"`` each member owns a
 process (``python -m actors._parse_worker``) and ships it the block over a pipe (msgpack
 frames, no pickle), so parsing uses more than one core despite the GIL. Either way the pool
 looks the same from outside: LogBlock in, ParsedBlock out.
+
+A user's pattern always runs in a worker process, whatever the executor: Python's regex
+engine backtracks, so a pattern such as ``(a+)+b`` can take exponential time on one line and,
+in a thread, hold the GIL all along, freezing the whole daemon. In a process it is killed
+when its job ends (a cancel is heard within `_POLL`), when the member stops, or after the
+block timeout. Only the built-in formats' patterns (written to match in linear time) run
+in threads.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ import orjson
 
 from actord import Actor, Message
 
+from .formats import BUILTIN_FORMATS
 from .model import BlockFailed, Executor, LogBlock, ParsedBlock
 
 __all__ = ["Parser", "parse_block"]
 
 _FRAME = struct.Struct(">I")
-_POLL = 0.25  # how often a member waiting on its worker checks for a stop
+_POLL = 0.25  # how often a member waiting on its worker checks for a stop or a job's end
+_TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
 
 
 @lru_cache(maxsize=32)
@@ -171,6 +180,8 @@ class Parser(Actor):
 
     A block whose parsing raises is reported to its reader (`on_failure`), which retries it
     once; the member itself is restarted by the supervisor (with a fresh worker process).
+    A block of a job that has ended is dropped; one being parsed when its job ends is
+    abandoned (its worker is killed and replaced).
     """
 
     def __init__(self, executor: Executor = Executor.THREAD, block_timeout: float = 60.0) -> None:
@@ -186,17 +197,22 @@ class Parser(Actor):
     def handle(self, message: Message) -> None:
         """Actor thread: parse one block."""
         block: LogBlock = message.payload
-        if self._worker is not None:
+        ended = block.ended
+        if ended:
+            return  # its job is over (cancelled, failed): nobody waits for this block
+        if self.executor is Executor.PROCESS or block.pattern not in _TRUSTED:
+            if self._worker is None:
+                self._worker = _Worker()  # after a kill, or a first user pattern in a thread
             try:
                 fields = self._worker.parse(
                     block.data,
                     block.first_line,
                     block.pattern,
                     timeout=self.block_timeout,
-                    cancelled=lambda: self.stop_requested,
+                    cancelled=lambda: self.stop_requested or bool(ended),
                 )
             except _Stopped:
-                self._close_worker()  # killed: the block's job is being stopped with us
+                self._close_worker()  # killed: the block's job is over, or we are stopping
                 return
         else:
             fields = parse_block(block.data, block.first_line, block.pattern)

@@ -23,6 +23,7 @@ from .model import (
     BlockFailed,
     FFTChunk,
     FFTOptions,
+    JobEnded,
     JobError,
     LogBlock,
     LogOptions,
@@ -135,11 +136,13 @@ class LogReader(_UnitReader):
         writer: str,
         jobs: str,
         window: int = 32,
+        ended: JobEnded | None = None,
     ) -> None:
         super().__init__(job, pool, writer, jobs, window)
         self.path = path
         self.options = options
         self.pattern = pattern
+        self.ended = ended  # handed to every block: parsers drop a job that has ended
         self._file: IO[bytes] | None = None
         self._carry = b""  # the start of a line whose end has not been read yet
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
@@ -223,6 +226,7 @@ class LogReader(_UnitReader):
             pattern=self.pattern,
             reader=self.name,
             writer=self.writer,
+            ended=self.ended,
         )
         self._index += 1
         self._sent += 1

@@ -1,0 +1,91 @@
+"""No pattern can freeze the daemon: a user's pattern runs in a worker process whatever the
+executor, and a cancel stops a job's in-flight parsing within a second."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import actors.parser as parser_module
+from actord import ActorSystem, RestartPolicy
+from actors.jobs import JobClient, JobSystemConfig, start_job_system
+from actors.model import Executor, JobKind, JobSpec, JobState, LogOptions
+
+from .conftest import WAIT, FakeClock
+
+EVIL = r"(?P<a>(a+)+)b"  # backtracks exponentially on a line of a's with no b
+CANCEL_WITHIN = 1.0  # seconds: the issue's promise for a job's in-flight work
+
+
+@pytest.fixture(params=[Executor.THREAD, Executor.PROCESS], ids=["thread", "process"])
+def jobs(request: pytest.FixtureRequest) -> Iterator[JobClient]:
+    system = ActorSystem("patterns", clock=FakeClock(), default_policy=RestartPolicy())
+    try:
+        yield start_job_system(system, JobSystemConfig(parsers=2, parser_executor=request.param))
+    finally:
+        system.stop(timeout=WAIT)
+
+
+class _Entered:
+    """Counts parse calls into worker processes; `wait(n)` returns once n have begun."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.pids: list[int] = []
+
+    def wrap(self, parse: Any) -> Any:
+        def entering(worker: Any, *args: Any, **kwargs: Any) -> Any:
+            with self._cond:
+                self.pids.append(worker.process.pid)
+                self._cond.notify_all()
+            return parse(worker, *args, **kwargs)
+
+        return entering
+
+    def wait(self, n: int) -> list[int]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.pids) >= n, WAIT), self.pids
+            return list(self.pids)
+
+
+def test_an_evil_pattern_neither_freezes_the_pool_nor_outlives_its_cancel(
+    jobs: JobClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered = _Entered()
+    monkeypatch.setattr(parser_module._Worker, "parse", entered.wrap(parser_module._Worker.parse))
+    evil_input = tmp_path / "evil.log"
+    evil_input.write_text(("a" * 40 + "\n") * 8)  # years per line, if nothing stopped it
+    evil = jobs.submit(
+        JobSpec(
+            JobKind.LOG,
+            str(tmp_path / "evil.jsonl"),
+            str(evil_input),
+            LogOptions(pattern=EVIL, block_bytes=41),  # a block per line: both members busy
+        )
+    )
+    busy = entered.wait(2)  # both members are inside the pattern, each in a worker process
+    # Another job, in a built-in format, still gets the answers the daemon owes it: the
+    # process is not frozen (in a thread, the evil pattern would hold the GIL for years).
+    good_input = tmp_path / "good.log"
+    good_input.write_text("2026-11-25 12:00:00 [INFO] fine\n" * 50)
+    good = jobs.submit(
+        JobSpec(JobKind.LOG, str(tmp_path / "good.jsonl"), str(good_input), LogOptions())
+    )
+    assert jobs.get(good.id).state is JobState.RUNNING  # queued behind the evil blocks
+    cancelled_at = time.monotonic()
+    assert jobs.cancel(evil.id).state is JobState.CANCELLED
+    for pid in busy:
+        with contextlib.suppress(psutil.NoSuchProcess):  # reaped by its member already
+            psutil.Process(pid).wait(WAIT)
+    stopped_after = time.monotonic() - cancelled_at
+    done = jobs.wait(good.id, WAIT)  # the members are free again
+    assert done.state is JobState.DONE, done
+    assert stopped_after < CANCEL_WITHIN, f"in-flight parsing ran {stopped_after:.2f}s on"
+    assert not (tmp_path / "evil.jsonl").exists()
