@@ -57,6 +57,9 @@ def _raiser(error: Exception) -> Any:
         (AskTimeout("no reply"), ErrorCode.BUSY),
         (ProtocolError(ErrorCode.INVALID_PATH, "outside"), ErrorCode.INVALID_PATH),
         (HandlerError(ErrorCode.CONFLICT, "taken"), ErrorCode.CONFLICT),
+        # A path that changed while it was resolved: answered, not a closed connection.
+        (NotADirectoryError(20, "Not a directory", "/srv/in/d/x.log"), ErrorCode.INVALID_PATH),
+        (PermissionError(13, "Permission denied", "/srv/in/x.npy"), ErrorCode.INVALID_PATH),
     ],
 )
 def test_failures_become_stable_codes(error: Exception, code: ErrorCode) -> None:
@@ -65,6 +68,14 @@ def test_failures_become_stable_codes(error: Exception, code: ErrorCode) -> None
         dispatcher(_call("m"))
     assert raised.value.code is code
     assert dispatcher.snapshot() == {("m", code.value): 1, ("m", ""): 0}  # known: zeros too
+
+
+@pytest.mark.parametrize("broken", [BrokenPipeError(32, "Broken pipe"), ConnectionResetError()])
+def test_a_broken_connection_is_left_to_the_server(broken: OSError) -> None:
+    # The peer went away (a watcher): nothing to answer; the server closes the connection.
+    dispatcher = Dispatcher({"watch": _raiser(broken)})
+    with pytest.raises(type(broken)):
+        dispatcher(_call("watch"))
 
 
 def test_an_unexpected_failure_is_logged_and_answered_internal(

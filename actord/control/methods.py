@@ -75,7 +75,7 @@ class Dispatcher:
         except HandlerError as error:
             self._count(call.method, error.code)
             raise
-        except OSError as error:
+        except (ConnectionError, TimeoutError) as error:
             if not isinstance(error, ActordError):
                 raise  # the connection broke (a watcher went away): the server's business
             code, message = _classify(call.method, error)
@@ -112,6 +112,10 @@ def _classify(method: str, error: Exception) -> tuple[ErrorCode, str]:
         return ErrorCode.BUSY, f"{error}; try again"
     if isinstance(error, ActordError):
         return ErrorCode.INTERNAL, f"{error.code.value}: {error}"
+    if isinstance(error, OSError) and error.filename is not None:
+        # A path that changed under us while it was resolved (a directory swapped for a
+        # link, say): the request's fault, answered as such; the connection goes on.
+        return ErrorCode.INVALID_PATH, f"{error.filename}: {error.strerror or error}"
     _log.exception("control method %s failed", method)
     return ErrorCode.INTERNAL, f"{type(error).__name__}: {error}"
 
