@@ -25,7 +25,6 @@ from .runtime.errors import (
 from .runtime.logctx import LOG_FORMAT
 from .runtime.message import (
     AdminCommand,
-    Batch,
     Control,
     ControlKind,
     DeadLetter,
@@ -55,7 +54,6 @@ __all__ = [
     "AdminCommand",
     "AskTimeout",
     "BadPayload",
-    "Batch",
     "ChannelClosed",
     "Clock",
     "Control",

@@ -1,9 +1,10 @@
 """The job service: what `actord run` hosts by default (``daemon.app``).
 
 It spawns the job system (jobs actor, parser and FFT pools) and the job store (which owns
-the journal); the daemon adds its own monitor. It adds the job methods to the control socket: ``submit``,
-``jobs``, ``job``, ``cancel`` and ``watch``. Each method checks its params, confines every
-path under the configured roots and then asks the store with a typed message.
+the journal); the daemon adds its own monitor. It adds the job methods to the control
+socket: ``submit``, ``jobs``, ``job``, ``cancel`` and ``watch``. Each method checks its
+params, confines every path under the configured roots and then asks the store with a
+typed message.
 """
 
 from __future__ import annotations

@@ -21,10 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from actord import Actor, ActorSystem, Batch, Message
+from actord import Actor, ActorSystem, Message
 
 BATCH = 256
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Many payloads in one message: what an application sends to amortise the hand-off."""
+
+    items: tuple[Any, ...]
 
 
 # -- actord ---------------------------------------------------------------------------------

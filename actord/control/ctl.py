@@ -18,14 +18,12 @@ from typing import Any, Final, TextIO
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import __version__
+from ..runtime.errors import ExitCode
 from .client import Client, NotRunning, RemoteError, default_socket
 
 __all__ = ["main"]
 
-OK: Final = 0
-FAILED: Final = 1
-USAGE: Final = 2
-NOT_RUNNING: Final = 3
+OK, FAILED, USAGE, NOT_RUNNING = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING
 
 _JOB_COLUMNS: Final = ("id", "kind", "state", "done", "total", "crash_retries", "output", "error")
 _ACTOR_COLUMNS: Final = (

@@ -57,7 +57,9 @@ class ErrorCode(StrEnum):
 
 
 class ProtocolError(Exception):
-    """A peer broke the protocol; `code` says how. The connection is closed after replying."""
+    """A request refused with `code`. Raised while decoding a frame (the peer broke the
+    protocol: the connection is closed after the reply), or by a method about its params (a
+    path outside the roots, say: answered, and the connection goes on)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)

@@ -14,13 +14,11 @@ from typing import Any, Protocol
 
 from prometheus_client.registry import Collector
 
-from ..control.server import Call
+from ..control.methods import Method
 from ..runtime.system import ActorSystem
 from .config import Config, ConfigError
 
 __all__ = ["App", "AppFactory", "Method", "load_app"]
-
-Method = Callable[[Call], Any]
 
 
 class App(Protocol):

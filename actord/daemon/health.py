@@ -91,7 +91,7 @@ class Monitor(Actor):
         self._timer = self.schedule(0.0, _TICK, interval=self.interval)
 
     def handle(self, message: Message) -> None:
-        """Actor thread: sample on a tick; answer a request with the latest sample."""
+        """Actor thread: sample on a tick; answer a request with a sample taken now."""
         if isinstance(message.payload, _Tick):
             self.latest = self.sample()
             self.publish(self.latest, timeout=0)

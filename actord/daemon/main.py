@@ -38,7 +38,7 @@ from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
 from ..control.protocol import ErrorCode
 from ..control.server import ControlServer, HandlerError
-from ..runtime.errors import ActordError, StopTimeout
+from ..runtime.errors import ActordError, ExitCode, StopTimeout
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
@@ -67,12 +67,6 @@ _RESTART_KEYS: Final = (
     "frame_limit",
     "idle_timeout",
 )
-
-
-class ExitCode:
-    OK: Final = 0
-    FAILED: Final = 1  # an escalation, or a start that failed
-    USAGE: Final = 2  # a bad config or flag: nothing was started
 
 
 class _StartStopped(Exception):

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from ..runtime.channel import ThreadChannel
 from ..runtime.message import DeadLetterReason, MessageType
 from ..runtime.stats import ActorState, ActorStats
+from .health import thread_cpu_times
 
 __all__ = [
     "HISTOGRAM_BOUNDS",
@@ -41,10 +42,6 @@ __all__ = [
 
 # Every other power of two nanoseconds from ~1 us to ~17 s: exact on the runtime's log2 buckets.
 HISTOGRAM_BOUNDS: Final = tuple(2.0**k / 1e9 for k in range(10, 35, 2))
-
-
-def _thread_cpu() -> dict[int, tuple[float, float]]:
-    return {t.id: (t.user_time, t.system_time) for t in psutil.Process().threads()}
 
 
 class _Row:
@@ -87,7 +84,7 @@ class RuntimeCollector(Collector):
         self,
         stats: Callable[[], Iterable[ActorStats]],
         channel: ThreadChannel | None = None,
-        cpu: Callable[[], dict[int, tuple[float, float]]] = _thread_cpu,
+        cpu: Callable[[], dict[int, tuple[float, float]]] = thread_cpu_times,
         retired: Callable[[], Iterable[ActorStats]] = tuple,
     ) -> None:
         self._stats = stats

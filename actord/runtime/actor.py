@@ -11,7 +11,7 @@ import logging
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -99,12 +99,6 @@ class Actor:
     ) -> None:
         """Send to `recipient`, blocking while its mailbox is full (see `ThreadChannel.send`)."""
         self._channel.deliver(recipient, payload, self._name, mtype, None, timeout)
-
-    def send_batch(
-        self, recipient: str, payloads: Iterable[Any], *, timeout: float | None = None
-    ) -> None:
-        """Send many payloads in one hand-off (one `Batch` message)."""
-        self._channel.send_batch(recipient, payloads, sender=self._name, timeout=timeout)
 
     def reply(self, message: Message, payload: Any) -> None:
         """Answer a request (`ask`/`request`) with `payload`."""
@@ -199,11 +193,6 @@ class ActorRef:
     ) -> None:
         """Send without waiting for an answer (blocks only while the mailbox is full)."""
         self._channel.deliver(self.name, payload, sender, mtype, None, timeout)
-
-    def tell_batch(
-        self, payloads: Iterable[Any], *, sender: str = "$ref", timeout: float | None = None
-    ) -> None:
-        self._channel.send_batch(self.name, payloads, sender=sender, timeout=timeout)
 
     def ask(self, payload: Any, *, timeout: float = 5.0, sender: str = "$ask") -> Any:
         """Send a request and return the reply's payload.

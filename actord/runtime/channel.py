@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, Final
 
@@ -36,7 +35,6 @@ from .errors import (
 from .mailbox import Mailbox
 from .message import (
     _MUTABLE_TYPES,
-    Batch,
     Control,
     ControlKind,
     DeadLetter,
@@ -299,17 +297,6 @@ class ThreadChannel:
         except ActorStopping:
             self._undeliverable(message)
         return message
-
-    def send_batch(
-        self,
-        recipient: str,
-        payloads: Iterable[Any],
-        *,
-        sender: str,
-        timeout: float | None = None,
-    ) -> Message:
-        """Send many payloads as one DATA message whose payload is a `Batch`."""
-        return self.send(recipient, Batch(tuple(payloads)), sender=sender, timeout=timeout)
 
     def post(self, message: Message, timeout: float | None = None) -> bool:
         """Deliver a prebuilt message (see `send`). RESPONSEs resolve their request's future.

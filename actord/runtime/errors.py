@@ -7,7 +7,7 @@ clients, and they never change meaning once released.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 
 class ErrorCode(StrEnum):
@@ -24,6 +24,15 @@ class ErrorCode(StrEnum):
     STOP_TIMEOUT = "stop_timeout"
     INVALID_ARGUMENT = "invalid_argument"
     STOPPING = "stopping"
+
+
+class ExitCode(IntEnum):
+    """How `actord` and `actorctl` end (the process's exit status)."""
+
+    OK = 0
+    FAILED = 1  # actorctl: the command failed; actord: an escalation, or a failed start
+    USAGE = 2  # a bad flag or config: nothing was done
+    NOT_RUNNING = 3  # actorctl: no daemon answers on the socket
 
 
 class ActordError(Exception):

@@ -17,7 +17,6 @@ from .errors import BadPayload
 
 __all__ = [
     "AdminCommand",
-    "Batch",
     "Control",
     "ControlKind",
     "DeadLetter",
@@ -140,13 +139,6 @@ class AdminCommand:
 
     def arg(self, name: str, default: Scalar = None) -> Scalar:
         return dict(self.args).get(name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Many payloads in one hand-off: the batched send path (one lock, one wake-up)."""
-
-    items: tuple[Any, ...]
 
 
 class DeadLetterReason(Enum):
