@@ -98,7 +98,7 @@ def test_syslog_format_with_and_without_pri_and_pid() -> None:
         [
             b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
             b"Nov  5 03:04:05 web01 sshd[1234]: Accepted publickey for alice from 10.0.0.7",
-            b"<13>Nov 25 12:00:00 db-2 postgres[77]: checkpoint complete",
+            b"<165>Nov 25 12:00:00 db-2 postgres[77]: checkpoint complete",  # local4.notice
             b"Nov 25 12:00:01 web01 CRON: (root) CMD (run-parts /etc/cron.hourly)",
             b"Nov 5 03:04:05 web01 sshd: single-digit day without padding",
         ],
@@ -124,7 +124,7 @@ def test_syslog_format_with_and_without_pri_and_pid() -> None:
         },
         {
             "line": 42,
-            "pri": "13",
+            "pri": "165",  # three digits: facility 20 * 8 + severity 5
             "timestamp": "Nov 25 12:00:00",
             "host": "db-2",
             "tag": "postgres",

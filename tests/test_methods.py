@@ -31,12 +31,14 @@ def _call(method: str, *params: Any) -> Call:
 class _Hooks:
     def __init__(self) -> None:
         self.shutdowns = 0
+        self.reloads: list[float] = []  # the timeout of each reload asked for
 
     def status(self) -> dict[str, Any]:
         return {"pid": 1}
 
     def reload(self, timeout: float) -> dict[str, Any]:
-        return {"generation": 2}
+        self.reloads.append(timeout)
+        return {"generation": 1 + len(self.reloads), "restart_needed": []}
 
     def shutdown(self) -> None:
         self.shutdowns += 1
@@ -172,7 +174,10 @@ def test_shutdown_and_reload_go_to_the_daemon(system: ActorSystem) -> None:
     dispatch = Dispatcher(runtime_methods(system, hooks))
     assert dispatch(_call("shutdown")) == {"stopping": True}
     assert hooks.shutdowns == 1
-    assert dispatch(_call("reload")) == {"generation": 2}
+    assert hooks.reloads == []  # the shutdown did not reload
+    assert dispatch(_call("reload")) == {"generation": 2, "restart_needed": []}
+    assert dispatch(_call("reload")) == {"generation": 3, "restart_needed": []}
+    assert len(hooks.reloads) == 2 and all(t > 0 for t in hooks.reloads)  # bounded waits
 
 
 def test_restart_is_refused_for_an_actor_whose_state_it_would_lose(

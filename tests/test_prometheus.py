@@ -45,8 +45,16 @@ def test_mailboxes_and_thread_cpu_are_real(observed: Observed) -> None:
     prom = observed.prometheus
     capacity = prom.values('actord_actor_mailbox_capacity{pool="parser"}')
     assert sorted(capacity.values()) == [8.0, 8.0]
+
+    def actors(values: dict[str, float]) -> set[str]:
+        return {json.loads(labels)["actor"] for labels in values}
+
     depth = prom.values("actord_actor_mailbox_depth")
-    assert len(depth) >= 7 and all(v >= 0 for v in depth.values())
+    capacities = prom.values("actord_actor_mailbox_capacity")
+    assert len(depth) >= 7 and actors(depth) == actors(capacities)  # one of each per actor
+    # Every depth is bounded by its own mailbox's capacity (a join on the labels, in PromQL).
+    bounded = prom.values("actord_actor_mailbox_depth <= actord_actor_mailbox_capacity")
+    assert actors(bounded) == actors(depth)
     fft_cpu = prom.values('sum(increase(actord_actor_cpu_seconds_total{pool="fft"}[5m]))')
     assert _one(fft_cpu) > 0.05  # 48 FFTs of 256x256 on the workers' own threads
     threads = prom.values("sum(actord_actor_cpu_seconds_total)")

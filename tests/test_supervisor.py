@@ -266,9 +266,13 @@ def test_policy_rejects_nan(kwargs: dict[str, float]) -> None:
         RestartPolicy(**kwargs)
 
 
-def test_policy_accepts_boundary_values() -> None:
-    RestartPolicy(max_restarts=0, period=0.001, backoff_initial=0.0, backoff_max=0.0)
-    RestartPolicy(backoff_factor=1.0, backoff_initial=1.0, backoff_max=1.0)
+def test_policy_accepts_boundary_values_and_they_behave() -> None:
+    # At the boundaries the policy is valid and means what it says: no restart at all ...
+    strict = Supervisor(RestartPolicy(max_restarts=0, period=0.001, backoff_initial=0.0))
+    assert strict.record_failure().escalate
+    # ... and a flat backoff: factor 1 keeps every delay at the initial one.
+    flat = Supervisor(RestartPolicy(backoff_factor=1.0, backoff_initial=1.0, backoff_max=1.0))
+    assert [flat.record_failure().delay for _ in range(3)] == [1.0, 1.0, 1.0]
 
 
 def test_invalid_argument_is_a_value_error() -> None:
