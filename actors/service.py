@@ -191,7 +191,8 @@ class JobService:
         with self._lock:
             inboxes = list(self._inboxes)
         for inbox in inboxes:  # wake every watch now: the daemon is going
-            self.system.channel.close_mailbox(inbox)
+            with contextlib.suppress(UnknownActor):  # that watch has just ended
+                self.system.channel.close_mailbox(inbox)
 
     # -- control methods (connection threads) ----------------------------------------------
 

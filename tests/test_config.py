@@ -90,3 +90,15 @@ def test_defaults_for_a_user_and_for_a_service() -> None:
     assert service.daemon.socket == "/run/actord/actord.sock"
     assert service.daemon.state_dir == "/var/lib/actord"
     assert service.paths.output_roots == ("/var/lib/actord/outputs",)
+
+
+def test_a_section_that_is_not_a_table_is_refused_by_name_with_a_flag_too(tmp_path: Path) -> None:
+    path = tmp_path / "actord.toml"
+    path.write_text("daemon = 3\n")
+    with pytest.raises(ConfigError, match=r"^daemon: must be a table"):
+        load_config(path, {"daemon.max_jobs": 2})
+
+
+def test_a_config_path_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path)  # a directory

@@ -666,3 +666,75 @@ def test_a_control_message_for_one_member_is_taken_only_by_that_member() -> None
     assert box.take(1, 0, member="x") == [restart]
     with pytest.raises(TimeoutError):
         box.take(1, 0, member="x")
+
+
+# -- review fixes --------------------------------------------------------------------------
+
+
+def test_an_immediate_stop_takes_over_from_a_graceful_one_under_way(
+    system: ActorSystem,
+) -> None:
+    entered = threading.Event()
+
+    class Patient(Actor):
+        def handle(self, message: Message) -> None:
+            entered.set()
+            while not self.stop_requested:  # a long handler that checks, as it should
+                threading.Event().wait(0.01)
+
+    ref = system.spawn(Patient, "patient")
+    ref.tell("work")
+    assert entered.wait(WAIT)
+    ref.stop(graceful=True, timeout=60.0, wait=False)  # a graceful stop, still draining
+    began = time.monotonic()
+    ref.stop(graceful=False, timeout=WAIT)  # must not wait for the graceful one's 60 s
+    assert time.monotonic() - began < WAIT
+    assert not ref.alive
+
+
+def test_timers_of_an_instance_end_with_it(system: ActorSystem) -> None:
+    seen: list[str] = []
+    done = threading.Event()
+
+    class Ticking(Actor):
+        def on_start(self) -> None:
+            self.schedule(0.0, "tick", interval=0.01)
+
+        def handle(self, message: Message) -> None:
+            seen.append(("old", message.payload))
+
+    class Successor(Actor):
+        def on_start(self) -> None:
+            self.schedule(0.1, "marker")  # ten of the old timer's intervals later
+
+        def handle(self, message: Message) -> None:
+            seen.append(("new", message.payload))
+            done.set()
+
+    old = system.spawn(Ticking, "ticking")
+    old.stop(timeout=WAIT)
+    system.spawn(Successor, "ticking")  # the same name
+    assert done.wait(WAIT)
+    # A timer that outlived its instance would have fired about ten times meanwhile.
+    assert [s for s in seen if s[0] == "new"] == [("new", "marker")]
+
+
+def test_an_immediate_system_stop_keeps_its_own_deadline(system: ActorSystem) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(Actor):
+        def handle(self, message: Message) -> None:
+            entered.set()
+            release.wait()  # the test's `finally` sets it
+
+    system.spawn(Stuck, "stuck").tell("x")
+    assert entered.wait(WAIT)
+    began = time.monotonic()
+    try:
+        with pytest.raises(StopTimeout) as stuck:
+            system.stop(graceful=False, timeout=0.2)
+        took = time.monotonic() - began
+    finally:
+        release.set()
+    assert stuck.value.stuck and "stuck" in stuck.value.stuck[0]
+    assert took < 0.2 + 0.8  # not the old extra second of grace after the deadline

@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from .. import __version__
-from ..runtime import logctx
-from ..runtime.errors import ActordError
-from .config import DEFAULT_CONFIG_PATH, ConfigError
-from .sdnotify import Notifier
 from .signals import SignalQueue
+
+# Only the standard library and `signals` are imported above: `actord run` installs its
+# handlers before anything else of ours is loaded (see `actord_main`).
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
 _DEMO = "actors.demo:run"
@@ -38,6 +37,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def actord_main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # First of all: from here on a SIGTERM is queued for the main loop (a clean stop, exit
+    # 0), never Python's default "die now", however early in the start it comes.
+    signals = SignalQueue().install() if argv[:1] == ["run"] else None
+    from ..runtime import logctx  # noqa: PLC0415 - after the handlers, see above
+    from .sdnotify import Notifier  # noqa: PLC0415
+
     parser = _Parser(
         prog="actord",
         description="actord: an actor runtime daemon (threads that share nothing and talk "
@@ -70,9 +76,8 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     _add_run(commands)
     args = parser.parse_args(argv)
     if args.command == "run":
-        # First: from here on a SIGTERM is queued for the main loop (a clean stop, exit 0),
-        # never Python's default "die now", however early in the start it comes.
-        signals = SignalQueue().install()
+        if signals is None:  # `actord --log-level X run`: options came first
+            signals = SignalQueue().install()
         # `kill -USR1` writes every thread's stack to stderr: what a stuck daemon is doing.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         notifier = Notifier()  # under systemd, `systemctl status` says so at once
@@ -118,6 +123,8 @@ _RUN_FLAGS: list[tuple[str, str, type, str]] = [
 
 
 def _add_run(commands: Any) -> None:
+    from .config import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - after the handlers
+
     run = commands.add_parser(
         "run",
         help="run the daemon in the foreground (as systemd runs it)",
@@ -145,6 +152,9 @@ def _add_run(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
+    from ..runtime import logctx  # noqa: PLC0415 - after the handlers
+    from ..runtime.errors import ActordError  # noqa: PLC0415
+    from .config import ConfigError  # noqa: PLC0415
     from .main import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
 
     overrides: dict[str, object] = {}

@@ -133,10 +133,15 @@ def load_config(
             raise ConfigError(f"{path}: no such config file") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, ...
+            raise ConfigError(f"{path}: cannot read the config: {error}") from None
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if key:
-            data.setdefault(section, {})[key] = value
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):  # `daemon = 3` in the file, and a daemon flag
+                raise ConfigError(f"{section}: must be a table")
+            table[key] = value
         else:
             data[section] = value
     return _build(data)

@@ -38,7 +38,7 @@ from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
 from ..control.protocol import ErrorCode
 from ..control.server import ControlServer, HandlerError
-from ..runtime.errors import ActordError, ExitCode, StopTimeout
+from ..runtime.errors import ActorDead, ActordError, ExitCode, StopTimeout, UnknownActor
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
@@ -270,7 +270,10 @@ class Daemon:
         # an answer from each actor means it started (READY=1 must not come before).
         deadline = time.monotonic() + timeout
         for name in self.system.names():
-            self.system.lookup(name).ping(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                self.system.lookup(name).ping(timeout=max(0.1, deadline - time.monotonic()))
+            except (UnknownActor, ActorDead):
+                continue  # gone meanwhile (a recovered job's reader that already finished)
 
     def _activated(self) -> dict[str, socket.socket]:
         """Listening sockets from systemd (LISTEN_FDS): ``control`` (or the only unnamed one)
@@ -293,7 +296,7 @@ class Daemon:
             return
         registry = CollectorRegistry()  # ours alone: not prometheus_client's global one
         registry.register(
-            RuntimeCollector(self.system.stats, self.system.channel, retired=self.system.retired)
+            RuntimeCollector(self.system.stats, self.system.channel, census=self.system.census)
         )
         registry.register(
             DaemonCollector(
@@ -387,7 +390,11 @@ class Daemon:
         self.draining = True
         self.server.close_listener()
         if drain:
-            left = self.app.drain(max(0.0, deadline - time.monotonic()))
+            try:
+                left = self.app.drain(max(0.0, deadline - time.monotonic()))
+            except ActordError as error:  # the application broke meanwhile: stop all the same
+                _log.error("the drain failed: %s", error)
+                left = None
             if left is None:
                 _log.info("drain deadline reached: running jobs go back to the queue")
             else:

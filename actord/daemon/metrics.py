@@ -10,11 +10,15 @@ HTTP on loopback by a named, non-daemon thread that `MetricsServer.stop` joins.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
-from typing import Final
+from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import psutil
@@ -86,22 +90,27 @@ class RuntimeCollector(Collector):
         channel: ThreadChannel | None = None,
         cpu: Callable[[], dict[int, tuple[float, float]]] = thread_cpu_times,
         retired: Callable[[], Iterable[ActorStats]] = tuple,
+        census: Callable[[], tuple[Iterable[ActorStats], Iterable[ActorStats]]] | None = None,
     ) -> None:
         self._stats = stats
         self._channel = channel
         self._cpu = cpu
         self._retired = retired
+        # Live and retired in one snapshot (`ActorSystem.census`): counters never dip as an
+        # actor moves from one to the other. Without it, two separate reads.
+        self._census = census or (lambda: (self._stats(), self._retired()))
 
     def _rows(self) -> dict[tuple[str, str], _Row]:
         times = self._cpu()
         rows: dict[tuple[str, str], _Row] = {}
-        for s in self._stats():
+        live, retired = self._census()
+        for s in live:
             key = (s.role, s.role) if s.role else (s.name, s.pool)
             row = rows.setdefault(key, _Row())
             row.add(s, times.get(s.native_thread_id, (0.0, 0.0)))
             if not s.role:
                 row.up = 1.0 if s.state is ActorState.RUNNING else 0.0
-        for s in self._retired():
+        for s in retired:
             role = s.role or s.name
             rows.setdefault((role, role), _Row()).add(s, s.cpu_at_exit)
         return rows
@@ -242,13 +251,21 @@ def parse_address(address: str) -> tuple[str, int]:
 
 class _Server(ThreadingMixIn, WSGIServer):
     """A WSGI server with a thread per request (one slow client never holds up a scrape)
-    that may take an already-listening socket (socket activation). Request threads are
-    joined when the server closes (`block_on_close`), each bounded by the handler timeout."""
+    that may take an already-listening socket (socket activation).
+
+    Its accept loop waits on the listener and on a wake-up pipe (no poll interval), and its
+    request threads are kept, so that `close` ends everything within a given time: it wakes
+    the loop, shuts in-flight connections down (a keep-alive client idling in `recv` would
+    otherwise hold its thread for the handler timeout) and joins what is left."""
 
     daemon_threads = False
-    block_on_close = True
+    block_on_close = False  # `close` joins the request threads itself, under a deadline
 
     def __init__(self, address: tuple[str, int], listener: socket.socket | None) -> None:
+        # _lock guards _requests: the connections being served, and their threads.
+        self._lock = threading.Lock()
+        self._requests: dict[socket.socket, threading.Thread] = {}
+        self._wake = os.pipe()  # written once by close: ends the accept loop
         if listener is None:
             if ":" in address[0]:
                 self.address_family = socket.AF_INET6
@@ -263,6 +280,46 @@ class _Server(ThreadingMixIn, WSGIServer):
         self.server_port = int(self.server_address[1])
         self.setup_environ()
 
+    def serve(self) -> None:
+        """The accept loop (its own thread), until `close`."""
+        watched = [self.socket.fileno(), self._wake[0]]
+        while self._wake[0] not in select.select(watched, [], [])[0]:
+            self.handle_request()  # ready: it accepts at once
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self._serve_request,
+            args=(request, client_address),
+            name="actord-metrics-request",
+            daemon=False,
+        )
+        with self._lock:
+            self._requests[request] = thread
+        thread.start()
+
+    def _serve_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._requests.pop(request, None)
+
+    def close(self, thread: threading.Thread, timeout: float) -> None:
+        """Stop accepting, end the connections in flight, join everything until `timeout`."""
+        deadline = time.monotonic() + timeout
+        os.write(self._wake[1], b"x")
+        thread.join(timeout)
+        with self._lock:
+            requests = dict(self._requests)
+        for request in requests:
+            with contextlib.suppress(OSError):  # already closed by its own thread
+                request.shutdown(socket.SHUT_RDWR)
+        for request_thread in requests.values():
+            request_thread.join(max(0.0, deadline - time.monotonic()))
+        self.server_close()  # our descriptor only: an activated socket stays with systemd
+        for fd in self._wake:
+            os.close(fd)
+
 
 class MetricsServer:
     """Serves `registry` at http://host:port/metrics (loopback by default), or on a listening
@@ -276,13 +333,13 @@ class MetricsServer:
         *,
         listener: socket.socket | None = None,
     ):
-        self._server: WSGIServer = _Server((host, port), listener)
+        self._server = _Server((host, port), listener)
         self._server.set_app(make_wsgi_app(registry))
         address = self._server.server_address
         self.host: str = str(address[0])
         self.port: int = int(address[1])
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="actord-metrics", daemon=False
+            target=self._server.serve, name="actord-metrics", daemon=False
         )
 
     @property
@@ -293,6 +350,5 @@ class MetricsServer:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._server.shutdown()  # waits for serve_forever to return
-        self._server.server_close()
-        self._thread.join(timeout)
+        """Stop serving within `timeout`: scrapes in flight are cut short."""
+        self._server.close(self._thread, timeout)

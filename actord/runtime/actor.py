@@ -48,6 +48,8 @@ class Actor:
     _member: str
     _ref: ActorRef
     _stop_event: threading.Event
+    _timers: list[Timer]  # scheduled by this instance: cancelled when it ends
+    _timers_kept: int  # how many were live at the last pruning
 
     @property
     def name(self) -> str:
@@ -125,10 +127,18 @@ class Actor:
         interval: float | None = None,
     ) -> Timer:
         """Deliver `payload` to `recipient` (default: this actor) after `delay` seconds, then
-        every `interval` seconds if given. Cancel with the returned timer's `cancel()`."""
-        return schedule_message(
+        every `interval` seconds if given. Cancel with the returned timer's `cancel()`; the
+        runtime cancels it when this instance ends (a stop, a restart, a failure), so it
+        never reaches a successor that reuses the name."""
+        timer = schedule_message(
             self._channel, self._name, recipient or self._name, payload, delay, interval
         )
+        timers = self._timers
+        if len(timers) >= 2 * self._timers_kept:  # drop the ones done, now and then
+            timers[:] = [t for t in timers if t.active]
+            self._timers_kept = max(8, len(timers))
+        timers.append(timer)
+        return timer
 
 
 def schedule_message(
@@ -403,6 +413,8 @@ class _Cell:
                 actor._member = self.member
                 actor._ref = self._ref
                 actor._stop_event = self.stop_event
+                actor._timers = []
+                actor._timers_kept = 8
                 self._enter("on_start")
                 actor.on_start()
                 self._leave()
@@ -564,9 +576,17 @@ class _Cell:
 
     def _failed(self, actor: Actor, error: Exception, message: Message | None) -> None:
         self._final_hook(actor.on_failure, "on_failure", error, message)
+        self._cancel_timers(actor)
 
     def _stop_instance(self, actor: Actor) -> None:
         self._final_hook(actor.on_stop, "on_stop")
+        self._cancel_timers(actor)
+
+    @staticmethod
+    def _cancel_timers(actor: Actor) -> None:
+        # The instance is gone: what it scheduled goes with it.
+        for timer in getattr(actor, "_timers", ()):
+            timer.cancel()
 
     def _final_hook(self, hook: Callable[..., None], name: str, *args: object) -> None:
         # on_stop / on_failure: what they send and cannot deliver becomes a dead letter.

@@ -552,8 +552,10 @@ class ThreadChannel:
             self._dead_ring.append(letter)
         _log.debug("dead letter (%s) %s -> %s", reason.value, message.sender, message.recipient)
         for subscriber in self._subscribers.get(DEAD_LETTERS, ()):
-            if not self._closed:
+            try:
                 self.try_post(Message(MessageType.EVENT, DEAD_LETTERS, subscriber, letter))
+            except ChannelClosed:
+                break  # closing: the letter is counted and kept; its notices are moot
 
     def dead_letters(self) -> tuple[DeadLetter, ...]:
         """The most recent dead letters, oldest first (bounded ring)."""

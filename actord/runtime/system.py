@@ -39,6 +39,7 @@ _log: Final = logging.getLogger("actord.system")
 _POOL_BATCH: Final = 1  # pool members take one message at a time: whoever is free takes the next
 _SINGLE_BATCH: Final = 64  # a lone consumer drains up to this many per lock round trip
 _KILL_GRACE: Final = 1.0  # after a graceful deadline, how long an immediate stop may take
+_CLOSE_GRACE: Final = 0.05  # an immediate stop: time for threads the channel's close woke
 
 
 class _Group:
@@ -186,13 +187,11 @@ class _Group:
             self._finalized = True
             if self._state != "failed":
                 self._state = "stopped"
-        self._system._forget(self, self._inbox)
+        with self._lock:
+            counters = [c.counters for c in self.cells]
+        self._system._forget(self, self._inbox, counters)
         # Outside every lock: failing a pending ask runs its future's callbacks.
         self._inbox.discard()
-        if self.role is not None:
-            with self._lock:
-                cells = list(self.cells)
-            self._system._retire(self.role, [c.counters for c in cells])
 
     def stop(self, *, graceful: bool, timeout: float, wait: bool = True) -> None:
         """Stop the members (graceful: let them drain what is queued first) and, with
@@ -209,8 +208,8 @@ class _Group:
             self._inbox.close()
             for cell in cells:
                 cell.end_backoff()
-            if not graceful:
-                self._stop_now(cells)
+        if not graceful:  # also takes over from a graceful stop already under way
+            self._stop_now(cells)
         if exited:
             self._finalize()
         me = threading.current_thread()
@@ -262,15 +261,15 @@ class ActorSystem:
         self.default_capacity = default_capacity
         self.default_policy = default_policy or RestartPolicy()
         self._on_escalate = on_escalate
-        # _lock guards _groups, _order, _cells and _stopping.
+        # _lock guards _groups, _order, _retired and _stopping; taken before a group's lock.
         self._lock = threading.Lock()
         self._groups: dict[str, _Group] = {}
         self._order: list[_Group] = []  # start order; stopped in reverse
-        self._cells: set[_Cell] = set()  # every member thread started and not yet exited
         self._stopping = False  # set once by stop(): no spawn, restart or escalation after
-        # _retired_lock guards _retired: the summed counters of the stopped actors of a role.
-        self._retired_lock = threading.Lock()
-        self._retired: dict[str, _Counters] = {}
+        # _cells_lock guards _cells (taken under a group's lock as members start).
+        self._cells_lock = threading.Lock()
+        self._cells: set[_Cell] = set()  # every member thread started and not yet exited
+        self._retired: dict[str, _Counters] = {}  # summed counters of a role's stopped actors
         self.escalations: list[Escalation] = []  # appended once per escalated actor
         self.escalated = threading.Event()  # set on the first escalation
 
@@ -378,6 +377,13 @@ class ActorSystem:
         with self._lock:
             return tuple(g.name for g in self._order)
 
+    def census(self) -> tuple[tuple[ActorStats, ...], tuple[ActorStats, ...]]:
+        """`stats()` and `retired()` in one snapshot: an actor that stops meanwhile is
+        counted in exactly one of them, so totals summed over both never go down."""
+        with self._lock:
+            live = tuple(s for g in self._order for s in g.stats())
+            return live, self._retired_stats()
+
     def stats(self) -> tuple[ActorStats, ...]:
         """A snapshot of every member of every actor, in start order."""
         with self._lock:
@@ -386,11 +392,15 @@ class ActorSystem:
 
     def retired(self) -> tuple[ActorStats, ...]:
         """Totals of the actors of each role that have stopped (for monotonic metrics)."""
-        with self._retired_lock:
-            return tuple(
-                ActorStats._capture(role, role, counters, 0, 0, role)
-                for role, counters in sorted(self._retired.items())
-            )
+        with self._lock:
+            return self._retired_stats()
+
+    def _retired_stats(self) -> tuple[ActorStats, ...]:
+        # Called with _lock held.
+        return tuple(
+            ActorStats._capture(role, role, counters, 0, 0, role)
+            for role, counters in sorted(self._retired.items())
+        )
 
     def declare_roles(self, *roles: str) -> None:
         """Make `roles` known before their first actor starts: metrics export them (at zero)
@@ -399,11 +409,15 @@ class ActorSystem:
             self._retire(role, [])
 
     def _retire(self, role: str, members: list[_Counters]) -> None:
-        with self._retired_lock:
-            total = self._retired.setdefault(role, _Counters())
-            total.state = ActorState.STOPPED
-            for counters in members:
-                total.add(counters)
+        with self._lock:
+            self._add_retired(role, members)
+
+    def _add_retired(self, role: str, members: list[_Counters]) -> None:
+        # Called with _lock held.
+        total = self._retired.setdefault(role, _Counters())
+        total.state = ActorState.STOPPED
+        for counters in members:
+            total.add(counters)
 
     def schedule(
         self,
@@ -424,17 +438,20 @@ class ActorSystem:
             self._on_escalate(escalation)
 
     def _started(self, cell: _Cell) -> None:
-        with self._lock:
+        with self._cells_lock:
             self._cells.add(cell)
 
     def _exited(self, cell: _Cell) -> None:
         # The exiting member's own thread, as its very last act.
-        with self._lock:
+        with self._cells_lock:
             self._cells.discard(cell)
 
-    def _forget(self, group: _Group, inbox: Inbox) -> None:
+    def _forget(self, group: _Group, inbox: Inbox, counters: list[_Counters]) -> None:
         # The name and the route go together: a spawn that reuses the name finds both free.
+        # A role's totals take the actor's counters in the same step (see `census`).
         with self._lock:
+            if group.role is not None:
+                self._add_retired(group.role, counters)
             inbox.detach()
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]
@@ -473,11 +490,12 @@ class ActorSystem:
             except StopTimeout as error:  # judged below, once the channel has closed
                 _log.warning("%s", error)
         self.channel.close()  # wakes whatever still waits on a mailbox or a reply
-        with self._lock:
+        with self._cells_lock:
             left = [c for c in self._cells if c.thread is not threading.current_thread()]
-        grace = time.monotonic() + _KILL_GRACE
+        # The caller's deadline holds (a moment more for threads the close just woke).
+        last = max(deadline if not graceful else 0.0, time.monotonic() + _CLOSE_GRACE)
         for cell in left:
-            cell.thread.join(max(0.0, grace - time.monotonic()))
+            cell.thread.join(max(0.0, last - time.monotonic()))
         stuck = [c.doing() for c in left if c.thread.is_alive()]
         if stuck:
             text = ", ".join(stuck)

@@ -121,6 +121,8 @@ class TimerService:
         while (timer := self._next_due()) is not None:
             if not timer.active:
                 continue
+            if timer.interval is None:
+                timer.cancel()  # a one-shot is done once it runs: `active` says so
             try:
                 timer.callback()
             except Exception:
