@@ -11,18 +11,33 @@ import numpy as np
 from actord import Actor, Message
 
 from .model import BlockFailed, ChunkWritten, FFTChunk, SyntheticSource, Transform
-from .reader import synthetic_chunk
+from .reader import ChunkFailed, synthetic_chunk
 
 __all__ = ["FFTWorker", "transform"]
+
+# What a chunk's own data can make the transform raise: a zero side or a bad shape
+# (ValueError), a type numpy cannot transform (TypeError), an overflow under np.errstate
+# (FloatingPointError), a chunk too big for the memory left (MemoryError). The same chunk
+# fails the same way again, so these fail its job at once and are no fault of the worker.
+# Anything else is a fault of the code: it raises, and the reader retries the chunk once.
+_DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
 
 
 def transform(data: Any, kind: Transform, dtype: str) -> Any:
     """`numpy.fft.fft2` or `rfft2` of one 2-D chunk, as `dtype` (complex128 or complex64).
 
     complex64 is computed in single precision from the start (numpy 2 keeps float32 input in
-    float32), which is twice as fast as computing in double and casting.
+    float32), which is twice as fast as computing in double and casting. A complex chunk is
+    transformed as complex: casting it to a real type would drop its imaginary part.
     """
-    source = np.asarray(data, dtype=np.float32 if dtype == "complex64" else np.float64)
+    single = dtype == "complex64"
+    if np.iscomplexobj(data):
+        if kind is Transform.RFFT2:
+            # Validation refuses this at submit; an input replaced since then ends here.
+            raise TypeError(f"rfft2 needs a real input, not {np.asarray(data).dtype}")
+        source = np.asarray(data, dtype=np.complex64 if single else np.complex128)
+    else:
+        source = np.asarray(data, dtype=np.float32 if single else np.float64)
     result = np.fft.rfft2(source) if kind is Transform.RFFT2 else np.fft.fft2(source)
     return result.astype(dtype, copy=False)
 
@@ -42,20 +57,28 @@ def write_chunk(path: str, position: int, result: Any) -> None:
 
 class FFTWorker(Actor):
     """FFT pool member: transforms a chunk, writes it into its slot of the job's output, and
-    tells the job's writer. Workers write in parallel, so the disk copy is not serialised."""
+    tells the job's writer. Workers write in parallel, so the disk copy is not serialised.
+
+    A chunk's bad data or a failed write of its output (a full disk) fails the chunk's job,
+    told to its reader as a `ChunkFailed`: the worker does not raise, so a job's faults never
+    count toward the pool's restart intensity, which is for faults of the code.
+    """
 
     def handle(self, message: Message) -> None:
         """Actor thread: transform and write one chunk."""
         chunk: FFTChunk = message.payload
-        data = chunk.data
-        if isinstance(data, SyntheticSource):
-            data = synthetic_chunk(data.seed, data.index, data.shape)
-        result = transform(data, chunk.transform, chunk.dtype)
         layout = chunk.layout
-        if result.nbytes != layout.chunk_bytes:
-            raise ValueError(
-                f"chunk {chunk.index}: {result.nbytes} bytes, not {layout.chunk_bytes}"
-            )
+        try:
+            data = chunk.data
+            if isinstance(data, SyntheticSource):
+                data = synthetic_chunk(data.seed, data.index, data.shape)
+            result = transform(data, chunk.transform, chunk.dtype)
+            if result.nbytes != layout.chunk_bytes:
+                # The input is not the shape the output was planned for (it was replaced).
+                raise ValueError(f"{result.nbytes} bytes, not the {layout.chunk_bytes} planned")
+        except _DATA_ERRORS as error:
+            self._chunk_failed(chunk, f"the transform failed: {type(error).__name__}: {error}")
+            return
         try:
             write_chunk(layout.path, layout.offset + chunk.index * layout.chunk_bytes, result)
         except FileNotFoundError:
@@ -63,7 +86,15 @@ class FFTWorker(Actor):
             # the reader, which is gone too, so this becomes a counted dead letter.
             self.send(chunk.reader, BlockFailed(chunk, "the job's output is gone"))
             return
+        except OSError as error:
+            # ENOSPC, EIO, EFBIG, EDQUOT...: the output's disk, not the worker. A retry would
+            # most likely fail the same way, and a full disk stays full.
+            self._chunk_failed(chunk, f"writing the output failed: {error}")
+            return
         self.send(chunk.writer, ChunkWritten(chunk.job, chunk.index, int(result.nbytes)))
+
+    def _chunk_failed(self, chunk: FFTChunk, error: str) -> None:
+        self.send(chunk.reader, ChunkFailed(chunk, error))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: hand the failed chunk back to its reader, which retries it once."""

@@ -14,12 +14,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+import numpy as np
 
 from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message, RestartPolicy
 
 from .formats import resolve_format
 from .model import (
+    FFT_MAX_CHUNK_ELEMENTS,
+    FFT_MAX_CHUNKS,
+    FFT_MAX_ELEMENTS,
+    FFT_MAX_SIDE,
     Cancel,
     Executor,
     FFTOptions,
@@ -38,6 +44,7 @@ from .model import (
     Progress,
     Rejected,
     Submit,
+    Transform,
     WaitJob,
     WriterDone,
     WriterStopped,
@@ -290,13 +297,109 @@ def validate_spec(spec: JobSpec) -> str | None:
         return resolve_format(spec.options.format, spec.options.pattern).pattern
     if not isinstance(spec.options, FFTOptions):
         raise InvalidArgument("an FFT job takes FFTOptions")
-    if (spec.input is None) == (spec.options.synthetic is None):
+    options = spec.options
+    if (spec.input is None) == (options.synthetic is None):
         raise InvalidArgument("an FFT job needs either an input .npy or a synthetic shape")
-    if spec.options.synthetic is not None and min(spec.options.synthetic) < 1:
-        raise InvalidArgument("synthetic dimensions must be positive")
-    if spec.options.dtype not in _FINAL_DTYPES:
+    if options.dtype not in _FINAL_DTYPES:
         raise InvalidArgument(f"dtype must be one of {_FINAL_DTYPES}")
+    if not isinstance(options.transform, Transform):
+        raise InvalidArgument(f"transform must be one of {[t.value for t in Transform]}")
+    if spec.input is not None:
+        _check_npy_input(spec.input, options.transform)
+        return None
+    shape = options.synthetic
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) != 3
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+    ):
+        raise InvalidArgument(f"synthetic must be an (N, H, W) shape of integers, got {shape!r}")
+    if min(shape) < 1:
+        raise InvalidArgument(f"synthetic dimensions must be positive, got {shape}")
+    _check_fft_limits(shape, "the synthetic shape")
     return None
+
+
+def _check_fft_limits(shape: tuple[int, ...], what: str) -> None:
+    """Refuse an (N, H, W) stack over the limits documented in the model (FFT_MAX_*)."""
+    n, h, w = shape
+    if n > FFT_MAX_CHUNKS:
+        raise InvalidArgument(f"{what} {shape} is too big: at most {FFT_MAX_CHUNKS} chunks")
+    if max(h, w) > FFT_MAX_SIDE:
+        raise InvalidArgument(f"{what} {shape} is too big: at most {FFT_MAX_SIDE} per side")
+    if h * w > FFT_MAX_CHUNK_ELEMENTS:
+        raise InvalidArgument(
+            f"{what} {shape} is too big: at most {FFT_MAX_CHUNK_ELEMENTS} elements per chunk"
+        )
+    if n * h * w > FFT_MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"{what} {shape} is too big: at most {FFT_MAX_ELEMENTS} elements in all"
+        )
+
+
+def _check_npy_input(path: str, transform: Transform) -> None:
+    """Refuse an FFT input that is not a numeric (N, H, W) `.npy` stack within the limits.
+
+    Only the header is read (a few hundred bytes), never the array: an input may be tens of
+    GiB, and a submit must answer at once. A stack of no chunks is accepted (its output is an
+    empty stack); a chunk with a zero side has no transform.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = _read_npy_header(path, file)
+            data_offset = file.tell()
+            size = os.fstat(file.fileno()).st_size
+    except OSError as error:
+        raise InvalidArgument(f"cannot read the input {path}: {error.strerror or error}") from None
+    shape, dtype = header
+    if dtype.hasobject:
+        raise InvalidArgument(
+            f"{path} holds Python objects (dtype {dtype}): an FFT input must be numeric"
+        )
+    if dtype.fields is not None or not np.issubdtype(dtype, np.number):
+        raise InvalidArgument(
+            f"{path}: an FFT input must be numeric (integer, real or complex), not {dtype}"
+        )
+    if len(shape) != 3:
+        raise InvalidArgument(f"{path}: an FFT input must be an (N, H, W) stack, got shape {shape}")
+    if 0 in shape[1:]:
+        raise InvalidArgument(f"{path}: an FFT input needs chunks with no zero side, got {shape}")
+    _check_fft_limits(shape, f"the input {path}")
+    if transform is Transform.RFFT2 and np.issubdtype(dtype, np.complexfloating):
+        raise InvalidArgument(
+            f"{path}: rfft2 needs a real input, and this one is {dtype}: use fft2 for a complex"
+            " input"
+        )
+    needed = data_offset + shape[0] * shape[1] * shape[2] * dtype.itemsize
+    if size < needed:
+        raise InvalidArgument(f"{path} is truncated: {size} bytes, its header says {needed}")
+
+
+def _read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype in a `.npy` header; the file is left at the start of the data."""
+    try:
+        version = np.lib.format.read_magic(file)
+    except ValueError:
+        raise InvalidArgument(f"{path} is not a .npy file (it does not start as one)") from None
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        # 3.0 only differs by UTF-8 field names, which only a structured (non-numeric) dtype has.
+        raise InvalidArgument(f"{path}: .npy format {version[0]}.{version[1]} is not supported")
+    try:
+        shape, _, dtype = read_header(file)
+    except OSError:
+        raise  # the disk, not the header: the caller says so
+    except Exception as error:  # noqa: BLE001 - any parse failure is a refusal
+        # numpy parses the header as a Python literal: a malformed one raises ValueError,
+        # SyntaxError or tokenize.TokenError, by numpy version. Whatever the file holds, the
+        # answer is a refusal: validation also runs in the jobs actor, which must not raise.
+        raise InvalidArgument(f"{path} has a malformed .npy header: {error}") from None
+    if any(n < 0 for n in shape):  # numpy takes any integers: a negative one is corrupt
+        raise InvalidArgument(f"{path} has a malformed .npy header: shape {shape}")
+    return tuple(int(n) for n in shape), dtype
 
 
 class JobClient:

@@ -35,7 +35,7 @@ from .model import (
     UnitsWritten,
 )
 
-__all__ = ["ArrayReader", "LogReader", "open_log", "reader_capacity"]
+__all__ = ["ArrayReader", "ChunkFailed", "LogReader", "open_log", "reader_capacity"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -46,6 +46,19 @@ class _Next:
 
 
 _NEXT = _Next()
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed:
+    """An FFT worker to a chunk's reader: the chunk's data or its output failed (a zero side,
+    a full disk), which a retry would not cure: the job fails at once, naming the chunk.
+
+    Unlike `BlockFailed` (a worker that raised, retried once), the worker did not raise: the
+    job's fault is no fault of the pool and never counts toward its restart intensity.
+    """
+
+    unit: FFTChunk
+    error: str
 
 
 def open_log(path: str) -> IO[bytes]:
@@ -82,6 +95,7 @@ class _UnitReader(Actor):
         self._sent = 0
         self._written = 0
         self._paused = False
+        self._failed = False  # a unit failed the job: send nothing more
 
     def _room(self) -> bool:
         # Called before reading the next unit: False pauses the reader until a written note.
@@ -106,9 +120,10 @@ class _UnitReader(Actor):
             if isinstance(unit, LogBlock)
             else f"chunk {unit.index}"
         )
-        self.send(self.jobs, JobError(self.job, f"{where} failed twice: {failed.error}"))
+        self._fail(f"{where} failed twice: {failed.error}")
 
     def _fail(self, error: str) -> None:
+        self._failed = True
         self.send(self.jobs, JobError(self.job, error))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
@@ -304,7 +319,8 @@ class ArrayReader(_UnitReader):
         self.send(self.name, _NEXT)
 
     def handle(self, message: Message) -> None:
-        """Actor thread: send one chunk, or retry a failed one."""
+        """Actor thread: send one chunk, retry one whose worker raised, or fail the job on a
+        chunk whose data or output failed."""
         payload = message.payload
         if isinstance(payload, UnitsWritten):
             self._on_written(payload)
@@ -312,7 +328,12 @@ class ArrayReader(_UnitReader):
         if isinstance(payload, BlockFailed):
             self._retry_or_fail(payload)
             return
+        if isinstance(payload, ChunkFailed):
+            self._unit_failed(payload)
+            return
         if payload is not _NEXT or self._index >= self._shape[0] or self._layout is None:
+            return
+        if self._failed:  # the job is over: its remaining chunks would be wasted work
             return
         if not self._room():
             return
@@ -337,6 +358,11 @@ class ArrayReader(_UnitReader):
             self.send(self.name, _NEXT)
         else:
             self.send(self.writer, ReadDone(self.job, self._shape[0], 0))
+
+    def _unit_failed(self, failed: ChunkFailed) -> None:
+        # Only the first failure is the job's: the others are of chunks already in flight.
+        if not self._failed:
+            self._fail(f"chunk {failed.unit.index}: {failed.error}")
 
     def _chunk(self, index: int) -> Any:
         if self._stack is not None:
