@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from actord.control.protocol import ErrorCode, ProtocolError
+from actord.control.protocol import ProtocolError
+from actord.runtime.errors import ErrorCode
 
 __all__ = ["confine", "confine_pair"]
 

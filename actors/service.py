@@ -25,10 +25,11 @@ from prometheus_client.registry import Collector
 
 from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
 from actord.control.methods import param
-from actord.control.protocol import ErrorCode, ProtocolError
+from actord.control.protocol import ProtocolError
 from actord.control.server import Call, HandlerError
 from actord.daemon.app import Method
 from actord.daemon.config import Config
+from actord.runtime.errors import ErrorCode
 from actors.paths import confine, confine_pair
 
 from .jobs import (

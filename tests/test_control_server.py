@@ -16,8 +16,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from actord.control.protocol import ErrorCode, encode_request
+from actord.control.protocol import encode_request
 from actord.control.server import Call, ControlServer, HandlerError
+from actord.runtime.errors import ErrorCode
 
 from ._daemon import connect_unix
 from ._peers import probe_as_nobody

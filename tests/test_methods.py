@@ -18,8 +18,9 @@ from actord import (
     UnknownActor,
 )
 from actord.control.methods import Dispatcher, runtime_methods
-from actord.control.protocol import ErrorCode, ProtocolError, Request
+from actord.control.protocol import ProtocolError, Request
 from actord.control.server import Call, HandlerError, Peer
+from actord.runtime.errors import ErrorCode, Refused
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
 
@@ -66,7 +67,7 @@ def _raiser(error: Exception) -> Any:
 )
 def test_failures_become_stable_codes(error: Exception, code: ErrorCode) -> None:
     dispatcher = Dispatcher({"m": _raiser(error)})
-    with pytest.raises(HandlerError) as raised:
+    with pytest.raises(Refused) as raised:  # one family: what the server answers with
         dispatcher(_call("m"))
     assert raised.value.code is code
     assert dispatcher.snapshot() == {("m", code.value): 1, ("m", ""): 0}  # known: zeros too

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actord.control.protocol import ErrorCode, ProtocolError
+from actord.control.protocol import ProtocolError
+from actord.runtime.errors import ErrorCode
 from actors.paths import confine, confine_pair
 
 

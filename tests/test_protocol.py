@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actord.control.protocol import (
-    ErrorCode,
     FrameDecoder,
     Notification,
     ProtocolError,
@@ -20,6 +19,7 @@ from actord.control.protocol import (
     encode_request,
     encode_response,
 )
+from actord.runtime.errors import ErrorCode
 
 
 def _decode(data: bytes, limit: int = 1 << 20) -> list[object]:

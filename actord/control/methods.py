@@ -16,14 +16,16 @@ from typing import Any, Final, Protocol
 from ..runtime.errors import (
     ActordError,
     AskTimeout,
+    ErrorCode,
     InvalidArgument,
     MailboxFull,
+    Refused,
     UnknownActor,
 )
 from ..runtime.message import AdminCommand, MessageType, Scalar
 from ..runtime.stats import ActorStats
 from ..runtime.system import ActorSystem
-from .protocol import ErrorCode, ProtocolError
+from .protocol import ProtocolError
 from .server import Call, HandlerError
 
 __all__ = ["Dispatcher", "Method", "RuntimeHooks", "param", "runtime_methods", "stats_to_wire"]
@@ -72,7 +74,7 @@ class Dispatcher:
             )
         try:
             result = method(call)
-        except HandlerError as error:
+        except Refused as error:  # a refusal with its own code (HandlerError, ProtocolError)
             self._count(call.method, error.code)
             raise
         except (ConnectionError, TimeoutError) as error:

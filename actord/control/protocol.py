@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from typing import Any, Final
 
 import msgpack
 
+from ..runtime.errors import ErrorCode, Refused
+
 __all__ = [
     "DEFAULT_FRAME_LIMIT",
-    "ErrorCode",
     "FrameDecoder",
     "Kind",
     "Notification",
@@ -42,28 +43,10 @@ class Kind(IntEnum):
     NOTIFICATION = 2
 
 
-class ErrorCode(StrEnum):
-    """Stable error codes of the control protocol (documented in the README)."""
-
-    BAD_REQUEST = "bad_request"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    BUSY = "busy"
-    INVALID_PATH = "invalid_path"
-    CONFLICT = "conflict"
-    INTERNAL = "internal"
-    UNKNOWN_METHOD = "unknown_method"
-    TOO_LARGE = "too_large"
-
-
-class ProtocolError(Exception):
+class ProtocolError(Refused):
     """A request refused with `code`. Raised while decoding a frame (the peer broke the
     protocol: the connection is closed after the reply), or by a method about its params (a
     path outside the roots, say: answered, and the connection goes on)."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
     def as_error(self) -> dict[str, str]:
         return {"code": self.code.value, "message": str(self)}

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..daemon.config import ConfigError
-from ..runtime.errors import ActordError
+from ..runtime.errors import ActordError, ErrorCode, Refused
 from .protocol import (
     DEFAULT_FRAME_LIMIT,
-    ErrorCode,
     FrameDecoder,
     ProtocolError,
     Request,
@@ -93,12 +92,8 @@ class Call:
         self._send(encode_notification(method, params))
 
 
-class HandlerError(Exception):
+class HandlerError(Refused):
     """Raised by a handler to answer with a stable error code instead of a result."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 Handler = Callable[[Call], Any]
@@ -297,7 +292,7 @@ class ControlServer:
         request = call.request
         try:
             result = self.handler(call)
-        except HandlerError as error:
+        except Refused as error:  # a refusal with its own code (a handler's, a bad param)
             return _error(request.msgid, error.code, str(error))
         except ActordError as error:  # the runtime's own refusals (a timeout, a dead actor)
             return _error(request.msgid, ErrorCode.INTERNAL, f"{error.code.value}: {error}")

@@ -36,9 +36,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
-from ..control.protocol import ErrorCode
 from ..control.server import ControlServer, HandlerError
-from ..runtime.errors import ActorDead, ActordError, ExitCode, StopTimeout, UnknownActor
+from ..runtime.errors import ActorDead, ActordError, ErrorCode, ExitCode, StopTimeout, UnknownActor
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app

@@ -11,7 +11,9 @@ from enum import IntEnum, StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Stable codes carried by every `ActordError`."""
+    """Stable codes carried by every `ActordError`: the runtime's own, and those the control
+    protocol answers with (`{code, message}`; the README lists them). One enum for both:
+    the control layer maps a runtime code to a protocol one where they differ."""
 
     MAILBOX_CLOSED = "mailbox_closed"
     CHANNEL_CLOSED = "channel_closed"
@@ -24,6 +26,16 @@ class ErrorCode(StrEnum):
     STOP_TIMEOUT = "stop_timeout"
     INVALID_ARGUMENT = "invalid_argument"
     STOPPING = "stopping"
+    # The control protocol's answers.
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    BUSY = "busy"
+    INVALID_PATH = "invalid_path"
+    CONFLICT = "conflict"
+    INTERNAL = "internal"
+    UNKNOWN_METHOD = "unknown_method"
+    TOO_LARGE = "too_large"
 
 
 class ExitCode(IntEnum):
@@ -39,6 +51,15 @@ class ActordError(Exception):
     """Base class of every error the runtime raises on purpose."""
 
     code: ErrorCode = ErrorCode.INVALID_ARGUMENT
+
+
+class Refused(ActordError):
+    """A request refused with a stable `code`, chosen where it is raised (a bad frame, a
+    path outside the roots, a busy store): the control socket answers `{code, message}`."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MailboxClosed(ActordError):
