@@ -6,21 +6,28 @@ crash retry, never a failure of its own, so a healthy job is not failed because 
 killed. The journal knows nothing about job kinds: a spec is opaque bytes (msgpack of the
 job's options), and the runtime never imports the job actors.
 
-One thread owns the connection (SQLite's default check): in the daemon that is the journal
-actor. WAL mode with ``synchronous=FULL``: a commit is on disk when it returns.
+A job's output is journaled before it appears: its writer's temporary files, synced, and
+where each one goes (`record_publication`) are committed before the first rename. A job that
+was publishing when the daemon died is therefore finished at the next start (the renames
+completed, or found done), never run again: its output is created once.
+
+One thread owns the connection (SQLite's default check): in the daemon that is the job store.
+WAL mode with ``synchronous=FULL``: a commit is on disk when it returns.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from actord.runtime.errors import InvalidArgument, UnknownActor
 
-__all__ = ["Journal", "JournalState", "JournaledJob"]
+__all__ = ["Journal", "JournalState", "JournaledJob", "Publication"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,13 +41,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result BLOB,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    publication TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 """
 
+_COLUMNS = (
+    "id, kind, spec, state, idempotency_key, crash_retries, error, result, created, updated, "
+    "publication"
+)
 
-_COLUMNS = "id, kind, spec, state, idempotency_key, crash_retries, error, result, created, updated"
+Publication = tuple[tuple[str, str], ...]  # (temporary file, final path), in rename order
 
 
 class JournalState(StrEnum):
@@ -67,6 +79,9 @@ class JournaledJob:
     result: bytes | None
     created: float
     updated: float
+    # A running job's output files, committed before the first of them was renamed into
+    # place; empty until then, and again once the job has ended.
+    publication: Publication = ()
 
 
 class Journal:
@@ -78,6 +93,14 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # A journal written before publications were journaled lacks the column: added in
+        # place (NULL in every row: none of its jobs was publishing), so no job is lost.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "publication" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN publication TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -113,6 +136,27 @@ class Journal:
     def mark_running(self, job_id: str) -> JournaledJob:
         return self._set_state(job_id, JournalState.RUNNING)
 
+    def record_publication(
+        self, job_id: str, files: Sequence[tuple[str, str]], *, result: bytes
+    ) -> JournaledJob:
+        """Commit, before the first rename, the output files of a running job: each synced
+        temporary file and its final path, in rename order (the output last), with the result
+        the job will end with. From then on a restart finishes the job instead of running it
+        again (see `recover`). Only a running job may publish, and only once."""
+        if not files:
+            raise InvalidArgument("a publication needs at least one file")
+        with self._transaction():
+            current = self.get(job_id)
+            if current.state is not JournalState.RUNNING:
+                raise InvalidArgument(f"job {job_id} is {current.state.value}, not running")
+            if current.publication:
+                raise InvalidArgument(f"job {job_id} is already publishing its output")
+            self._db.execute(
+                "UPDATE jobs SET publication = ?, result = ?, updated = ? WHERE id = ?",
+                (json.dumps([list(pair) for pair in files]), result, time.time(), job_id),
+            )
+        return self.get(job_id)
+
     def finish(
         self,
         job_id: str,
@@ -121,7 +165,8 @@ class Journal:
         error: str | None = None,
         result: bytes | None = None,
     ) -> JournaledJob:
-        """Record a job's end (done, failed or cancelled). Finishing twice is refused."""
+        """Record a job's end (done, failed or cancelled), which also ends its publication if
+        it had begun one. Finishing twice is refused."""
         if not state.finished:
             raise InvalidArgument(f"{state.value} is not a final state")
         with self._transaction():
@@ -129,26 +174,43 @@ class Journal:
             if current.state.finished:
                 raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
             self._db.execute(
-                "UPDATE jobs SET state = ?, error = ?, result = ?, updated = ? WHERE id = ?",
+                "UPDATE jobs SET state = ?, error = ?, result = ?, publication = NULL, "
+                "updated = ? WHERE id = ?",
                 (state.value, error, result, time.time(), job_id),
             )
         return self.get(job_id)
 
     def recover(self) -> list[JournaledJob]:
-        """On start: every unfinished job, oldest first, back to ACCEPTED. A job that was
-        RUNNING counts one crash retry (the daemon died under it)."""
+        """On start: every unfinished job, oldest first. A job that was RUNNING goes back to
+        ACCEPTED and counts one crash retry: the daemon died under it, and this death is
+        counted now, the first as every later one, so `crash_retries` caps the deaths.
+
+        A job that was publishing stays RUNNING with its publication, and counts no retry:
+        it is not run again, the caller finishes its publication (or, if its files are gone,
+        `release`s it as a crash)."""
         with self._transaction():
             self._db.execute(
                 "UPDATE jobs SET crash_retries = crash_retries + 1, state = ?, updated = ? "
-                "WHERE state = ?",
+                "WHERE state = ? AND publication IS NULL",
                 (JournalState.ACCEPTED.value, time.time(), JournalState.RUNNING.value),
             )
         return self.jobs(unfinished=True)
 
-    def release(self, job_id: str) -> JournaledJob:
-        """A running job back to ACCEPTED without a crash retry: the daemon is stopping
-        cleanly and the job will run again on the next start."""
-        return self._set_state(job_id, JournalState.ACCEPTED)
+    def release(self, job_id: str, *, crashed: bool = False) -> JournaledJob:
+        """A running job back to ACCEPTED: it will run again on the next start, and its
+        publication, if it had begun one, is void. Without `crashed` no crash retry is
+        counted (the daemon is stopping cleanly); with it, one is: the daemon is going down
+        because of a fault (an escalation), which may well be this job's doing."""
+        with self._transaction():
+            current = self.get(job_id)
+            if current.state.finished:
+                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._db.execute(
+                "UPDATE jobs SET state = ?, crash_retries = crash_retries + ?, "
+                "publication = NULL, updated = ? WHERE id = ?",
+                (JournalState.ACCEPTED.value, int(crashed), time.time(), job_id),
+            )
+        return self.get(job_id)
 
     def counts_by_kind(self) -> dict[tuple[str, JournalState], int]:
         """How many jobs of each kind are in each state."""
@@ -202,12 +264,19 @@ class Journal:
                 result=None if r[7] is None else bytes(r[7]),
                 created=r[8],
                 updated=r[9],
+                publication=_publication(r[10]),
             )
             for r in rows
         ]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _publication(column: str | None) -> Publication:
+    if column is None:
+        return ()
+    return tuple((temp, final) for temp, final in json.loads(column))
 
 
 class _Transaction:

@@ -181,14 +181,14 @@ class JobService:
         assert isinstance(drained, Drained)
         return drained.queued
 
-    def release(self) -> None:
+    def release(self, *, crashed: bool = False) -> None:
         # The work stops first: a thread parser holds the GIL for a whole block, and with
         # the cores busy every hand-off to the store would wait for one. What the pools hold
         # becomes dead letters; the store then puts the running jobs back in the queue.
         for pool in (PARSERS, FFT_WORKERS):
             with contextlib.suppress(UnknownActor):
                 self.system.lookup(pool).stop(graceful=False, wait=False)
-        self._ask(Release(), timeout=5.0)
+        self._ask(Release(crashed=crashed), timeout=5.0)
         with self._lock:
             inboxes = list(self._inboxes)
         for inbox in inboxes:  # wake every watch now: the daemon is going

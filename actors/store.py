@@ -5,6 +5,12 @@ The store hands jobs to the jobs actor (at most `max_jobs` at a time), listens t
 `Progress` events and records each job's end; only then does it publish the end to watchers
 and answer waiters, so a client told "done" is told what the journal says. On the first start
 it re-queues what a crash left unfinished, after removing the temp files the crash left.
+
+It also journals each job's output before the output appears: a writer asks (`Publishing`)
+and renames its files only once the store has committed them. That commit is the point of no
+return: a cancel that comes after it is too late (the job ends done), a stop leaves the job
+to be finished at the next start, and a start after a crash completes the renames (or finds
+them done) and records the job done, instead of running it again and replacing its output.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .model import (
     WaitJob,
 )
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
-from .writer import REJECTS_SUFFIX, remove_temps
+from .writer import REJECTS_SUFFIX, Publishing, Recorded, complete_publication, remove_temps
 
 __all__ = [
     "Accept",
@@ -79,8 +85,16 @@ class Drained:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """The daemon is stopping: running jobs go back to the queue in the journal (no crash
-    retry counted); later ends other than done are not recorded. Replied with `Released`."""
+    """The daemon is stopping: running jobs go back to the queue in the journal; later ends
+    other than done are not recorded. Replied with `Released` (the jobs put back: not those
+    publishing their output, which end done now or at the next start).
+
+    `crashed`: the daemon is going down because of a fault (an escalation), not asked to
+    stop. Each released job then counts a crash retry, as if the daemon had been killed
+    under it: a job that takes the daemon down is counted from its first death, so
+    `max_crash_retries` caps the restarts it can cause."""
+
+    crashed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,7 @@ class _Live:
         self.cancelled = False  # journaled as cancelled while the jobs actor still runs it
         self.started = 0.0  # monotonic time it was handed to the jobs actor
         self.counted = (0, 0)  # units and bytes already added to the metrics
+        self.publishing = False  # its output is journaled: it can only end done now
 
 
 class JobStore(Actor):
@@ -186,6 +201,15 @@ class JobStore(Actor):
         self.by_kind = Counter(
             {key: n for key, n in journal.counts_by_kind().items() if key[1].finished}
         )
+        if self.recover:
+            # Publications first, before any temp file is removed: their temp files are
+            # outputs already journaled, which another job's cleanup must not take.
+            unfinished = []
+            for job in found:
+                recovered = self._recover_publication(job) if job.publication else job
+                if recovered is not None:
+                    unfinished.append(recovered)
+            found = unfinished
         for job in found:
             try:
                 spec = spec_from_wire(unpack(job.spec))
@@ -193,7 +217,8 @@ class JobStore(Actor):
                 self._finish(job.id, job.kind, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
             if job.state is JobState.RUNNING:  # a restart of this actor: still running
-                self.live[job.id] = _Live(self._info(job, spec), spec)
+                live = self.live[job.id] = _Live(self._info(job, spec), spec)
+                live.publishing = bool(job.publication)
                 self.running.add(job.id)
                 continue
             if self.recover:
@@ -211,6 +236,26 @@ class JobStore(Actor):
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
         self._pump()
 
+    def _recover_publication(self, job: JournaledJob) -> JournaledJob | None:
+        """A job the daemon died under while it published its output: done once its files
+        are in place (None: nothing left to run); if they never got there, back in the queue
+        (the job, released as a crash)."""
+        try:
+            published = complete_publication(job.publication)
+        except OSError as error:
+            failed = f"its output could not be put in place after a restart: {error}"
+            _log.error("job %s failed: %s", job.id, failed)
+            for temp, _ in job.publication:
+                Path(temp).unlink(missing_ok=True)
+            self._finish(job.id, job.kind, JobState.FAILED, error=failed)
+            return None
+        if published:
+            _log.info("job %s: its output, journaled before a crash, is in place: done", job.id)
+            self._finish(job.id, job.kind, JobState.DONE, error=None, result=job.result)
+            return None
+        _log.warning("job %s: its output was lost before it was published: it runs again", job.id)
+        return self._journal.release(job.id, crashed=True)
+
     def on_stop(self) -> None:
         """Actor thread."""
         if self.journal is not None:
@@ -223,6 +268,8 @@ class JobStore(Actor):
             self._progress(payload)
         elif isinstance(payload, Accept):
             self.reply(message, self._accept(payload))
+        elif isinstance(payload, Publishing):
+            self.reply(message, self._publishing(payload))
         elif isinstance(payload, GetJob):
             self.reply(message, self._lookup(payload.job))
         elif isinstance(payload, ListJobs):
@@ -240,7 +287,7 @@ class JobStore(Actor):
             self.drain_waiters.append(message)
             self._check_drained()
         elif isinstance(payload, Release):
-            self.reply(message, self._release())
+            self.reply(message, self._release(payload.crashed))
         elif isinstance(payload, SetMaxJobs):
             self.max_jobs = payload.max_jobs
             self.roots = payload.roots or self.roots
@@ -311,9 +358,34 @@ class JobStore(Actor):
             infos.append(live.info if live else self._info(job))
         return tuple(infos)
 
+    def _publishing(self, request: Publishing) -> Recorded | Rejected:
+        # The writer renames its files only after this commit: a job cancelled or released
+        # before it is refused (its writer removes its files), and once it is in, the job's
+        # output is the journal's to finish, whatever happens to the daemon.
+        job_id = request.job
+        live = self.live.get(job_id)
+        if live is None:
+            return Rejected("not_found", f"job {job_id!r} is not running here")
+        result = {
+            "done": request.done,
+            "total": request.total,
+            "bytes": request.bytes,
+            "summary": summary_to_wire(request.summary),
+        }
+        try:
+            # The journal refuses a job that is not running there: one cancelled or released
+            # (put back in the queue) before it asked, or one that asks twice.
+            self._journal.record_publication(job_id, request.files, result=pack(result))
+        except InvalidArgument as error:
+            return Rejected("conflict", str(error))
+        live.publishing = True
+        return Recorded(job_id)
+
     def _cancel(self, message: Message, job_id: str) -> None:
         live = self.live.get(job_id)
-        if live is None or live.cancelled:
+        if live is None or live.cancelled or live.publishing:
+            # Ended, being cancelled, or its output journaled: too late (a published job
+            # ends done), and the answer says where it stands.
             self.reply(message, self._lookup(job_id))
             return
         # The journal first: once the client hears "cancelled", no restart runs the job again.
@@ -330,14 +402,16 @@ class JobStore(Actor):
         self._ended(job_id, live)
         self.reply(message, live.info)
 
-    def _release(self) -> Released:
+    def _release(self, crashed: bool) -> Released:
         self.released = True
         self.draining = True
         released = []
         for job_id in sorted(self.running):
             live = self.live[job_id]
-            if not live.cancelled:
-                self._journal.release(job_id)
+            # A publishing job stays running in the journal with its publication: it ends
+            # done, now if its writer gets there, else at the next start.
+            if not live.cancelled and not live.publishing:
+                self._journal.release(job_id, crashed=crashed)
                 released.append(job_id)
         return Released(tuple(released))
 

@@ -3,6 +3,21 @@
 
 Outputs go to a temporary file in the destination directory, are fsynced and renamed: no
 reader ever sees a partial output, and a failed or cancelled job leaves none behind.
+
+Publication happens once, whatever instant the daemon is killed at. The order, for the one
+file of an FFT job and the two of a log job (the rejects file, then the output):
+
+1. fsync each temporary file: its data is on disk;
+2. ask the job store to journal the publication (`Publishing`: each temporary file, where it
+   goes, and the job's result) and wait for the commit;
+3. rename each file into place, the output last, then fsync the directory: the renames are
+   on disk;
+4. tell the jobs actor (`WriterDone`); the store then journals the job as done.
+
+A kill before 2 leaves temporary files and no record: the next start removes them and runs
+the job again (no output ever existed). A kill after 2 leaves a record: the next start
+completes the renames from the synced temporary files, or finds them done, and marks the job
+done (`complete_publication`): it is never run again, and its output is never replaced.
 """
 
 from __future__ import annotations
@@ -12,12 +27,14 @@ import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import numpy as np
 
-from actord import Actor, Message
+from actord import Actor, ActorDead, AskTimeout, Message
 
 from .model import (
     ArrayPlan,
@@ -35,7 +52,47 @@ from .model import (
     WrittenProgress,
 )
 
-__all__ = ["ArrayWriter", "AtomicFile", "LogWriter", "create_temp", "remove_temps"]
+__all__ = [
+    "JOURNAL",
+    "PAUSE_ENV",
+    "ArrayWriter",
+    "AtomicFile",
+    "LogWriter",
+    "Publishing",
+    "Recorded",
+    "complete_publication",
+    "create_temp",
+    "remove_temps",
+]
+
+# The actor that journals publications: the job store, under the name the daemon spawns it
+# with (`actors.service.STORE`; a test keeps the two equal). A system that has none (jobs
+# given straight to the jobs actor: the demo, benches, tests) has no journal to tell.
+JOURNAL: Final = "store"
+_RECORD_TIMEOUT: Final = 30.0  # a journal commit takes milliseconds; the store never waits
+
+# Test-only: off unless set (see `_pause_for_test`).
+PAUSE_ENV: Final = "ACTORD_TEST_PAUSE_PUBLISH"
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    """Writer to job store (a request): journal this job's output before it appears.
+    Answered `Recorded` once committed, or `Rejected` (the job was cancelled, the daemon is
+    stopping, or the store does not run it): then nothing may be published."""
+
+    job: str
+    files: tuple[tuple[str, str], ...]  # (synced temporary file, final path), in rename order
+    summary: LogSummary | FFTSummary
+    done: int
+    total: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    job: str
+
 
 REJECTS_SUFFIX = ".rejects"
 
@@ -72,6 +129,33 @@ def remove_temps(path: str) -> list[str]:
             Path(directory, entry).unlink(missing_ok=True)
             removed.append(os.path.join(directory, entry))
     return removed
+
+
+def complete_publication(files: Sequence[tuple[str, str]]) -> bool:
+    """At a start, finish a publication the daemon died in (files as journaled: synced
+    temporary file and final path, in rename order, the output last).
+
+    True: every file is in place, the job is done. A file still at its temporary path is
+    renamed (its data was synced before the publication was journaled); one whose temporary
+    file is gone was renamed already, and is left as it is (the same inode). The directories
+    are synced before this returns, so the journal may then say done.
+
+    False: the output is neither at its temporary path nor in place. Its publication never
+    got its files (a rename that failed, the job's cleanup under way, a power cut that lost
+    the temporary file's directory entry): nothing was published, and the job must run again.
+    What is left of its temporary files is removed.
+    """
+    last_temp, last_final = files[-1]
+    if not os.path.exists(last_temp) and not os.path.exists(last_final):
+        for temp, _ in files:
+            Path(temp).unlink(missing_ok=True)
+        return False
+    for temp, final in files:
+        if os.path.exists(temp):
+            os.replace(temp, final)
+    for directory in sorted({os.path.dirname(os.path.abspath(final)) for _, final in files}):
+        _fsync_dir(directory)
+    return True
 
 
 class AtomicFile:
@@ -112,19 +196,52 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-class _UnitWriter(Actor):
-    """Counting units in, and the end of the job once the reader's total is known."""
+def _pause_for_test(point: str, kind: str, job: str) -> None:
+    """A test-only hook, so that a test can kill -9 the daemon at an exact instant of a
+    publication. Off unless ``ACTORD_TEST_PAUSE_PUBLISH`` is set to ``<point>:<kind>:<fifo>``:
+    a `kind` writer ("log" or "fft") that reaches `point` ("before-rename": the publication is
+    journaled, nothing renamed; "after-rename": renamed and synced, the journal not yet told
+    done) writes its job id and a newline to the FIFO `fifo`, then waits until ``<fifo>.go``
+    is opened for writing (or the process is killed). The test makes both FIFOs."""
+    setting = os.environ.get(PAUSE_ENV)
+    if not setting:
+        return
+    wanted, wanted_kind, fifo = setting.split(":", 2)
+    if (wanted, wanted_kind) != (point, kind):
+        return
+    with open(fifo, "w") as note:
+        note.write(job + "\n")
+    with open(fifo + ".go", "rb") as go:  # blocks until the test lets go
+        go.read()
 
-    def __init__(self, job: str, output: str, jobs: str, reader: str) -> None:
+
+class _UnitWriter(Actor):
+    """Counting units in, the end of the job once the reader's total is known, and the
+    publication of its output."""
+
+    kind: str  # the job kind, for the test hook
+
+    def __init__(
+        self, job: str, output: str, jobs: str, reader: str, *, journal: str | None = JOURNAL
+    ) -> None:
         self.job = job
         self.output = output
         self.jobs = jobs
         self.reader = reader
+        self.journal = journal
         self.total: int | None = None
         self.done = 0
         self.bytes = 0
-        self.committed = False
+        self.sealed = False  # every unit is in: the publication has begun (it happens once)
+        self.committed = False  # published: nothing of the job's is removed any more
         self.started = time.monotonic()
+
+    def on_start(self) -> None:
+        """Actor thread: is there a journal to tell? Decided once, now: the store starts
+        before any job and outlives every writer of a running daemon, so a store that is gone
+        later means the daemon is stopping, and then nothing is published without a record."""
+        if self.journal is not None and self._channel.size(self.journal) == (0, 0):
+            self.journal = None
 
     def _progress(self) -> None:
         self.send(self.reader, UnitsWritten(self.job, self.done))
@@ -136,6 +253,49 @@ class _UnitWriter(Actor):
     def _abort(self) -> None:
         """Remove whatever this writer created, unless it was committed."""
         raise NotImplementedError
+
+    def _publish(self, files: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> None:
+        """Publish synced temporary files (rename order, the output last) once: journaled,
+        then renamed, then the directory synced, then the end told (see the module's doc)."""
+        self.sealed = True
+        refused = self._record(files, summary)
+        if refused is not None:
+            # Cancelled or released meanwhile: the job is not ours to publish. The jobs actor
+            # ends it and stops this writer, whose on_stop removes the files.
+            self._fail(f"{self.output} was not published: {refused}")
+            return
+        # From here a kill leaves the temporary files to the next start, which renames them.
+        _pause_for_test("before-rename", self.kind, self.job)
+        renamed: list[str] = []
+        try:
+            for temp, final in files:
+                os.replace(temp, final)
+                renamed.append(final)
+            _fsync_dir(os.path.dirname(files[-1][1]))
+        except OSError:
+            # Nothing may stay published, since the job fails: what was renamed goes, and
+            # `_abort` (from on_failure) removes the temporary files left.
+            for final in renamed:
+                Path(final).unlink(missing_ok=True)
+            raise
+        self.committed = True
+        _pause_for_test("after-rename", self.kind, self.job)
+        self.send(self.jobs, WriterDone(self.job, summary))
+
+    def _record(self, files: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> str | None:
+        """Have the store journal the publication; None once committed, else why not."""
+        if self.journal is None:
+            return None
+        total = self.total if self.total is not None else self.done
+        request = Publishing(self.job, tuple(files), summary, self.done, total, self.bytes)
+        try:
+            answer = self.ask(self.journal, request, timeout=_RECORD_TIMEOUT)
+        except (ActorDead, AskTimeout) as error:
+            return f"the journal could not record it: {error}"
+        if isinstance(answer, Rejected):
+            return answer.message
+        assert isinstance(answer, Recorded), answer
+        return None
 
     def on_stop(self) -> None:
         """Actor thread: a job stopped before its end leaves no output and no temp file."""
@@ -154,8 +314,12 @@ class _UnitWriter(Actor):
 class LogWriter(_UnitWriter):
     """Writes parsed blocks in input order: JSON Lines output and a rejects file beside it."""
 
-    def __init__(self, job: str, output: str, jobs: str, reader: str) -> None:
-        super().__init__(job, output, jobs, reader)
+    kind = "log"
+
+    def __init__(
+        self, job: str, output: str, jobs: str, reader: str, *, journal: str | None = JOURNAL
+    ) -> None:
+        super().__init__(job, output, jobs, reader, journal=journal)
         self.rejects_path = output + REJECTS_SUFFIX
         self._pending: dict[int, ParsedBlock] = {}  # blocks that arrived ahead of their turn
         self._counts: Counter[str] = Counter()
@@ -167,6 +331,7 @@ class LogWriter(_UnitWriter):
 
     def on_start(self) -> None:
         """Actor thread: create the temporary output and rejects files."""
+        super().on_start()
         self._out = AtomicFile(self.output)
         self._rejects = AtomicFile(self.rejects_path)
 
@@ -182,7 +347,7 @@ class LogWriter(_UnitWriter):
             self.total = payload.units
             self._too_long = payload.too_long
             self._read_bytes = payload.bytes
-        if self.total is not None and self.done == self.total and not self.committed:
+        if self.total is not None and self.done == self.total and not self.sealed:
             self._commit()
 
     def _write(self, block: ParsedBlock) -> None:
@@ -203,15 +368,6 @@ class LogWriter(_UnitWriter):
         assert self._out is not None and self._rejects is not None
         self._out.sync()
         self._rejects.sync()
-        # The output appears last: a failure before it leaves neither file behind.
-        self._rejects.publish()
-        try:
-            self._out.publish()
-        except OSError:
-            Path(self._rejects.path).unlink(missing_ok=True)
-            raise
-        _fsync_dir(os.path.dirname(self._out.path))
-        self.committed = True
         counts = self._counts
         summary = LogSummary(
             lines=counts["lines"],
@@ -226,7 +382,9 @@ class LogWriter(_UnitWriter):
             output=self._out.path,
             rejects=self._rejects.path,
         )
-        self.send(self.jobs, WriterDone(self.job, summary))
+        # The output appears last: whoever sees it may read the rejects file too.
+        files = [(self._rejects.temp, self._rejects.path), (self._out.temp, self._out.path)]
+        self._publish(files, summary)
 
     def _abort(self) -> None:
         if not self.committed:
@@ -243,10 +401,19 @@ class ArrayWriter(_UnitWriter):
     the pool computes instead of all at once at the end.
     """
 
+    kind = "fft"
+
     def __init__(
-        self, job: str, output: str, jobs: str, reader: str, sync_bytes: int = 64 << 20
+        self,
+        job: str,
+        output: str,
+        jobs: str,
+        reader: str,
+        sync_bytes: int = 64 << 20,
+        *,
+        journal: str | None = JOURNAL,
     ) -> None:
-        super().__init__(job, output, jobs, reader)
+        super().__init__(job, output, jobs, reader, journal=journal)
         self.sync_bytes = sync_bytes
         self._plan: ArrayPlan | None = None
         self._temp: str | None = None
@@ -271,7 +438,7 @@ class ArrayWriter(_UnitWriter):
             self._progress()
         elif isinstance(payload, ReadDone):
             self.total = payload.units
-        if self.total is not None and self.done == self.total and not self.committed:
+        if self.total is not None and self.done == self.total and not self.sealed:
             self._commit()
 
     def _open(self, plan: ArrayPlan) -> OutputLayout | Rejected:
@@ -297,9 +464,6 @@ class ArrayWriter(_UnitWriter):
         os.close(self._fd)
         self._fd = None
         final = os.path.abspath(self.output)
-        os.replace(self._temp, final)
-        _fsync_dir(os.path.dirname(final))
-        self.committed = True
         plan = self._plan
         summary = FFTSummary(
             chunks=self.done,
@@ -310,7 +474,7 @@ class ArrayWriter(_UnitWriter):
             seconds=time.monotonic() - self.started,
             output=final,
         )
-        self.send(self.jobs, WriterDone(self.job, summary))
+        self._publish([(self._temp, final)], summary)
 
     def _abort(self) -> None:
         if self._fd is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import select
 import signal
 import socket
 import sqlite3
@@ -19,6 +21,7 @@ import pytest
 from actord.control.client import RemoteError
 from actors.demo import write_sample_log
 from actors.reader import synthetic_chunk
+from actors.writer import PAUSE_ENV
 
 from ._daemon import DaemonProcess
 
@@ -112,70 +115,181 @@ def test_status_and_exit_codes_of_actorctl(daemons: Daemons, tmp_path: Path) -> 
     assert sum(a["pool"] == "parser" for a in actors) == 3
 
 
-def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(daemons: Daemons) -> None:
+def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(
+    daemons: Daemons, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(2026)
-    daemon = daemons("--max-jobs", "3")
-    jobs: dict[str, dict[str, Any]] = {}
-    for i in range(24):
-        key = f"job-{i}"
-        if i % 3 == 0:
-            jobs[key] = _slow_job(daemon, key, lines=12)
-        elif i % 3 == 1:
-            source = daemon.inputs / f"{key}.log"
-            write_sample_log(str(source), 3_000 + i, seed=i)
-            out = str(daemon.outputs / f"{key}.jsonl")
-            jobs[key] = {"kind": "log", "input": str(source), "output": out, "options": {}}
-        else:
-            out = str(daemon.outputs / f"{key}.npy")
-            synthetic = {"synthetic": [20, 64, 64], "seed": i}
-            jobs[key] = {"kind": "fft", "output": out, "options": synthetic}
-    kills = 0
-    ids: dict[str, str] = {}
-    for _round in range(5):
-        daemon.start()
-        with daemon.client() as client:
-            # Clients retry after a crash with the same keys: never a second job.
-            for key, job in jobs.items():
-                submitted = client.call("submit", {**job, "idempotency_key": key})
-                assert ids.setdefault(key, submitted["id"]) == submitted["id"]
-            unfinished = [j for j in client.call("jobs") if j["state"] in ("accepted", "running")]
-        if not unfinished:
+    # Random instants: after a random number of progress events of a random running job.
+    run = _KillRounds(daemons("--max-jobs", "3"), slow=True)
+    for _ in range(5):
+        if not run.round(rng=rng):
             break
-        # A random point: after a random number of progress events of a random running job.
-        target = unfinished[int(rng.integers(len(unfinished)))]["id"]
-        events = int(rng.integers(1, 6))
-        killer = _KillAfter(daemon, events)
-        # The daemon dies under the watch: that is the point.
-        with daemon.client(timeout=120) as client, contextlib.suppress(ConnectionError, OSError):
-            client.stream("watch", target, on_notification=killer, timeout=120)
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
-        kills += 1
-    daemon.start()
-    finals = {key: _watch(daemon, ids[key])[0] for key in jobs}
-    daemon.stop()
-    assert kills >= 3
-    assert {f["state"] for f in finals.values()} == {"done"}, finals
-    for job in jobs.values():
-        out = Path(job["output"])
-        assert out.exists()
-        if job["kind"] == "fft":
-            seed = job["options"]["seed"]
-            got = np.load(out)
-            for index in (0, 19):
-                expected = np.fft.fft2(synthetic_chunk(seed, index, (64, 64)))
-                np.testing.assert_allclose(got[index], expected)
-        elif "pattern" not in job["options"]:
-            total = len(Path(job["input"]).read_text().splitlines())
-            records = len(out.read_text().splitlines())
-            rejects = len(Path(str(out) + ".rejects").read_text().splitlines())
-            assert records + rejects == total
-    assert _temps(daemon.outputs) == []
-    with sqlite3.connect(daemon.state / "journal.sqlite3") as db:
-        rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-        retries = db.execute("SELECT sum(crash_retries) FROM jobs").fetchone()[0]
-    assert rows == [("done", 24)]  # exactly 24 jobs, each done once
-    assert retries >= 1  # the kills landed on running jobs, counted apart from failures
+    run.check_every_job_done_once()
+    assert run.kills >= 3
+    assert run.crash_retries() >= 1  # the kills landed on running jobs, counted apart from failures
+    # The instants of a publication, for each writer: the publication journaled and nothing
+    # renamed, then everything renamed and the journal not yet told done. A daemon of their
+    # own: a job running through more than five kills would fail (max_crash_retries).
+    run = _KillRounds(daemons("--max-jobs", "3", base=tmp_path / "publication"), slow=False)
+    for point in ("before-rename", "after-rename"):
+        for kind in ("log", "fft"):
+            assert run.round(pause=(point, kind))
+    run.check_every_job_done_once()
+    assert len(run.published) == 4
+
+
+class _KillRounds:
+    """24 jobs (12 without the slow ones), submitted again at each start with the same keys
+    (as clients retry after a crash), and the daemon killed with SIGKILL once per round."""
+
+    def __init__(self, daemon: DaemonProcess, *, slow: bool) -> None:
+        self.daemon = daemon
+        self.jobs: dict[str, dict[str, Any]] = {}
+        for i in range(24 if slow else 12):
+            key = f"job-{i}"
+            kind = i % 3 if slow else 1 + i % 2
+            if kind == 0:
+                self.jobs[key] = _slow_job(daemon, key, lines=12)
+            elif kind == 1:
+                source = daemon.inputs / f"{key}.log"
+                write_sample_log(str(source), 3_000 + i, seed=i)
+                out = str(daemon.outputs / f"{key}.jsonl")
+                self.jobs[key] = {"kind": "log", "input": str(source), "output": out, "options": {}}
+            else:
+                out = str(daemon.outputs / f"{key}.npy")
+                synthetic = {"synthetic": [20, 64, 64], "seed": i}
+                self.jobs[key] = {"kind": "fft", "output": out, "options": synthetic}
+        self.ids: dict[str, str] = {}
+        self.kills = 0
+        self.inodes: dict[str, int] = {}  # each output seen at a kill, and the inode it keeps
+        self.published: dict[str, int] = {}  # a job killed mid-publication: its crash retries
+
+    def round(
+        self, *, rng: np.random.Generator | None = None, pause: tuple[str, str] | None = None
+    ) -> bool:
+        """Start, submit, kill: at a random instant, or where a writer of `pause`'s kind
+        waits at `pause`'s point of its publication. False if no job was left to kill under."""
+        daemon = self.daemon
+        notes = None if pause is None else _pause_publications(daemon, len(self.published), *pause)
+        try:
+            daemon.start()
+            with daemon.client() as client:
+                for key, job in self.jobs.items():
+                    submitted = client.call("submit", {**job, "idempotency_key": key})
+                    assert self.ids.setdefault(key, submitted["id"]) == submitted["id"]
+                unfinished = [
+                    j for j in client.call("jobs") if j["state"] in ("accepted", "running")
+                ]
+            if not unfinished:
+                return False
+            if pause is not None and notes is not None:
+                paused = _paused_job(notes)  # a writer of that kind waits at that instant
+                daemon.kill()
+                output = next(j["output"] for k, j in self.jobs.items() if self.ids[k] == paused)
+                self.published[paused] = _killed_in_publication(
+                    daemon, paused, output, pause[0], self.inodes
+                )
+            else:
+                assert rng is not None
+                target = unfinished[int(rng.integers(len(unfinished)))]["id"]
+                killer = _KillAfter(daemon, int(rng.integers(1, 6)))
+                # The daemon dies under the watch: that is the point.
+                with (
+                    daemon.client(timeout=120) as client,
+                    contextlib.suppress(ConnectionError, OSError),
+                ):
+                    client.stream("watch", target, on_notification=killer, timeout=120)
+                if daemon.proc is not None and daemon.proc.poll() is None:
+                    daemon.kill()
+        finally:
+            if notes is not None:
+                os.close(notes)
+                del daemon.env[PAUSE_ENV]
+        self.kills += 1
+        _keep_inodes(daemon.outputs, self.inodes)
+        return True
+
+    def check_every_job_done_once(self) -> None:
+        daemon = self.daemon
+        daemon.start()
+        finals = {key: _watch(daemon, self.ids[key])[0] for key in self.jobs}
+        daemon.stop()
+        assert {f["state"] for f in finals.values()} == {"done"}, finals
+        for job in self.jobs.values():
+            out = Path(job["output"])
+            assert out.exists()
+            if job["kind"] == "fft":
+                seed = job["options"]["seed"]
+                got = np.load(out)
+                for index in (0, 19):
+                    expected = np.fft.fft2(synthetic_chunk(seed, index, (64, 64)))
+                    np.testing.assert_allclose(got[index], expected)
+            elif "pattern" not in job["options"]:
+                total = len(Path(job["input"]).read_text().splitlines())
+                records = len(out.read_text().splitlines())
+                rejects = len(Path(str(out) + ".rejects").read_text().splitlines())
+                assert records + rejects == total
+        # Created once: an output that existed at a kill (or was about to, from its journaled
+        # temporary file) is the same file now, never replaced by a second run.
+        for path, inode in self.inodes.items():
+            assert Path(path).stat().st_ino == inode, f"{path} was replaced after a restart"
+        assert _temps(daemon.outputs) == []
+        with contextlib.closing(sqlite3.connect(daemon.state / "journal.sqlite3")) as db:
+            rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+            after = dict(db.execute("SELECT id, crash_retries FROM jobs").fetchall())
+        assert rows == [("done", len(self.jobs))]  # each job once, and done
+        # A job killed mid-publication was finished by the restart, not run again.
+        assert {job: after[job] for job in self.published} == self.published
+
+    def crash_retries(self) -> int:
+        with contextlib.closing(sqlite3.connect(self.daemon.state / "journal.sqlite3")) as db:
+            return int(db.execute("SELECT sum(crash_retries) FROM jobs").fetchone()[0])
+
+
+def _pause_publications(daemon: DaemonProcess, n: int, point: str, kind: str) -> int:
+    """Have the daemon's `kind` writers wait at `point` of their publication (the writer's
+    test hook); returns the read end of the FIFO each one notes its job id on."""
+    fifo = daemon.base / f"publication-{n}"
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.go")  # never opened: a paused writer waits for the kill
+    notes = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open first: writers need a reader
+    daemon.env[PAUSE_ENV] = f"{point}:{kind}:{fifo}"
+    return notes
+
+
+def _paused_job(notes: int, timeout: float = 30.0) -> str:
+    """Wait for the first writer to reach the pause; its job id."""
+    ready, _, _ = select.select([notes], [], [], timeout)
+    assert ready, f"no writer reached the pause within {timeout}s"
+    return os.read(notes, 4096).decode().split()[0]
+
+
+def _killed_in_publication(
+    daemon: DaemonProcess, job_id: str, output: str, point: str, inodes: dict[str, int]
+) -> int:
+    """Check what a kill mid-publication left: the journal knew the job's files before the
+    first rename. Notes the inode each final file must have; returns the job's crash retries."""
+    with contextlib.closing(sqlite3.connect(daemon.state / "journal.sqlite3")) as db:
+        state, publication, retries = db.execute(
+            "SELECT state, publication, crash_retries FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+    assert state == "running" and publication is not None, (job_id, state, publication)
+    files = json.loads(publication)
+    assert files[-1][1] == str(Path(output).resolve())  # the output is renamed last
+    for temp, final in files:
+        if point == "before-rename":  # nothing renamed: the synced temp file becomes the output
+            assert not Path(final).exists()
+            inodes[final] = Path(temp).stat().st_ino
+        else:
+            assert not Path(temp).exists() and Path(final).exists()
+    return int(retries)
+
+
+def _keep_inodes(outputs: Path, inodes: dict[str, int]) -> None:
+    for path in outputs.iterdir():
+        if not path.name.startswith("."):
+            known = inodes.setdefault(str(path), path.stat().st_ino)
+            assert known == path.stat().st_ino, f"{path} was replaced after a restart"
 
 
 class _KillAfter:

@@ -121,3 +121,100 @@ def test_the_connection_belongs_to_its_thread(journal: Journal) -> None:
     thread.start()
     thread.join(10)
     assert errors, "a second thread used the journal's connection"
+
+
+FILES = ((".out.rejects.0123456789ab.tmp", "out.rejects"), (".out.0123456789ab.tmp", "out"))
+
+
+def test_a_publication_is_journaled_once_and_ends_with_the_job(journal: Journal) -> None:
+    job, _ = journal.submit("log", b"spec")
+    with pytest.raises(InvalidArgument):  # only a running job publishes
+        journal.record_publication(job.id, FILES, result=b"r")
+    journal.mark_running(job.id)
+    publishing = journal.record_publication(job.id, FILES, result=b"summary")
+    assert publishing.state is JournalState.RUNNING
+    assert (publishing.publication, publishing.result) == (FILES, b"summary")
+    with pytest.raises(InvalidArgument):  # once
+        journal.record_publication(job.id, FILES, result=b"again")
+    done = journal.finish(job.id, JournalState.DONE, result=b"summary")
+    assert done.publication == ()
+
+
+def test_recover_counts_a_death_but_leaves_a_publishing_job_to_be_finished(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    with Journal(path) as j:
+        running, _ = j.submit("log", b"1")
+        j.mark_running(running.id)
+        publishing, _ = j.submit("log", b"2")
+        j.mark_running(publishing.id)
+        j.record_publication(publishing.id, FILES, result=b"summary")
+    with Journal(path) as j:
+        first, second = j.recover()
+    assert (first.id, first.state, first.crash_retries) == (running.id, JournalState.ACCEPTED, 1)
+    # Not run again, so no retry: the store completes its publication and marks it done.
+    assert (second.id, second.state, second.crash_retries) == (
+        publishing.id,
+        JournalState.RUNNING,
+        0,
+    )
+    assert (second.publication, second.result) == (FILES, b"summary")
+
+
+def test_release_voids_a_publication_and_counts_a_death_only_if_the_daemon_crashed(
+    journal: Journal,
+) -> None:
+    clean, _ = journal.submit("log", b"1")
+    crashed, _ = journal.submit("log", b"2")
+    for job in (clean, crashed):
+        journal.mark_running(job.id)
+        journal.record_publication(job.id, FILES, result=b"summary")
+    released = journal.release(clean.id)
+    assert (released.state, released.crash_retries, released.publication) == (
+        JournalState.ACCEPTED,
+        0,
+        (),
+    )
+    # An escalation takes the daemon down: the first death counts, as a kill -9's would.
+    released = journal.release(crashed.id, crashed=True)
+    assert (released.state, released.crash_retries) == (JournalState.ACCEPTED, 1)
+
+
+_SCHEMA_BEFORE_PUBLICATIONS = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    state TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    crash_retries INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result BLOB,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX jobs_state ON jobs (state);
+INSERT INTO jobs (id, kind, spec, state, crash_retries, result, created, updated) VALUES
+    ('log-1', 'log', x'01', 'done', 0, x'aa', 1.0, 2.0),
+    ('log-2', 'log', x'02', 'running', 2, NULL, 1.0, 2.0),
+    ('fft-3', 'fft', x'03', 'accepted', 0, NULL, 1.0, 2.0);
+"""
+
+
+def test_a_journal_written_before_publications_opens_with_every_job(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_BEFORE_PUBLICATIONS)
+    db.close()
+    with Journal(path) as j:
+        assert [(job.id, job.state, job.publication) for job in j.jobs()] == [
+            ("log-1", JournalState.DONE, ()),
+            ("log-2", JournalState.RUNNING, ()),
+            ("fft-3", JournalState.ACCEPTED, ()),
+        ]
+        recovered = j.recover()
+        assert [(job.id, job.crash_retries) for job in recovered] == [("log-2", 3), ("fft-3", 0)]
+        j.mark_running("fft-3")
+        assert j.record_publication("fft-3", FILES, result=b"r").publication == FILES

@@ -238,3 +238,31 @@ def test_a_job_that_keeps_killing_the_daemon_fails_instead_of_looping(harness: H
     failed = harness.wait(job.id)
     assert failed.state is JobState.FAILED and "died 7 times" in (failed.error or "")
     assert not Path(spec.output).exists()
+
+
+def test_a_job_that_brings_the_daemon_down_counts_from_its_first_death(tmp_path: Path) -> None:
+    # An escalation stops the daemon through a release: each running job counts a crash
+    # retry then, from the first death, so the cap holds (without it the count stayed 0 and
+    # systemd restarted the daemon into the same job forever). The jobs actor is a stand-in
+    # that never ends a job: each one is running when the daemon goes down.
+    journal = str(tmp_path / "journal.sqlite3")
+    spec = JobSpec(JobKind.FFT, str(tmp_path / "poison.npy"), None, FFTOptions(synthetic=(1, 1, 1)))
+    job_id = None
+    for death in range(1, 8):
+        system = ActorSystem("test", clock=FakeClock())
+        try:
+            system.spawn(lambda: RecordingActor(Recorder()), JOBS)
+            system.spawn(lambda: JobStore(journal, JOBS, 1, recover=True), "store")
+            store = system.lookup("store")
+            if job_id is None:
+                job_id = store.ask(Accept(spec), timeout=WAIT).id
+            if death == 7:  # six deaths: over the cap of five retries
+                failed = store.ask(WaitJob(job_id), timeout=WAIT)
+                assert failed.state is JobState.FAILED and "died 6 times" in (failed.error or "")
+                break
+            assert store.ask(Release(crashed=True), timeout=WAIT) == Released((job_id,))
+        finally:
+            system.stop(timeout=WAIT)
+        with Journal(journal) as j:
+            assert j.get(job_id).crash_retries == death
+    assert not Path(spec.output).exists()

@@ -43,8 +43,9 @@ class App(Protocol):
         """Take no new work and wait up to `timeout` for work in flight; returns how many
         units of work are left for the next start, or None if the deadline came first."""
 
-    def release(self) -> None:
-        """The daemon stops now: leave unfinished work recorded for the next start."""
+    def release(self, *, crashed: bool = False) -> None:
+        """The daemon stops now: leave unfinished work recorded for the next start.
+        `crashed`: because of a fault (an escalation), which the work may have caused."""
 
 
 AppFactory = Callable[[ActorSystem, Config], App]

@@ -329,7 +329,7 @@ class Daemon:
             elif isinstance(event, _Escalated):
                 escalation = event.escalation
                 _log.critical("stopping: actor %s keeps failing", escalation.actor)
-                self._stop(drain=False)
+                self._stop(drain=False, crashed=True)
                 return ExitCode.FAILED
             elif isinstance(event, _Shutdown) or (isinstance(event, int) and event in STOPS):
                 reason = (
@@ -381,7 +381,7 @@ class Daemon:
         if done is not None:
             done.set_exception(error)
 
-    def _stop(self, *, drain: bool) -> int:
+    def _stop(self, *, drain: bool, crashed: bool = False) -> int:
         # The drain has the whole deadline; stopping what is left then takes under a second.
         began = time.monotonic()
         deadline = began + self._deadline
@@ -399,7 +399,7 @@ class Daemon:
             else:
                 _log.info("drained; %d jobs stay journaled for the next start", left)
         drained = time.monotonic()
-        self._release_quietly()
+        self._release_quietly(crashed=crashed)
         # Every actor told at once, before the connections are closed: a pool busy with CPU
         # work (a thread parser holds the GIL) ends after its unit, and the rest is quick.
         self.system.halt()
@@ -419,10 +419,11 @@ class Daemon:
         )
         return ExitCode.OK
 
-    def _release_quietly(self) -> None:
-        # A start cut short: the application may have begun running journaled jobs.
+    def _release_quietly(self, *, crashed: bool = False) -> None:
+        # Running jobs go back to the queue. `crashed` (an escalation): each counts a crash
+        # retry, as a kill -9 under it would, so a job that takes the daemon down is capped.
         try:
-            self.app.release()
+            self.app.release(crashed=crashed)
         except ActordError as error:  # not started far enough, or the store is wedged
             _log.warning("running jobs not released (they count as a crash): %s", error)
 
