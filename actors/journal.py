@@ -13,6 +13,16 @@ completed, or found done), never run again: its output is created once.
 
 One thread owns the connection (SQLite's default check): in the daemon that is the job store.
 WAL mode with ``synchronous=FULL``: a commit is on disk when it returns.
+
+The schema is versioned (``PRAGMA user_version``) so that an upgrade keeps the journal:
+
+1. the first release (0.1.0): no version set (user_version 0), recognised by its columns;
+2. ``publication``: a job's output files, journaled before they are renamed into place;
+3. ``started`` and ``ended``: when the job last started running and when it ended.
+
+An older journal is migrated in place, one step after another in a single transaction (all
+of it or none of it: a failed upgrade leaves the journal as it was, every row kept). A journal
+newer than this code is refused untouched: running on it would drop what it does not know.
 """
 
 from __future__ import annotations
@@ -20,17 +30,38 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from actord.runtime.errors import InvalidArgument, UnknownActor
 
-__all__ = ["Journal", "JournalState", "JournaledJob", "Publication"]
+__all__ = ["SCHEMA_VERSION", "Journal", "JournalState", "JournaledJob", "Publication"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+SCHEMA_VERSION = 3  # the latest version: what a new journal is created at
+
+# The v1 (0.1.0) columns: a table at user_version 0 without them is not a journal of ours.
+_V1_COLUMNS = frozenset(
+    {
+        "seq",
+        "id",
+        "kind",
+        "spec",
+        "state",
+        "idempotency_key",
+        "crash_retries",
+        "error",
+        "result",
+        "created",
+        "updated",
+    }
+)
+
+# The latest schema. A migrated journal ends with the same table: each step appends its
+# columns in the order they are listed here.
+_SCHEMA = f"""
+CREATE TABLE jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL,
@@ -42,14 +73,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BLOB,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    publication TEXT
+    publication TEXT,
+    started REAL,
+    ended REAL
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX jobs_state ON jobs (state);
+PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 _COLUMNS = (
     "id, kind, spec, state, idempotency_key, crash_retries, error, result, created, updated, "
-    "publication"
+    "publication, started, ended"
 )
 
 Publication = tuple[tuple[str, str], ...]  # (temporary file, final path), in rename order
@@ -82,6 +116,11 @@ class JournaledJob:
     # A running job's output files, committed before the first of them was renamed into
     # place; empty until then, and again once the job has ended.
     publication: Publication = ()
+    # Epoch seconds, as `created`: when the job last started running (a job re-queued keeps
+    # the time of its last start until it starts again) and when it ended. None until then,
+    # and for a job migrated from a journal that did not record it.
+    started: float | None = None
+    ended: float | None = None
 
 
 class Journal:
@@ -90,17 +129,73 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        try:
+            # Read before anything writes: a journal that is refused must be left as it was
+            # (even switching it to WAL would rewrite its header).
+            try:
+                version = self._version()
+            except sqlite3.DatabaseError as error:  # not SQLite at all, or damaged
+                raise InvalidArgument(f"journal {self.path} cannot be read: {error}") from None
+            self._check_version(version)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._upgrade()
+        except BaseException:
+            self._db.close()
+            raise
 
-    def _migrate(self) -> None:
-        # A journal written before publications were journaled lacks the column: added in
-        # place (NULL in every row: none of its jobs was publishing), so no job is lost.
+    @property
+    def version(self) -> int:
+        """The schema version of the open journal (SCHEMA_VERSION once opened)."""
+        return self._version()
+
+    def _version(self) -> int:
+        """The journal's schema version; 0 for a new file. The first release set none, so a
+        table at user_version 0 is recognised by its columns."""
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != 0:
+            return version
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "publication" not in columns:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN publication TEXT")
+        if not columns:
+            return 0
+        missing = ", ".join(sorted(_V1_COLUMNS - columns))
+        if missing:
+            raise InvalidArgument(
+                f"journal {self.path}: its jobs table lacks {missing}: not an actord journal"
+            )
+        # A development build between the releases added `publication` without a version:
+        # its journal is a v2 one.
+        return 2 if "publication" in columns else 1
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise InvalidArgument(
+                f"journal {self.path} has schema version {version}, newer than the version "
+                f"this actord knows ({SCHEMA_VERSION}): it was written by a newer actord, and "
+                "is left untouched; run that version, or move the journal aside"
+            )
+        if version < 0:
+            raise InvalidArgument(
+                f"journal {self.path} has schema version {version}, not one of an actord "
+                f"journal (1 to {SCHEMA_VERSION}): it is left untouched"
+            )
+
+    def _upgrade(self) -> None:
+        if self._version() == SCHEMA_VERSION:
+            return  # the common case: no write, no lock
+        with self._transaction():
+            # Read again under the write lock: another process may have upgraded it meanwhile.
+            version = self._version()
+            self._check_version(version)
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                return
+            for step in _STEPS[version - 1 :]:
+                step(self._db)
+            # In the same transaction as the steps: the version and the table never disagree.
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -134,7 +229,17 @@ class Journal:
         return self.get(job_id), True
 
     def mark_running(self, job_id: str) -> JournaledJob:
-        return self._set_state(job_id, JournalState.RUNNING)
+        """The job starts running (again, after a re-queue): `started` is now."""
+        with self._transaction():
+            current = self.get(job_id)
+            if current.state.finished:
+                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            now = time.time()
+            self._db.execute(
+                "UPDATE jobs SET state = ?, started = ?, updated = ? WHERE id = ?",
+                (JournalState.RUNNING.value, now, now, job_id),
+            )
+        return self.get(job_id)
 
     def record_publication(
         self, job_id: str, files: Sequence[tuple[str, str]], *, result: bytes
@@ -173,10 +278,11 @@ class Journal:
             current = self.get(job_id)
             if current.state.finished:
                 raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            now = time.time()
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, result = ?, publication = NULL, "
-                "updated = ? WHERE id = ?",
-                (state.value, error, result, time.time(), job_id),
+                "ended = ?, updated = ? WHERE id = ?",
+                (state.value, error, result, now, now, job_id),
             )
         return self.get(job_id)
 
@@ -238,17 +344,6 @@ class Journal:
             return newest[::-1]
         return self._select("ORDER BY seq", ())
 
-    def _set_state(self, job_id: str, state: JournalState) -> JournaledJob:
-        with self._transaction():
-            current = self.get(job_id)
-            if current.state.finished:
-                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
-            self._db.execute(
-                "UPDATE jobs SET state = ?, updated = ? WHERE id = ?",
-                (state.value, time.time(), job_id),
-            )
-        return self.get(job_id)
-
     def _select(self, where: str, args: tuple[object, ...]) -> list[JournaledJob]:
         query = f"SELECT {_COLUMNS} FROM jobs {where}"  # noqa: S608 - `where` is ours, not input
         rows = self._db.execute(query, args).fetchall()
@@ -265,12 +360,35 @@ class Journal:
                 created=r[8],
                 updated=r[9],
                 publication=_publication(r[10]),
+                started=r[11],
+                ended=r[12],
             )
             for r in rows
         ]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    # NULL in every row: no job of a v1 journal was publishing (v1 did not journal it).
+    db.execute("ALTER TABLE jobs ADD COLUMN publication TEXT")
+
+
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE jobs ADD COLUMN started REAL")
+    db.execute("ALTER TABLE jobs ADD COLUMN ended REAL")
+    # An ended job's row is never written again (every write refuses a finished job), so its
+    # `updated` is exactly when it ended. When a job started was not recorded: left NULL.
+    db.execute(
+        "UPDATE jobs SET ended = updated WHERE state IN (?, ?, ?)",
+        tuple(state.value for state in JournalState if state.finished),
+    )
+
+
+# _STEPS[v - 1] takes a journal from version v to v + 1.
+_STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_to_v2, _v2_to_v3)
+assert len(_STEPS) == SCHEMA_VERSION - 1
 
 
 def _publication(column: str | None) -> Publication:

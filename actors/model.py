@@ -145,6 +145,10 @@ class JobInfo:
     error: str | None = None
     summary: LogSummary | FFTSummary | None = None
     crash_retries: int = 0  # times the daemon died while this job ran (from the journal)
+    # Wall-clock times (epoch seconds): accepted, last started running, ended; None if not yet.
+    created: float | None = None
+    started: float | None = None
+    ended: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

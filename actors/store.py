@@ -232,6 +232,12 @@ class JobStore(Actor):
                     continue
             self.live[job.id] = _Live(self._info(job, spec), spec)
             self.queue.append(job.id)
+            if self.recover and job.started is not None:  # it ran before this start
+                _log.info(
+                    "job %s re-queued: it was running when the daemon stopped (crash retries %d)",
+                    job.id,
+                    job.crash_retries,
+                )
         if self.recover and self.queue:
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
         self._pump()
@@ -324,6 +330,9 @@ class JobStore(Actor):
             return self._lookup(known.id)
         job = known
         info = self._info(job, spec)
+        _log.info(
+            "job %s submitted: %s %s -> %s", job.id, spec.kind.value, _source(spec), spec.output
+        )
         self.live[job.id] = _Live(info, spec)
         self.queue.append(job.id)
         self._pump()
@@ -413,6 +422,13 @@ class JobStore(Actor):
             if not live.cancelled and not live.publishing:
                 self._journal.release(job_id, crashed=crashed)
                 released.append(job_id)
+                _log.info(
+                    "job %s re-queued: the daemon %s (%d of %s units done)",
+                    job_id,
+                    "fails" if crashed else "stops",
+                    live.info.done,
+                    live.info.total or "?",
+                )
         return Released(tuple(released))
 
     def _finish(
@@ -525,7 +541,20 @@ class JobStore(Actor):
     def _ended(self, job_id: str, live: _Live) -> None:
         # Recorded in the journal: now watchers and waiters may hear of it.
         del self.live[job_id]
-        info = live.info
+        info = live.info = replace(live.info, ended=time.time())
+        seconds = time.monotonic() - live.started if live.started else 0.0
+        level = logging.INFO if info.state is JobState.DONE else logging.WARNING
+        _log.log(
+            level,
+            "job %s %s after %.1fs: %s, %d of %s units%s",
+            job_id,
+            info.state.value,
+            seconds,
+            info.kind.value,
+            info.done,
+            info.total or "?",
+            f": {info.error}" if info.error and info.state is JobState.FAILED else "",
+        )
         self._remember(info)
         self.publish(Progress.of(info), timeout=0)
         for waiter in self.waiters.pop(job_id, []):
@@ -544,8 +573,15 @@ class JobStore(Actor):
                 self._ended(job_id, live)
                 continue
             self._journal.mark_running(job_id)
-            live.info = replace(live.info, state=JobState.RUNNING)
+            live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
             live.started = time.monotonic()
+            _log.info(
+                "job %s started: %s %s -> %s",
+                job_id,
+                live.spec.kind.value,
+                _source(live.spec),
+                live.spec.output,
+            )
             self.running.add(job_id)
             self.send(self.jobs_actor, Submit(live.spec, job_id))
 
@@ -588,4 +624,16 @@ class JobStore(Actor):
             error=job.error,
             summary=summary_from_wire(result.get("summary")),
             crash_retries=job.crash_retries,
+            created=job.created,
+            started=job.started,
+            ended=job.ended,
         )
+
+
+def _source(spec: JobSpec) -> str:
+    """What a job reads, for the log: its input, or its synthetic shape."""
+    if spec.input is not None:
+        return spec.input
+    options = spec.options
+    shape = getattr(options, "synthetic", None)
+    return f"synthetic {'x'.join(map(str, shape))}" if shape else "-"

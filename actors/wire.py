@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -165,4 +166,15 @@ def info_to_wire(info: JobInfo) -> dict[str, Any]:
         "error": info.error,
         "crash_retries": info.crash_retries,
         "summary": summary_to_wire(info.summary),
+        "created": rfc3339(info.created),
+        "started": rfc3339(info.started),
+        "ended": rfc3339(info.ended),
     }
+
+
+def rfc3339(seconds: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 in UTC with milliseconds (``2026-12-01T03:20:18.123Z``)."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

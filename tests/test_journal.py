@@ -8,18 +8,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from actord import InvalidArgument, UnknownActor
-from actors.journal import Journal, JournalState
+from actors.journal import SCHEMA_VERSION, Journal, JournalState
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
+def journal(tmp_path: Path) -> Iterator[Journal]:
     with Journal(tmp_path / "jobs.db") as j:
-        yield j  # type: ignore[misc]
+        yield j
 
 
 def test_wal_and_full_sync(journal: Journal) -> None:
@@ -218,3 +219,74 @@ def test_a_journal_written_before_publications_opens_with_every_job(tmp_path: Pa
         assert [(job.id, job.crash_retries) for job in recovered] == [("log-2", 3), ("fft-3", 0)]
         j.mark_running("fft-3")
         assert j.record_publication("fft-3", FILES, result=b"r").publication == FILES
+
+
+class _Clock:
+    """`time` for the journal: each reading one second after the last (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr("actors.journal.time", clock)
+    return clock
+
+
+def test_started_and_ended_come_from_mark_running_and_finish(
+    journal: Journal, clock: _Clock
+) -> None:
+    job, _ = journal.submit("fft", b"spec")
+    assert (job.created, job.started, job.ended) == (1001.0, None, None)
+    running = journal.mark_running(job.id)
+    assert (running.started, running.ended, running.updated) == (1002.0, None, 1002.0)
+    done = journal.finish(job.id, JournalState.DONE, result=b"r")
+    assert (done.created, done.started, done.ended, done.updated) == (
+        1001.0,
+        1002.0,
+        1003.0,
+        1003.0,
+    )
+    assert journal.get(job.id) == done  # as committed, not only as returned
+
+    # Ended without ever starting (cancelled while queued): no start time.
+    queued, _ = journal.submit("fft", b"spec")
+    cancelled = journal.finish(queued.id, JournalState.CANCELLED, error="cancelled")
+    assert (cancelled.started, cancelled.ended) == (None, 1005.0)
+
+
+def test_a_job_started_again_gets_the_new_start_and_no_end_until_it_ends(
+    tmp_path: Path, clock: _Clock
+) -> None:
+    path = tmp_path / "jobs.db"
+    with Journal(path) as j:
+        job, _ = j.submit("fft", b"spec")  # 1001
+        j.mark_running(job.id)  # 1002
+        released = j.release(job.id)  # 1003: a clean stop re-queues it
+        assert (released.state, released.started, released.ended) == (
+            JournalState.ACCEPTED,
+            1002.0,  # when it last started: kept until it starts again
+            None,
+        )
+        assert j.mark_running(job.id).started == 1004.0
+    with Journal(path) as j:  # the daemon died under it: recover re-queues it
+        (recovered,) = j.recover()  # 1005
+        assert (recovered.crash_retries, recovered.started, recovered.ended) == (1, 1004.0, None)
+        again = j.mark_running(job.id)  # 1006
+        assert (again.started, again.ended) == (1006.0, None)
+        failed = j.finish(job.id, JournalState.FAILED, error="its own")  # 1007
+        assert (failed.started, failed.ended) == (1006.0, 1007.0)
+
+
+def test_a_new_journal_is_created_at_the_latest_schema_version(tmp_path: Path) -> None:
+    with Journal(tmp_path / "jobs.db") as j:
+        assert j.version == SCHEMA_VERSION
+    db = sqlite3.connect(tmp_path / "jobs.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

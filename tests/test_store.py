@@ -266,3 +266,37 @@ def test_a_job_that_brings_the_daemon_down_counts_from_its_first_death(tmp_path:
         with Journal(journal) as j:
             assert j.get(job_id).crash_retries == death
     assert not Path(spec.output).exists()
+
+
+def test_each_job_event_is_one_log_line_and_the_job_carries_its_times(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import time
+
+    from actors.wire import info_to_wire
+
+    harness.start()
+    before = time.time()
+    with caplog.at_level(logging.INFO, logger="actors.store"):
+        done = harness.wait(harness.ask(Accept(harness.fft("good"))).id)
+        cancelled = harness.ask(Accept(harness.slow("slow", lines=40)))
+        harness.ask(Cancel(cancelled.id))
+        cancelled = harness.wait(cancelled.id)
+    after = time.time()
+    assert done.created is not None and done.started is not None and done.ended is not None
+    assert before <= done.created <= done.started <= done.ended <= after
+    assert cancelled.ended is not None and cancelled.state is JobState.CANCELLED
+    wire = info_to_wire(done)  # RFC 3339, UTC, to the millisecond
+    assert wire["ended"] is not None and wire["ended"].endswith("Z") and "T" in wire["ended"]
+    lines = [r.getMessage() for r in caplog.records]
+
+    def one(prefix: str) -> str:
+        (line,) = [text for text in lines if text.startswith(prefix)]
+        return line
+
+    assert "synthetic 4x16x16" in one(f"job {done.id} submitted: fft")
+    assert one(f"job {done.id} started: fft").endswith("good.npy")
+    assert one(f"job {done.id} done after ").endswith("fft, 4 of 4 units")
+    assert one(f"job {cancelled.id} submitted: log")
+    assert one(f"job {cancelled.id} cancelled after ")

@@ -13,6 +13,7 @@ import os
 import sys
 import urllib.request
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Final, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +26,19 @@ __all__ = ["main"]
 
 OK, FAILED, USAGE, NOT_RUNNING = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING
 
-_JOB_COLUMNS: Final = ("id", "kind", "state", "done", "total", "crash_retries", "output", "error")
+_JOB_COLUMNS: Final = (
+    "id",
+    "kind",
+    "state",
+    "done",
+    "total",
+    "crash_retries",
+    "started",
+    "ended",
+    "output",
+    "error",
+)
+_TIMES: Final = frozenset({"created", "started", "ended"})  # RFC 3339 on the wire
 _ACTOR_COLUMNS: Final = (
     "name",
     "state",
@@ -339,7 +352,9 @@ def _show(result: Any, as_json: bool, out: TextIO, columns: Sequence[str]) -> No
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [
+        [_local(row.get(c)) if c in _TIMES else _cell(row.get(c)) for c in columns] for row in rows
+    ]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     line: Callable[[Sequence[str]], str] = lambda values: "  ".join(  # noqa: E731
         v.ljust(w) for v, w in zip(values, widths, strict=True)
@@ -347,6 +362,17 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], out: TextIO) -> N
     print(line([c.upper() for c in columns]), file=out)
     for row in cells:
         print(line(row), file=out)
+
+
+def _local(value: Any) -> str:
+    """An RFC 3339 time from the daemon, in this machine's local time, to the second."""
+    if not isinstance(value, str):
+        return _cell(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _cell(value: Any) -> str:

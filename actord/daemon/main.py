@@ -72,6 +72,12 @@ class _StartStopped(Exception):
     """A stop signal came while the daemon was starting: what started is stopped."""
 
 
+class _StartFailed(ActordError):
+    """An actor escalated while the daemon was starting: it says which, and why."""
+
+    code = ErrorCode.INTERNAL
+
+
 @dataclass(frozen=True, slots=True)
 class _Reload:
     done: Future[dict[str, Any]] = field(default_factory=Future)
@@ -209,6 +215,9 @@ class Daemon:
             self._check_start()
             self._ping_every_actor(timeout=30.0)
             self._check_start()
+            if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
+                failed = self.system.escalations[0]
+                raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
             self.server = ControlServer(
@@ -424,6 +433,8 @@ class Daemon:
         # retry, as a kill -9 under it would, so a job that takes the daemon down is capped.
         try:
             self.app.release(crashed=crashed)
+        except UnknownActor as error:  # it never started: nothing of it is running
+            _log.debug("nothing to release: %s", error)
         except ActordError as error:  # not started far enough, or the store is wedged
             _log.warning("running jobs not released (they count as a crash): %s", error)
 
