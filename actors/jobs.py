@@ -19,6 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from actord import Actor, ActorRef, ActorSystem, InvalidArgument, Message, RestartPolicy
+from actord.runtime.errors import ErrorCode
 
 from .formats import resolve_format
 from .model import (
@@ -127,7 +128,7 @@ class JobsActor(Actor):
             job = self.jobs.get(payload.job)
             if job is None:
                 ended = self.ended.get(payload.job)
-                missing = Rejected("not_found", f"no job {payload.job!r}")
+                missing = Rejected(ErrorCode.NOT_FOUND, f"no job {payload.job!r}")
                 self._answer(message, missing if ended is None else ended)
             elif isinstance(payload, Cancel):
                 self._end(payload.job, JobState.CANCELLED, error="cancelled")
@@ -143,7 +144,7 @@ class JobsActor(Actor):
 
     def _submit(self, spec: JobSpec, given_id: str | None) -> JobInfo | Rejected:
         if given_id is not None and given_id in self.jobs:
-            return Rejected("conflict", f"job {given_id!r} already exists")
+            return Rejected(ErrorCode.CONFLICT, f"job {given_id!r} already exists")
         job_id = given_id or f"{spec.kind.value}-{next(self.ids)}"
         try:
             pattern = validate_spec(spec)
@@ -151,7 +152,7 @@ class JobsActor(Actor):
             if given_id is not None:  # the store hears of it as the job's end
                 failed = Progress(job_id, spec.kind, JobState.FAILED, 0, 0, 0, error=str(error))
                 self.publish(failed, timeout=0)
-            return Rejected("invalid", str(error))
+            return Rejected(ErrorCode.BAD_REQUEST, str(error))
         info = JobInfo(job_id, spec.kind, JobState.RUNNING, spec.input, spec.output)
         job = self.jobs[job_id] = _Job(info)
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"

@@ -213,9 +213,10 @@ class WaitJob:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The jobs actor's answer to a request it refuses."""
+    """The answer of the store or the jobs actor to a request it refuses: a stable code (the
+    control socket answers with it as is) and a message for people."""
 
-    code: str
+    code: ErrorCode
     message: str
 
 

@@ -53,16 +53,11 @@ _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
 _COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
 _WATCH_CHECK: Final = 1.0  # a quiet watch checks its client and re-reads the job this often
-_REJECTED_CODES: Final = {
-    "busy": ErrorCode.BUSY,
-    "not_found": ErrorCode.NOT_FOUND,
-    "conflict": ErrorCode.CONFLICT,
-}
 
 
 def _answer(answer: object) -> Any:
     if isinstance(answer, Rejected):
-        raise HandlerError(_REJECTED_CODES.get(answer.code, ErrorCode.BAD_REQUEST), answer.message)
+        raise HandlerError(answer.code, answer.message)
     return answer
 
 

@@ -26,6 +26,7 @@ from typing import Final
 
 from actord import Actor, InvalidArgument, Message, UnknownActor
 from actord.control.protocol import ProtocolError
+from actord.runtime.errors import ErrorCode
 from actors.journal import Journal, JournaledJob
 from actors.paths import confine, confine_pair
 
@@ -317,7 +318,7 @@ class JobStore(Actor):
         key = request.idempotency_key
         known = None if key is None else self._journal.find_key(key)
         if known is None and self.draining:
-            return Rejected("busy", "actord is shutting down and takes no new jobs")
+            return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
         if known is None:
             known, created = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
         else:
@@ -325,7 +326,8 @@ class JobStore(Actor):
         if not created:
             if known.spec != packed:
                 return Rejected(
-                    "conflict", f"idempotency key {key!r} was used for another job ({known.id})"
+                    ErrorCode.CONFLICT,
+                    f"idempotency key {key!r} was used for another job ({known.id})",
                 )
             return self._lookup(known.id)
         job = known
@@ -349,7 +351,7 @@ class JobStore(Actor):
         try:
             job = self._journal.get(job_id)
         except UnknownActor:
-            return Rejected("not_found", f"no job {job_id!r}")
+            return Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
         info = self._info(job)
         self._remember(info)
         return info
@@ -374,7 +376,7 @@ class JobStore(Actor):
         job_id = request.job
         live = self.live.get(job_id)
         if live is None:
-            return Rejected("not_found", f"job {job_id!r} is not running here")
+            return Rejected(ErrorCode.NOT_FOUND, f"job {job_id!r} is not running here")
         result = {
             "done": request.done,
             "total": request.total,
@@ -386,7 +388,7 @@ class JobStore(Actor):
             # (put back in the queue) before it asked, or one that asks twice.
             self._journal.record_publication(job_id, request.files, result=pack(result))
         except InvalidArgument as error:
-            return Rejected("conflict", str(error))
+            return Rejected(ErrorCode.CONFLICT, str(error))
         live.publishing = True
         return Recorded(job_id)
 

@@ -35,6 +35,7 @@ from typing import IO, Final
 import numpy as np
 
 from actord import Actor, ActorDead, AskTimeout, Message
+from actord.runtime.errors import ErrorCode
 
 from .model import (
     ArrayPlan,
@@ -454,7 +455,9 @@ class ArrayWriter(_UnitWriter):
             del layout
             self._fd = os.open(self._temp, os.O_WRONLY)
         except OSError as error:
-            return Rejected("io_error", f"cannot create the output beside {self.output}: {error}")
+            return Rejected(
+                ErrorCode.INTERNAL, f"cannot create the output beside {self.output}: {error}"
+            )
         item = np.dtype(plan.dtype).itemsize
         return OutputLayout(self._temp, offset, item * plan.shape[1] * plan.shape[2])
 

@@ -244,7 +244,7 @@ def test_rfft2_of_a_complex_input_is_refused_at_submit(client: JobClient, tmp_pa
         validate_spec(spec)
     with pytest.raises(JobRejected, match="rfft2 needs a real input") as refused:
         client.submit(spec)
-    assert refused.value.reason == "invalid"
+    assert refused.value.reason == "bad_request"
     assert client.list() == ()
 
 
@@ -332,7 +332,7 @@ def test_a_bad_fft_input_is_refused_at_submit(client: JobClient, tmp_path: Path,
     assert "allow_pickle" not in str(direct.value)
     with pytest.raises(JobRejected, match=message) as refused:
         client.submit(spec)
-    assert refused.value.reason == "invalid"
+    assert refused.value.reason == "bad_request"
     assert client.list() == ()
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
 

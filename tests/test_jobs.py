@@ -639,7 +639,7 @@ def test_submit_refuses(client: JobClient, tmp_path: Path, case: str) -> None:
     finally:
         for job in client.list():  # if it was accepted, let it end before looking at files
             client.wait(job.id, WAIT)
-    assert refused.value.reason == "invalid"
+    assert refused.value.reason == "bad_request"
     assert client.list() == ()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
