@@ -214,6 +214,14 @@ class Parser(Actor):
             except _Stopped:
                 self._close_worker()  # killed: the block's job is over, or we are stopping
                 return
+            except (TimeoutError, RuntimeError) as error:
+                # The block's pattern ran past the block timeout, or the worker failed on the
+                # block: the job's doing, not the pool's. The block fails (its reader retries
+                # it once, then fails the job) and this member goes on with a fresh worker,
+                # counting no restart: a user's pattern cannot escalate the pool.
+                self._close_worker()
+                self.send(block.reader, BlockFailed(block, f"{type(error).__name__}: {error}"))
+                return
         else:
             fields = parse_block(block.data, block.first_line, block.pattern)
         fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])

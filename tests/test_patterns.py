@@ -89,3 +89,37 @@ def test_an_evil_pattern_neither_freezes_the_pool_nor_outlives_its_cancel(
     assert done.state is JobState.DONE, done
     assert stopped_after < CANCEL_WITHIN, f"in-flight parsing ran {stopped_after:.2f}s on"
     assert not (tmp_path / "evil.jsonl").exists()
+
+
+def test_a_pattern_past_the_block_timeout_fails_its_job_not_the_pool(tmp_path: Path) -> None:
+    # A tiny block timeout and a policy that escalates at the first failure: if a timed-out
+    # block counted as the pool's fault, the pool would escalate.
+    system = ActorSystem(
+        "timeouts", clock=FakeClock(), default_policy=RestartPolicy(max_restarts=0)
+    )
+    try:
+        jobs = start_job_system(
+            system,
+            JobSystemConfig(parsers=2, parser_executor=Executor.PROCESS, block_timeout=0.3),
+        )
+        evil_input = tmp_path / "evil.log"
+        evil_input.write_text("a" * 40 + "\n")
+        spec = JobSpec(
+            JobKind.LOG, str(tmp_path / "evil.jsonl"), str(evil_input), LogOptions(pattern=EVIL)
+        )
+        final = jobs.wait(jobs.submit(spec).id, WAIT)
+        assert final.state is JobState.FAILED
+        assert (
+            final.error is not None and "block 0" in final.error and "took too long" in final.error
+        )
+        assert not system.escalations
+        parsers = [s for s in system.stats() if s.pool == "parser"]
+        assert [(s.errors, s.restarts) for s in parsers] == [(0, 0), (0, 0)]
+        good_input = tmp_path / "good.log"  # and the pool still serves the next job
+        good_input.write_text("2026-11-25 12:00:00 [INFO] fine\n" * 10)
+        good = jobs.submit(
+            JobSpec(JobKind.LOG, str(tmp_path / "good.jsonl"), str(good_input), LogOptions())
+        )
+        assert jobs.wait(good.id, WAIT).state is JobState.DONE
+    finally:
+        system.stop(timeout=WAIT)
