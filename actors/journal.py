@@ -228,12 +228,16 @@ class Journal:
             self._db.execute("UPDATE jobs SET id = ? WHERE seq = ?", (job_id, cursor.lastrowid))
         return self.get(job_id), True
 
+    def _unfinished(self, job_id: str) -> None:
+        # Inside a transaction: refuse a job that has ended (an end is final).
+        current = self.get(job_id)
+        if current.state.finished:
+            raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+
     def mark_running(self, job_id: str) -> JournaledJob:
         """The job starts running (again, after a re-queue): `started` is now."""
         with self._transaction():
-            current = self.get(job_id)
-            if current.state.finished:
-                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._unfinished(job_id)
             now = time.time()
             self._db.execute(
                 "UPDATE jobs SET state = ?, started = ?, updated = ? WHERE id = ?",
@@ -275,9 +279,7 @@ class Journal:
         if not state.finished:
             raise InvalidArgument(f"{state.value} is not a final state")
         with self._transaction():
-            current = self.get(job_id)
-            if current.state.finished:
-                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._unfinished(job_id)
             now = time.time()
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, result = ?, publication = NULL, "
@@ -308,9 +310,7 @@ class Journal:
         counted (the daemon is stopping cleanly); with it, one is: the daemon is going down
         because of a fault (an escalation), which may well be this job's doing."""
         with self._transaction():
-            current = self.get(job_id)
-            if current.state.finished:
-                raise InvalidArgument(f"job {job_id} already ended ({current.state.value})")
+            self._unfinished(job_id)
             self._db.execute(
                 "UPDATE jobs SET state = ?, crash_retries = crash_retries + ?, "
                 "publication = NULL, updated = ? WHERE id = ?",
