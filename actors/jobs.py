@@ -27,6 +27,9 @@ from .model import (
     FFT_MAX_CHUNKS,
     FFT_MAX_ELEMENTS,
     FFT_MAX_SIDE,
+    LOG_MAX_BLOCK_BYTES,
+    LOG_MAX_LINE_BYTES,
+    LOG_MAX_PATTERN,
     Cancel,
     Executor,
     FFTOptions,
@@ -293,9 +296,21 @@ def validate_spec(spec: JobSpec) -> str | None:
             raise InvalidArgument("a log job takes LogOptions")
         if spec.input is None:
             raise InvalidArgument("a log job needs an input file")
-        if spec.options.block_bytes < 1 or spec.options.max_line_bytes < 1:
-            raise InvalidArgument("block_bytes and max_line_bytes must be positive")
-        return resolve_format(spec.options.format, spec.options.pattern).pattern
+        log = spec.options
+        if not 1 <= log.block_bytes <= LOG_MAX_BLOCK_BYTES:
+            raise InvalidArgument(
+                f"block_bytes must be between 1 and {LOG_MAX_BLOCK_BYTES}, got {log.block_bytes}"
+            )
+        if not 1 <= log.max_line_bytes <= LOG_MAX_LINE_BYTES:
+            raise InvalidArgument(
+                f"max_line_bytes must be between 1 and {LOG_MAX_LINE_BYTES}, "
+                f"got {log.max_line_bytes}"
+            )
+        if log.pattern is not None and len(log.pattern) > LOG_MAX_PATTERN:
+            raise InvalidArgument(
+                f"pattern: at most {LOG_MAX_PATTERN} characters, got {len(log.pattern)}"
+            )
+        return resolve_format(log.format, log.pattern).pattern
     if not isinstance(spec.options, FFTOptions):
         raise InvalidArgument("an FFT job takes FFTOptions")
     options = spec.options

@@ -15,6 +15,9 @@ __all__ = [
     "FFT_MAX_CHUNK_ELEMENTS",
     "FFT_MAX_ELEMENTS",
     "FFT_MAX_SIDE",
+    "LOG_MAX_BLOCK_BYTES",
+    "LOG_MAX_LINE_BYTES",
+    "LOG_MAX_PATTERN",
     "ArrayPlan",
     "BlockFailed",
     "Cancel",
@@ -86,6 +89,13 @@ FFT_MAX_CHUNKS = 1 << 16  # N: chunks in a stack
 FFT_MAX_SIDE = 1 << 14  # H and W: a chunk's side
 FFT_MAX_CHUNK_ELEMENTS = 1 << 26  # H * W: binds before FFT_MAX_SIDE ** 2 does
 FFT_MAX_ELEMENTS = 1 << 30  # N * H * W
+
+# Upper limits of a log job's options, checked at submit. A reader keeps up to its window
+# (32) of blocks in flight, each up to `block_bytes` plus one cut line: 16 MiB blocks bound
+# that at about 1 GiB. A pattern is a regex the worker compiles: 4096 characters is ample.
+LOG_MAX_BLOCK_BYTES = 16 << 20
+LOG_MAX_LINE_BYTES = 16 << 20
+LOG_MAX_PATTERN = 4096
 
 
 @dataclass(frozen=True, slots=True)

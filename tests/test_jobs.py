@@ -607,6 +607,16 @@ def _refusals() -> dict[str, Callable[[Path], JobSpec]]:
         "zero-block-bytes": lambda t: JobSpec(
             log, str(t / "o.jsonl"), str(t / "in.log"), LogOptions(block_bytes=0)
         ),
+        # Upper limits: what a job may hold in flight, and the size of a user's pattern.
+        "huge-block-bytes": lambda t: JobSpec(
+            log, str(t / "o.jsonl"), str(t / "in.log"), LogOptions(block_bytes=(16 << 20) + 1)
+        ),
+        "huge-max-line-bytes": lambda t: JobSpec(
+            log, str(t / "o.jsonl"), str(t / "in.log"), LogOptions(max_line_bytes=(16 << 20) + 1)
+        ),
+        "huge-pattern": lambda t: JobSpec(
+            log, str(t / "o.jsonl"), str(t / "in.log"), LogOptions(pattern="(?P<a>a)" + "b" * 4096)
+        ),
         "log-with-fft-options": lambda t: JobSpec(
             log, str(t / "o.jsonl"), str(t / "in.log"), FFTOptions()
         ),
