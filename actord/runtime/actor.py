@@ -47,7 +47,7 @@ class Actor:
     _name: str
     _member: str
     _ref: ActorRef
-    _stop_event: threading.Event
+    _token: StopToken
     _timers: list[Timer]  # scheduled by this instance: cancelled when it ends
     _timers_kept: int  # how many were live at the last pruning
 
@@ -69,7 +69,7 @@ class Actor:
     def stop_requested(self) -> bool:
         """True once an immediate stop was asked for: a long `handle` can check it and return
         early (the runtime interrupts only its own waits: a send, an ask, a receive)."""
-        return self._stop_event.is_set()
+        return self._token.stopping
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -272,12 +272,10 @@ class _Cell:
         "_supervisor",
         "counters",
         "current",
-        "halt",
         "hook",
         "mailbox",
         "member",
         "retired",
-        "stop_event",
         "thread",
         "token",
     )
@@ -316,16 +314,12 @@ class _Cell:
         self.current: Message | None = None
         # The hook running now, if any ("on_start", "on_stop", ...): names a stuck thread.
         self.hook: str | None = None
-        # Set by an immediate stop (the actor's `stop_requested`); the control lane
-        # interrupts a receive.
-        self.stop_event = threading.Event()
         # Set by any stop, graceful too: ends a backoff wait (no restart once stopping).
         self._backoff = threading.Event()
         # Tripped by an immediate stop: ends a send, ask or receive this thread is blocked in.
+        # Its `stopping` (a plain bool) is also the actor's `stop_requested`, and is read
+        # before each message of a batch in hand, so a stop never waits for a whole batch.
         self.token = StopToken(member)
-        # Set with stop_event by an immediate stop: checked before each message of a batch in
-        # hand, so a stop does not wait for up to a whole batch (a plain bool: read per message).
-        self.halt = False
         self.thread = threading.Thread(target=self._run, name=f"actord:{member}", daemon=False)
 
     @property
@@ -339,8 +333,6 @@ class _Cell:
 
     def interrupt(self) -> None:
         """Any thread: stop this member now, wherever the runtime has it blocked."""
-        self.halt = True
-        self.stop_event.set()
         self._backoff.set()
         self.token.trip()
         self._inbox.control(ControlKind.STOP)
@@ -404,7 +396,7 @@ class _Cell:
 
     def _start_instance(self) -> Actor | None:
         # Build and start a fresh instance; a failure here is supervised like one in handle.
-        while not self.stop_event.is_set():
+        while not self.token.stopping:
             actor: Actor | None = None
             try:
                 actor = self._factory()
@@ -412,7 +404,7 @@ class _Cell:
                 actor._name = self.mailbox
                 actor._member = self.member
                 actor._ref = self._ref
-                actor._stop_event = self.stop_event
+                actor._token = self.token
                 actor._timers = []
                 actor._timers_kept = 8
                 self._enter("on_start")
@@ -450,7 +442,7 @@ class _Cell:
         self.counters.busy_since_ns = 0
 
     def _restart_after_backoff(self, error: Exception) -> bool:
-        if self.stop_event.is_set() or self._stopping():
+        if self.token.stopping or self._stopping():
             # Stopping: neither a restart nor an escalation, however it failed.
             _log.info("actor %s failed while stopping: not restarted", self.member)
             return False
@@ -486,6 +478,7 @@ class _Cell:
         handle_hist = counters.handle_hist
         wait_hist = counters.wait_hist
         now = _now_ns
+        token = self.token
         while True:
             try:
                 batch = receive(batch_size)
@@ -503,7 +496,7 @@ class _Cell:
             end = now()
             wait_total = handle_total = 0
             for message in batch:
-                if self.halt:
+                if token.stopping:
                     self._requeue_from(batch, message, inclusive=True)
                     return _STOPPED
                 start = end

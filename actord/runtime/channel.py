@@ -134,7 +134,7 @@ class Inbox:
     def size(self) -> tuple[int, int]:
         """(depth, capacity) of this mailbox; (0, 0) once it has been drained for good."""
         mailbox = self._mailbox
-        return (0, 0) if mailbox._gone else (len(mailbox), mailbox.capacity)
+        return (0, 0) if mailbox.gone else (len(mailbox), mailbox.capacity)
 
 
 class ThreadChannel:
@@ -212,14 +212,6 @@ class ThreadChannel:
     def close_mailbox(self, name: str) -> None:
         """Stop accepting data for `name`; its receivers drain what is queued, then stop."""
         self._mailbox(name).close()
-
-    def send_control(
-        self, name: str, kind: ControlKind, *, sender: str = "$system", member: str | None = None
-    ) -> None:
-        """Put a CONTROL message in the control lane of `name` (never blocks); with `member`,
-        for that pool member only."""
-        message = Message(MessageType.CONTROL, sender, name, Control(kind))
-        self._mailbox(name).put_control(message, member)
 
     def inbox(self, name: str, member: str) -> Inbox:
         """The receiving end of `name`'s mailbox for one member (see `Inbox`)."""

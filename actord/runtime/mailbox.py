@@ -122,6 +122,11 @@ class Mailbox:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def gone(self) -> bool:
+        """Drained for good (see `drain`): nothing is queued and nothing can be put back."""
+        return self._gone
+
     def put(self, message: Message, timeout: float | None = None) -> None:
         """Append a data message, blocking while the mailbox is full.
 

@@ -73,10 +73,6 @@ class _Group:
         self._state = "running"  # running | failed | stopping | stopped
         self._finalized = False  # mailbox unregistered and the system has forgotten us
 
-    @property
-    def state(self) -> str:
-        return self._state
-
     def _stopping(self) -> bool:
         # Read by member threads after a failure: no restart once anything is stopping.
         return self._state != "running" or self._system.stopping
@@ -95,7 +91,7 @@ class _Group:
             inbox=channel.inbox(self.name, member),
             mailbox=self.name,
             member=member,
-            channel=self._system.channel,
+            channel=channel,
             factory=self._factory,
             ref=self.ref,
             supervisor=self._supervisor,
@@ -150,8 +146,7 @@ class _Group:
         return tuple(c.stats(self.role) for c in cells if not c.retired)
 
     def _escalated(self, escalation: Escalation) -> None:
-        # The failing member's thread: stop the whole pool now, then tell the system. The
-        # last member to exit finalizes: queued messages and pending asks fail at once.
+        # The failing member's thread: stop the whole pool now, then tell the system.
         with self._lock:
             if self._state != "running":
                 return
@@ -187,7 +182,6 @@ class _Group:
             self._finalized = True
             if self._state != "failed":
                 self._state = "stopped"
-        with self._lock:
             counters = [c.counters for c in self.cells]
         self._system._forget(self, self._inbox, counters)
         # Outside every lock: failing a pending ask runs its future's callbacks.
@@ -227,11 +221,6 @@ class _Group:
         stuck = tuple(c.doing() for c in cells if c.thread.is_alive())
         if stuck:
             raise StopTimeout(f"still busy after the stop deadline: {', '.join(stuck)}", stuck)
-
-    def join(self, timeout: float | None) -> None:
-        for cell in list(self.cells):
-            if cell.thread.ident is not None and cell.thread is not threading.current_thread():
-                cell.thread.join(timeout)
 
 
 class ActorSystem:
