@@ -32,6 +32,7 @@ from actors.paths import confine, confine_pair
 
 from .model import (
     Cancel,
+    FFTSummary,
     GetJob,
     JobInfo,
     JobKind,
@@ -377,16 +378,11 @@ class JobStore(Actor):
         live = self.live.get(job_id)
         if live is None:
             return Rejected(ErrorCode.NOT_FOUND, f"job {job_id!r} is not running here")
-        result = {
-            "done": request.done,
-            "total": request.total,
-            "bytes": request.bytes,
-            "summary": summary_to_wire(request.summary),
-        }
+        result = _packed_result(request.done, request.total, request.bytes, request.summary)
         try:
             # The journal refuses a job that is not running there: one cancelled or released
             # (put back in the queue) before it asked, or one that asks twice.
-            self._journal.record_publication(job_id, request.files, result=pack(result))
+            self._journal.record_publication(job_id, request.files, result=result)
         except InvalidArgument as error:
             return Rejected(ErrorCode.CONFLICT, str(error))
         live.publishing = True
@@ -527,15 +523,8 @@ class JobStore(Actor):
                 error=progress.error,
                 summary=progress.summary,
             )
-            result = {
-                "done": info.done,
-                "total": info.total,
-                "bytes": info.bytes,
-                "summary": summary_to_wire(info.summary),
-            }
-            self._finish(
-                info.id, info.kind.value, info.state, error=info.error, result=pack(result)
-            )
+            result = _packed_result(info.done, info.total, info.bytes, info.summary)
+            self._finish(info.id, info.kind.value, info.state, error=info.error, result=result)
         self._ended(progress.job, live)
         self._pump()
         self._check_drained()
@@ -639,3 +628,12 @@ def _source(spec: JobSpec) -> str:
     options = spec.options
     shape = getattr(options, "synthetic", None)
     return f"synthetic {'x'.join(map(str, shape))}" if shape else "-"
+
+
+def _packed_result(
+    done: int, total: int, nbytes: int, summary: LogSummary | FFTSummary | None
+) -> bytes:
+    """A job's result as the journal keeps it (read back by `JobStore._info`)."""
+    return pack(
+        {"done": done, "total": total, "bytes": nbytes, "summary": summary_to_wire(summary)}
+    )

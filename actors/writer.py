@@ -168,8 +168,9 @@ class AtomicFile:
         self.file: IO[bytes] = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
+        """Sync, rename into place, sync the directory (without a journal: the benches)."""
         self.sync()
-        self.publish()
+        os.replace(self.temp, self.path)
         _fsync_dir(os.path.dirname(self.path))
 
     def sync(self) -> None:
@@ -178,10 +179,6 @@ class AtomicFile:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
-
-    def publish(self) -> None:
-        """Rename into place (the second half of commit)."""
-        os.replace(self.temp, self.path)
 
     def abort(self) -> None:
         if not self.file.closed:

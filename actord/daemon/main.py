@@ -117,7 +117,6 @@ class Daemon:
         # handlers may be installed long before (by `actord run`, first thing).
         self._owns_signals = signals is None
         self._signals = signals or SignalQueue()
-        self._events = self._signals
         self.notifier = Notifier(self.env)
 
     def _load(self) -> Config:
@@ -146,7 +145,7 @@ class Daemon:
         if self.draining:
             raise HandlerError(ErrorCode.BUSY, "actord is stopping: nothing to reload")
         request = _Reload()
-        self._events.put(request)
+        self._signals.put(request)
         try:
             return request.done.result(timeout)
         except ConfigError as error:
@@ -159,7 +158,7 @@ class Daemon:
             ) from None
 
     def shutdown(self) -> None:
-        self._events.put(_Shutdown("requested over the control socket"))
+        self._signals.put(_Shutdown("requested over the control socket"))
 
     # -- the main thread ---------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ class Daemon:
         lock = self._lock_state_dir(state)
         self.system = ActorSystem(
             default_capacity=config.mailbox_capacity,
-            on_escalate=lambda escalation: self._events.put(_Escalated(escalation)),
+            on_escalate=lambda escalation: self._signals.put(_Escalated(escalation)),
         )
         try:
             return self._serve(config)
@@ -327,7 +326,7 @@ class Daemon:
     def _loop(self) -> int:
         while True:
             try:
-                event = self._events.get(_STATUS_EVERY)
+                event = self._signals.get(_STATUS_EVERY)
             except queue.Empty:
                 self.notifier.status(self._summary())
                 continue
