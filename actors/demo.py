@@ -22,7 +22,7 @@ from actord import Actor, ActorSystem, Message
 from actord.daemon.health import GetSample, Monitor, MonitorSample
 from actord.daemon.metrics import MetricsServer, RuntimeCollector
 
-from .jobs import JOBS, JobSystemConfig, start_job_system
+from .launcher import STORE, JobSystemConfig, start_job_system
 from .model import (
     Executor,
     FFTOptions,
@@ -120,16 +120,28 @@ def main(options: DemoOptions) -> int:
         registry.register(RuntimeCollector(system.stats, system.channel))
         metrics = MetricsServer(registry, "127.0.0.1", 0)
         metrics.start()
-        client = start_job_system(system, config)
+        client = start_job_system(system, os.path.join(directory, "journal.sqlite3"), config)
         monitor = system.spawn(lambda: Monitor(system, interval=0.5), "monitor")
         system.spawn(_ProgressView, "progress")
-        system.channel.subscribe(JOBS, "progress")
+        system.channel.subscribe(STORE, "progress")
         start = time.perf_counter()
         log_job = client.submit(
-            JobSpec(JobKind.LOG, os.path.join(directory, "sample.jsonl"), log_in, LogOptions())
+            JobSpec(
+                JobKind.LOG,
+                os.path.join(directory, "sample.jsonl"),
+                log_in,
+                LogOptions(),
+                overwrite=True,  # the demo's own files, from an earlier run in the same --dir
+            )
         )
         fft_job = client.submit(
-            JobSpec(JobKind.FFT, os.path.join(directory, "sample-fft.npy"), stack_in, FFTOptions())
+            JobSpec(
+                JobKind.FFT,
+                os.path.join(directory, "sample-fft.npy"),
+                stack_in,
+                FFTOptions(),
+                overwrite=True,
+            )
         )
         results = [client.wait(log_job.id), client.wait(fft_job.id)]
         elapsed = time.perf_counter() - start

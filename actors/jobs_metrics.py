@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from actord import ActordError
 
-from .store import DURATION_BOUNDS, GetJobMetrics, JobMetrics
+from .job_stats import DURATION_BOUNDS, GetJobMetrics, JobMetrics
 
 __all__ = ["JobsCollector"]
 

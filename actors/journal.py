@@ -35,9 +35,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from actord.runtime.errors import InvalidArgument, UnknownActor
+from actord.runtime.errors import ActordError, ErrorCode, InvalidArgument
 
-__all__ = ["SCHEMA_VERSION", "Journal", "JournalState", "JournaledJob", "Publication"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalState",
+    "JournaledJob",
+    "Publication",
+    "UnknownJob",
+]
+
+
+class UnknownJob(ActordError, LookupError):
+    """No job with this id in the journal."""
+
+    code = ErrorCode.NOT_FOUND
+
 
 SCHEMA_VERSION = 3  # the latest version: what a new journal is created at
 
@@ -331,7 +345,7 @@ class Journal:
     def get(self, job_id: str) -> JournaledJob:
         found = self._select("WHERE id = ?", (job_id,))
         if not found:
-            raise UnknownActor(f"no job {job_id!r} in the journal")
+            raise UnknownJob(f"no job {job_id!r} in the journal")
         return found[0]
 
     def jobs(self, *, unfinished: bool = False, limit: int | None = None) -> list[JournaledJob]:

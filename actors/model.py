@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from actord.runtime.errors import ActordError, ErrorCode
+from actord.runtime.errors import ErrorCode, Refused
 from actors.journal import JournalState
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "LOG_MAX_BLOCK_BYTES",
     "LOG_MAX_LINE_BYTES",
     "LOG_MAX_PATTERN",
+    "Accept",
     "ArrayPlan",
     "BlockFailed",
     "Cancel",
@@ -43,7 +44,6 @@ __all__ = [
     "Progress",
     "ReadDone",
     "Rejected",
-    "Submit",
     "SyntheticSource",
     "Transform",
     "UnitsWritten",
@@ -97,6 +97,8 @@ LOG_MAX_BLOCK_BYTES = 16 << 20
 LOG_MAX_LINE_BYTES = 16 << 20
 LOG_MAX_PATTERN = 4096
 
+REJECTS_SUFFIX = ".rejects"  # a log job's rejected lines, in a file beside its output
+
 
 @dataclass(frozen=True, slots=True)
 class FFTOptions:
@@ -112,6 +114,7 @@ class JobSpec:
     output: str
     input: str | None = None
     options: LogOptions | FFTOptions = field(default_factory=LogOptions)
+    overwrite: bool = False  # replace an output (and rejects file) that already exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ class FFTSummary:
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
-    """A snapshot of one job, as the jobs actor sees it."""
+    """A snapshot of one job, as the job store sees it."""
 
     id: str
     kind: JobKind
@@ -163,8 +166,8 @@ class JobInfo:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """EVENT published by the jobs actor as a job advances, and once when it has ended (after
-    a failed or cancelled job's temporary files are gone), with its error or summary."""
+    """EVENT published by the job store as a job starts and advances, and once when it has
+    ended (as journaled, after a failed or cancelled job's temporary files are gone)."""
 
     job: str
     kind: JobKind
@@ -190,13 +193,16 @@ class Progress:
         )
 
 
-# -- requests to the jobs actor (replies are JobInfo, a tuple of them, or Rejected) ----------
+# -- requests to the job store (replies are JobInfo, a tuple of them, or Rejected) ------------
 
 
 @dataclass(frozen=True, slots=True)
-class Submit:
+class Accept:
+    """Journal a new job (or find the one with this idempotency key): replied with its
+    `JobInfo` once committed, or `Rejected`. The spec has passed `validate.check_spec`."""
+
     spec: JobSpec
-    job_id: str | None = None  # given by the job store (the journal's id); else one is made
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,21 +229,19 @@ class WaitJob:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The answer of the store or the jobs actor to a request it refuses: a stable code (the
-    control socket answers with it as is) and a message for people."""
+    """The store's answer to a request it refuses: a stable code (the control socket answers
+    with it as is) and a message for people."""
 
     code: ErrorCode
     message: str
 
 
-class JobRejected(ActordError):
-    """A job request was refused (bad input path, unknown job, ...); `reason` says why."""
-
-    code = ErrorCode.INVALID_ARGUMENT
+class JobRejected(Refused):
+    """A job request was refused (unknown job, a conflict, a store that is stopping, ...),
+    with the code the control socket answers with."""
 
     def __init__(self, rejected: Rejected) -> None:
-        super().__init__(rejected.message)
-        self.reason = rejected.code
+        super().__init__(rejected.code, rejected.message)
 
 
 # -- the pipelines -------------------------------------------------------------------------
@@ -259,7 +263,7 @@ class LogBlock:
 
 
 class JobEnded:
-    """Set once, by the jobs actor, when a job ends (done, failed or cancelled): a parser
+    """Set once, by the job store, when a job ends (done, failed or cancelled): a parser
     busy with one of its blocks stops within a poll, and its queued blocks are skipped.
 
     The one object a job's messages share: a write-once flag, like a Future's state."""

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from actord.control.protocol import ProtocolError
-from actord.runtime.errors import ErrorCode
+from actord.runtime.errors import ErrorCode, Refused
 
 __all__ = ["confine", "confine_pair"]
 
 
-def _refuse(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_PATH, message)
+def _refuse(message: str) -> Refused:
+    return Refused(ErrorCode.INVALID_PATH, message)
 
 
 def confine(path: object, roots: Sequence[str], *, what: str = "path") -> str:

@@ -78,7 +78,7 @@ def reader_capacity(window: int) -> int:
 
 class _UnitReader(Actor):
     """What both readers share: the retry-once policy, the in-flight window, and reporting
-    errors to the jobs actor.
+    errors to the job store.
 
     At most `window` units are sent and not yet written: past that the reader pauses until the
     writer's `UnitsWritten` note, so one slow unit cannot make the writer buffer the rest of
@@ -86,11 +86,11 @@ class _UnitReader(Actor):
     failures per unit in flight), so that no note to it ever waits: see `reader_capacity`.
     """
 
-    def __init__(self, job: str, pool: str, writer: str, jobs: str, window: int) -> None:
+    def __init__(self, job: str, pool: str, writer: str, store: str, window: int) -> None:
         self.job = job
         self.pool = pool
         self.writer = writer
-        self.jobs = jobs
+        self.store = store
         self.window = window
         self._sent = 0
         self._written = 0
@@ -124,7 +124,7 @@ class _UnitReader(Actor):
 
     def _fail(self, error: str) -> None:
         self._failed = True
-        self.send(self.jobs, JobError(self.job, error))
+        self.send(self.store, JobError(self.job, error))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a reader that raised (a corrupt input, say) fails its job and stops;
@@ -149,11 +149,11 @@ class LogReader(_UnitReader):
         *,
         pool: str,
         writer: str,
-        jobs: str,
+        store: str,
         window: int = 32,
         ended: JobEnded | None = None,
     ) -> None:
-        super().__init__(job, pool, writer, jobs, window)
+        super().__init__(job, pool, writer, store, window)
         self.path = path
         self.options = options
         self.pattern = pattern
@@ -276,10 +276,10 @@ class ArrayReader(_UnitReader):
         *,
         pool: str,
         writer: str,
-        jobs: str,
+        store: str,
         window: int = 32,
     ) -> None:
-        super().__init__(job, pool, writer, jobs, window)
+        super().__init__(job, pool, writer, store, window)
         self.path = path
         self.options = options
         self._stack: Any = None

@@ -1,10 +1,10 @@
 """The job service: what `actord run` hosts by default (``daemon.app``).
 
-It spawns the job system (jobs actor, parser and FFT pools) and the job store (which owns
-the journal); the daemon adds its own monitor. It adds the job methods to the control
-socket: ``submit``, ``jobs``, ``job``, ``cancel`` and ``watch``. Each method checks its
-params, confines every path under the configured roots and then asks the store with a
-typed message.
+It spawns the job system (the parser and FFT pools, and the job store, which owns the
+journal and the one job table); the daemon adds its own monitor. It adds the job methods to
+the control socket: ``submit``, ``jobs``, ``job``, ``cancel`` and ``watch``. Each method
+checks its params (a submit through `validate.check_spec`, with the configured roots) and
+then asks the store with a typed message.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 import uuid
@@ -25,30 +24,20 @@ from prometheus_client.registry import Collector
 
 from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
 from actord.control.methods import param
-from actord.control.protocol import ProtocolError
 from actord.control.server import Call, HandlerError
 from actord.daemon.app import Method
 from actord.daemon.config import Config
 from actord.runtime.errors import ErrorCode
-from actors.paths import confine, confine_pair
 
-from .jobs import (
-    FFT_WORKERS,
-    JOBS,
-    PARSERS,
-    STATEFUL,
-    JobSystemConfig,
-    start_job_system,
-    validate_spec,
-)
 from .jobs_metrics import JobsCollector
-from .model import Cancel, Executor, GetJob, JobInfo, JobSpec, ListJobs, Progress, Rejected
-from .store import Accept, Drain, Drained, JobCounts, JobStore, Release, SetMaxJobs, StoreStatus
+from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
+from .model import Accept, Cancel, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
+from .validate import check_spec
 from .wire import info_to_wire, spec_from_wire
 
-__all__ = ["STORE", "JobService"]
+__all__ = ["JobService"]
 
-STORE: Final = "store"
 _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
 _COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
@@ -89,23 +78,16 @@ class JobService:
                 _log.warning("allowed root %s does not exist (yet)", root)
         start_job_system(
             self.system,
+            str(state / "journal.sqlite3"),
             JobSystemConfig(
                 parsers=config.parser.size,
                 parser_executor=Executor(config.parser.executor),
                 fft_workers=config.fft.size,
                 pool_capacity=config.parser.capacity,
+                max_jobs=config.daemon.max_jobs,
+                roots=self.roots,
             ),
         )
-        boots = itertools.count()
-        journal = str(state / "journal.sqlite3")
-        max_jobs, roots = config.daemon.max_jobs, self.roots
-        self.system.spawn(
-            lambda: JobStore(journal, JOBS, max_jobs, recover=next(boots) == 0, roots=roots),
-            STORE,
-            capacity=65536,  # the jobs actor's events never wait: room for every one
-            policy=STATEFUL,  # a crash escalates: the journal is re-read by a fresh daemon
-        )
-        self.system.channel.subscribe(JOBS, STORE)
 
     def collectors(self) -> list[Collector]:
         return [JobsCollector(lambda request, timeout: self._ask(request, timeout=timeout))]
@@ -201,24 +183,10 @@ class JobService:
         key = data.pop("idempotency_key", None)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise InvalidArgument("idempotency_key: must be a string of 1 to 200 characters")
-        spec = self._confined(spec_from_wire(data))
-        validate_spec(spec)
+        spec = check_spec(spec_from_wire(data), self.roots)
         info = _answer(self._ask(Accept(spec, key)))
         self._stale_counts()
         return info_to_wire(info)
-
-    def _confined(self, spec: JobSpec) -> JobSpec:
-        inputs, outputs = self.roots
-        if spec.input is None:
-            output = confine(spec.output, outputs, what="output")
-            source = None
-        else:
-            source, output = confine_pair(spec.input, spec.output, inputs, outputs)
-            if not os.path.isfile(source):
-                raise ProtocolError(ErrorCode.INVALID_PATH, f"input {source} is not a file")
-        if not os.path.isdir(os.path.dirname(output)):
-            raise ProtocolError(ErrorCode.INVALID_PATH, f"no directory for output {output}")
-        return JobSpec(spec.kind, output, source, spec.options)
 
     def jobs(self, call: Call) -> list[dict[str, Any]]:
         """``jobs([limit])`` -> the newest jobs, oldest first."""

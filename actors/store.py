@@ -1,61 +1,70 @@
-"""The job store: the actor that owns the journal and is the front door for jobs.
+"""The job store: the one job table, and the journal's owner.
 
 Every job a client submits is committed to the journal here before the client hears back.
-The store hands jobs to the jobs actor (at most `max_jobs` at a time), listens to its
-`Progress` events and records each job's end; only then does it publish the end to watchers
-and answer waiters, so a client told "done" is told what the journal says. On the first start
-it re-queues what a crash left unfinished, after removing the temp files the crash left.
+The store starts queued jobs (at most `max_jobs` at a time) through its launcher, which
+spawns each job's writer and reader in front of the shared pools. Their notes (progress, a
+failed unit, the writer's end) come here: the store alone decides how a job ends, journals
+it, and only then publishes the end and answers waiters, so a client told "done" is told what
+the journal says. On its start it re-queues what a crash left unfinished, after removing the
+temporary files the crash left.
 
-It also journals each job's output before the output appears: a writer asks (`Publishing`)
-and renames its files only once the store has committed them. That commit is the point of no
-return: a cancel that comes after it is too late (the job ends done), a stop leaves the job
-to be finished at the next start, and a start after a crash completes the renames (or finds
-them done) and records the job done, instead of running it again and replacing its output.
+A job's output is journaled before it appears: a writer asks (`Publishing`) and renames its
+files only once the store has committed them. That commit decides the race between a cancel
+and the job's end, here and nowhere else: a cancel before it wins (the writer is refused and
+removes its files), a cancel after it is too late (the job ends done). A stop leaves a
+publishing job to be finished at the next start, and a start after a crash completes the
+renames (or finds them done) and records the job done, instead of running it again and
+replacing its output.
+
+The store never blocks: it spawns and stops a job's actors without waiting, publishes without
+waiting for room, and only replies to the writers' requests, so no cycle of full mailboxes
+can ever wait on it.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import logging
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from actord import Actor, InvalidArgument, Message, UnknownActor
-from actord.control.protocol import ProtocolError
+from actord import Actor, ActordError, ActorRef, InvalidArgument, Message
 from actord.runtime.errors import ErrorCode
-from actors.journal import Journal, JournaledJob
-from actors.paths import confine, confine_pair
+from actors.journal import Journal, JournaledJob, UnknownJob
 
+from .job_stats import GetJobMetrics, JobStats
 from .model import (
+    Accept,
     Cancel,
     FFTSummary,
     GetJob,
+    JobEnded,
+    JobError,
     JobInfo,
-    JobKind,
     JobSpec,
     JobState,
     ListJobs,
     LogSummary,
     Progress,
     Rejected,
-    Submit,
     WaitJob,
+    WriterDone,
+    WriterStopped,
+    WrittenProgress,
 )
+from .validate import Roots, output_taken, recheck, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
-from .writer import REJECTS_SUFFIX, Publishing, Recorded, complete_publication, remove_temps
+from .writer import Publishing, Recorded, complete_publication, remove_temps
 
 __all__ = [
-    "Accept",
     "Drain",
     "Drained",
-    "GetJobMetrics",
     "JobCounts",
-    "JobMetrics",
     "JobStore",
+    "Launch",
     "Release",
     "Released",
     "SetMaxJobs",
@@ -65,14 +74,8 @@ __all__ = [
 _log: Final = logging.getLogger("actors.store")
 _ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
 
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Journal a new job (or find the one with this idempotency key): replied with its
-    `JobInfo` once committed, or `Rejected`."""
-
-    spec: JobSpec
-    idempotency_key: str | None = None
+# Spawns a job's actors: (job id, spec, its end flag) -> (reader, writer). See `Launcher`.
+Launch = Callable[[str, JobSpec, JobEnded], tuple[ActorRef, ActorRef]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,29 +112,12 @@ class SetMaxJobs:
     """A reload: the job limit and the allowed roots (inputs, outputs)."""
 
     max_jobs: int
-    roots: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    roots: Roots | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StoreStatus:
     """Replied with `JobCounts`."""
-
-
-@dataclass(frozen=True, slots=True)
-class GetJobMetrics:
-    """Replied with `JobMetrics` (for the Prometheus collector, at scrape time)."""
-
-
-DURATION_BOUNDS: Final = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
-
-
-@dataclass(frozen=True, slots=True)
-class JobMetrics:
-    jobs: tuple[tuple[str, str, int], ...]  # (kind, state, count), every job in the journal
-    durations: tuple[tuple[str, tuple[int, ...], float], ...]  # (kind, cumulative, sum)
-    units: tuple[tuple[str, int], ...]  # blocks or chunks written, by kind (since start)
-    bytes: tuple[tuple[str, int], ...]  # input bytes processed, by kind (since start)
-    lines: int  # log lines in log jobs that ended (since start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,98 +135,87 @@ class _Live:
     def __init__(self, info: JobInfo, spec: JobSpec) -> None:
         self.info = info
         self.spec = spec
-        self.cancelled = False  # journaled as cancelled while the jobs actor still runs it
-        self.started = 0.0  # monotonic time it was handed to the jobs actor
+        self.reader: ActorRef | None = None
+        self.writer: ActorRef | None = None
+        self.ended = JobEnded(info.id)  # set at its end: parsers drop its blocks
+        self.started = 0.0  # monotonic time it started running
         self.counted = (0, 0)  # units and bytes already added to the metrics
         self.publishing = False  # its output is journaled: it can only end done now
+        self.closing = False  # its end is decided: waiting for its writer to remove its files
+        self.released = False  # put back in the journal's queue by a stop: no end recorded
+        self.writer_stopped = False  # its temporary files are gone
 
 
 class JobStore(Actor):
     """Requests: Accept, Cancel, GetJob, ListJobs, WaitJob, Drain, Release, SetMaxJobs,
-    StoreStatus. Events in: the jobs actor's `Progress`. Events out: `Progress`, after the
-    journal has recorded a job's end."""
+    StoreStatus, GetJobMetrics, and the writers' Publishing. Notes from readers and writers:
+    WrittenProgress, JobError, WriterDone, WriterStopped. Events out: `Progress` as a job
+    starts and advances, and once it has ended (as journaled)."""
 
     def __init__(
         self,
         path: str,
-        jobs: str,
+        launch: Launch,
         max_jobs: int,
         *,
-        recover: bool,
-        roots: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+        roots: Roots | None = None,
         max_crash_retries: int = 5,
     ) -> None:
         self.path = path
-        self.jobs_actor = jobs
+        self.launch = launch
         self.max_jobs = max_jobs
-        self.recover = recover
-        self.roots = roots  # (input roots, output roots): paths are checked again at hand-out
+        self.roots = roots  # (input roots, output roots): paths are checked again at start
         self.max_crash_retries = max_crash_retries
         self.journal: Journal | None = None
-        self.live: dict[str, _Live] = {}
-        self.queue: deque[str] = deque()
-        self.running: set[str] = set()
+        self.live: dict[str, _Live] = {}  # every unfinished job: queued, running or closing
+        self.queue: deque[str] = deque()  # queued jobs, in order
+        self.running: set[str] = set()  # jobs holding a slot (closing ones too)
         self.waiters: dict[str, list[Message]] = {}
         self.drain_waiters: list[Message] = []
         self.draining = False
         self.released = False
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
-        self.by_kind: Counter[tuple[str, JobState]] = Counter()  # ended jobs by kind, state
-        # kind: (duration buckets, [sum of seconds]), every kind from the start
-        self.durations: dict[str, tuple[list[int], list[float]]] = {
-            kind.value: ([0] * (len(DURATION_BOUNDS) + 1), [0.0]) for kind in JobKind
-        }
-        self.units: Counter[str] = Counter()
-        self.bytes: Counter[str] = Counter()
-        self.lines = 0
+        self.stats = JobStats(Counter())
 
     # -- hooks -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Actor thread: open the journal; on the first start, re-queue what a crash left."""
+        """Actor thread: open the journal and re-queue what a crash left unfinished."""
         journal = self.journal = Journal(self.path)
-        found = journal.recover() if self.recover else journal.jobs(unfinished=True)
-        self.by_kind = Counter(
-            {key: n for key, n in journal.counts_by_kind().items() if key[1].finished}
+        found = journal.recover()
+        self.stats = JobStats(
+            Counter({key: n for key, n in journal.counts_by_kind().items() if key[1].finished})
         )
-        if self.recover:
-            # Publications first, before any temp file is removed: their temp files are
-            # outputs already journaled, which another job's cleanup must not take.
-            unfinished = []
-            for job in found:
-                recovered = self._recover_publication(job) if job.publication else job
-                if recovered is not None:
-                    unfinished.append(recovered)
-            found = unfinished
+        # Publications first, before any temp file is removed: their temp files are outputs
+        # already journaled, which another job's cleanup must not take.
+        unfinished = []
         for job in found:
+            recovered = self._recover_publication(job) if job.publication else job
+            if recovered is not None:
+                unfinished.append(recovered)
+        for job in unfinished:
             try:
                 spec = spec_from_wire(unpack(job.spec))
             except (InvalidArgument, ValueError) as error:
                 self._finish(job.id, job.kind, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
-            if job.state is JobState.RUNNING:  # a restart of this actor: still running
-                live = self.live[job.id] = _Live(self._info(job, spec), spec)
-                live.publishing = bool(job.publication)
-                self.running.add(job.id)
+            for temp in remove_temps(spec.output):
+                _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
+            if job.crash_retries > self.max_crash_retries:
+                # A job that keeps taking the daemon down with it must not crash-loop it.
+                died = f"the daemon died {job.crash_retries} times while this job ran"
+                _log.error("job %s failed: %s", job.id, died)
+                self._finish(job.id, job.kind, JobState.FAILED, error=died)
                 continue
-            if self.recover:
-                for temp in remove_temps(spec.output):
-                    _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
-                if job.crash_retries > self.max_crash_retries:
-                    # A job that keeps taking the daemon down with it must not crash-loop it.
-                    died = f"the daemon died {job.crash_retries} times while this job ran"
-                    _log.error("job %s failed: %s", job.id, died)
-                    self._finish(job.id, job.kind, JobState.FAILED, error=died)
-                    continue
             self.live[job.id] = _Live(self._info(job, spec), spec)
             self.queue.append(job.id)
-            if self.recover and job.started is not None:  # it ran before this start
+            if job.started is not None:  # it ran before this start
                 _log.info(
                     "job %s re-queued: it was running when the daemon stopped (crash retries %d)",
                     job.id,
                     job.crash_retries,
                 )
-        if self.recover and self.queue:
+        if self.queue:
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
         self._pump()
 
@@ -272,24 +247,29 @@ class JobStore(Actor):
     def handle(self, message: Message) -> None:
         """Actor thread."""
         payload = message.payload
-        if isinstance(payload, Progress):
-            self._progress(payload)
-        elif isinstance(payload, Accept):
-            self.reply(message, self._accept(payload))
+        if isinstance(payload, WrittenProgress):
+            self._advance(payload)
+        elif isinstance(payload, WriterStopped):
+            self._writer_stopped(payload.job)
+        elif isinstance(payload, JobError):
+            self._close(payload.job, JobState.FAILED, payload.error)
+        elif isinstance(payload, WriterDone):
+            self._done(payload.job, payload.summary)
         elif isinstance(payload, Publishing):
             self.reply(message, self._publishing(payload))
+        elif isinstance(payload, Accept):
+            self.reply(message, self._accept(payload))
         elif isinstance(payload, GetJob):
             self.reply(message, self._lookup(payload.job))
         elif isinstance(payload, ListJobs):
             self.reply(message, self._list(payload.limit))
         elif isinstance(payload, Cancel):
-            self._cancel(message, payload.job)
+            self.reply(message, self._cancel(payload.job))
         elif isinstance(payload, WaitJob):
-            found = self._lookup(payload.job)
             if payload.job in self.live:  # a cancelled one is live until its files are gone
                 self.waiters.setdefault(payload.job, []).append(message)
             else:
-                self.reply(message, found)
+                self.reply(message, self._lookup(payload.job))
         elif isinstance(payload, Drain):
             self.draining = True
             self.drain_waiters.append(message)
@@ -304,7 +284,12 @@ class JobStore(Actor):
         elif isinstance(payload, StoreStatus):
             self.reply(message, self._counts())
         elif isinstance(payload, GetJobMetrics):
-            self.reply(message, self._metrics())
+            unfinished = Counter(
+                (live.spec.kind.value, live.info.state.value)
+                for live in self.live.values()
+                if not live.closing
+            )
+            self.reply(message, self.stats.snapshot(unfinished))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -318,25 +303,30 @@ class JobStore(Actor):
         packed = pack(spec_to_wire(spec))
         key = request.idempotency_key
         known = None if key is None else self._journal.find_key(key)
-        if known is None and self.draining:
-            return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
-        if known is None:
-            known, created = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
-        else:
-            created = False
-        if not created:
+        if known is not None:  # a retried submit: the job it made, whatever its state
             if known.spec != packed:
                 return Rejected(
                     ErrorCode.CONFLICT,
                     f"idempotency key {key!r} was used for another job ({known.id})",
                 )
             return self._lookup(known.id)
-        job = known
-        info = self._info(job, spec)
+        if self.draining:
+            return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
+        taken = output_taken(spec)
+        if taken is not None:
+            return Rejected(ErrorCode.CONFLICT, taken)
+        paths = set(written_paths(spec))
+        for other in self.live.values():
+            if not other.closing and paths & set(written_paths(other.spec)):
+                return Rejected(
+                    ErrorCode.CONFLICT,
+                    f"{spec.output} is already the output of job {other.info.id}",
+                )
+        job, _ = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
         _log.info(
             "job %s submitted: %s %s -> %s", job.id, spec.kind.value, _source(spec), spec.output
         )
-        self.live[job.id] = _Live(info, spec)
+        self.live[job.id] = _Live(self._info(job, spec), spec)
         self.queue.append(job.id)
         self._pump()
         return self._lookup(job.id)  # running, queued, or already failed by the pump
@@ -351,7 +341,7 @@ class JobStore(Actor):
             return info
         try:
             job = self._journal.get(job_id)
-        except UnknownActor:
+        except UnknownJob:
             return Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
         info = self._info(job)
         self._remember(info)
@@ -371,43 +361,38 @@ class JobStore(Actor):
         return tuple(infos)
 
     def _publishing(self, request: Publishing) -> Recorded | Rejected:
-        # The writer renames its files only after this commit: a job cancelled or released
-        # before it is refused (its writer removes its files), and once it is in, the job's
-        # output is the journal's to finish, whatever happens to the daemon.
+        # The writer renames its files only after this commit: a job cancelled, failed or
+        # released before it is refused (its writer removes its files), and once it is in,
+        # the job's output is the journal's to finish, whatever happens to the daemon.
         job_id = request.job
         live = self.live.get(job_id)
-        if live is None:
-            return Rejected(ErrorCode.NOT_FOUND, f"job {job_id!r} is not running here")
+        if live is None or live.closing or job_id not in self.running:
+            return Rejected(ErrorCode.CONFLICT, f"job {job_id!r} is not running")
         result = _packed_result(request.done, request.total, request.bytes, request.summary)
         try:
-            # The journal refuses a job that is not running there: one cancelled or released
-            # (put back in the queue) before it asked, or one that asks twice.
+            # The journal refuses a job that is not running there (released, or asking twice).
             self._journal.record_publication(job_id, request.files, result=result)
         except InvalidArgument as error:
             return Rejected(ErrorCode.CONFLICT, str(error))
         live.publishing = True
         return Recorded(job_id)
 
-    def _cancel(self, message: Message, job_id: str) -> None:
+    def _cancel(self, job_id: str) -> JobInfo | Rejected:
         live = self.live.get(job_id)
-        if live is None or live.cancelled or live.publishing:
-            # Ended, being cancelled, or its output journaled: too late (a published job
-            # ends done), and the answer says where it stands.
-            self.reply(message, self._lookup(job_id))
-            return
-        # The journal first: once the client hears "cancelled", no restart runs the job again.
+        if live is None or live.closing or live.publishing:
+            # Ended, ending, or its output journaled: too late (a published job ends done),
+            # and the answer says where it stands.
+            return self._lookup(job_id)
+        if job_id in self.running:
+            self._close(job_id, JobState.CANCELLED, "cancelled")
+            return live.info
+        # Queued: the journal first, so that once the client hears "cancelled", no restart
+        # runs the job again.
         self._finish(job_id, live.spec.kind.value, JobState.CANCELLED, error="cancelled")
         live.info = replace(live.info, state=JobState.CANCELLED, error="cancelled")
-        if job_id in self.running:
-            live.cancelled = True  # its slot frees when the jobs actor reports the end
-            # A tell, not a forward: the answer is the journal's, even if the jobs actor has
-            # just finished it (then its output is removed when its end arrives: cancel wins).
-            self.send(self.jobs_actor, Cancel(job_id))
-            self.reply(message, live.info)
-            return
         self.queue.remove(job_id)
-        self._ended(job_id, live)
-        self.reply(message, live.info)
+        self._settle(live)
+        return live.info
 
     def _release(self, crashed: bool) -> Released:
         self.released = True
@@ -416,9 +401,11 @@ class JobStore(Actor):
         for job_id in sorted(self.running):
             live = self.live[job_id]
             # A publishing job stays running in the journal with its publication: it ends
-            # done, now if its writer gets there, else at the next start.
-            if not live.cancelled and not live.publishing:
+            # done, now if its writer gets there, else at the next start. An ending one has
+            # its end journaled already.
+            if not live.closing and not live.publishing:
                 self._journal.release(job_id, crashed=crashed)
+                live.released = True
                 released.append(job_id)
                 _log.info(
                     "job %s re-queued: the daemon %s (%d of %s units done)",
@@ -439,101 +426,94 @@ class JobStore(Actor):
         result: bytes | None = None,
     ) -> None:
         self._journal.finish(job_id, state, error=error, result=result)
-        self.by_kind[(kind, state)] += 1
-
-    def _metrics(self) -> JobMetrics:
-        # Every kind (and state) from the start, zeros included: a series that appears only
-        # with its first job would hide that job from rate() and increase().
-        kinds = [kind.value for kind in JobKind]
-        jobs = Counter({(kind, state.value): 0 for kind in kinds for state in JobState})
-        jobs.update({(kind, state.value): n for (kind, state), n in self.by_kind.items()})
-        for live in self.live.values():
-            if not live.cancelled:
-                jobs[(live.spec.kind.value, live.info.state.value)] += 1
-        durations = tuple(
-            (kind, tuple(itertools.accumulate(buckets)), total[0])
-            for kind, (buckets, total) in self.durations.items()
-        )
-        return JobMetrics(
-            jobs=tuple((kind, state, n) for (kind, state), n in sorted(jobs.items())),
-            durations=durations,
-            units=tuple((kind, self.units[kind]) for kind in kinds),
-            bytes=tuple((kind, self.bytes[kind]) for kind in kinds),
-            lines=self.lines,
-        )
-
-    def _count_progress(self, live: _Live, progress: Progress) -> None:
-        units, nbytes = live.counted
-        kind = live.spec.kind.value
-        self.units[kind] += max(0, progress.done - units)
-        self.bytes[kind] += max(0, progress.bytes - nbytes)
-        live.counted = (max(units, progress.done), max(nbytes, progress.bytes))
-
-    def _count_end(self, live: _Live, progress: Progress) -> None:
-        kind = live.spec.kind.value
-        buckets, total = self.durations[kind]
-        seconds = time.monotonic() - live.started if live.started else 0.0
-        buckets[bisect.bisect_left(DURATION_BOUNDS, seconds)] += 1
-        total[0] += seconds
-        if isinstance(progress.summary, LogSummary):
-            self.lines += progress.summary.lines
+        self.stats.ended[(kind, state)] += 1
 
     def _counts(self) -> JobCounts:
         # Kept in memory: `status` is asked often and must not query the journal each time.
         ended: Counter[JobState] = Counter()
-        for (_, state), n in self.by_kind.items():
+        for (_, state), n in self.stats.ended.items():
             ended[state] += n
         return JobCounts(
             queued=len(self.queue),
-            running=len(self.running),
+            running=sum(not self.live[job].closing for job in self.running),
             done=ended[JobState.DONE],
             failed=ended[JobState.FAILED],
             cancelled=ended[JobState.CANCELLED],
         )
 
-    # -- the jobs actor's events -----------------------------------------------------------
+    # -- a running job's notes, and its end --------------------------------------------------
 
-    def _progress(self, progress: Progress) -> None:
-        live = self.live.get(progress.job)
+    def _advance(self, note: WrittenProgress) -> None:
+        live = self.live.get(note.job)
+        if live is None or live.closing:
+            return
+        units, nbytes = live.counted
+        self.stats.advanced(live.spec.kind, note.done - units, note.bytes - nbytes)
+        live.counted = (max(units, note.done), max(nbytes, note.bytes))
+        live.info = replace(live.info, done=note.done, total=note.total, bytes=note.bytes)
+        self._publish(live.info)
+
+    def _done(self, job_id: str, summary: LogSummary | FFTSummary) -> None:
+        # The writer has renamed what the journal recorded (`_publishing`): the job is done.
+        live = self.live.get(job_id)
+        if live is None or live.closing or not live.publishing:
+            _log.error("job %s: a writer's end arrived for a job not publishing", job_id)
+            return
+        info = live.info
+        live.info = replace(
+            info, state=JobState.DONE, error=None, summary=summary, total=info.total or info.done
+        )
+        info = live.info
+        result = _packed_result(info.done, info.total, info.bytes, summary)
+        self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
+        self._stop_actors(live)
+        self._settle(live)
+
+    def _close(self, job_id: str, state: JobState, error: str) -> None:
+        # A job ends failed or cancelled: journaled now (unless a stop released it), its
+        # actors stopped, and settled once its writer has removed its temporary files.
+        live = self.live.get(job_id)
+        if live is None or live.closing:
+            return
+        live.closing = True
+        if live.released:
+            # Stopped by the shutdown: it stays queued in the journal, and nobody is told.
+            self._stop_actors(live)
+            return
+        if state is JobState.FAILED:
+            _log.error("job %s failed: %s", job_id, error)
+        self._finish(job_id, live.spec.kind.value, state, error=error)
+        live.info = replace(live.info, state=state, error=error)
+        self._stop_actors(live)
+        if live.writer is None or live.writer_stopped:
+            self._settle(live)
+
+    def _stop_actors(self, live: _Live) -> None:
+        live.ended.set()  # a parser busy with one of its blocks gives up within a poll
+        # Stop without joining: the writer's on_stop removes the temp files of a job that did
+        # not finish (and says so: WriterStopped); units still in the pools for it become dead
+        # letters.
+        for ref in (live.reader, live.writer):
+            if ref is not None:  # stopping is idempotent; a failed actor must go too
+                ref.stop(graceful=False, wait=False)
+
+    def _writer_stopped(self, job_id: str) -> None:
+        live = self.live.get(job_id)
         if live is None:
             return
-        self._count_progress(live, progress)
-        if not progress.state.finished:
-            if not live.cancelled:
-                live.info = replace(
-                    live.info, done=progress.done, total=progress.total, bytes=progress.bytes
-                )
-                self.publish(progress, timeout=0)
-            return
-        self.running.discard(progress.job)
-        self._count_end(live, progress)
-        if live.cancelled:
-            if progress.state is JobState.DONE:  # it finished before the cancel arrived
-                for path in (live.spec.output, live.spec.output + REJECTS_SUFFIX):
-                    Path(path).unlink(missing_ok=True)
-        elif self.released and progress.state is not JobState.DONE:
-            return  # stopped by the shutdown: it stays queued in the journal
-        else:
-            info = live.info = replace(
-                live.info,
-                state=progress.state,
-                done=progress.done,
-                total=progress.total,
-                bytes=progress.bytes,
-                error=progress.error,
-                summary=progress.summary,
-            )
-            result = _packed_result(info.done, info.total, info.bytes, info.summary)
-            self._finish(info.id, info.kind.value, info.state, error=info.error, result=result)
-        self._ended(progress.job, live)
-        self._pump()
-        self._check_drained()
+        live.writer_stopped = True
+        if live.closing and not live.released:
+            self._settle(live)
 
-    def _ended(self, job_id: str, live: _Live) -> None:
-        # Recorded in the journal: now watchers and waiters may hear of it.
+    def _settle(self, live: _Live) -> None:
+        # Once per job, its end journaled: watchers and waiters hear of it, its slot frees.
+        job_id = live.info.id
         del self.live[job_id]
-        info = live.info = replace(live.info, ended=time.time())
+        self.running.discard(job_id)
         seconds = time.monotonic() - live.started if live.started else 0.0
+        if live.started:
+            self.stats.ran(live.spec.kind, seconds, live.info.summary)
+        info = live.info = replace(live.info, ended=time.time())
         level = logging.INFO if info.state is JobState.DONE else logging.WARNING
         _log.log(
             level,
@@ -547,50 +527,44 @@ class JobStore(Actor):
             f": {info.error}" if info.error and info.state is JobState.FAILED else "",
         )
         self._remember(info)
-        self.publish(Progress.of(info), timeout=0)
+        self._publish(info)
         for waiter in self.waiters.pop(job_id, []):
             self.reply(waiter, info)
+        self._pump()
+        self._check_drained()
+
+    def _publish(self, info: JobInfo) -> None:
+        self.publish(Progress.of(info), timeout=0)
 
     def _pump(self) -> None:
-        # Hand queued jobs to the jobs actor while there is room (never while draining).
+        # Start queued jobs while there is room (never while draining).
         while self.queue and len(self.running) < self.max_jobs and not self.draining:
-            job_id = self.queue.popleft()
-            live = self.live[job_id]
-            refused = self._still_confined(live.spec)
-            if refused is not None:  # a symlink swapped in since it was accepted
-                _log.error("job %s failed: %s", job_id, refused)
-                self._finish(job_id, live.spec.kind.value, JobState.FAILED, error=refused)
-                live.info = replace(live.info, state=JobState.FAILED, error=refused)
-                self._ended(job_id, live)
-                continue
-            self._journal.mark_running(job_id)
-            live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
-            live.started = time.monotonic()
-            _log.info(
-                "job %s started: %s %s -> %s",
-                job_id,
-                live.spec.kind.value,
-                _source(live.spec),
-                live.spec.output,
-            )
-            self.running.add(job_id)
-            self.send(self.jobs_actor, Submit(live.spec, job_id))
+            self._start(self.live[self.queue.popleft()])
 
-    def _still_confined(self, spec: JobSpec) -> str | None:
-        # Paths were confined when the job was accepted; a job may run much later (queued, or
+    def _start(self, live: _Live) -> None:
+        job_id, spec = live.info.id, live.spec
+        # Paths were checked when the job was accepted; it may start much later (queued, or
         # after a restart), so they are resolved again now, against the current roots.
-        if self.roots is None:
-            return None
-        inputs, outputs = self.roots
-        try:
-            if spec.input is None:
-                confine(spec.output, outputs, what="output")
-            else:
-                confine_pair(spec.input, spec.output, inputs, outputs)
-            confine(spec.output + REJECTS_SUFFIX, outputs, what="rejects file")
-        except ProtocolError as error:
-            return f"invalid_path: {error}"
-        return None
+        refused = recheck(spec, self.roots)
+        if refused is None:
+            self._journal.mark_running(job_id)
+            try:
+                live.reader, live.writer = self.launch(job_id, spec, live.ended)
+            except ActordError as error:
+                refused = f"its actors could not start: {error}"
+        if refused is not None:
+            _log.error("job %s failed: %s", job_id, refused)
+            self._finish(job_id, spec.kind.value, JobState.FAILED, error=refused)
+            live.info = replace(live.info, state=JobState.FAILED, error=refused)
+            self._settle(live)
+            return
+        live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
+        live.started = time.monotonic()
+        self.running.add(job_id)
+        _log.info(
+            "job %s started: %s %s -> %s", job_id, spec.kind.value, _source(spec), spec.output
+        )
+        self._publish(live.info)
 
     def _check_drained(self) -> None:
         if self.draining and not self.running and self.drain_waiters:

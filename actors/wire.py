@@ -37,7 +37,7 @@ __all__ = [
     "unpack",
 ]
 
-_SPEC_KEYS = ("kind", "input", "output", "options")
+_SPEC_KEYS = ("kind", "input", "output", "options", "overwrite")
 
 
 def pack(value: object) -> bytes:
@@ -59,9 +59,8 @@ def _field(where: str, value: object, expected: type | tuple[type, ...]) -> Any:
 
 def _name(expected: type | tuple[type, ...]) -> str:
     types = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join(
-        {"str": "a string", "int": "an integer"}.get(t.__name__, t.__name__) for t in types
-    )
+    names = {"str": "a string", "int": "an integer", "bool": "true or false"}
+    return " or ".join(names.get(t.__name__, t.__name__) for t in types)
 
 
 def spec_from_wire(data: object) -> JobSpec:
@@ -84,7 +83,8 @@ def spec_from_wire(data: object) -> JobSpec:
     if not isinstance(options, Mapping):
         raise InvalidArgument("options: must be a map")
     parsed = _log_options(options) if kind is JobKind.LOG else _fft_options(options)
-    return JobSpec(kind, output, source, parsed)
+    overwrite = _field("overwrite", data.get("overwrite", False), bool)
+    return JobSpec(kind, output, source, parsed, overwrite=overwrite)
 
 
 def _allowed(options: Mapping[Any, Any], cls: type) -> None:
@@ -131,7 +131,15 @@ def _fft_options(options: Mapping[Any, Any]) -> FFTOptions:
 
 def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
     options = {k: v for k, v in asdict(spec.options).items() if v is not None}
-    return {"kind": spec.kind.value, "input": spec.input, "output": spec.output, "options": options}
+    data: dict[str, Any] = {
+        "kind": spec.kind.value,
+        "input": spec.input,
+        "output": spec.output,
+        "options": options,
+    }
+    if spec.overwrite:  # only when set: a spec journaled before the key existed packs the same
+        data["overwrite"] = True
+    return data
 
 
 def summary_to_wire(summary: LogSummary | FFTSummary | None) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ file of an FFT job and the two of a log job (the rejects file, then the output):
    goes, and the job's result) and wait for the commit;
 3. rename each file into place, the output last, then fsync the directory: the renames are
    on disk;
-4. tell the jobs actor (`WriterDone`); the store then journals the job as done.
+4. tell the store (`WriterDone`), which journals the job as done.
 
 A kill before 2 leaves temporary files and no record: the next start removes them and runs
 the job again (no output ever existed). A kill after 2 leaves a record: the next start
@@ -38,6 +38,7 @@ from actord import Actor, ActorDead, AskTimeout, Message
 from actord.runtime.errors import ErrorCode
 
 from .model import (
+    REJECTS_SUFFIX,
     ArrayPlan,
     ChunkWritten,
     FFTSummary,
@@ -54,7 +55,6 @@ from .model import (
 )
 
 __all__ = [
-    "JOURNAL",
     "PAUSE_ENV",
     "ArrayWriter",
     "AtomicFile",
@@ -66,10 +66,6 @@ __all__ = [
     "remove_temps",
 ]
 
-# The actor that journals publications: the job store, under the name the daemon spawns it
-# with (`actors.service.STORE`; a test keeps the two equal). A system that has none (jobs
-# given straight to the jobs actor: the demo, benches, tests) has no journal to tell.
-JOURNAL: Final = "store"
 _RECORD_TIMEOUT: Final = 30.0  # a journal commit takes milliseconds; the store never waits
 
 # Test-only: off unless set (see `_pause_for_test`).
@@ -93,9 +89,6 @@ class Publishing:
 @dataclass(frozen=True, slots=True)
 class Recorded:
     job: str
-
-
-REJECTS_SUFFIX = ".rejects"
 
 
 def create_temp(path: str) -> tuple[int, str]:
@@ -219,14 +212,11 @@ class _UnitWriter(Actor):
 
     kind: str  # the job kind, for the test hook
 
-    def __init__(
-        self, job: str, output: str, jobs: str, reader: str, *, journal: str | None = JOURNAL
-    ) -> None:
+    def __init__(self, job: str, output: str, store: str, reader: str) -> None:
         self.job = job
         self.output = output
-        self.jobs = jobs
+        self.store = store  # the job store: it journals the publication and hears every note
         self.reader = reader
-        self.journal = journal
         self.total: int | None = None
         self.done = 0
         self.bytes = 0
@@ -234,19 +224,12 @@ class _UnitWriter(Actor):
         self.committed = False  # published: nothing of the job's is removed any more
         self.started = time.monotonic()
 
-    def on_start(self) -> None:
-        """Actor thread: is there a journal to tell? Decided once, now: the store starts
-        before any job and outlives every writer of a running daemon, so a store that is gone
-        later means the daemon is stopping, and then nothing is published without a record."""
-        if self.journal is not None and self._channel.size(self.journal) == (0, 0):
-            self.journal = None
-
     def _progress(self) -> None:
         self.send(self.reader, UnitsWritten(self.job, self.done))
-        self.send(self.jobs, WrittenProgress(self.job, self.done, self.total or 0, self.bytes))
+        self.send(self.store, WrittenProgress(self.job, self.done, self.total or 0, self.bytes))
 
     def _fail(self, error: str) -> None:
-        self.send(self.jobs, JobError(self.job, error))
+        self.send(self.store, JobError(self.job, error))
 
     def _abort(self) -> None:
         """Remove whatever this writer created, unless it was committed."""
@@ -258,7 +241,7 @@ class _UnitWriter(Actor):
         self.sealed = True
         refused = self._record(files, summary)
         if refused is not None:
-            # Cancelled or released meanwhile: the job is not ours to publish. The jobs actor
+            # Cancelled or released meanwhile: the job is not ours to publish. The store
             # ends it and stops this writer, whose on_stop removes the files.
             self._fail(f"{self.output} was not published: {refused}")
             return
@@ -278,16 +261,14 @@ class _UnitWriter(Actor):
             raise
         self.committed = True
         _pause_for_test("after-rename", self.kind, self.job)
-        self.send(self.jobs, WriterDone(self.job, summary))
+        self.send(self.store, WriterDone(self.job, summary))
 
     def _record(self, files: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> str | None:
         """Have the store journal the publication; None once committed, else why not."""
-        if self.journal is None:
-            return None
         total = self.total if self.total is not None else self.done
         request = Publishing(self.job, tuple(files), summary, self.done, total, self.bytes)
         try:
-            answer = self.ask(self.journal, request, timeout=_RECORD_TIMEOUT)
+            answer = self.ask(self.store, request, timeout=_RECORD_TIMEOUT)
         except (ActorDead, AskTimeout) as error:
             return f"the journal could not record it: {error}"
         if isinstance(answer, Rejected):
@@ -298,14 +279,14 @@ class _UnitWriter(Actor):
     def on_stop(self) -> None:
         """Actor thread: a job stopped before its end leaves no output and no temp file."""
         self._abort()
-        self.send(self.jobs, WriterStopped(self.job))
+        self.send(self.store, WriterStopped(self.job))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a write failed (disk full, ...): the job fails, nothing is left, and
         the writer stops (a restarted one would have lost what was written)."""
         self._abort()
         self._fail(f"writing {self.output} failed: {error}")
-        self.send(self.jobs, WriterStopped(self.job))
+        self.send(self.store, WriterStopped(self.job))
         self.ref.stop(graceful=False, wait=False)
 
 
@@ -314,10 +295,8 @@ class LogWriter(_UnitWriter):
 
     kind = "log"
 
-    def __init__(
-        self, job: str, output: str, jobs: str, reader: str, *, journal: str | None = JOURNAL
-    ) -> None:
-        super().__init__(job, output, jobs, reader, journal=journal)
+    def __init__(self, job: str, output: str, store: str, reader: str) -> None:
+        super().__init__(job, output, store, reader)
         self.rejects_path = output + REJECTS_SUFFIX
         self._pending: dict[int, ParsedBlock] = {}  # blocks that arrived ahead of their turn
         self._counts: Counter[str] = Counter()
@@ -405,13 +384,11 @@ class ArrayWriter(_UnitWriter):
         self,
         job: str,
         output: str,
-        jobs: str,
+        store: str,
         reader: str,
         sync_bytes: int = 64 << 20,
-        *,
-        journal: str | None = JOURNAL,
     ) -> None:
-        super().__init__(job, output, jobs, reader, journal=journal)
+        super().__init__(job, output, store, reader)
         self.sync_bytes = sync_bytes
         self._plan: ArrayPlan | None = None
         self._temp: str | None = None

@@ -41,7 +41,7 @@ import numpy as np
 from actord import ActorSystem
 from actors.demo import write_sample_log
 from actors.formats import BUILTIN_FORMATS
-from actors.jobs import JobSystemConfig, start_job_system
+from actors.launcher import JobSystemConfig, start_job_system
 from actors.model import Executor, FFTOptions, JobKind, JobSpec, LogOptions
 from actors.parser import parse_block
 from actors.reader import synthetic_chunk
@@ -266,10 +266,12 @@ def seed_fft(output: str, chunks: int, size: int) -> float:
 
 
 def actord_log(path: str, output: str, executor: Executor) -> float:
-    with ActorSystem("bench") as system:
-        client = start_job_system(system, JobSystemConfig(parser_executor=executor))
+    with ActorSystem("bench") as system, tempfile.TemporaryDirectory() as state:
+        journal = os.path.join(state, "journal.sqlite3")
+        client = start_job_system(system, journal, JobSystemConfig(parser_executor=executor))
         start = time.perf_counter()
-        job = client.submit(JobSpec(JobKind.LOG, output, path, LogOptions(block_bytes=BLOCK)))
+        options = LogOptions(block_bytes=BLOCK)
+        job = client.submit(JobSpec(JobKind.LOG, output, path, options, overwrite=True))
         info = client.wait(job.id, 600)
         elapsed = time.perf_counter() - start
     assert info.summary is not None and info.error is None, info
@@ -277,11 +279,12 @@ def actord_log(path: str, output: str, executor: Executor) -> float:
 
 
 def actord_fft(output: str, chunks: int, size: int) -> float:
-    with ActorSystem("bench") as system:
-        client = start_job_system(system, JobSystemConfig(fft_workers=2))
+    with ActorSystem("bench") as system, tempfile.TemporaryDirectory() as state:
+        journal = os.path.join(state, "journal.sqlite3")
+        client = start_job_system(system, journal, JobSystemConfig(fft_workers=2))
         options = FFTOptions(synthetic=(chunks, size, size), seed=0)
         start = time.perf_counter()
-        job = client.submit(JobSpec(JobKind.FFT, output, None, options))
+        job = client.submit(JobSpec(JobKind.FFT, output, None, options, overwrite=True))
         info = client.wait(job.id, 600)
         elapsed = time.perf_counter() - start
     assert info.error is None, info

@@ -146,6 +146,13 @@ def system(fake_clock: FakeClock) -> Iterator[ActorSystem]:
 
 
 @pytest.fixture
+def journal(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh journal path for `start_job_system`, outside the test's own tmp_path (whose
+    files some tests list)."""
+    return str(tmp_path_factory.mktemp("state") / "journal.sqlite3")
+
+
+@pytest.fixture
 def channel() -> Iterator[ThreadChannel]:
     ch = ThreadChannel()
     try:

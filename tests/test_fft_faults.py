@@ -18,10 +18,12 @@ from typing import IO, Any
 import numpy as np
 import pytest
 
+import actors.client as client_module
 import actors.fft as fft_module
-import actors.jobs as jobs_module
+import actors.validate as validate_module
 from actord import ActorSystem, DeadLetterReason, InvalidArgument, RestartPolicy
-from actors.jobs import FFT_WORKERS, JobClient, JobSystemConfig, start_job_system, validate_spec
+from actors.client import JobClient
+from actors.launcher import FFT_WORKERS, JobSystemConfig, start_job_system
 from actors.model import (
     FFT_MAX_CHUNK_ELEMENTS,
     FFT_MAX_CHUNKS,
@@ -30,12 +32,12 @@ from actors.model import (
     FFTOptions,
     JobInfo,
     JobKind,
-    JobRejected,
     JobSpec,
     JobState,
     Transform,
 )
 from actors.reader import synthetic_chunk
+from actors.validate import check_spec
 
 from .conftest import WAIT, FakeClock
 
@@ -51,8 +53,8 @@ def daemon_system() -> Iterator[ActorSystem]:
 
 
 @pytest.fixture
-def client(daemon_system: ActorSystem) -> JobClient:
-    return start_job_system(daemon_system, JobSystemConfig(parsers=1, fft_workers=2))
+def client(journal: str, daemon_system: ActorSystem) -> JobClient:
+    return start_job_system(daemon_system, journal, JobSystemConfig(parsers=1, fft_workers=2))
 
 
 def fft_spec(output: Path, source: Path | None = None, **options: Any) -> JobSpec:
@@ -108,7 +110,7 @@ def test_stacks_with_a_zero_side_that_reach_the_pool_fail_their_jobs_only(
 ) -> None:
     # Validation refuses such a stack at submit; here it is let through, as if the file had
     # been replaced between submit and start, so that the workers meet the bad chunks.
-    monkeypatch.setattr(jobs_module, "validate_spec", lambda spec: None)
+    monkeypatch.setattr(client_module, "check_spec", lambda spec, roots: spec)
     np.save(tmp_path / "in.npy", np.zeros((3, 0, 8)))
     jobs = [client.submit(fft_spec(tmp_path / f"out{i}.npy", tmp_path / "in.npy")) for i in (1, 2)]
     for job in jobs:
@@ -241,10 +243,7 @@ def test_rfft2_of_a_complex_input_is_refused_at_submit(client: JobClient, tmp_pa
     np.save(tmp_path / "in.npy", np.ones((2, 4, 4), dtype=np.complex64))
     spec = fft_spec(tmp_path / "out.npy", tmp_path / "in.npy", transform=Transform.RFFT2)
     with pytest.raises(InvalidArgument, match=r"rfft2 needs a real input.*complex64.*fft2"):
-        validate_spec(spec)
-    with pytest.raises(JobRejected, match="rfft2 needs a real input") as refused:
         client.submit(spec)
-    assert refused.value.reason == "bad_request"
     assert client.list() == ()
 
 
@@ -327,12 +326,9 @@ def test_a_bad_fft_input_is_refused_at_submit(client: JobClient, tmp_path: Path,
     make, message = BAD_INPUTS[case]
     source = make(tmp_path)
     spec = fft_spec(tmp_path / "out.npy", source)
-    with pytest.raises(InvalidArgument, match=message) as direct:
-        validate_spec(spec)
-    assert "allow_pickle" not in str(direct.value)
-    with pytest.raises(JobRejected, match=message) as refused:
+    with pytest.raises(InvalidArgument, match=message) as refused:
         client.submit(spec)
-    assert refused.value.reason == "bad_request"
+    assert "allow_pickle" not in str(refused.value)
     assert client.list() == ()
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
 
@@ -354,8 +350,6 @@ def test_a_bad_synthetic_shape_is_refused_at_submit(
     shape, message = BAD_SHAPES[case]
     spec = fft_spec(tmp_path / "out.npy", synthetic=shape)
     with pytest.raises(InvalidArgument, match=message):
-        validate_spec(spec)
-    with pytest.raises(JobRejected, match=message):
         client.submit(spec)
     assert client.list() == ()
 
@@ -368,7 +362,7 @@ def test_the_limits_are_consistent() -> None:
 
 @pytest.mark.parametrize("shape", [(1, 1, FFT_MAX_SIDE), (FFT_MAX_CHUNKS, 1, 1), (16, 4096, 4096)])
 def test_shapes_at_the_limits_are_accepted(tmp_path: Path, shape: tuple[int, int, int]) -> None:
-    assert validate_spec(fft_spec(tmp_path / "out.npy", synthetic=shape)) is None
+    check_spec(fft_spec(tmp_path / "out.npy", synthetic=shape))
 
 
 class _CountingFile:
@@ -406,9 +400,9 @@ def test_validation_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.Mo
     def no_load(*args: Any, **kwargs: Any) -> Any:
         pytest.fail("validation loaded the array")
 
-    # validate_spec's module sees this `open` before the builtin one.
-    monkeypatch.setattr(jobs_module, "open", counting_open, raising=False)
+    # check_spec's module sees this `open` before the builtin one.
+    monkeypatch.setattr(validate_module, "open", counting_open, raising=False)
     monkeypatch.setattr(np, "load", no_load)
-    assert validate_spec(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy")) is None
+    check_spec(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy"))
     assert opened == [str(tmp_path / "in.npy")]
     assert 0 < sum(counts) <= 4096

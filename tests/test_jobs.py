@@ -19,8 +19,17 @@ import pytest
 
 import actors.fft as fft_module
 import actors.parser as parser_module
-from actord import ActorSystem, AskTimeout, DeadLetterReason, RestartPolicy
-from actors.jobs import JobClient, JobSystemConfig, start_job_system
+from actord import (
+    ActordError,
+    ActorSystem,
+    AskTimeout,
+    DeadLetterReason,
+    InvalidArgument,
+    RestartPolicy,
+)
+from actord.runtime.errors import ErrorCode, Refused
+from actors.client import JobClient
+from actors.launcher import JobSystemConfig, start_job_system
 from actors.model import (
     Executor,
     FFTOptions,
@@ -155,18 +164,19 @@ def make_config(executor: Executor = Executor.THREAD) -> JobSystemConfig:
 
 
 @pytest.fixture
-def client(system: ActorSystem) -> JobClient:
-    return start_job_system(system, make_config())
+def client(journal: str, system: ActorSystem) -> JobClient:
+    return start_job_system(system, journal, make_config())
 
 
 @pytest.fixture
-def process_client() -> Iterator[JobClient]:
-    """A second system whose parsers run in worker processes."""
+def process_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobClient]:
+    """A second system whose parsers run in worker processes (with its own journal)."""
     other = ActorSystem(
         "process", clock=FakeClock(), default_policy=RestartPolicy(max_restarts=100)
     )
+    journal = str(tmp_path_factory.mktemp("process") / "journal.sqlite3")
     try:
-        yield start_job_system(other, make_config(Executor.PROCESS))
+        yield start_job_system(other, journal, make_config(Executor.PROCESS))
     finally:
         other.stop(timeout=WAIT)
 
@@ -397,13 +407,15 @@ def test_a_block_that_fails_once_is_retried(
 
 
 def test_many_retries_with_a_small_writer_capacity_do_not_hang(
-    system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journal: str, system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every block fails on its first attempt, so BlockFailed notes pour into the reader while
     # it also sends itself "read the next block": it must never block on its own mailbox,
     # however small the writer's is.
     client = start_job_system(
-        system, JobSystemConfig(parsers=3, parser_executor=Executor.THREAD, writer_capacity=2)
+        system,
+        journal,
+        JobSystemConfig(parsers=3, parser_executor=Executor.THREAD, writer_capacity=2),
     )
     original = parser_module.parse_block
     lock = threading.Lock()
@@ -516,25 +528,23 @@ def test_a_killed_parse_worker_is_replaced(process_client: JobClient, tmp_path: 
     assert read_records(tmp_path / "out.jsonl") == log.records
 
 
-def test_a_failed_commit_leaves_no_output(client: JobClient, tmp_path: Path) -> None:
-    # `<output>.rejects` is a directory: publishing the rejects fails after the output was
-    # already renamed into place. Refusing the job up front would be fine too.
+def test_a_rejects_path_that_is_a_directory_is_refused_at_submit(
+    client: JobClient, tmp_path: Path
+) -> None:
+    # Publishing would fail after the output was renamed into place (that cleanup is tested
+    # in test_publish): the submit refuses it instead, and nothing is written.
     (tmp_path / "in.log").write_bytes(generate_log(100).data)
     (tmp_path / "out.jsonl.rejects").mkdir()
     spec = JobSpec(JobKind.LOG, str(tmp_path / "out.jsonl"), str(tmp_path / "in.log"), SMALL)
-    try:
-        info = client.submit(spec)
-    except JobRejected:
-        pass
-    else:
-        final = client.wait(info.id, WAIT)
-        assert final.state is JobState.FAILED
-        join_job_actors(info.id)
+    with pytest.raises(Refused, match=r"out\.jsonl\.rejects is a directory") as refused:
+        client.submit(spec)
+    assert refused.value.code is ErrorCode.INVALID_PATH
+    assert client.list() == ()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.log", "out.jsonl.rejects"]
 
 
 def test_a_slow_block_does_not_let_parsed_blocks_pile_up(
-    system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journal: str, system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # While block 0 is stuck in a parser, the writer must hold every later block that the
     # other parsers finish. A reader that keeps a window of 8 units in flight gets at most 7
@@ -543,6 +553,7 @@ def test_a_slow_block_does_not_let_parsed_blocks_pile_up(
     window = 8
     client = start_job_system(
         system,
+        journal,
         JobSystemConfig(
             parsers=3,
             parser_executor=Executor.THREAD,
@@ -636,6 +647,17 @@ def _refusals() -> dict[str, Callable[[Path], JobSpec]]:
     }
 
 
+_PATH_REFUSALS = {
+    "missing-input",
+    "input-is-a-directory",
+    "output-dir-missing",
+    "output-is-a-directory",
+    "output-is-input",
+    "output-links-to-input",
+    "rejects-is-input",
+}
+
+
 @pytest.mark.parametrize("case", sorted(_refusals()))
 def test_submit_refuses(client: JobClient, tmp_path: Path, case: str) -> None:
     (tmp_path / "in.log").write_bytes(b"2026-11-25 12:00:00 [INFO] m\n")
@@ -644,12 +666,13 @@ def test_submit_refuses(client: JobClient, tmp_path: Path, case: str) -> None:
     spec = _refusals()[case](tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     try:
-        with pytest.raises(JobRejected) as refused:
+        with pytest.raises(ActordError) as refused:
             client.submit(spec)
     finally:
         for job in client.list():  # if it was accepted, let it end before looking at files
             client.wait(job.id, WAIT)
-    assert refused.value.reason == "bad_request"
+    expected = ErrorCode.INVALID_PATH if case in _PATH_REFUSALS else ErrorCode.INVALID_ARGUMENT
+    assert refused.value.code is expected
     assert client.list() == ()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
@@ -658,7 +681,7 @@ def test_submit_refuses(client: JobClient, tmp_path: Path, case: str) -> None:
 def test_unknown_job_id_is_refused(client: JobClient, request_: str) -> None:
     with pytest.raises(JobRejected, match="no job 'log-99'") as refused:
         getattr(client, request_)("log-99")
-    assert refused.value.reason == "not_found"
+    assert refused.value.code is ErrorCode.NOT_FOUND
 
 
 # -- FFT jobs --------------------------------------------------------------------------------
@@ -729,7 +752,7 @@ def test_fft_job_on_an_empty_stack_finishes(client: JobClient, tmp_path: Path) -
 
 def test_fft_job_on_a_2d_array_is_refused_at_submit(client: JobClient, tmp_path: Path) -> None:
     np.save(tmp_path / "in.npy", np.zeros((4, 4)))
-    with pytest.raises(JobRejected, match=r"\(N, H, W\)"):
+    with pytest.raises(InvalidArgument, match=r"\(N, H, W\)"):
         client.submit(
             JobSpec(JobKind.FFT, str(tmp_path / "out.npy"), str(tmp_path / "in.npy"), FFTOptions())
         )
@@ -858,12 +881,16 @@ def _peak_rss() -> int:
 
 
 @pytest.mark.timeout(120)
-def test_a_big_log_is_streamed_in_bounded_memory(system: ActorSystem, tmp_path: Path) -> None:
+def test_a_big_log_is_streamed_in_bounded_memory(
+    journal: str, system: ActorSystem, tmp_path: Path
+) -> None:
     # The kernel's peak RSS is reset before the job and read after it, so the peak during the
     # job counts, not only what is left after it. Measured: streaming 256 KiB blocks should
     # stay well under 60 MB, reading the 60 MB file as one block adds ~400 MB.
     client = start_job_system(
-        system, JobSystemConfig(parsers=4, parser_executor=Executor.THREAD, writer_capacity=8)
+        system,
+        journal,
+        JobSystemConfig(parsers=4, parser_executor=Executor.THREAD, writer_capacity=8),
     )
     piece = generate_log(16_000)  # about 1 MB
     repeats = 60
@@ -886,9 +913,9 @@ def test_a_big_log_is_streamed_in_bounded_memory(system: ActorSystem, tmp_path: 
 
 
 def test_summary_bytes_count_what_was_read_even_when_a_line_is_cut(
-    system: ActorSystem, tmp_path: Path
+    journal: str, system: ActorSystem, tmp_path: Path
 ) -> None:
-    client = start_job_system(system, JobSystemConfig(parser_executor=Executor.THREAD))
+    client = start_job_system(system, journal, JobSystemConfig(parser_executor=Executor.THREAD))
     head = b"2026-11-25 12:00:00 [INFO] "
     source, output = tmp_path / "in.log", tmp_path / "out.jsonl"
     source.write_bytes(head + b"short\n" + head + b"z" * 5000 + b"\n" + head + b"end\n")
@@ -901,8 +928,10 @@ def test_summary_bytes_count_what_was_read_even_when_a_line_is_cut(
 # -- from the code review: failures that must fail one job, never the daemon ------------------
 
 
-def test_a_corrupt_gzip_fails_its_job_not_the_daemon(system: ActorSystem, tmp_path: Path) -> None:
-    client = start_job_system(system, JobSystemConfig(parser_executor=Executor.THREAD))
+def test_a_corrupt_gzip_fails_its_job_not_the_daemon(
+    journal: str, system: ActorSystem, tmp_path: Path
+) -> None:
+    client = start_job_system(system, journal, JobSystemConfig(parser_executor=Executor.THREAD))
     log = generate_log(20_000)
     packed = bytearray(gzip.compress(log.data))
     packed[len(packed) // 2 : len(packed) // 2 + 64] = b"\xff" * 64  # damage the deflate stream
@@ -921,10 +950,10 @@ def test_a_corrupt_gzip_fails_its_job_not_the_daemon(system: ActorSystem, tmp_pa
 
 
 def test_a_runaway_regex_times_out_and_its_worker_is_killed(
-    system: ActorSystem, tmp_path: Path
+    journal: str, system: ActorSystem, tmp_path: Path
 ) -> None:
     config = JobSystemConfig(parsers=1, parser_executor=Executor.PROCESS, block_timeout=0.5)
-    client = start_job_system(system, config)
+    client = start_job_system(system, journal, config)
     source, output = tmp_path / "in.log", tmp_path / "out.jsonl"
     source.write_bytes(b"a" * 40 + b"\n")  # (a+)+b backtracks exponentially on this line
     workers_before = {p.pid for p in psutil.Process().children()}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from actord import InvalidArgument, UnknownActor
-from actors.journal import SCHEMA_VERSION, Journal, JournalState
+from actord import InvalidArgument
+from actors.journal import SCHEMA_VERSION, Journal, JournalState, UnknownJob
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_submit_get_and_lifecycle(journal: Journal) -> None:
         journal.finish("log-1", JournalState.FAILED, error="twice")
     with pytest.raises(InvalidArgument):
         journal.finish("log-1", JournalState.RUNNING)
-    with pytest.raises(UnknownActor):
+    with pytest.raises(UnknownJob):
         journal.get("log-99")
 
 

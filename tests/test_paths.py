@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actord.control.protocol import ProtocolError
-from actord.runtime.errors import ErrorCode
+from actord.runtime.errors import ErrorCode, Refused
 from actors.paths import confine, confine_pair
 
 
@@ -74,7 +73,7 @@ def test_valid_nested_paths_are_accepted(roots: tuple[Path, Path]) -> None:
 def test_escapes_are_refused(roots: tuple[Path, Path], tmp_path: Path, make: object) -> None:
     inputs, _ = roots
     candidate = make(inputs, tmp_path)  # type: ignore[operator]
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(Refused) as info:
         confine(candidate, [str(inputs)])
     assert info.value.code is ErrorCode.INVALID_PATH
 
@@ -84,9 +83,9 @@ def test_an_output_may_not_overwrite_its_input(roots: tuple[Path, Path]) -> None
     both = [str(inputs), str(outputs)]
     source, target = confine_pair(str(inputs / "ok.log"), str(outputs / "new.jsonl"), both, both)
     assert (source, target) == (str(inputs / "ok.log"), str(outputs / "new.jsonl"))
-    with pytest.raises(ProtocolError, match="overwrite"):
+    with pytest.raises(Refused, match="overwrite"):
         confine_pair(str(inputs / "ok.log"), str(inputs / "ok.log"), both, both)
     link = outputs / "alias.log"
     os.symlink(inputs / "ok.log", link)  # an output that resolves to the input
-    with pytest.raises(ProtocolError, match="overwrite"):
+    with pytest.raises(Refused, match="overwrite"):
         confine_pair(str(inputs / "ok.log"), str(link), both, both)

@@ -15,7 +15,8 @@ import pytest
 
 import actors.parser as parser_module
 from actord import ActorSystem, RestartPolicy
-from actors.jobs import JobClient, JobSystemConfig, start_job_system
+from actors.client import JobClient
+from actors.launcher import JobSystemConfig, start_job_system
 from actors.model import Executor, JobKind, JobSpec, JobState, LogOptions
 
 from .conftest import WAIT, FakeClock
@@ -25,10 +26,12 @@ CANCEL_WITHIN = 1.0  # seconds: the issue's promise for a job's in-flight work
 
 
 @pytest.fixture(params=[Executor.THREAD, Executor.PROCESS], ids=["thread", "process"])
-def jobs(request: pytest.FixtureRequest) -> Iterator[JobClient]:
+def jobs(journal: str, request: pytest.FixtureRequest) -> Iterator[JobClient]:
     system = ActorSystem("patterns", clock=FakeClock(), default_policy=RestartPolicy())
     try:
-        yield start_job_system(system, JobSystemConfig(parsers=2, parser_executor=request.param))
+        yield start_job_system(
+            system, journal, JobSystemConfig(parsers=2, parser_executor=request.param)
+        )
     finally:
         system.stop(timeout=WAIT)
 
@@ -91,7 +94,9 @@ def test_an_evil_pattern_neither_freezes_the_pool_nor_outlives_its_cancel(
     assert not (tmp_path / "evil.jsonl").exists()
 
 
-def test_a_pattern_past_the_block_timeout_fails_its_job_not_the_pool(tmp_path: Path) -> None:
+def test_a_pattern_past_the_block_timeout_fails_its_job_not_the_pool(
+    journal: str, tmp_path: Path
+) -> None:
     # A tiny block timeout and a policy that escalates at the first failure: if a timed-out
     # block counted as the pool's fault, the pool would escalate.
     system = ActorSystem(
@@ -100,6 +105,7 @@ def test_a_pattern_past_the_block_timeout_fails_its_job_not_the_pool(tmp_path: P
     try:
         jobs = start_job_system(
             system,
+            journal,
             JobSystemConfig(parsers=2, parser_executor=Executor.PROCESS, block_timeout=0.3),
         )
         evil_input = tmp_path / "evil.log"

@@ -34,7 +34,7 @@ def test_message_rates_per_actor_are_real(observed: Observed) -> None:
     prom = observed.prometheus
     handled = prom.values("sum by (actor) (increase(actord_actor_messages_total[5m]))")
     by_actor = {eval_actor(k): v for k, v in handled.items()}
-    assert by_actor["jobs"] > 0 and by_actor["store"] > 0
+    assert by_actor["store"] >= 40  # a note from the writers for each unit written, at least
     assert by_actor["parser#0"] + by_actor["parser#1"] >= 20  # 200,000 lines in blocks
     assert by_actor["fft#0"] + by_actor["fft#1"] >= 40  # 48 chunks (a retry may add one)
     rates = prom.values('rate(actord_actor_messages_total{actor="store"}[5m])')
@@ -82,7 +82,7 @@ def test_actorctl_metrics_prints_the_key_figures(observed: Observed) -> None:
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["ACTOR", "MESSAGES", "ERRORS"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert int(rows["jobs"][1]) > 0 and float(rows["fft#0"][6]) > 0  # messages, cpu seconds
+    assert int(rows["store"][1]) > 0 and float(rows["fft#0"][6]) > 0  # messages, cpu seconds
     assert any(line.split()[:3] == ["jobs", "log", "done"] for line in totals.splitlines())
 
 

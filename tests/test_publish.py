@@ -22,32 +22,31 @@ from typing import IO, Any
 import numpy as np
 import pytest
 
-import actors.service
-from actord import ActorSystem, RestartPolicy
+from actord import ActorRef, ActorSystem, RestartPolicy
 from actors.demo import write_sample_log
-from actors.jobs import JOBS, JobSystemConfig, start_job_system
 from actors.journal import Journal
+from actors.launcher import STORE, JobSystemConfig, start_job_system
 from actors.model import (
+    Accept,
     Cancel,
     Executor,
     FFTOptions,
     FFTSummary,
+    JobEnded,
     JobInfo,
     JobKind,
     JobSpec,
     JobState,
     LogOptions,
     LogSummary,
-    Progress,
     Rejected,
-    Submit,
     WaitJob,
+    WriterDone,
 )
 from actors.reader import synthetic_chunk
-from actors.store import Accept, JobStore, Release, Released
+from actors.store import JobStore, Release, Released
 from actors.wire import pack, spec_to_wire, summary_to_wire
 from actors.writer import (
-    JOURNAL,
     REJECTS_SUFFIX,
     AtomicFile,
     Publishing,
@@ -61,11 +60,6 @@ FFT_SHAPE = (4, 16, 16)
 LOG_LINES = 300
 
 
-def test_the_writers_ask_the_store_by_the_name_the_daemon_gives_it() -> None:
-    # A writer that asked another name would find no journal and publish unrecorded.
-    assert actors.service.STORE == JOURNAL
-
-
 # -- a store and the job system, in-process ---------------------------------------------------
 
 
@@ -76,12 +70,11 @@ class Harness:
         self.journal = str(tmp / "journal.sqlite3")
 
     def start(self) -> None:
-        start_job_system(self.system, JobSystemConfig(parser_executor=Executor.THREAD))
-        self.system.spawn(lambda: JobStore(self.journal, JOBS, 4, recover=True), JOURNAL)
-        self.system.channel.subscribe(JOBS, JOURNAL)
+        config = JobSystemConfig(parser_executor=Executor.THREAD)
+        start_job_system(self.system, self.journal, config)
 
     def ask(self, payload: object) -> Any:
-        return self.system.lookup(JOURNAL).ask(payload, timeout=WAIT)
+        return self.system.lookup(STORE).ask(payload, timeout=WAIT)
 
     def run(self, spec: JobSpec) -> JobInfo:
         info = self.ask(Accept(spec))
@@ -89,7 +82,7 @@ class Harness:
         return self.wait(info.id)
 
     def wait(self, job: str) -> JobInfo:
-        info = self.system.lookup(JOURNAL).ask(WaitJob(job), timeout=60)
+        info = self.system.lookup(STORE).ask(WaitJob(job), timeout=60)
         assert isinstance(info, JobInfo), info
         return info
 
@@ -343,25 +336,37 @@ def test_a_rename_that_fails_fails_the_job_and_leaves_nothing(
 # -- the store's side: the publication is the point of no return -----------------------------
 
 
+class _StandIns:
+    """A launcher whose job actors only record: the test plays the writer (Publishing, then
+    WriterDone). Keeps each job's end flag, set when the store stops the job's actors."""
+
+    def __init__(self, system: ActorSystem) -> None:
+        self.system = system
+        self.ended: dict[str, JobEnded] = {}
+
+    def __call__(self, job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+        self.ended[job] = ended
+        reader = self.system.spawn(lambda: RecordingActor(Recorder()), f"{job}.reader")
+        return reader, self.system.spawn(lambda: RecordingActor(Recorder()), f"{job}.writer")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[ActorSystem, Recorder, str]]:
-    """A store in front of a recording stand-in for the jobs actor: the test plays the
-    writer (Publishing) and the jobs actor (Progress)."""
+def store(tmp_path: Path) -> Iterator[tuple[ActorSystem, _StandIns, str]]:
+    """A store whose jobs' actors are stand-ins (`_StandIns`)."""
     system = _system()
-    jobs = Recorder()
+    launched = _StandIns(system)
     path = str(tmp_path / "journal.sqlite3")
     try:
-        system.spawn(lambda: RecordingActor(jobs), "jobs")
-        system.spawn(lambda: JobStore(path, "jobs", 4, recover=True), JOURNAL)
-        yield system, jobs, path
+        system.spawn(lambda: JobStore(path, launched, 4), STORE)
+        yield system, launched, path
     finally:
         system.stop(timeout=WAIT)
 
 
-def _running_job(system: ActorSystem, jobs: Recorder, tmp: Path) -> tuple[str, Publishing]:
+def _running_job(system: ActorSystem, launched: _StandIns, tmp: Path) -> tuple[str, Publishing]:
     spec = JobSpec(JobKind.FFT, str(tmp / "f.npy"), None, FFTOptions(synthetic=FFT_SHAPE))
-    info = system.lookup(JOURNAL).ask(Accept(spec), timeout=WAIT)
-    jobs.wait_for(lambda: any(isinstance(p, Submit) for p in jobs.payloads()))
+    info = system.lookup(STORE).ask(Accept(spec), timeout=WAIT)
+    assert info.state is JobState.RUNNING and info.id in launched.ended  # launched at once
     summary = FFTSummary(4, FFT_SHAPE, "complex128", "fft2", 8192, 0.1, spec.output)
     files = ((str(tmp / ".f.npy.0123456789ab.tmp"), spec.output),)
     return info.id, Publishing(info.id, files, summary, 4, 4, 8192)
@@ -375,30 +380,30 @@ def _publication(path: str, job: str) -> tuple[str, str | None]:
 
 
 def test_a_cancel_after_the_publication_is_too_late_and_the_job_ends_done(
-    store: tuple[ActorSystem, Recorder, str], tmp_path: Path
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
 ) -> None:
-    system, jobs, path = store
-    job, publishing = _running_job(system, jobs, tmp_path)
-    ref = system.lookup(JOURNAL)
+    system, launched, path = store
+    job, publishing = _running_job(system, launched, tmp_path)
+    ref = system.lookup(STORE)
     assert ref.ask(publishing, timeout=WAIT) == Recorded(job)
     state, publication = _publication(path, job)
     assert state == "running" and publication is not None and publishing.files[0][0] in publication
     answer = ref.ask(Cancel(job), timeout=WAIT)
     assert isinstance(answer, JobInfo) and answer.state is JobState.RUNNING
     assert _publication(path, job)[0] == "running"
-    assert not any(isinstance(p, Cancel) for p in jobs.payloads())  # the writer is left alone
-    ref.tell(Progress(job, JobKind.FFT, JobState.DONE, 4, 4, 8192, summary=publishing.summary))
+    assert not launched.ended[job]  # the writer is left alone to finish
+    ref.tell(WriterDone(job, publishing.summary))
     done = ref.ask(WaitJob(job), timeout=WAIT)
     assert done.state is JobState.DONE and done.summary == publishing.summary
     assert _publication(path, job) == ("done", None)
 
 
 def test_a_stop_leaves_a_publishing_job_to_be_finished_not_run_again(
-    store: tuple[ActorSystem, Recorder, str], tmp_path: Path
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
 ) -> None:
-    system, jobs, path = store
-    job, publishing = _running_job(system, jobs, tmp_path)
-    ref = system.lookup(JOURNAL)
+    system, launched, path = store
+    job, publishing = _running_job(system, launched, tmp_path)
+    ref = system.lookup(STORE)
     assert ref.ask(publishing, timeout=WAIT) == Recorded(job)
     assert ref.ask(Release(), timeout=WAIT) == Released(())
     state, publication = _publication(path, job)
@@ -406,33 +411,33 @@ def test_a_stop_leaves_a_publishing_job_to_be_finished_not_run_again(
 
 
 def test_a_cancelled_job_is_refused_its_publication(
-    store: tuple[ActorSystem, Recorder, str], tmp_path: Path
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
 ) -> None:
-    system, jobs, path = store
-    job, publishing = _running_job(system, jobs, tmp_path)
-    ref = system.lookup(JOURNAL)
+    system, launched, path = store
+    job, publishing = _running_job(system, launched, tmp_path)
+    ref = system.lookup(STORE)
     assert ref.ask(Cancel(job), timeout=WAIT).state is JobState.CANCELLED
     assert isinstance(ref.ask(publishing, timeout=WAIT), Rejected)
     assert _publication(path, job) == ("cancelled", None)
 
 
 def test_a_released_job_is_refused_its_publication(
-    store: tuple[ActorSystem, Recorder, str], tmp_path: Path
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
 ) -> None:
-    system, jobs, path = store
-    job, publishing = _running_job(system, jobs, tmp_path)
-    ref = system.lookup(JOURNAL)
+    system, launched, path = store
+    job, publishing = _running_job(system, launched, tmp_path)
+    ref = system.lookup(STORE)
     assert ref.ask(Release(), timeout=WAIT) == Released((job,))
     assert isinstance(ref.ask(publishing, timeout=WAIT), Rejected)
     assert _publication(path, job) == ("accepted", None)
 
 
 def test_a_job_the_store_does_not_run_is_refused_its_publication(
-    store: tuple[ActorSystem, Recorder, str], tmp_path: Path
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
 ) -> None:
-    system, jobs, _ = store
-    job, publishing = _running_job(system, jobs, tmp_path)
-    ref = system.lookup(JOURNAL)
+    system, launched, _ = store
+    job, publishing = _running_job(system, launched, tmp_path)
+    ref = system.lookup(STORE)
     assert ref.ask(publishing, timeout=WAIT) == Recorded(job)
     again = ref.ask(publishing, timeout=WAIT)  # once only
     assert isinstance(again, Rejected)
@@ -483,25 +488,15 @@ def test_a_job_released_as_its_writer_publishes_is_refused_and_leaves_nothing(
     # The daemon stops: the job goes back to the queue, so its writer must not publish (the
     # next start runs it again, and would replace what it had published).
     harness.start()
-    ends = Recorder()
-    harness.system.spawn(lambda: RecordingActor(ends), "ends")
-    harness.system.channel.subscribe(JOBS, "ends")
     held = _HeldSync(monkeypatch)
     spec = harness.spec(kind)
     info = harness.ask(Accept(spec))
     assert held.entered.wait(WAIT)
     assert harness.ask(Release()) == Released((info.id,))
+    (writer,) = [t for t in threading.enumerate() if t.name == f"actord:{info.id}.writer"]
     held.go.set()
-
-    def ended() -> list[Progress]:
-        return [
-            p
-            for p in ends.payloads()
-            if isinstance(p, Progress) and p.job == info.id and p.state.finished
-        ]
-
-    ends.wait_for(lambda: bool(ended()))  # published once its files are gone
-    assert "not published" in (ended()[0].error or "")
+    writer.join(WAIT)  # refused, it removes its files and stops
+    assert not writer.is_alive()
     assert harness.row(info.id) == ("accepted", 0, None)
     assert _temps(harness.tmp) == []
     for path in _outputs(spec):

@@ -1,7 +1,9 @@
-"""The job store: the journal's owner in front of the jobs actor (in-process, real SQLite)."""
+"""The job store: the one job table and the journal's owner (in-process, real SQLite)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -10,14 +12,17 @@ from typing import Any
 
 import pytest
 
-from actord import ActorSystem, RestartPolicy
-from actors.jobs import JOBS, JobSystemConfig, start_job_system
+from actord import ActorRef, ActorSystem, RestartPolicy
+from actord.runtime.errors import ErrorCode
 from actors.journal import Journal
+from actors.launcher import STORE, JobSystemConfig, start_job_system
 from actors.model import (
+    Accept,
     Cancel,
     Executor,
     FFTOptions,
     GetJob,
+    JobEnded,
     JobInfo,
     JobKind,
     JobSpec,
@@ -27,7 +32,8 @@ from actors.model import (
     Rejected,
     WaitJob,
 )
-from actors.store import Accept, Drain, Drained, JobStore, Release, Released
+from actors.store import Drain, Drained, JobStore, Launch, Release, Released
+from actors.validate import Roots
 from actors.wire import pack, spec_to_wire
 from actors.writer import create_temp
 
@@ -43,13 +49,12 @@ class Harness:
         self.journal = str(tmp / "journal.sqlite3")
         self.events = Recorder()
 
-    def start(self, max_jobs: int = 4, *, recover: bool = True) -> None:
+    def start(self, max_jobs: int = 4, roots: Roots | None = None) -> None:
         # Worker processes: the slow regex would hold the GIL for 0.1 s at a time in threads.
-        start_job_system(self.system, JobSystemConfig(parser_executor=Executor.PROCESS))
-        self.system.spawn(lambda: JobStore(self.journal, JOBS, max_jobs, recover=recover), "store")
-        self.system.channel.subscribe(JOBS, "store")
+        config = JobSystemConfig(parser_executor=Executor.PROCESS, max_jobs=max_jobs, roots=roots)
+        start_job_system(self.system, self.journal, config)
         self.system.spawn(lambda: RecordingActor(self.events), "events")
-        self.system.channel.subscribe("store", "events")
+        self.system.channel.subscribe(STORE, "events")
 
     def ask(self, payload: object, timeout: float = WAIT) -> Any:
         return self.system.lookup("store").ask(payload, timeout=timeout)
@@ -202,10 +207,7 @@ def test_paths_are_confined_again_when_a_queued_job_starts(tmp_path: Path) -> No
     (inputs / "sub" / "secret.log").write_text("harmless\n")
     harness = Harness(tmp_path, system)
     try:
-        start_job_system(system, JobSystemConfig(parser_executor=Executor.PROCESS))
-        roots = ((str(inputs),), (str(outputs),))
-        system.spawn(lambda: JobStore(harness.journal, JOBS, 1, recover=True, roots=roots), "store")
-        system.channel.subscribe(JOBS, "store")
+        harness.start(max_jobs=1, roots=((str(inputs),), (str(outputs),)))
         slow = harness.slow("s", lines=12)
         (inputs / "s.log").write_bytes(Path(slow.input or "").read_bytes())
         slow = JobSpec(JobKind.LOG, str(outputs / "s.jsonl"), str(inputs / "s.log"), slow.options)
@@ -240,10 +242,20 @@ def test_a_job_that_keeps_killing_the_daemon_fails_instead_of_looping(harness: H
     assert not Path(spec.output).exists()
 
 
+def _idle_actors(system: ActorSystem) -> Launch:
+    """A launcher whose jobs never end: a reader and a writer that only record."""
+
+    def launch(job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+        reader = system.spawn(lambda: RecordingActor(Recorder()), f"{job}.reader")
+        return reader, system.spawn(lambda: RecordingActor(Recorder()), f"{job}.writer")
+
+    return launch
+
+
 def test_a_job_that_brings_the_daemon_down_counts_from_its_first_death(tmp_path: Path) -> None:
     # An escalation stops the daemon through a release: each running job counts a crash
     # retry then, from the first death, so the cap holds (without it the count stayed 0 and
-    # systemd restarted the daemon into the same job forever). The jobs actor is a stand-in
+    # systemd restarted the daemon into the same job forever). The launcher is a stand-in
     # that never ends a job: each one is running when the daemon goes down.
     journal = str(tmp_path / "journal.sqlite3")
     spec = JobSpec(JobKind.FFT, str(tmp_path / "poison.npy"), None, FFTOptions(synthetic=(1, 1, 1)))
@@ -251,8 +263,7 @@ def test_a_job_that_brings_the_daemon_down_counts_from_its_first_death(tmp_path:
     for death in range(1, 8):
         system = ActorSystem("test", clock=FakeClock())
         try:
-            system.spawn(lambda: RecordingActor(Recorder()), JOBS)
-            system.spawn(lambda: JobStore(journal, JOBS, 1, recover=True), "store")
+            system.spawn(functools.partial(JobStore, journal, _idle_actors(system), 1), STORE)
             store = system.lookup("store")
             if job_id is None:
                 job_id = store.ask(Accept(spec), timeout=WAIT).id
@@ -300,3 +311,75 @@ def test_each_job_event_is_one_log_line_and_the_job_carries_its_times(
     assert one(f"job {done.id} done after ").endswith("fft, 4 of 4 units")
     assert one(f"job {cancelled.id} submitted: log")
     assert one(f"job {cancelled.id} cancelled after ")
+
+
+# -- outputs: never replaced without a word ----------------------------------------------------
+
+
+def test_an_existing_output_is_refused_unless_the_job_says_overwrite(harness: Harness) -> None:
+    harness.start()
+    spec = harness.fft("taken")
+    Path(spec.output).write_bytes(b"precious")
+    refused = harness.ask(Accept(spec))
+    assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
+    assert "already exists" in refused.message and "overwrite" in refused.message
+    assert harness.states() == {}  # nothing journaled
+    assert Path(spec.output).read_bytes() == b"precious"
+    replaced = harness.ask(Accept(dataclasses.replace(spec, overwrite=True)))
+    assert harness.wait(replaced.id).state is JobState.DONE
+    assert Path(spec.output).read_bytes() != b"precious"
+
+
+def test_a_log_jobs_existing_rejects_file_is_refused_too(harness: Harness) -> None:
+    harness.start()
+    spec = harness.slow("r", lines=1)
+    Path(spec.output + ".rejects").write_bytes(b"kept")
+    refused = harness.ask(Accept(spec))
+    assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
+    assert ".rejects already exists" in refused.message
+
+
+def test_a_retried_submit_of_a_finished_job_gets_the_job_not_a_conflict(
+    harness: Harness,
+) -> None:
+    harness.start()
+    spec = harness.fft("once")
+    first = harness.ask(Accept(spec, "key-once"))
+    assert harness.wait(first.id).state is JobState.DONE
+    inode = os.stat(spec.output).st_ino
+    again = harness.ask(Accept(spec, "key-once"))  # the output exists now: the key wins
+    assert isinstance(again, JobInfo) and again.id == first.id and again.state is JobState.DONE
+    assert os.stat(spec.output).st_ino == inode
+    fresh = harness.ask(Accept(spec, "key-other"))  # a new job for the same output: refused
+    assert isinstance(fresh, Rejected) and fresh.code is ErrorCode.CONFLICT
+
+
+def test_two_unfinished_jobs_never_write_the_same_output(harness: Harness) -> None:
+    harness.start(max_jobs=1)
+    running = harness.ask(Accept(harness.slow("s", lines=12)))
+    queued = harness.ask(Accept(harness.fft("q")))
+    for other in (running, queued):  # running, then queued: both hold their output
+        spec = JobSpec(JobKind.FFT, other.output, None, FFTOptions(synthetic=(1, 2, 2)))
+        clash = harness.ask(Accept(dataclasses.replace(spec, overwrite=True)))
+        assert isinstance(clash, Rejected) and clash.code is ErrorCode.CONFLICT
+        assert other.id in clash.message
+    harness.ask(Cancel(running.id))
+    assert harness.wait(queued.id).state is JobState.DONE
+
+
+def test_an_output_that_appears_while_its_job_is_queued_fails_it_at_start(
+    harness: Harness,
+) -> None:
+    harness.start(max_jobs=1)
+    running = harness.ask(Accept(harness.slow("s", lines=12)))
+    spec = harness.fft("late")
+    queued = harness.ask(Accept(spec))
+    Path(spec.output).write_bytes(b"someone else's")
+    harness.ask(Cancel(running.id))
+    failed = harness.wait(queued.id)
+    assert failed.state is JobState.FAILED
+    assert (failed.error or "").startswith("conflict: ") and "already exists" in (
+        failed.error or ""
+    )
+    assert Path(spec.output).read_bytes() == b"someone else's"
+    assert harness.states()[queued.id] == "failed"

@@ -20,6 +20,7 @@ from actors.wire import spec_from_wire, spec_to_wire, summary_from_wire, summary
             JobKind.FFT, "/o.npy", None, FFTOptions(Transform.RFFT2, "complex64", (2, 4, 4), 9)
         ),
         JobSpec(JobKind.FFT, "/o.npy", "/i.npy", FFTOptions()),
+        JobSpec(JobKind.FFT, "/o.npy", "/i.npy", FFTOptions(), overwrite=True),
     ],
 )
 def test_a_spec_survives_the_round_trip(spec: JobSpec) -> None:
@@ -42,11 +43,21 @@ def test_a_spec_survives_the_round_trip(spec: JobSpec) -> None:
         ({"kind": "fft", "output": "/o", "options": {"synthetic": [1, 2]}}, "synthetic"),
         ({"kind": "fft", "output": "/o", "options": {"synthetic": [1, 2, "3"]}}, "synthetic"),
         ({"kind": "fft", "output": "/o", "options": {"seed": 1.5}}, "seed"),
+        ({"kind": "fft", "output": "/o", "overwrite": "yes"}, "overwrite: must be true or false"),
+        ({"kind": "fft", "output": "/o", "overwrite": 1}, "overwrite"),
     ],
 )
 def test_a_bad_field_is_refused_by_name(data: Any, named: str) -> None:
     with pytest.raises(InvalidArgument, match=named):
         spec_from_wire(data)
+
+
+def test_a_spec_without_overwrite_packs_as_before_the_key_existed() -> None:
+    # The journal compares packed specs for an idempotency key: a spec journaled by an older
+    # release (no overwrite key) must still match the same spec submitted today.
+    spec = JobSpec(JobKind.LOG, "/o.jsonl", "/i.log", LogOptions())
+    assert "overwrite" not in spec_to_wire(spec)
+    assert spec_to_wire(JobSpec(JobKind.LOG, "/o.jsonl", "/i.log", overwrite=True))["overwrite"]
 
 
 def test_summaries_survive_the_round_trip() -> None:

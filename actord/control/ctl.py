@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--dtype", choices=("complex128", "complex64"), help="FFT output dtype")
     submit.add_argument("--synthetic", help="N,H,W: generate the FFT input instead of --input")
     submit.add_argument("--key", help="idempotency key: the same key never runs twice")
+    submit.add_argument(
+        "--overwrite", action="store_true", help="replace an output that already exists"
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     send = sub.add_parser("send", help="send an admin message to an actor")
     send.add_argument("actor")
@@ -197,6 +200,8 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.key:
         job["idempotency_key"] = args.key
+    if args.overwrite:
+        job["overwrite"] = True
     return job
 
 

@@ -1,0 +1,150 @@
+"""The job system: the shared pools, the job store, and the launcher of each job's actors.
+
+`start_job_system` spawns the parser pool, the FFT pool and the store (which owns the journal
+and the one job table) and returns a `JobClient`. The daemon's job service, the demo, the
+benches and the tests all run jobs this way, through the same store.
+
+For each job it starts, the store calls its `Launcher`: a writer and then a reader, both
+per job, in front of the shared pools. Several jobs run at once on the same pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from actord import Actor, ActorRef, ActorSystem, RestartPolicy
+
+from .client import JobClient
+from .formats import resolve_format
+from .model import Executor, JobEnded, JobKind, JobSpec, LogOptions
+from .parser import Parser
+from .reader import ArrayReader, LogReader, reader_capacity
+from .store import JobStore
+from .validate import Roots
+from .writer import ArrayWriter, LogWriter
+
+__all__ = [
+    "FFT_WORKERS",
+    "PARSERS",
+    "STATEFUL",
+    "STORE",
+    "JobSystemConfig",
+    "Launcher",
+    "start_job_system",
+]
+
+STORE: Final = "store"
+PARSERS: Final = "parser"
+FFT_WORKERS: Final = "fft"
+STATEFUL: Final = RestartPolicy(max_restarts=0)  # for actors whose state a restart would lose
+_ROLES: Final = ("reader", "writer")  # each job's own actors, counted under kind.role
+
+
+@dataclass(frozen=True, slots=True)
+class JobSystemConfig:
+    parsers: int = 2
+    parser_executor: Executor = Executor.PROCESS
+    fft_workers: int = 2
+    pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
+    writer_capacity: int = 16  # units a writer may have queued (each up to a block's records)
+    window: int = 32  # units a job may have sent and not yet written
+    block_timeout: float = 60.0  # a parse worker busy longer on one block is killed
+    max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
+    roots: Roots | None = None  # (input roots, output roots), re-checked as a job starts
+    max_crash_retries: int = 5  # daemon deaths under one job before it fails instead
+
+
+class Launcher:
+    """Spawns a job's writer, then its reader (the reader's first unit needs somewhere to
+    go). Called on the store's thread; it spawns and never waits."""
+
+    def __init__(self, system: ActorSystem, config: JobSystemConfig) -> None:
+        self.system = system
+        self.config = config
+
+    def __call__(self, job_id: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+        """(reader, writer). Raises ActordError (a name taken, a pattern that no longer
+        compiles in a journal written by an older release): the store fails the job."""
+        writer, reader = f"{job_id}.writer", f"{job_id}.reader"
+        config = self.config
+        make_writer: Callable[[], Actor]
+        make_reader: Callable[[], Actor]
+        if isinstance(spec.options, LogOptions):
+            assert spec.input is not None
+            source, options = spec.input, spec.options
+            pattern = resolve_format(options.format, options.pattern).pattern
+            make_writer = lambda: LogWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_reader = lambda: LogReader(  # noqa: E731
+                job_id,
+                source,
+                options,
+                pattern,
+                pool=PARSERS,
+                writer=writer,
+                store=STORE,
+                window=config.window,
+                ended=ended,
+            )
+        else:
+            fft_options = spec.options
+            make_writer = lambda: ArrayWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_reader = lambda: ArrayReader(  # noqa: E731
+                job_id,
+                spec.input,
+                fft_options,
+                pool=FFT_WORKERS,
+                writer=writer,
+                store=STORE,
+                window=config.window,
+            )
+        # Roles keep metrics labels bounded: these actors live only as long as their job.
+        kind = spec.kind.value
+        writer_ref = self.system.spawn(
+            make_writer, writer, capacity=config.writer_capacity, role=f"{kind}.writer"
+        )
+        try:
+            reader_ref = self.system.spawn(
+                make_reader, reader, capacity=reader_capacity(config.window), role=f"{kind}.reader"
+            )
+        except BaseException:
+            writer_ref.stop(graceful=False, wait=False)  # it removes what it created
+            raise
+        return reader_ref, writer_ref
+
+
+def start_job_system(
+    system: ActorSystem, journal: str, config: JobSystemConfig | None = None
+) -> JobClient:
+    """Spawn the pools and the job store (its journal at `journal`) on `system`; return a
+    client for submitting jobs. Unfinished jobs in the journal are run again."""
+    from .fft import FFTWorker  # noqa: PLC0415 - keeps numpy out of imports that need none
+
+    config = config or JobSystemConfig()
+    system.declare_roles(*(f"{kind.value}.{part}" for kind in JobKind for part in _ROLES))
+    executor, block_timeout = config.parser_executor, config.block_timeout
+    system.spawn_pool(
+        lambda: Parser(executor, block_timeout),
+        PARSERS,
+        config.parsers,
+        capacity=config.pool_capacity,
+    )
+    system.spawn_pool(FFTWorker, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    launcher = Launcher(system, config)
+    store = system.spawn(
+        lambda: JobStore(
+            journal,
+            launcher,
+            config.max_jobs,
+            roots=config.roots,
+            max_crash_retries=config.max_crash_retries,
+        ),
+        STORE,
+        capacity=65536,  # readers' and writers' notes never wait: room for every one
+        # The job table and the journal cannot be rebuilt by a fresh instance: a crash
+        # escalates (the daemon exits non-zero; systemd restarts it, and the journal re-runs
+        # what was unfinished).
+        policy=STATEFUL,
+    )
+    return JobClient(store, roots=config.roots)

@@ -1,0 +1,259 @@
+"""Validation of a job, in one place: every check a job passes before it is accepted.
+
+`check_spec` runs at submit, on the caller's thread (a control connection, or an in-process
+`JobClient`), before the store journals the job: types and sizes of the options, FFT input
+headers (dtype, shape, limits), patterns and formats, and the paths (confined under the
+allowed roots when the daemon has any, an input that is a file, an output directory that
+exists, an output that is not the input). It returns the spec with its paths resolved, which
+is what the journal keeps.
+
+Two checks depend on the store's state and are made by the store with the functions here:
+an output that already exists is refused unless the spec says ``overwrite`` (`output_taken`:
+after an idempotency key is looked up, so a retried submit of a finished job finds the job,
+not its output), and when a queued job starts, its paths are resolved again (`recheck`): it
+may start long after it was accepted, and a symlink may have been swapped in since.
+
+A path problem is a `Refused` with `ErrorCode.INVALID_PATH`; anything else is an
+`InvalidArgument`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import numpy as np
+
+from actord import InvalidArgument
+from actord.runtime.errors import ErrorCode, Refused
+
+from .formats import resolve_format
+from .model import (
+    FFT_MAX_CHUNK_ELEMENTS,
+    FFT_MAX_CHUNKS,
+    FFT_MAX_ELEMENTS,
+    FFT_MAX_SIDE,
+    LOG_MAX_BLOCK_BYTES,
+    LOG_MAX_LINE_BYTES,
+    LOG_MAX_PATTERN,
+    REJECTS_SUFFIX,
+    FFTOptions,
+    JobKind,
+    JobSpec,
+    LogOptions,
+    Transform,
+)
+from .paths import confine, confine_pair
+
+__all__ = ["Roots", "check_spec", "output_taken", "recheck", "written_paths"]
+
+Roots = tuple[tuple[str, ...], tuple[str, ...]]  # (input roots, output roots)
+_FINAL_DTYPES: Final = ("complex128", "complex64")
+
+
+def check_spec(spec: JobSpec, roots: Roots | None = None) -> JobSpec:
+    """The spec with its paths resolved, if it may be accepted; else raise (see the module)."""
+    spec = _check_paths(spec, roots)
+    _check_options(spec)
+    return spec
+
+
+def written_paths(spec: JobSpec) -> tuple[str, ...]:
+    """The files a job publishes: its output, and a log job's rejects file."""
+    if spec.kind is JobKind.LOG:
+        return (spec.output, spec.output + REJECTS_SUFFIX)
+    return (spec.output,)
+
+
+def output_taken(spec: JobSpec) -> str | None:
+    """Why the job may not write its output (it exists, and `overwrite` is not set), or None."""
+    if spec.overwrite:
+        return None
+    for path in written_paths(spec):
+        if os.path.lexists(path):
+            return f"{path} already exists (submit with overwrite to replace it)"
+    return None
+
+
+def recheck(spec: JobSpec, roots: Roots | None) -> str | None:
+    """Why a queued job may not start now (its error, with its code), or None."""
+    try:
+        _check_paths(spec, roots)
+    except Refused as error:
+        return f"{error.code.value}: {error}"
+    taken = output_taken(spec)
+    return None if taken is None else f"{ErrorCode.CONFLICT.value}: {taken}"
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+def _refuse(message: str) -> Refused:
+    return Refused(ErrorCode.INVALID_PATH, message)
+
+
+def _check_paths(spec: JobSpec, roots: Roots | None) -> JobSpec:
+    if roots is not None:
+        inputs, outputs = roots
+        if spec.input is None:
+            source, output = None, confine(spec.output, outputs, what="output")
+        else:
+            source, output = confine_pair(spec.input, spec.output, inputs, outputs)
+        if spec.kind is JobKind.LOG:  # a symlink named like the rejects file may point out
+            confine(output + REJECTS_SUFFIX, outputs, what="rejects file")
+    else:  # an in-process client: any path this process may use
+        if "\x00" in spec.output or (spec.input is not None and "\x00" in spec.input):
+            raise _refuse("paths must not contain NUL bytes")
+        output = os.path.realpath(spec.output)
+        source = None if spec.input is None else os.path.realpath(spec.input)
+    resolved = JobSpec(spec.kind, output, source, spec.options, overwrite=spec.overwrite)
+    directory = os.path.dirname(output)
+    if not os.path.isdir(directory):
+        raise _refuse(f"no directory for the output {output}")
+    for path in written_paths(resolved):
+        if os.path.isdir(path):
+            raise _refuse(f"{path} is a directory")
+    if source is not None:
+        if not os.path.isfile(source):
+            raise _refuse(f"the input {source} does not exist or is not a file")
+        if any(os.path.realpath(path) == source for path in written_paths(resolved)):
+            raise _refuse("the output (or its rejects file) would overwrite the input")
+    return resolved
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+def _check_options(spec: JobSpec) -> None:
+    if spec.kind is JobKind.LOG:
+        _check_log(spec)
+    else:
+        _check_fft(spec)
+
+
+def _check_log(spec: JobSpec) -> None:
+    if not isinstance(spec.options, LogOptions):
+        raise InvalidArgument("a log job takes LogOptions")
+    if spec.input is None:
+        raise InvalidArgument("a log job needs an input file")
+    log = spec.options
+    if not 1 <= log.block_bytes <= LOG_MAX_BLOCK_BYTES:
+        raise InvalidArgument(
+            f"block_bytes must be between 1 and {LOG_MAX_BLOCK_BYTES}, got {log.block_bytes}"
+        )
+    if not 1 <= log.max_line_bytes <= LOG_MAX_LINE_BYTES:
+        raise InvalidArgument(
+            f"max_line_bytes must be between 1 and {LOG_MAX_LINE_BYTES}, got {log.max_line_bytes}"
+        )
+    if log.pattern is not None and len(log.pattern) > LOG_MAX_PATTERN:
+        raise InvalidArgument(
+            f"pattern: at most {LOG_MAX_PATTERN} characters, got {len(log.pattern)}"
+        )
+    resolve_format(log.format, log.pattern)  # compiles a pattern: raises if it is not one
+
+
+def _check_fft(spec: JobSpec) -> None:
+    if not isinstance(spec.options, FFTOptions):
+        raise InvalidArgument("an FFT job takes FFTOptions")
+    options = spec.options
+    if (spec.input is None) == (options.synthetic is None):
+        raise InvalidArgument("an FFT job needs either an input .npy or a synthetic shape")
+    if options.dtype not in _FINAL_DTYPES:
+        raise InvalidArgument(f"dtype must be one of {_FINAL_DTYPES}")
+    if not isinstance(options.transform, Transform):
+        raise InvalidArgument(f"transform must be one of {[t.value for t in Transform]}")
+    if spec.input is not None:
+        _check_npy_input(spec.input, options.transform)
+        return
+    shape = options.synthetic
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) != 3
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+    ):
+        raise InvalidArgument(f"synthetic must be an (N, H, W) shape of integers, got {shape!r}")
+    if min(shape) < 1:
+        raise InvalidArgument(f"synthetic dimensions must be positive, got {shape}")
+    _check_fft_limits(shape, "the synthetic shape")
+
+
+def _check_fft_limits(shape: tuple[int, ...], what: str) -> None:
+    """Refuse an (N, H, W) stack over the limits documented in the model (FFT_MAX_*)."""
+    n, h, w = shape
+    if n > FFT_MAX_CHUNKS:
+        raise InvalidArgument(f"{what} {shape} is too big: at most {FFT_MAX_CHUNKS} chunks")
+    if max(h, w) > FFT_MAX_SIDE:
+        raise InvalidArgument(f"{what} {shape} is too big: at most {FFT_MAX_SIDE} per side")
+    if h * w > FFT_MAX_CHUNK_ELEMENTS:
+        raise InvalidArgument(
+            f"{what} {shape} is too big: at most {FFT_MAX_CHUNK_ELEMENTS} elements per chunk"
+        )
+    if n * h * w > FFT_MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"{what} {shape} is too big: at most {FFT_MAX_ELEMENTS} elements in all"
+        )
+
+
+def _check_npy_input(path: str, transform: Transform) -> None:
+    """Refuse an FFT input that is not a numeric (N, H, W) `.npy` stack within the limits.
+
+    Only the header is read (a few hundred bytes), never the array: an input may be tens of
+    GiB, and a submit must answer at once. A stack of no chunks is accepted (its output is an
+    empty stack); a chunk with a zero side has no transform.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = _read_npy_header(path, file)
+            data_offset = file.tell()
+            size = os.fstat(file.fileno()).st_size
+    except OSError as error:
+        raise InvalidArgument(f"cannot read the input {path}: {error.strerror or error}") from None
+    shape, dtype = header
+    if dtype.hasobject:
+        raise InvalidArgument(
+            f"{path} holds Python objects (dtype {dtype}): an FFT input must be numeric"
+        )
+    if dtype.fields is not None or not np.issubdtype(dtype, np.number):
+        raise InvalidArgument(
+            f"{path}: an FFT input must be numeric (integer, real or complex), not {dtype}"
+        )
+    if len(shape) != 3:
+        raise InvalidArgument(f"{path}: an FFT input must be an (N, H, W) stack, got shape {shape}")
+    if 0 in shape[1:]:
+        raise InvalidArgument(f"{path}: an FFT input needs chunks with no zero side, got {shape}")
+    _check_fft_limits(shape, f"the input {path}")
+    if transform is Transform.RFFT2 and np.issubdtype(dtype, np.complexfloating):
+        raise InvalidArgument(
+            f"{path}: rfft2 needs a real input, and this one is {dtype}: use fft2 for a complex"
+            " input"
+        )
+    needed = data_offset + shape[0] * shape[1] * shape[2] * dtype.itemsize
+    if size < needed:
+        raise InvalidArgument(f"{path} is truncated: {size} bytes, its header says {needed}")
+
+
+def _read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype in a `.npy` header; the file is left at the start of the data."""
+    try:
+        version = np.lib.format.read_magic(file)
+    except ValueError:
+        raise InvalidArgument(f"{path} is not a .npy file (it does not start as one)") from None
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        # 3.0 only differs by UTF-8 field names, which only a structured (non-numeric) dtype has.
+        raise InvalidArgument(f"{path}: .npy format {version[0]}.{version[1]} is not supported")
+    try:
+        shape, _, dtype = read_header(file)
+    except OSError:
+        raise  # the disk, not the header: the caller says so
+    except Exception as error:  # noqa: BLE001 - any parse failure is a refusal
+        # numpy parses the header as a Python literal: a malformed one raises ValueError,
+        # SyntaxError or tokenize.TokenError, by numpy version. Whatever the file holds, the
+        # answer is a refusal: a submit is answered, never dropped.
+        raise InvalidArgument(f"{path} has a malformed .npy header: {error}") from None
+    if any(n < 0 for n in shape):  # numpy takes any integers: a negative one is corrupt
+        raise InvalidArgument(f"{path} has a malformed .npy header: shape {shape}")
+    return tuple(int(n) for n in shape), dtype
