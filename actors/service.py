@@ -24,10 +24,10 @@ from prometheus_client.registry import Collector
 
 from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
 from actord.control.methods import param
-from actord.control.server import Call, HandlerError
+from actord.control.server import Call
 from actord.daemon.app import Method
 from actord.daemon.config import Config
-from actord.runtime.errors import ErrorCode
+from actord.runtime.errors import ErrorCode, Refused
 
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
@@ -46,7 +46,7 @@ _WATCH_CHECK: Final = 1.0  # a quiet watch checks its client and re-reads the jo
 
 def _answer(answer: object) -> Any:
     if isinstance(answer, Rejected):
-        raise HandlerError(answer.code, answer.message)
+        raise Refused(answer.code, answer.message)
     return answer
 
 
@@ -240,7 +240,7 @@ class JobService:
                 raise ConnectionAbortedError("the watching client went away") from None
             return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
         except MailboxClosed:
-            raise HandlerError(ErrorCode.BUSY, "actord is stopping; watch again later") from None
+            raise Refused(ErrorCode.BUSY, "actord is stopping; watch again later") from None
         latest = info
         for message in messages:
             event = message.payload

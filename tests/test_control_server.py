@@ -17,8 +17,8 @@ import msgpack
 import pytest
 
 from actord.control.protocol import encode_request
-from actord.control.server import Call, ControlServer, HandlerError
-from actord.runtime.errors import ErrorCode
+from actord.control.server import Call, ControlServer
+from actord.runtime.errors import ErrorCode, Refused
 
 from ._daemon import connect_unix
 from ._peers import probe_as_nobody
@@ -33,7 +33,7 @@ def handler(call: Call) -> Any:
         for i in range(call.params[0]):
             call.notify("tick", [i])
         return "counted"
-    raise HandlerError(ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r}")
+    raise Refused(ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r}")
 
 
 @pytest.fixture

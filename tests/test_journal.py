@@ -182,45 +182,6 @@ def test_release_voids_a_publication_and_counts_a_death_only_if_the_daemon_crash
     assert (released.state, released.crash_retries) == (JournalState.ACCEPTED, 1)
 
 
-_SCHEMA_BEFORE_PUBLICATIONS = """
-CREATE TABLE jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    spec BLOB NOT NULL,
-    state TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    crash_retries INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    result BLOB,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX jobs_state ON jobs (state);
-INSERT INTO jobs (id, kind, spec, state, crash_retries, result, created, updated) VALUES
-    ('log-1', 'log', x'01', 'done', 0, x'aa', 1.0, 2.0),
-    ('log-2', 'log', x'02', 'running', 2, NULL, 1.0, 2.0),
-    ('fft-3', 'fft', x'03', 'accepted', 0, NULL, 1.0, 2.0);
-"""
-
-
-def test_a_journal_written_before_publications_opens_with_every_job(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(_SCHEMA_BEFORE_PUBLICATIONS)
-    db.close()
-    with Journal(path) as j:
-        assert [(job.id, job.state, job.publication) for job in j.jobs()] == [
-            ("log-1", JournalState.DONE, ()),
-            ("log-2", JournalState.RUNNING, ()),
-            ("fft-3", JournalState.ACCEPTED, ()),
-        ]
-        recovered = j.recover()
-        assert [(job.id, job.crash_retries) for job in recovered] == [("log-2", 3), ("fft-3", 0)]
-        j.mark_running("fft-3")
-        assert j.record_publication("fft-3", FILES, result=b"r").publication == FILES
-
-
 class _Clock:
     """`time` for the journal: each reading one second after the last (no sleeping)."""
 

@@ -19,7 +19,7 @@ from actord import (
 )
 from actord.control.methods import Dispatcher, runtime_methods
 from actord.control.protocol import ProtocolError, Request
-from actord.control.server import Call, HandlerError, Peer
+from actord.control.server import Call, Peer
 from actord.runtime.errors import ErrorCode, Refused
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
@@ -59,7 +59,7 @@ def _raiser(error: Exception) -> Any:
         (UnknownActor("no actor 'x'"), ErrorCode.NOT_FOUND),
         (AskTimeout("no reply"), ErrorCode.BUSY),
         (ProtocolError(ErrorCode.INVALID_PATH, "outside"), ErrorCode.INVALID_PATH),
-        (HandlerError(ErrorCode.CONFLICT, "taken"), ErrorCode.CONFLICT),
+        (Refused(ErrorCode.CONFLICT, "taken"), ErrorCode.CONFLICT),
         # A path that changed while it was resolved: answered, not a closed connection.
         (NotADirectoryError(20, "Not a directory", "/srv/in/d/x.log"), ErrorCode.INVALID_PATH),
         (PermissionError(13, "Permission denied", "/srv/in/x.npy"), ErrorCode.INVALID_PATH),
@@ -85,7 +85,7 @@ def test_an_unexpected_failure_is_logged_and_answered_internal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     dispatcher = Dispatcher({"m": _raiser(KeyError("oops"))})
-    with caplog.at_level(logging.ERROR), pytest.raises(HandlerError) as raised:
+    with caplog.at_level(logging.ERROR), pytest.raises(Refused) as raised:
         dispatcher(_call("m"))
     assert raised.value.code is ErrorCode.INTERNAL and "KeyError" in str(raised.value)
     assert any(r.exc_info for r in caplog.records)  # with its traceback
@@ -93,7 +93,7 @@ def test_an_unexpected_failure_is_logged_and_answered_internal(
 
 def test_an_unknown_method_lists_the_known_ones() -> None:
     dispatcher = Dispatcher({"ping": lambda call: "pong"})
-    with pytest.raises(HandlerError, match="known: ping") as raised:
+    with pytest.raises(Refused, match="known: ping") as raised:
         dispatcher(_call("pnig"))
     assert raised.value.code is ErrorCode.UNKNOWN_METHOD
     assert dispatcher(_call("ping")) == "pong"
@@ -127,7 +127,7 @@ def test_send_refuses_what_it_cannot_deliver(
 ) -> None:
     system.spawn(lambda: RecordingActor(recorder), "target")
     dispatch = Dispatcher(runtime_methods(system, _Hooks()))
-    with pytest.raises(HandlerError) as raised:
+    with pytest.raises(Refused) as raised:
         dispatch(_call("send", *params))
     assert raised.value.code is code
     assert recorder.handled == []
@@ -165,7 +165,7 @@ def test_scale_resizes_a_pool_and_refuses_a_bad_size(
     assert dispatch(_call("scale", "pool", 4)) == {"pool": "pool", "size": 4}
     assert len(system.lookup("pool").stats()) == 4
     for size in (0, 1000, "3", True):
-        with pytest.raises(HandlerError) as raised:
+        with pytest.raises(Refused) as raised:
             dispatch(_call("scale", "pool", size))
         assert raised.value.code is ErrorCode.BAD_REQUEST
 
@@ -186,7 +186,7 @@ def test_restart_is_refused_for_an_actor_whose_state_it_would_lose(
 ) -> None:
     system.spawn(lambda: RecordingActor(recorder), "stateful", policy=RestartPolicy(max_restarts=0))
     dispatch = Dispatcher(runtime_methods(system, _Hooks()))
-    with pytest.raises(HandlerError, match="restart the daemon instead") as raised:
+    with pytest.raises(Refused, match="restart the daemon instead") as raised:
         dispatch(_call("restart", "stateful"))
     assert raised.value.code is ErrorCode.BAD_REQUEST
     assert system.lookup("stateful").stats()[0].restarts == 0

@@ -26,7 +26,7 @@ from ..runtime.message import AdminCommand, MessageType, Scalar
 from ..runtime.stats import ActorStats
 from ..runtime.system import ActorSystem
 from .protocol import ProtocolError
-from .server import Call, HandlerError
+from .server import Call
 
 __all__ = ["Dispatcher", "Method", "RuntimeHooks", "param", "runtime_methods", "stats_to_wire"]
 
@@ -39,12 +39,12 @@ def param(call: Call, index: int, expected: type, name: str, default: Any = _MIS
     """The `index`-th param, checked to be `expected`; a `bad_request` naming it if not."""
     if index >= len(call.params):
         if default is _MISSING:
-            raise HandlerError(ErrorCode.BAD_REQUEST, f"{call.method}: missing param {name!r}")
+            raise Refused(ErrorCode.BAD_REQUEST, f"{call.method}: missing param {name!r}")
         return default
     value = call.params[index]
     wrong_bool = isinstance(value, bool) and expected is not bool
     if wrong_bool or not isinstance(value, expected):
-        raise HandlerError(
+        raise Refused(
             ErrorCode.BAD_REQUEST,
             f"{call.method}: param {name!r} must be {expected.__name__}, got {value!r}",
         )
@@ -69,12 +69,10 @@ class Dispatcher:
         if method is None:
             self._count("unknown", ErrorCode.UNKNOWN_METHOD)
             known = ", ".join(sorted(self.methods))
-            raise HandlerError(
-                ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r} (known: {known})"
-            )
+            raise Refused(ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r} (known: {known})")
         try:
             result = method(call)
-        except Refused as error:  # a refusal with its own code (HandlerError, ProtocolError)
+        except Refused as error:  # a refusal with its own code (Refused, ProtocolError)
             self._count(call.method, error.code)
             raise
         except (ConnectionError, TimeoutError) as error:
@@ -82,11 +80,11 @@ class Dispatcher:
                 raise  # the connection broke (a watcher went away): the server's business
             code, message = _classify(call.method, error)
             self._count(call.method, code)
-            raise HandlerError(code, message) from None
+            raise Refused(code, message) from None
         except Exception as error:
             code, message = _classify(call.method, error)
             self._count(call.method, code)
-            raise HandlerError(code, message) from None
+            raise Refused(code, message) from None
         self._count(call.method, None)
         return result
 

@@ -44,9 +44,9 @@ class Kind(IntEnum):
 
 
 class ProtocolError(Refused):
-    """A request refused with `code`. Raised while decoding a frame (the peer broke the
-    protocol: the connection is closed after the reply), or by a method about its params (a
-    path outside the roots, say: answered, and the connection goes on)."""
+    """A frame that breaks the protocol, refused with `code` while it is decoded: the peer
+    gets the answer, and then the connection is closed. (A method refuses a request with a
+    plain `Refused`: answered, and the connection goes on.)"""
 
     def as_error(self) -> dict[str, str]:
         return {"code": self.code.value, "message": str(self)}

@@ -37,7 +37,7 @@ from .protocol import (
     encode_response,
 )
 
-__all__ = ["Call", "ControlServer", "Handler", "HandlerError", "Peer"]
+__all__ = ["Call", "ControlServer", "Handler", "Peer"]
 
 _log: Final = logging.getLogger("actord.control")
 _CRED: Final = struct.Struct("3i")
@@ -90,10 +90,6 @@ class Call:
     def notify(self, method: str, params: list[Any] | tuple[Any, ...]) -> None:
         """Send a notification now (raises OSError once the client has gone)."""
         self._send(encode_notification(method, params))
-
-
-class HandlerError(Refused):
-    """Raised by a handler to answer with a stable error code instead of a result."""
 
 
 Handler = Callable[[Call], Any]

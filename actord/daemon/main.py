@@ -36,8 +36,16 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
-from ..control.server import ControlServer, HandlerError
-from ..runtime.errors import ActorDead, ActordError, ErrorCode, ExitCode, StopTimeout, UnknownActor
+from ..control.server import ControlServer
+from ..runtime.errors import (
+    ActorDead,
+    ActordError,
+    ErrorCode,
+    ExitCode,
+    Refused,
+    StopTimeout,
+    UnknownActor,
+)
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
@@ -143,17 +151,17 @@ class Daemon:
 
     def reload(self, timeout: float) -> dict[str, Any]:
         if self.draining:
-            raise HandlerError(ErrorCode.BUSY, "actord is stopping: nothing to reload")
+            raise Refused(ErrorCode.BUSY, "actord is stopping: nothing to reload")
         request = _Reload()
         self._signals.put(request)
         try:
             return request.done.result(timeout)
         except ConfigError as error:
-            raise HandlerError(ErrorCode.BAD_REQUEST, str(error)) from None
+            raise Refused(ErrorCode.BAD_REQUEST, str(error)) from None
         except ActordError as error:
-            raise HandlerError(ErrorCode.INTERNAL, f"reload failed: {error}") from None
+            raise Refused(ErrorCode.INTERNAL, f"reload failed: {error}") from None
         except FutureTimeout:
-            raise HandlerError(
+            raise Refused(
                 ErrorCode.BUSY, f"the main loop did not reload within {timeout:.0f}s"
             ) from None
 
