@@ -252,7 +252,7 @@ class JobStore(Actor):
         elif isinstance(payload, WriterStopped):
             self._writer_stopped(payload.job)
         elif isinstance(payload, JobError):
-            self._close(payload.job, JobState.FAILED, payload.error)
+            self._failed(message.sender, payload)
         elif isinstance(payload, WriterDone):
             self._done(payload.job, payload.summary)
         elif isinstance(payload, Publishing):
@@ -468,6 +468,16 @@ class JobStore(Actor):
         self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
         self._stop_actors(live)
         self._settle(live)
+
+    def _failed(self, sender: str, note: JobError) -> None:
+        live = self.live.get(note.job)
+        writer = None if live is None or not live.publishing else live.writer
+        if writer is not None and sender != writer.name:
+            # Its output is journaled: only its writer (whose renames failed) can still fail
+            # it; a late note from anyone else cannot take the output back.
+            _log.warning("job %s: ignored after its publication: %s", note.job, note.error)
+            return
+        self._close(note.job, JobState.FAILED, note.error)
 
     def _close(self, job_id: str, state: JobState, error: str) -> None:
         # A job ends failed or cancelled: journaled now (unless a stop released it), its

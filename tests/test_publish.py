@@ -32,7 +32,9 @@ from actors.model import (
     Executor,
     FFTOptions,
     FFTSummary,
+    GetJob,
     JobEnded,
+    JobError,
     JobInfo,
     JobKind,
     JobSpec,
@@ -42,6 +44,7 @@ from actors.model import (
     Rejected,
     WaitJob,
     WriterDone,
+    WriterStopped,
 )
 from actors.reader import synthetic_chunk
 from actors.store import JobStore, Release, Released
@@ -363,12 +366,14 @@ def store(tmp_path: Path) -> Iterator[tuple[ActorSystem, _StandIns, str]]:
         system.stop(timeout=WAIT)
 
 
-def _running_job(system: ActorSystem, launched: _StandIns, tmp: Path) -> tuple[str, Publishing]:
-    spec = JobSpec(JobKind.FFT, str(tmp / "f.npy"), None, FFTOptions(synthetic=FFT_SHAPE))
+def _running_job(
+    system: ActorSystem, launched: _StandIns, tmp: Path, name: str = "f.npy"
+) -> tuple[str, Publishing]:
+    spec = JobSpec(JobKind.FFT, str(tmp / name), None, FFTOptions(synthetic=FFT_SHAPE))
     info = system.lookup(STORE).ask(Accept(spec), timeout=WAIT)
     assert info.state is JobState.RUNNING and info.id in launched.ended  # launched at once
     summary = FFTSummary(4, FFT_SHAPE, "complex128", "fft2", 8192, 0.1, spec.output)
-    files = ((str(tmp / ".f.npy.0123456789ab.tmp"), spec.output),)
+    files = ((str(tmp / f".{name}.0123456789ab.tmp"), spec.output),)
     return info.id, Publishing(info.id, files, summary, 4, 4, 8192)
 
 
@@ -377,6 +382,27 @@ def _publication(path: str, job: str) -> tuple[str, str | None]:
         found = db.execute("SELECT state, publication FROM jobs WHERE id = ?", (job,)).fetchone()
     assert found is not None
     return found
+
+
+def test_after_the_publication_only_its_writer_can_fail_the_job(
+    store: tuple[ActorSystem, _StandIns, str], tmp_path: Path
+) -> None:
+    system, launched, path = store
+    ref = system.lookup(STORE)
+    job, publishing = _running_job(system, launched, tmp_path)
+    assert ref.ask(publishing, timeout=WAIT) == Recorded(job)
+    ref.tell(JobError(job, "a late note"), sender=f"{job}.reader")
+    assert ref.ask(GetJob(job), timeout=WAIT).state is JobState.RUNNING  # after the note
+    ref.tell(WriterDone(job, publishing.summary), sender=f"{job}.writer")
+    assert ref.ask(WaitJob(job), timeout=WAIT).state is JobState.DONE
+    # The writer itself: its renames failed, and it removed what it had renamed.
+    other, publishing = _running_job(system, launched, tmp_path, "g.npy")
+    assert ref.ask(publishing, timeout=WAIT) == Recorded(other)
+    ref.tell(JobError(other, "rename failed"), sender=f"{other}.writer")
+    ref.tell(WriterStopped(other), sender=f"{other}.writer")
+    failed = ref.ask(WaitJob(other), timeout=WAIT)
+    assert failed.state is JobState.FAILED and failed.error == "rename failed"
+    assert _publication(path, other) == ("failed", None)
 
 
 def test_a_cancel_after_the_publication_is_too_late_and_the_job_ends_done(
