@@ -1,8 +1,12 @@
-"""`JobClient`: blocking, in-process access to the job store (the demo, benches, tests)."""
+"""`JobClient`: blocking, in-process access to the job store (the demo, benches, tests), and
+`submit_job`, the one way a submit reaches the store (the control socket's too)."""
 
 from __future__ import annotations
 
-from actord import ActorRef
+from collections.abc import Callable
+
+from actord import ActordError, ActorRef
+from actord.runtime.errors import ErrorCode
 
 from .model import (
     Accept,
@@ -13,11 +17,31 @@ from .model import (
     JobSpec,
     ListJobs,
     Rejected,
+    Resubmit,
     WaitJob,
 )
-from .validate import Roots, check_spec
+from .validate import Roots, check_spec, resolve
 
-__all__ = ["JobClient"]
+__all__ = ["JobClient", "submit_job"]
+
+
+def submit_job(
+    ask: Callable[[object], object], spec: JobSpec, key: str | None, roots: Roots | None
+) -> object:
+    """Validate `spec` on the caller's thread (`check_spec`), then have the store accept it:
+    the store's answer (`JobInfo` or `Rejected`). A retry with a known idempotency key gets
+    its job back even when the spec no longer passes (its input was deleted since, say);
+    otherwise a failed check raises."""
+    try:
+        checked = check_spec(spec, roots)
+    except ActordError:
+        if key is None:
+            raise
+        known = ask(Resubmit(resolve(spec, roots), key))
+        if isinstance(known, Rejected) and known.code is ErrorCode.NOT_FOUND:
+            raise  # not a retry: the check's own refusal
+        return known
+    return ask(Accept(checked, key))
 
 
 class JobClient:
@@ -39,9 +63,14 @@ class JobClient:
         return answer
 
     def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> JobInfo:
-        info = self._ask(Accept(check_spec(spec, self.roots), idempotency_key))
-        assert isinstance(info, JobInfo)
-        return info
+        answer = submit_job(self.store_ask, spec, idempotency_key, self.roots)
+        if isinstance(answer, Rejected):
+            raise JobRejected(answer)
+        assert isinstance(answer, JobInfo)
+        return answer
+
+    def store_ask(self, request: object) -> object:
+        return self.store.ask(request, timeout=self.timeout)
 
     def get(self, job: str) -> JobInfo:
         info = self._ask(GetJob(job))

@@ -100,7 +100,8 @@ _COLUMNS = (
     "publication, started, ended"
 )
 
-Publication = tuple[tuple[str, str], ...]  # (temporary file, final path), in rename order
+# (temporary file, final path, the file's inode: 0 if not known), in rename order
+Publication = tuple[tuple[str, str, int], ...]
 
 
 class JournalState(StrEnum):
@@ -260,12 +261,12 @@ class Journal:
         return self.get(job_id)
 
     def record_publication(
-        self, job_id: str, files: Sequence[tuple[str, str]], *, result: bytes
+        self, job_id: str, files: Sequence[tuple[str, str, int]], *, result: bytes
     ) -> JournaledJob:
         """Commit, before the first rename, the output files of a running job: each synced
-        temporary file and its final path, in rename order (the output last), with the result
-        the job will end with. From then on a restart finishes the job instead of running it
-        again (see `recover`). Only a running job may publish, and only once."""
+        temporary file, its final path and its inode, in rename order (the output last), with
+        the result the job will end with. From then on a restart finishes the job instead of
+        running it again (see `recover`). Only a running job may publish, and only once."""
         if not files:
             raise InvalidArgument("a publication needs at least one file")
         with self._transaction():
@@ -408,7 +409,10 @@ assert len(_STEPS) == SCHEMA_VERSION - 1
 def _publication(column: str | None) -> Publication:
     if column is None:
         return ()
-    return tuple((temp, final) for temp, final in json.loads(column))
+    # A journal written before inodes were kept has pairs: their inode is not known (0).
+    return tuple(
+        (entry[0], entry[1], entry[2] if len(entry) > 2 else 0) for entry in json.loads(column)
+    )
 
 
 class _Transaction:

@@ -14,7 +14,9 @@ __all__ = [
     "FFT_MAX_CHUNKS",
     "FFT_MAX_CHUNK_ELEMENTS",
     "FFT_MAX_ELEMENTS",
+    "FFT_MAX_SEED",
     "FFT_MAX_SIDE",
+    "IN_FLIGHT_BYTES",
     "LOG_MAX_BLOCK_BYTES",
     "LOG_MAX_LINE_BYTES",
     "LOG_MAX_PATTERN",
@@ -44,6 +46,7 @@ __all__ = [
     "Progress",
     "ReadDone",
     "Rejected",
+    "Resubmit",
     "SyntheticSource",
     "Transform",
     "UnitsWritten",
@@ -89,13 +92,19 @@ FFT_MAX_CHUNKS = 1 << 16  # N: chunks in a stack
 FFT_MAX_SIDE = 1 << 14  # H and W: a chunk's side
 FFT_MAX_CHUNK_ELEMENTS = 1 << 26  # H * W: binds before FFT_MAX_SIDE ** 2 does
 FFT_MAX_ELEMENTS = 1 << 30  # N * H * W
+FFT_MAX_SEED = 1 << 63  # the synthetic generator's seed: 0 to 2**63 - 1
 
-# Upper limits of a log job's options, checked at submit. A reader keeps up to its window
-# (32) of blocks in flight, each up to `block_bytes` plus one cut line: 16 MiB blocks bound
-# that at about 1 GiB. A pattern is a regex the worker compiles: 4096 characters is ample.
+# Upper limits of a log job's options, checked at submit. A reader keeps up to its window of
+# blocks in flight, each up to `block_bytes` plus one cut line (its window shrinks for big
+# units: see IN_FLIGHT_BYTES). A pattern is a regex the worker compiles: 4096 characters is
+# ample.
 LOG_MAX_BLOCK_BYTES = 16 << 20
 LOG_MAX_LINE_BYTES = 16 << 20
 LOG_MAX_PATTERN = 4096
+
+# Input a job's reader keeps in flight, at most (but always 2 units): its window of units
+# shrinks for big blocks or chunks, so that no job holds more than about this much memory.
+IN_FLIGHT_BYTES = 64 << 20
 
 REJECTS_SUFFIX = ".rejects"  # a log job's rejected lines, in a file beside its output
 
@@ -203,6 +212,16 @@ class Accept:
 
     spec: JobSpec
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmit:
+    """A retried submit whose spec no longer passes the checks (its input is gone, say): the
+    job its key made, if it was made from this spec (resolved); `Rejected` not_found if the
+    key is unknown, conflict if it made another job."""
+
+    spec: JobSpec
+    idempotency_key: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import numpy as np
 from actord import Actor, Message
 
 from .model import (
+    IN_FLIGHT_BYTES,
     ArrayPlan,
     BlockFailed,
     FFTChunk,
@@ -97,6 +98,11 @@ class _UnitReader(Actor):
         self._paused = False
         self._failed = False  # a unit failed the job: send nothing more
 
+    def _fit_window(self, unit_bytes: int) -> None:
+        # Big units, fewer in flight: a job holds about IN_FLIGHT_BYTES of input (2 units at
+        # least, so that one is read while another is worked on).
+        self.window = max(2, min(self.window, IN_FLIGHT_BYTES // max(1, unit_bytes)))
+
     def _room(self) -> bool:
         # Called before reading the next unit: False pauses the reader until a written note.
         if self._sent - self._written < self.window:
@@ -129,9 +135,11 @@ class _UnitReader(Actor):
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a reader that raised (a corrupt input, say) fails its job and stops;
         a restart would read the input again from the start."""
-        self._close()
-        self._fail(f"reading the input failed: {type(error).__name__}: {error}")
-        self.ref.stop(graceful=False, wait=False)
+        try:
+            self._close()
+        finally:
+            self._fail(f"reading the input failed: {type(error).__name__}: {error}")
+            self.ref.stop(graceful=False, wait=False)
 
     def _close(self) -> None:
         """Release the input (a no-op where there is nothing to release)."""
@@ -154,6 +162,7 @@ class LogReader(_UnitReader):
         ended: JobEnded | None = None,
     ) -> None:
         super().__init__(job, pool, writer, store, window)
+        self._fit_window(options.block_bytes)
         self.path = path
         self.options = options
         self.pattern = pattern
@@ -305,6 +314,8 @@ class ArrayReader(_UnitReader):
             n, h, w = self._stack.shape
             self._shape = (int(n), int(h), int(w))
         n, h, w = self._shape
+        itemsize = 8 if self._stack is None else int(self._stack.dtype.itemsize)
+        self._fit_window(h * w * itemsize)
         out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
         plan = ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value)
         # The writer creates the output first; the FFT workers then write into it directly.

@@ -29,11 +29,11 @@ from actord.daemon.app import Method
 from actord.daemon.config import Config
 from actord.runtime.errors import ErrorCode, Refused
 
+from .client import submit_job
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
-from .model import Accept, Cancel, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .model import Cancel, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
 from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
-from .validate import check_spec
 from .wire import info_to_wire, spec_from_wire
 
 __all__ = ["JobService"]
@@ -183,8 +183,7 @@ class JobService:
         key = data.pop("idempotency_key", None)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise InvalidArgument("idempotency_key: must be a string of 1 to 200 characters")
-        spec = check_spec(spec_from_wire(data), self.roots)
-        info = _answer(self._ask(Accept(spec, key)))
+        info = _answer(submit_job(self._ask, spec_from_wire(data), key, self.roots))
         self._stale_counts()
         return info_to_wire(info)
 

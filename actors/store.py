@@ -28,10 +28,9 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Final
 
-from actord import Actor, ActordError, ActorRef, InvalidArgument, Message
+from actord import Actor, ActordError, ActorRef, ActorStopping, InvalidArgument, Message
 from actord.runtime.errors import ErrorCode
 from actors.journal import Journal, JournaledJob, UnknownJob
 
@@ -44,12 +43,14 @@ from .model import (
     JobEnded,
     JobError,
     JobInfo,
+    JobKind,
     JobSpec,
     JobState,
     ListJobs,
     LogSummary,
     Progress,
     Rejected,
+    Resubmit,
     WaitJob,
     WriterDone,
     WriterStopped,
@@ -57,7 +58,7 @@ from .model import (
 )
 from .validate import Roots, output_taken, recheck, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
-from .writer import Publishing, Recorded, complete_publication, remove_temps
+from .writer import Publishing, Recorded, complete_publication, discard, remove_temps
 
 __all__ = [
     "Drain",
@@ -142,7 +143,8 @@ class _Live:
         self.counted = (0, 0)  # units and bytes already added to the metrics
         self.publishing = False  # its output is journaled: it can only end done now
         self.closing = False  # its end is decided: waiting for its writer to remove its files
-        self.released = False  # put back in the journal's queue by a stop: no end recorded
+        self.released = False  # put back in the journal's queue by a stop: no failure recorded
+        self.silent = False  # stopped by the shutdown: it stays queued, nobody is told
         self.writer_stopped = False  # its temporary files are gone
 
 
@@ -170,8 +172,10 @@ class JobStore(Actor):
         self.live: dict[str, _Live] = {}  # every unfinished job: queued, running or closing
         self.queue: deque[str] = deque()  # queued jobs, in order
         self.running: set[str] = set()  # jobs holding a slot (closing ones too)
+        self.outputs: dict[str, str] = {}  # each file an unfinished job will write: its job
         self.waiters: dict[str, list[Message]] = {}
         self.drain_waiters: list[Message] = []
+        self.pumping = False  # _pump is on the stack: a job settled by it does not re-enter
         self.draining = False
         self.released = False
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
@@ -207,8 +211,7 @@ class JobStore(Actor):
                 _log.error("job %s failed: %s", job.id, died)
                 self._finish(job.id, job.kind, JobState.FAILED, error=died)
                 continue
-            self.live[job.id] = _Live(self._info(job, spec), spec)
-            self.queue.append(job.id)
+            self._enqueue(_Live(self._info(job, spec), spec))
             if job.started is not None:  # it ran before this start
                 _log.info(
                     "job %s re-queued: it was running when the daemon stopped (crash retries %d)",
@@ -228,8 +231,8 @@ class JobStore(Actor):
         except OSError as error:
             failed = f"its output could not be put in place after a restart: {error}"
             _log.error("job %s failed: %s", job.id, failed)
-            for temp, _ in job.publication:
-                Path(temp).unlink(missing_ok=True)
+            for temp, _, _ in job.publication:
+                discard(temp)
             self._finish(job.id, job.kind, JobState.FAILED, error=failed)
             return None
         if published:
@@ -256,40 +259,48 @@ class JobStore(Actor):
         elif isinstance(payload, WriterDone):
             self._done(payload.job, payload.summary)
         elif isinstance(payload, Publishing):
-            self.reply(message, self._publishing(payload))
+            self._answer(message, self._publishing(payload))
         elif isinstance(payload, Accept):
-            self.reply(message, self._accept(payload))
+            self._answer(message, self._accept(payload))
+        elif isinstance(payload, Resubmit):
+            self._answer(message, self._resubmit(payload))
         elif isinstance(payload, GetJob):
-            self.reply(message, self._lookup(payload.job))
+            self._answer(message, self._lookup(payload.job))
         elif isinstance(payload, ListJobs):
-            self.reply(message, self._list(payload.limit))
+            self._answer(message, self._list(payload.limit))
         elif isinstance(payload, Cancel):
-            self.reply(message, self._cancel(payload.job))
+            self._answer(message, self._cancel(payload.job))
         elif isinstance(payload, WaitJob):
-            if payload.job in self.live:  # a cancelled one is live until its files are gone
+            if payload.job not in self.live:
+                self._answer(message, self._lookup(payload.job))
+            elif message.correlation_id is not None:  # live until its files are gone
                 self.waiters.setdefault(payload.job, []).append(message)
-            else:
-                self.reply(message, self._lookup(payload.job))
         elif isinstance(payload, Drain):
             self.draining = True
-            self.drain_waiters.append(message)
+            if message.correlation_id is not None:
+                self.drain_waiters.append(message)
             self._check_drained()
         elif isinstance(payload, Release):
-            self.reply(message, self._release(payload.crashed))
+            self._answer(message, self._release(payload.crashed))
         elif isinstance(payload, SetMaxJobs):
             self.max_jobs = payload.max_jobs
             self.roots = payload.roots or self.roots
             self._pump()
-            self.reply(message, self._counts())
+            self._answer(message, self._counts())
         elif isinstance(payload, StoreStatus):
-            self.reply(message, self._counts())
+            self._answer(message, self._counts())
         elif isinstance(payload, GetJobMetrics):
             unfinished = Counter(
                 (live.spec.kind.value, live.info.state.value)
                 for live in self.live.values()
                 if not live.closing
             )
-            self.reply(message, self.stats.snapshot(unfinished))
+            self._answer(message, self.stats.snapshot(unfinished))
+
+    def _answer(self, request: Message, answer: object) -> None:
+        # A request told rather than asked has nobody to answer: what it asked for is done.
+        if request.correlation_id is not None:
+            self.reply(request, answer)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -300,7 +311,10 @@ class JobStore(Actor):
 
     def _accept(self, request: Accept) -> JobInfo | Rejected:
         spec = request.spec
-        packed = pack(spec_to_wire(spec))
+        try:
+            packed = pack(spec_to_wire(spec))
+        except (ValueError, TypeError, OverflowError) as error:  # not a spec check_spec passed
+            return Rejected(ErrorCode.BAD_REQUEST, f"the job cannot be journaled: {error}")
         key = request.idempotency_key
         known = None if key is None else self._journal.find_key(key)
         if known is not None:  # a retried submit: the job it made, whatever its state
@@ -315,21 +329,32 @@ class JobStore(Actor):
         taken = output_taken(spec)
         if taken is not None:
             return Rejected(ErrorCode.CONFLICT, taken)
-        paths = set(written_paths(spec))
-        for other in self.live.values():
-            if not other.closing and paths & set(written_paths(other.spec)):
-                return Rejected(
-                    ErrorCode.CONFLICT,
-                    f"{spec.output} is already the output of job {other.info.id}",
-                )
+        for path in written_paths(spec):
+            other = self.outputs.get(path)
+            if other is not None:
+                return Rejected(ErrorCode.CONFLICT, f"{path} is already written by job {other}")
         job, _ = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
         _log.info(
             "job %s submitted: %s %s -> %s", job.id, spec.kind.value, _source(spec), spec.output
         )
-        self.live[job.id] = _Live(self._info(job, spec), spec)
-        self.queue.append(job.id)
+        self._enqueue(_Live(self._info(job, spec), spec))
         self._pump()
         return self._lookup(job.id)  # running, queued, or already failed by the pump
+
+    def _resubmit(self, request: Resubmit) -> JobInfo | Rejected:
+        key = request.idempotency_key
+        known = self._journal.find_key(key)
+        if known is None:
+            return Rejected(ErrorCode.NOT_FOUND, f"no job has the idempotency key {key!r}")
+        try:
+            same = known.spec == pack(spec_to_wire(request.spec))
+        except (ValueError, TypeError, OverflowError):
+            same = False
+        if not same:
+            return Rejected(
+                ErrorCode.CONFLICT, f"idempotency key {key!r} was used for another job ({known.id})"
+            )
+        return self._lookup(known.id)
 
     def _lookup(self, job_id: str) -> JobInfo | Rejected:
         live = self.live.get(job_id)
@@ -393,6 +418,13 @@ class JobStore(Actor):
         self.queue.remove(job_id)
         self._settle(live)
         return live.info
+
+    def _enqueue(self, live: _Live) -> None:
+        job_id = live.info.id
+        self.live[job_id] = live
+        self.queue.append(job_id)
+        for path in written_paths(live.spec):
+            self.outputs.setdefault(path, job_id)
 
     def _release(self, crashed: bool) -> Released:
         self.released = True
@@ -480,14 +512,17 @@ class JobStore(Actor):
         self._close(note.job, JobState.FAILED, note.error)
 
     def _close(self, job_id: str, state: JobState, error: str) -> None:
-        # A job ends failed or cancelled: journaled now (unless a stop released it), its
-        # actors stopped, and settled once its writer has removed its temporary files.
+        # A running job ends failed or cancelled: journaled now, its actors stopped, and
+        # settled once its writer has removed its temporary files.
         live = self.live.get(job_id)
-        if live is None or live.closing:
-            return
+        if live is None or live.closing or job_id not in self.running:
+            return  # ended, ending, or not started (notes come only from a job's actors)
         live.closing = True
-        if live.released:
-            # Stopped by the shutdown: it stays queued in the journal, and nobody is told.
+        self._release_outputs(live)
+        if live.released and state is JobState.FAILED:
+            # Stopped by the shutdown (its actors fail as the pools stop): it stays queued in
+            # the journal, and nobody is told. A cancel, though, is the client's: journaled.
+            live.silent = True
             self._stop_actors(live)
             return
         if state is JobState.FAILED:
@@ -512,7 +547,7 @@ class JobStore(Actor):
         if live is None:
             return
         live.writer_stopped = True
-        if live.closing and not live.released:
+        if live.closing and not live.silent:
             self._settle(live)
 
     def _settle(self, live: _Live) -> None:
@@ -520,6 +555,7 @@ class JobStore(Actor):
         job_id = live.info.id
         del self.live[job_id]
         self.running.discard(job_id)
+        self._release_outputs(live)
         seconds = time.monotonic() - live.started if live.started else 0.0
         if live.started:
             self.stats.ran(live.spec.kind, seconds, live.info.summary)
@@ -546,10 +582,23 @@ class JobStore(Actor):
     def _publish(self, info: JobInfo) -> None:
         self.publish(Progress.of(info), timeout=0)
 
+    def _release_outputs(self, live: _Live) -> None:
+        for path in written_paths(live.spec):
+            if self.outputs.get(path) == live.info.id:
+                del self.outputs[path]
+
     def _pump(self) -> None:
-        # Start queued jobs while there is room (never while draining).
-        while self.queue and len(self.running) < self.max_jobs and not self.draining:
-            self._start(self.live[self.queue.popleft()])
+        # Start queued jobs while there is room (never while draining). A job that fails to
+        # start settles, and settling pumps: the flag keeps that a loop here, not a recursion
+        # as deep as the queue.
+        if self.pumping:
+            return
+        self.pumping = True
+        try:
+            while self.queue and len(self.running) < self.max_jobs and not self.draining:
+                self._start(self.live[self.queue.popleft()])
+        finally:
+            self.pumping = False
 
     def _start(self, live: _Live) -> None:
         job_id, spec = live.info.id, live.spec
@@ -557,12 +606,19 @@ class JobStore(Actor):
         # after a restart), so they are resolved again now, against the current roots.
         refused = recheck(spec, self.roots)
         if refused is None:
-            self._journal.mark_running(job_id)
             try:
                 live.reader, live.writer = self.launch(job_id, spec, live.ended)
+            except ActorStopping:
+                # The system is stopping under us (an in-process user that stopped without
+                # a drain): not the job's fault. It stays queued, for the next start.
+                self.queue.appendleft(job_id)
+                self.draining = True
+                return
             except ActordError as error:
                 refused = f"its actors could not start: {error}"
-        if refused is not None:
+        if refused is None:
+            self._journal.mark_running(job_id)
+        else:
             _log.error("job %s failed: %s", job_id, refused)
             self._finish(job_id, spec.kind.value, JobState.FAILED, error=refused)
             live.info = replace(live.info, state=JobState.FAILED, error=refused)
@@ -584,25 +640,43 @@ class JobStore(Actor):
 
     @staticmethod
     def _info(job: JournaledJob, spec: JobSpec | None = None) -> JobInfo:
-        """The job as clients see it, from its journal row (and its spec, if decoded)."""
-        spec = spec_from_wire(unpack(job.spec)) if spec is None else spec
-        result = {} if job.result is None else unpack(job.result)
+        """The job as clients see it, from its journal row (and its spec, if decoded). A row
+        this release cannot read (a spec or result from another release, a damaged file) is
+        shown with what can be read, never raised: it must not take the store down."""
+        try:
+            spec = spec_from_wire(unpack(job.spec)) if spec is None else spec
+        except (InvalidArgument, ValueError, TypeError):
+            spec = None
+        try:
+            result = {} if job.result is None else dict(unpack(job.result))
+            summary = summary_from_wire(result.get("summary"))
+        except (ValueError, TypeError):
+            result, summary = {}, None
+        kind = spec.kind if spec is not None else _kind(job.kind)
         return JobInfo(
             job.id,
-            spec.kind,
+            kind,
             job.state,
-            spec.input,
-            spec.output,
+            None if spec is None else spec.input,
+            "?" if spec is None else spec.output,
             done=result.get("done", 0),
             total=result.get("total", 0),
             bytes=result.get("bytes", 0),
-            error=job.error,
-            summary=summary_from_wire(result.get("summary")),
+            error=job.error if spec is not None else (job.error or "its spec cannot be read"),
+            summary=summary,
             crash_retries=job.crash_retries,
             created=job.created,
             started=job.started,
             ended=job.ended,
         )
+
+
+def _kind(value: str) -> JobKind:
+    """A journal row's kind (one this release does not know reads as a log job)."""
+    try:
+        return JobKind(value)
+    except ValueError:
+        return JobKind.LOG
 
 
 def _source(spec: JobSpec) -> str:

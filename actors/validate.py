@@ -32,6 +32,7 @@ from .model import (
     FFT_MAX_CHUNK_ELEMENTS,
     FFT_MAX_CHUNKS,
     FFT_MAX_ELEMENTS,
+    FFT_MAX_SEED,
     FFT_MAX_SIDE,
     LOG_MAX_BLOCK_BYTES,
     LOG_MAX_LINE_BYTES,
@@ -45,7 +46,7 @@ from .model import (
 )
 from .paths import confine, confine_pair
 
-__all__ = ["Roots", "check_spec", "output_taken", "recheck", "written_paths"]
+__all__ = ["Roots", "check_spec", "output_taken", "recheck", "resolve", "written_paths"]
 
 Roots = tuple[tuple[str, ...], tuple[str, ...]]  # (input roots, output roots)
 _FINAL_DTYPES: Final = ("complex128", "complex64")
@@ -53,9 +54,36 @@ _FINAL_DTYPES: Final = ("complex128", "complex64")
 
 def check_spec(spec: JobSpec, roots: Roots | None = None) -> JobSpec:
     """The spec with its paths resolved, if it may be accepted; else raise (see the module)."""
-    spec = _check_paths(spec, roots)
+    _check_types(spec)
+    spec = _check_paths(resolve(spec, roots))
     _check_options(spec)
     return spec
+
+
+def resolve(spec: JobSpec, roots: Roots | None = None) -> JobSpec:
+    """The spec with its paths resolved (symlinks followed) and confined under `roots`, as
+    the journal keeps it; nothing needs to exist. Raises `Refused` (invalid_path)."""
+    if not isinstance(spec.output, str) or not isinstance(spec.input, str | None):
+        raise InvalidArgument("output and input must be strings")
+    if roots is not None:
+        inputs, outputs = roots
+        if spec.input is None:
+            source, output = None, confine(spec.output, outputs, what="output")
+        else:
+            source, output = confine_pair(spec.input, spec.output, inputs, outputs)
+        if spec.kind is JobKind.LOG:  # a symlink named like the rejects file may point out
+            confine(output + REJECTS_SUFFIX, outputs, what="rejects file")
+    else:  # an in-process client: any path this process may use
+        if "\x00" in spec.output or (spec.input is not None and "\x00" in spec.input):
+            raise _refuse("paths must not contain NUL bytes")
+        output = os.path.realpath(spec.output)
+        source = None if spec.input is None else os.path.realpath(spec.input)
+    for path in (output, source):
+        try:
+            (path or "").encode()
+        except UnicodeEncodeError:  # a name (or a link's target) that is not UTF-8
+            raise _refuse(f"{path!r} is not valid UTF-8: the journal keeps paths as text") from None
+    return JobSpec(spec.kind, output, source, spec.options, overwrite=spec.overwrite)
 
 
 def written_paths(spec: JobSpec) -> tuple[str, ...]:
@@ -78,7 +106,7 @@ def output_taken(spec: JobSpec) -> str | None:
 def recheck(spec: JobSpec, roots: Roots | None) -> str | None:
     """Why a queued job may not start now (its error, with its code), or None."""
     try:
-        _check_paths(spec, roots)
+        _check_paths(resolve(spec, roots))
     except Refused as error:
         return f"{error.code.value}: {error}"
     taken = output_taken(spec)
@@ -92,21 +120,9 @@ def _refuse(message: str) -> Refused:
     return Refused(ErrorCode.INVALID_PATH, message)
 
 
-def _check_paths(spec: JobSpec, roots: Roots | None) -> JobSpec:
-    if roots is not None:
-        inputs, outputs = roots
-        if spec.input is None:
-            source, output = None, confine(spec.output, outputs, what="output")
-        else:
-            source, output = confine_pair(spec.input, spec.output, inputs, outputs)
-        if spec.kind is JobKind.LOG:  # a symlink named like the rejects file may point out
-            confine(output + REJECTS_SUFFIX, outputs, what="rejects file")
-    else:  # an in-process client: any path this process may use
-        if "\x00" in spec.output or (spec.input is not None and "\x00" in spec.input):
-            raise _refuse("paths must not contain NUL bytes")
-        output = os.path.realpath(spec.output)
-        source = None if spec.input is None else os.path.realpath(spec.input)
-    resolved = JobSpec(spec.kind, output, source, spec.options, overwrite=spec.overwrite)
+def _check_paths(resolved: JobSpec) -> JobSpec:
+    """What must hold of a resolved spec's paths for its job to run now."""
+    output, source = resolved.output, resolved.input
     directory = os.path.dirname(output)
     if not os.path.isdir(directory):
         raise _refuse(f"no directory for the output {output}")
@@ -121,7 +137,32 @@ def _check_paths(spec: JobSpec, roots: Roots | None) -> JobSpec:
     return resolved
 
 
-# -- options -------------------------------------------------------------------------------
+# -- types and options ---------------------------------------------------------------------
+
+
+def _check_types(spec: JobSpec) -> None:
+    # The wire decoder checks what a socket client sends; an in-process caller builds the
+    # dataclasses itself, and whatever it puts in must be journaled and read back alike.
+    if not isinstance(spec.kind, JobKind) or not isinstance(spec.overwrite, bool):
+        raise InvalidArgument("kind must be a JobKind and overwrite a bool")
+    options = spec.options
+    if isinstance(options, LogOptions):
+        for name in ("format", "pattern"):
+            if not isinstance(getattr(options, name), str | None):
+                raise InvalidArgument(f"{name}: must be a string")
+        for name in ("block_bytes", "max_line_bytes"):
+            _integer(name, getattr(options, name))
+    elif isinstance(options, FFTOptions):
+        if not isinstance(options.dtype, str):
+            raise InvalidArgument("dtype: must be a string")
+        _integer("seed", options.seed)
+        if not 0 <= options.seed < FFT_MAX_SEED:
+            raise InvalidArgument(f"seed: must be between 0 and {FFT_MAX_SEED - 1}")
+
+
+def _integer(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name}: must be an integer, got {value!r}")
 
 
 def _check_options(spec: JobSpec) -> None:

@@ -22,6 +22,7 @@ done (`complete_publication`): it is never run again, and its output is never re
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -63,9 +64,11 @@ __all__ = [
     "Recorded",
     "complete_publication",
     "create_temp",
+    "discard",
     "remove_temps",
 ]
 
+_log: Final = logging.getLogger("actors.writer")
 _RECORD_TIMEOUT: Final = 30.0  # a journal commit takes milliseconds; the store never waits
 
 # Test-only: off unless set (see `_pause_for_test`).
@@ -79,7 +82,8 @@ class Publishing:
     stopping, or the store does not run it): then nothing may be published."""
 
     job: str
-    files: tuple[tuple[str, str], ...]  # (synced temporary file, final path), in rename order
+    # (synced temporary file, final path, the file's inode), in rename order
+    files: tuple[tuple[str, str, int], ...]
     summary: LogSummary | FFTSummary
     done: int
     total: int
@@ -116,40 +120,66 @@ def remove_temps(path: str) -> list[str]:
     removed: list[str] = []
     try:
         entries = os.listdir(directory)
-    except FileNotFoundError:
+    except OSError as error:  # gone, not a directory, not ours to read: nothing to remove
+        _log.warning("cannot look for temporary files of %s: %s", path, error)
         return removed
     for entry in entries:
-        if pattern.fullmatch(entry):
-            Path(directory, entry).unlink(missing_ok=True)
-            removed.append(os.path.join(directory, entry))
+        temp = os.path.join(directory, entry)
+        if pattern.fullmatch(entry) and discard(temp):
+            removed.append(temp)
     return removed
 
 
-def complete_publication(files: Sequence[tuple[str, str]]) -> bool:
+def discard(path: str) -> bool:
+    """Remove a file we created; a failure is logged (the caller goes on cleaning up)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as error:
+        _log.warning("cannot remove %s: %s", path, error)
+        return False
+    return True
+
+
+def complete_publication(files: Sequence[tuple[str, str, int]]) -> bool:
     """At a start, finish a publication the daemon died in (files as journaled: synced
-    temporary file and final path, in rename order, the output last).
+    temporary file, final path and the file's inode, in rename order, the output last).
 
     True: every file is in place, the job is done. A file still at its temporary path is
-    renamed (its data was synced before the publication was journaled); one whose temporary
-    file is gone was renamed already, and is left as it is (the same inode). The directories
-    are synced before this returns, so the journal may then say done.
+    renamed (its data was synced before the publication was journaled); one already at its
+    final path (the inode it was journaled with) is left as it is.
 
-    False: the output is neither at its temporary path nor in place. Its publication never
-    got its files (a rename that failed, the job's cleanup under way, a power cut that lost
-    the temporary file's directory entry): nothing was published, and the job must run again.
-    What is left of its temporary files is removed.
+    False: the output is neither at its temporary path nor in place: at the final path is
+    nothing, or another file (an older output that `overwrite` was to replace). Its
+    publication never got its files (a rename that failed, the job's cleanup under way, a
+    power cut that lost the temporary file's directory entry): nothing was published, and the
+    job must run again. What is left of it (temporary files, files of its own already
+    renamed) is removed, so the run starts clean.
+
+    The directories are synced before this returns, so the journal may then say done. (An
+    inode of 0, from a journal written before inodes were kept, matches any file.)
     """
-    last_temp, last_final = files[-1]
-    if not os.path.exists(last_temp) and not os.path.exists(last_final):
-        for temp, _ in files:
+    last_temp, last_final, last_inode = files[-1]
+    if not os.path.exists(last_temp) and not _is_ours(last_final, last_inode):
+        for temp, final, inode in files:
             Path(temp).unlink(missing_ok=True)
+            if inode and _is_ours(final, inode):
+                Path(final).unlink()
         return False
-    for temp, final in files:
+    for temp, final, _ in files:
         if os.path.exists(temp):
             os.replace(temp, final)
-    for directory in sorted({os.path.dirname(os.path.abspath(final)) for _, final in files}):
+    for directory in sorted({os.path.dirname(os.path.abspath(final)) for _, final, _ in files}):
         _fsync_dir(directory)
     return True
+
+
+def _is_ours(path: str, inode: int) -> bool:
+    """Whether `path` is the file a publication journaled (any file, for an inode of 0)."""
+    try:
+        found = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+    return inode in (0, found)
 
 
 class AtomicFile:
@@ -174,9 +204,14 @@ class AtomicFile:
             self.file.close()
 
     def abort(self) -> None:
+        """Remove the temporary file (its unflushed data is dropped with it). Removed first:
+        closing flushes, and a flush can fail (a full disk may be why the job ends)."""
+        discard(self.temp)
         if not self.file.closed:
-            self.file.close()
-        Path(self.temp).unlink(missing_ok=True)
+            try:
+                self.file.close()
+            except OSError as error:  # the data was going nowhere: only worth a note
+                _log.info("discarded %s: %s", self.temp, error)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -235,10 +270,13 @@ class _UnitWriter(Actor):
         """Remove whatever this writer created, unless it was committed."""
         raise NotImplementedError
 
-    def _publish(self, files: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> None:
+    def _publish(self, pairs: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> None:
         """Publish synced temporary files (rename order, the output last) once: journaled,
         then renamed, then the directory synced, then the end told (see the module's doc)."""
         self.sealed = True
+        # Each file's inode is journaled too: a restart then knows its file from an older one
+        # at the same path (an output that `overwrite` replaces).
+        files = [(temp, final, os.stat(temp).st_ino) for temp, final in pairs]
         refused = self._record(files, summary)
         if refused is not None:
             # Cancelled or released meanwhile: the job is not ours to publish. The store
@@ -249,7 +287,7 @@ class _UnitWriter(Actor):
         _pause_for_test("before-rename", self.kind, self.job)
         renamed: list[str] = []
         try:
-            for temp, final in files:
+            for temp, final, _ in files:
                 os.replace(temp, final)
                 renamed.append(final)
             _fsync_dir(os.path.dirname(files[-1][1]))
@@ -263,7 +301,9 @@ class _UnitWriter(Actor):
         _pause_for_test("after-rename", self.kind, self.job)
         self.send(self.store, WriterDone(self.job, summary))
 
-    def _record(self, files: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> str | None:
+    def _record(
+        self, files: list[tuple[str, str, int]], summary: LogSummary | FFTSummary
+    ) -> str | None:
         """Have the store journal the publication; None once committed, else why not."""
         total = self.total if self.total is not None else self.done
         request = Publishing(self.job, tuple(files), summary, self.done, total, self.bytes)
@@ -277,17 +317,22 @@ class _UnitWriter(Actor):
         return None
 
     def on_stop(self) -> None:
-        """Actor thread: a job stopped before its end leaves no output and no temp file."""
-        self._abort()
-        self.send(self.store, WriterStopped(self.job))
+        """Actor thread: a job stopped before its end leaves no output and no temp file.
+        The store settles the job when it hears `WriterStopped`: it is always sent."""
+        try:
+            self._abort()
+        finally:
+            self.send(self.store, WriterStopped(self.job))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a write failed (disk full, ...): the job fails, nothing is left, and
         the writer stops (a restarted one would have lost what was written)."""
-        self._abort()
-        self._fail(f"writing {self.output} failed: {error}")
-        self.send(self.store, WriterStopped(self.job))
-        self.ref.stop(graceful=False, wait=False)
+        try:
+            self._abort()
+        finally:
+            self._fail(f"writing {self.output} failed: {error}")
+            self.send(self.store, WriterStopped(self.job))
+            self.ref.stop(graceful=False, wait=False)
 
 
 class LogWriter(_UnitWriter):
@@ -454,8 +499,8 @@ class ArrayWriter(_UnitWriter):
         self._publish([(self._temp, final)], summary)
 
     def _abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         if not self.committed and self._temp is not None:
-            Path(self._temp).unlink(missing_ok=True)
+            discard(self._temp)
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # unbuffered: nothing is flushed, so this does not fail on a full disk

@@ -276,12 +276,13 @@ def _killed_in_publication(
     assert state == "running" and publication is not None, (job_id, state, publication)
     files = json.loads(publication)
     assert files[-1][1] == str(Path(output).resolve())  # the output is renamed last
-    for temp, final in files:
+    for temp, final, inode in files:
         if point == "before-rename":  # nothing renamed: the synced temp file becomes the output
             assert not Path(final).exists()
-            inodes[final] = Path(temp).stat().st_ino
+            assert inode == Path(temp).stat().st_ino  # journaled: a restart knows its file
+            inodes[final] = inode
         else:
-            assert not Path(temp).exists() and Path(final).exists()
+            assert not Path(temp).exists() and Path(final).stat().st_ino == inode
     return int(retries)
 
 

@@ -124,7 +124,7 @@ def test_the_connection_belongs_to_its_thread(journal: Journal) -> None:
     assert errors, "a second thread used the journal's connection"
 
 
-FILES = ((".out.rejects.0123456789ab.tmp", "out.rejects"), (".out.0123456789ab.tmp", "out"))
+FILES = ((".out.rejects.0123456789ab.tmp", "out.rejects", 11), (".out.0123456789ab.tmp", "out", 12))
 
 
 def test_a_publication_is_journaled_once_and_ends_with_the_job(journal: Journal) -> None:

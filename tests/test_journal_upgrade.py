@@ -257,7 +257,7 @@ def test_a_v2_journal_migrates_with_its_publications(tmp_path: Path, user_versio
             2,
             b"\x02",
             b"\xbb",
-            ((".out.0123456789ab.tmp", "out"),),
+            ((".out.0123456789ab.tmp", "out", 0),),  # a pair of then: its inode is not known
         ),
         ("fft-3", JournalState.ACCEPTED, None, 0, b"\x03", None, ()),
         ("fft-4", JournalState.CANCELLED, None, 0, b"\x04", None, ()),

@@ -9,6 +9,7 @@ test_daemon.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sqlite3
@@ -275,6 +276,64 @@ class _FullDisk:
         return getattr(self._file, name)
 
 
+class _FullOnClose(_FullDisk):
+    """... whose close fails too: closing flushes what is buffered, on a full disk."""
+
+    def __init__(self, file: IO[bytes], *, writes_fail: bool) -> None:
+        super().__init__(file)
+        self.writes = 0 if writes_fail else -(10**9)
+
+    def close(self) -> None:
+        self._file.close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _full_on_close(monkeypatch: pytest.MonkeyPatch, *, writes_fail: bool) -> None:
+    real_init = AtomicFile.__init__
+
+    def init(self: AtomicFile, path: str) -> None:
+        real_init(self, path)
+        self.file = _FullOnClose(self.file, writes_fail=writes_fail)  # type: ignore[assignment]
+
+    monkeypatch.setattr(AtomicFile, "__init__", init)
+
+
+def test_a_full_disk_that_also_fails_the_cleanup_still_ends_the_job_and_frees_its_slot(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once, the failing close raised out of the writer's cleanup: no WriterStopped, so the
+    # job never settled, its waiters were never answered and its slot stayed taken.
+    _full_on_close(monkeypatch, writes_fail=True)
+    harness.start()
+    spec = JobSpec(
+        JobKind.LOG,
+        str(harness.tmp / "app.jsonl"),
+        harness.log_spec().input,
+        LogOptions(block_bytes=1024),
+    )
+    info = harness.run(spec)
+    assert "No space left" in (info.error or "")
+    _assert_failed_and_nothing_left(harness, info, spec)
+    assert harness.run(harness.fft_spec()).state is JobState.DONE  # the slot is free
+
+
+def test_a_cancel_whose_cleanup_meets_a_full_disk_still_settles_the_job(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _full_on_close(monkeypatch, writes_fail=False)
+    harness.start()
+    held = _HeldSync(monkeypatch)  # the writer waits at its first fsync: the job is running
+    spec = harness.log_spec()
+    info = harness.ask(Accept(spec))
+    assert held.entered.wait(WAIT)
+    assert harness.ask(Cancel(info.id)).state is JobState.CANCELLED
+    held.go.set()
+    assert harness.wait(info.id).state is JobState.CANCELLED
+    assert _temps(harness.tmp) == []
+    for path in _outputs(spec):
+        assert not Path(path).exists()
+
+
 def _assert_failed_and_nothing_left(harness: Harness, info: JobInfo, spec: JobSpec) -> None:
     assert info.state is JobState.FAILED
     assert harness.row(info.id) == ("failed", 0, None)  # no publication left to finish
@@ -373,7 +432,7 @@ def _running_job(
     info = system.lookup(STORE).ask(Accept(spec), timeout=WAIT)
     assert info.state is JobState.RUNNING and info.id in launched.ended  # launched at once
     summary = FFTSummary(4, FFT_SHAPE, "complex128", "fft2", 8192, 0.1, spec.output)
-    files = ((str(tmp / f".{name}.0123456789ab.tmp"), spec.output),)
+    files = ((str(tmp / f".{name}.0123456789ab.tmp"), spec.output, 1234),)
     return info.id, Publishing(info.id, files, summary, 4, 4, 8192)
 
 
@@ -537,11 +596,16 @@ def test_a_job_released_as_its_writer_publishes_is_refused_and_leaves_nothing(
 #   between: a log job's rejects file renamed, its output not yet;
 #   renamed: every file in place (the directory synced or not);
 #   overwrite: journaled, nothing renamed, an older file already at the output's path;
-#   lost: journaled, but the files are gone (a failed rename cleaned up, a power cut).
+#   lost: journaled, but the files are gone (a failed rename cleaned up, a power cut);
+#   between-lost: a log job's rejects file renamed, its output's temporary file gone;
+#   overwrite-lost: journaled, an older file at the output's path, the temporary file gone
+#   (the older file must not pass for the job's output).
 PUBLISHED = {"journaled", "between", "renamed", "overwrite"}
+_LOG_INSTANTS = ("synced", "journaled", "between", "renamed", "lost", "between-lost")
+_FFT_INSTANTS = ("synced", "journaled", "renamed", "overwrite", "lost", "overwrite-lost")
 INSTANTS = [
-    *(("log", instant) for instant in ("synced", "journaled", "between", "renamed", "lost")),
-    *(("fft", instant) for instant in ("synced", "journaled", "renamed", "overwrite", "lost")),
+    *(("log", instant) for instant in _LOG_INSTANTS),
+    *(("fft", instant) for instant in _FFT_INSTANTS),
 ]
 
 
@@ -563,7 +627,8 @@ def _leave_as_a_kill_would(
     path must have once the job is done (for the instants after the publication)."""
     spec = harness.spec(kind)
     finals = _outputs(spec)
-    if instant == "overwrite":
+    if instant.startswith("overwrite"):
+        spec = dataclasses.replace(spec, overwrite=True)
         Path(finals[-1]).write_bytes(b"an older output, to be replaced by this job's")
     files = []
     inodes = {}
@@ -573,8 +638,8 @@ def _leave_as_a_kill_would(
             out.write(_marker(kind, final))
             out.flush()
             os.fsync(out.fileno())
-        files.append((temp, final))
         inodes[final] = os.stat(temp).st_ino
+        files.append((temp, final, inodes[final]))
     if kind == "fft":
         summary: LogSummary | FFTSummary = FFTSummary(
             4, FFT_SHAPE, "complex128", "fft2", 8192, 0.5, finals[-1]
@@ -589,11 +654,11 @@ def _leave_as_a_kill_would(
         journal.mark_running(job.id)
         if instant != "synced":
             journal.record_publication(job.id, files, result=pack(result))
-    renamed = {"between": 1, "renamed": len(files)}.get(instant, 0)
-    for temp, final in files[:renamed]:
+    renamed = {"between": 1, "between-lost": 1, "renamed": len(files)}.get(instant, 0)
+    for temp, final, _ in files[:renamed]:
         os.replace(temp, final)
-    if instant == "lost":
-        for temp, _ in files:
+    if instant.endswith("lost"):
+        for temp, _, _ in files[renamed:]:
             os.unlink(temp)
     return job.id, spec, inodes, summary
 

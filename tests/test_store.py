@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from actord import ActorRef, ActorSystem, RestartPolicy
+from actord import ActorRef, ActorStopping, ActorSystem, RestartPolicy
 from actord.runtime.errors import ErrorCode
 from actors.journal import Journal
 from actors.launcher import STORE, JobSystemConfig, start_job_system
@@ -23,16 +23,27 @@ from actors.model import (
     FFTOptions,
     GetJob,
     JobEnded,
+    JobError,
     JobInfo,
     JobKind,
     JobSpec,
     JobState,
+    ListJobs,
     LogOptions,
     Progress,
     Rejected,
     WaitJob,
 )
-from actors.store import Drain, Drained, JobStore, Launch, Release, Released
+from actors.store import (
+    Drain,
+    Drained,
+    JobStore,
+    Launch,
+    Release,
+    Released,
+    SetMaxJobs,
+    StoreStatus,
+)
 from actors.validate import Roots
 from actors.wire import pack, spec_to_wire
 from actors.writer import create_temp
@@ -383,3 +394,111 @@ def test_an_output_that_appears_while_its_job_is_queued_fails_it_at_start(
     )
     assert Path(spec.output).read_bytes() == b"someone else's"
     assert harness.states()[queued.id] == "failed"
+
+
+# -- nothing a job, a row or a caller does takes the store down --------------------------------
+
+
+def _store_alive(harness: Harness) -> None:
+    assert harness.system.lookup(STORE).alive
+    assert harness.system.escalations == []
+
+
+def test_hundreds_of_queued_jobs_failing_at_start_fail_in_a_loop_not_a_recursion(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # Each failed start settles its job, and settling starts the next: once a recursion
+    # (one stack frame set per job), which took the store down past ~330 jobs.
+    harness.start(max_jobs=0)  # nothing starts yet
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    specs = [
+        JobSpec(JobKind.FFT, str(gone / f"{i}.npy"), None, FFTOptions(synthetic=(1, 2, 2)))
+        for i in range(450)
+    ]
+    for spec in specs:
+        assert isinstance(harness.ask(Accept(spec)), JobInfo)
+    gone.rmdir()  # every one of them now fails its start check
+    counts = harness.ask(SetMaxJobs(1))
+    assert (counts.queued, counts.failed) == (0, 450)
+    _store_alive(harness)
+
+
+def test_requests_told_instead_of_asked_are_carried_out_without_an_answer(
+    harness: Harness,
+) -> None:
+    harness.start()
+    store = harness.system.lookup(STORE)
+    info = harness.ask(Accept(harness.slow("s", lines=30)))
+    for request in (GetJob(info.id), WaitJob(info.id), ListJobs(), StoreStatus()):
+        store.tell(request)
+    store.tell(Cancel(info.id))
+    assert harness.wait(info.id).state is JobState.CANCELLED
+    _store_alive(harness)
+
+
+def test_a_note_about_a_job_that_is_not_running_is_ignored(harness: Harness) -> None:
+    harness.start(max_jobs=0)
+    queued = harness.ask(Accept(harness.fft("q")))
+    harness.system.lookup(STORE).tell(JobError(queued.id, "from nowhere"))
+    counts = harness.ask(SetMaxJobs(1))  # once, the queued job's record was gone by now
+    assert counts.failed == 0
+    assert harness.wait(queued.id).state is JobState.DONE
+    _store_alive(harness)
+
+
+def test_a_journal_row_this_release_cannot_read_is_shown_not_raised(harness: Harness) -> None:
+    with Journal(harness.journal) as journal:
+        job, _ = journal.submit("log", pack({"kind": "log", "output": "/o", "priority": 9}))
+    harness.start()
+    (listed,) = harness.ask(ListJobs())
+    assert listed.id == job.id and listed.state is JobState.FAILED
+    assert "unreadable spec" in (listed.error or "")
+    assert harness.ask(GetJob(job.id)) == listed
+    _store_alive(harness)
+
+
+def test_a_queued_jobs_output_directory_that_became_a_file_fails_the_job_at_start(
+    harness: Harness, tmp_path: Path
+) -> None:
+    spec = JobSpec(
+        JobKind.FFT, str(tmp_path / "dir" / "a.npy"), None, FFTOptions(synthetic=(1, 2, 2))
+    )
+    with Journal(harness.journal) as journal:
+        job, _ = journal.submit("fft", pack(spec_to_wire(spec)))
+    (tmp_path / "dir").write_text("a file now")  # temp-file cleanup cannot list it
+    harness.start()
+    failed = harness.wait(job.id)
+    assert failed.state is JobState.FAILED and "invalid_path" in (failed.error or "")
+    _store_alive(harness)
+
+
+def test_a_system_stopping_under_a_start_leaves_the_job_queued(tmp_path: Path) -> None:
+    # An in-process user that stops its system without a drain: the launcher meets a system
+    # that refuses spawns. Not the job's fault: it stays queued for the next start.
+    journal = str(tmp_path / "journal.sqlite3")
+    system = ActorSystem("test", clock=FakeClock())
+
+    def stopping(job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+        raise ActorStopping("the actor system is stopping")
+
+    try:
+        system.spawn(functools.partial(JobStore, journal, stopping, 1), STORE)
+        spec = JobSpec(JobKind.FFT, str(tmp_path / "a.npy"), None, FFTOptions(synthetic=(1, 2, 2)))
+        info = system.lookup(STORE).ask(Accept(spec), timeout=WAIT)
+        assert info.state is JobState.ACCEPTED
+    finally:
+        system.stop(timeout=WAIT)
+    with Journal(journal) as j:
+        assert j.get(info.id).state is JobState.ACCEPTED
+
+
+def test_a_cancel_after_a_release_is_journaled(harness: Harness) -> None:
+    # The daemon is stopping (the job went back to the queue), and a client cancels it: that
+    # is the client's word, kept, not dropped for the next start to run the job again.
+    harness.start()
+    info = harness.ask(Accept(harness.slow("s", lines=30)))
+    assert harness.ask(Release()) == Released((info.id,))
+    assert harness.ask(Cancel(info.id)).state is JobState.CANCELLED
+    assert harness.states()[info.id] == "cancelled"
+    assert harness.wait(info.id).state is JobState.CANCELLED
