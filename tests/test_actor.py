@@ -19,7 +19,9 @@ from actord import (
     MailboxFull,
     Message,
     MessageType,
+    ThreadChannel,
 )
+from actord.runtime.message import ControlKind
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
 
@@ -256,3 +258,24 @@ def test_a_pending_ping_fails_at_once_when_the_actor_is_removed(system: ActorSys
     release.set()
     assert pinger_error, "the pinger waited out its timeout instead of hearing ActorDead"
     assert system.channel.size("wedged") == (0, 0)
+
+
+def test_what_waits_for_a_member_that_left_becomes_a_dead_letter(channel: ThreadChannel) -> None:
+    # A pool member's own lane (an operator's command to ``pool#i``) is never lost silently:
+    # its leftovers become dead letters when its thread exits, or when the pool's mailbox goes.
+    channel.register("p", capacity=4)
+    first, second = channel.inbox("p", "p#0"), channel.inbox("p", "p#1")
+    first.tell("own", sender="$test", mtype=MessageType.COMMAND)
+    first.control(ControlKind.RESTART)  # meaningless once p#0 is gone: dropped
+    assert first.leave() == 1
+    first.tell("late", sender="$test", mtype=MessageType.COMMAND)  # p#0 has left: at once
+    with pytest.raises(ActorDead):  # not a wait for a member that will never answer
+        channel.ask_control("p", ControlKind.PING, timeout=WAIT, member="p#0")
+    second.tell("queued", sender="$test", mtype=MessageType.COMMAND)
+    assert channel.unregister("p") == 1  # the drain takes a member's own lane too
+    letters = [(d.message.payload, d.message.recipient, d.reason) for d in channel.dead_letters()]
+    assert letters == [
+        ("own", "p#0", DeadLetterReason.STOPPED),
+        ("late", "p#0", DeadLetterReason.STOPPED),
+        ("queued", "p#1", DeadLetterReason.STOPPED),
+    ]

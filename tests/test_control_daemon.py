@@ -219,3 +219,50 @@ def test_16_clients_times_500_requests_without_an_error(daemon: DaemonProcess) -
     with ThreadPoolExecutor(16) as pool:
         answered = list(pool.map(client_run, range(16)))
     assert answered == [500] * 16
+
+
+def _refusal(client: Client, *params: Any) -> RemoteError:
+    with pytest.raises(RemoteError) as refused:
+        client.call("send", *params)
+    return refused.value
+
+
+def test_commands_no_actor_declares_are_refused_and_never_reach_it(daemon: DaemonProcess) -> None:
+    with daemon.client() as client:
+        listed = client.call("actors")
+        assert all(list(a["commands"]) == [] for a in listed)  # no built-in actor takes any
+        before = {a["name"]: (a["restarts"], a["errors"]) for a in listed}
+        # A pool member takes any message for a work unit and crashes on a command: this many
+        # crashes (above the restart intensity, 5 in 60 s) would take the daemon down.
+        for recipient in ("parser", "parser#0", "fft") * 4:
+            refused = _refusal(client, recipient, "command", {"command": "command", "args": {}})
+            assert refused.code == "bad_request"
+            assert f"{recipient} does not accept the command 'command'" in refused.message
+            assert "it accepts none" in refused.message
+        refused = _refusal(client, "monitor", "command", {"command": "frob", "args": {"x": 1}})
+        assert refused.code == "bad_request" and "'frob'" in refused.message
+        after = {a["name"]: (a["restarts"], a["errors"]) for a in client.call("actors")}
+        assert client.call("ping") == "pong"
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert {name: after[name] for name in before} == before
+
+
+def test_pool_members_answer_to_the_names_actors_prints(daemon: DaemonProcess) -> None:
+    with daemon.client() as client:
+        parsers = [a["name"] for a in client.call("actors") if a["pool"] == "parser"]
+        assert parsers == ["parser#0", "parser#1"]
+        for member in parsers:
+            assert client.call("send", member, "ping")["actor"] == member
+        restarts = {a["name"]: a["restarts"] for a in client.call("actors")}
+        assert client.call("restart", "parser#1") == {"actor": "parser#1", "members": 1}
+        client.call("send", "parser#1", "ping")  # taken after the restart: it is done
+        after = {a["name"]: a["restarts"] for a in client.call("actors")}
+        assert after["parser#1"] == restarts["parser#1"] + 1
+        assert {n: r for n, r in after.items() if n != "parser#1"} == {
+            n: r for n, r in restarts.items() if n != "parser#1"
+        }
+        for params in (("send", "parser#7", "ping"), ("restart", "parser#7")):
+            with pytest.raises(RemoteError) as missing:
+                client.call(*params)
+            assert missing.value.code == "not_found"
+            assert "members: parser#0, parser#1" in missing.value.message

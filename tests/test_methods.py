@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -13,6 +13,7 @@ from actord import (
     AdminCommand,
     AskTimeout,
     InvalidArgument,
+    Message,
     MessageType,
     RestartPolicy,
     UnknownActor,
@@ -23,6 +24,7 @@ from actord.control.server import Call, Peer
 from actord.runtime.errors import ErrorCode, Refused
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
+from .conftest import Call as CallThread
 
 
 def _call(method: str, *params: Any) -> Call:
@@ -99,8 +101,14 @@ def test_an_unknown_method_lists_the_known_ones() -> None:
     assert dispatcher(_call("ping")) == "pong"
 
 
+class _Flusher(RecordingActor):
+    """Records what it gets, and declares the admin commands it accepts."""
+
+    commands: ClassVar[frozenset[str]] = frozenset({"level", "flush"})
+
+
 def test_send_delivers_a_typed_admin_command(system: ActorSystem, recorder: Recorder) -> None:
-    system.spawn(lambda: RecordingActor(recorder), "target")
+    system.spawn(lambda: _Flusher(recorder), "target")
     dispatch = Dispatcher(runtime_methods(system, _Hooks()))
     payload = {"command": "flush", "args": {"level": 2, "force": True}}
     assert dispatch(_call("send", "target", "command", payload))["delivered"] == "target"
@@ -131,6 +139,144 @@ def test_send_refuses_what_it_cannot_deliver(
         dispatch(_call("send", *params))
     assert raised.value.code is code
     assert recorder.handled == []
+
+
+@pytest.mark.parametrize(
+    ("actor", "says"),
+    [(RecordingActor, "it accepts none"), (_Flusher, "it accepts: flush, level")],
+)
+def test_send_refuses_a_command_the_actor_does_not_declare(
+    system: ActorSystem, recorder: Recorder, actor: type[RecordingActor], says: str
+) -> None:
+    ref = system.spawn(lambda: actor(recorder), "target")
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    with pytest.raises(Refused) as raised:
+        dispatch(_call("send", "target", "command", {"command": "frob", "args": {"x": 1}}))
+    assert raised.value.code is ErrorCode.BAD_REQUEST
+    assert "'frob'" in str(raised.value) and says in str(raised.value)
+    ref.tell("marker")  # behind anything the refusal might have let through
+    recorder.wait_count(1)
+    assert recorder.payloads() == ["marker"]
+
+
+def test_actors_lists_the_commands_each_accepts(system: ActorSystem, recorder: Recorder) -> None:
+    system.spawn(lambda: _Flusher(recorder), "flusher")
+    system.spawn_pool(lambda: RecordingActor(recorder), "plain", 2)
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    # Known once each member's first instance is made: these wait for that.
+    assert system.commands("flusher", timeout=WAIT) == {"flush", "level"}
+    assert system.commands("plain", timeout=WAIT) == frozenset()
+    listed = {a["name"]: a["commands"] for a in dispatch(_call("actors"))}
+    assert listed == {"flusher": ["flush", "level"], "plain#0": [], "plain#1": []}
+
+
+def test_commands_are_known_once_the_first_instance_is_made(
+    system: ActorSystem, recorder: Recorder
+) -> None:
+    made = threading.Event()
+
+    def slow() -> _Flusher:
+        assert made.wait(WAIT)
+        return _Flusher(recorder)
+
+    system.spawn(slow, "slow")
+    assert system.commands("slow", timeout=0) == frozenset()  # not known yet: none accepted
+    asking = CallThread(lambda: system.commands("slow", timeout=WAIT))
+    asking.start()
+    made.set()
+    asking.finish()
+    assert asking.result == {"flush", "level"}
+
+
+class _Held:
+    """Which member took "hold", set once it holds it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.member = ""
+
+
+class _HoldingFlusher(_Flusher):
+    """A `_Flusher` that, on "hold", says which member it is and waits for `release`."""
+
+    def __init__(self, recorder: Recorder, held: _Held, release: threading.Event) -> None:
+        super().__init__(recorder)
+        self.held = held
+        self.release = release
+
+    def handle(self, message: Message) -> None:
+        if message.payload == "hold":
+            self.held.member = self.member
+            self.held.entered.set()
+            assert self.release.wait(WAIT)
+        else:
+            super().handle(message)
+
+
+def test_pool_members_answer_to_the_names_actors_prints(
+    system: ActorSystem, recorder: Recorder
+) -> None:
+    held, release = _Held(), threading.Event()
+    pool = system.spawn_pool(lambda: _HoldingFlusher(recorder, held, release), "pool", 3)
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    members = [a["name"] for a in dispatch(_call("actors"))]
+    assert members == ["pool#0", "pool#1", "pool#2"]
+    for member in members:
+        assert dispatch(_call("send", member, "ping"))["actor"] == member
+    # A command for one member goes to that member, never to whichever is free: here the
+    # one busy on "hold" while the others wait for work.
+    pool.tell("hold")
+    assert held.entered.wait(WAIT)
+    for _ in range(5):
+        sent = dispatch(_call("send", held.member, "command", {"command": "flush"}))
+        assert sent == {"delivered": held.member, "command": "flush"}
+    release.set()
+    recorder.wait_count(5)
+    assert {member for member, _ in recorder.handled} == {held.member}
+    # A member's restart restarts that member alone (its ping is answered after it).
+    assert dispatch(_call("restart", "pool#1")) == {"actor": "pool#1", "members": 1}
+    assert dispatch(_call("send", "pool#1", "ping"))["actor"] == "pool#1"
+    restarts = {s.name: s.restarts for s in system.lookup("pool").stats()}
+    assert restarts == {"pool#0": 0, "pool#1": 1, "pool#2": 0}
+    assert dispatch(_call("restart", "pool")) == {"actor": "pool", "members": 3}
+
+
+@pytest.mark.parametrize("name", ["pool#3", "pool#", "single#0", "ghost#0", "pool#0#0"])
+def test_a_name_no_member_has_is_not_found(
+    system: ActorSystem, recorder: Recorder, name: str
+) -> None:
+    system.spawn_pool(lambda: _Flusher(recorder), "pool", 2)
+    system.spawn(lambda: _Flusher(recorder), "single")
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    for params in ((name, "ping"), (name, "command", {"command": "flush"})):
+        with pytest.raises(Refused) as raised:
+            dispatch(_call("send", *params))
+        assert raised.value.code is ErrorCode.NOT_FOUND, params
+    with pytest.raises(Refused) as raised:
+        dispatch(_call("restart", name))
+    assert raised.value.code is ErrorCode.NOT_FOUND
+    assert recorder.handled == []
+
+
+def test_a_member_with_a_full_lane_is_busy(system: ActorSystem, recorder: Recorder) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class _GatedFlusher(Gate):
+        commands: ClassVar[frozenset[str]] = frozenset({"flush"})
+
+    ref = system.spawn_pool(lambda: _GatedFlusher(entered, release), "pool", 1, capacity=2)
+    ref.tell("hold")
+    assert entered.wait(WAIT)
+    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
+    for _ in range(2):
+        dispatch(_call("send", "pool#0", "command", {"command": "flush"}))
+    with pytest.raises(Refused) as raised:
+        dispatch(_call("send", "pool#0", "command", {"command": "flush"}))
+    assert raised.value.code is ErrorCode.BUSY
+    release.set()
+    assert ref.ask("after", timeout=WAIT) == "after"
+    # The two commands, and the ask (a COMMAND request too).
+    assert ref.stats()[0].processed[MessageType.COMMAND] == 3
 
 
 def test_ping_through_send_reaches_the_receive_loop(

@@ -289,3 +289,42 @@ def test_stop_without_waiting_releases_the_name_when_the_last_thread_exits(
     assert "transient" not in system.channel
     again = system.spawn(lambda: RecordingActor(recorder), "transient")  # the name is free
     assert again.ask("hi", timeout=WAIT) == "hi"
+
+
+class _SaysWhenItStops(Actor):
+    def __init__(self, stopped: list[str], event: threading.Event) -> None:
+        self.stopped = stopped
+        self.event = event
+
+    def handle(self, message: Message) -> None:
+        if message.correlation_id is not None:
+            self.reply(message, self.member)
+
+    def on_stop(self) -> None:
+        self.stopped.append(self.member)
+        self.event.set()
+
+
+def test_a_member_that_left_the_pool_answers_to_its_name_no_more(system: ActorSystem) -> None:
+    stopped: list[str] = []
+    event = threading.Event()
+    system.spawn_pool(lambda: _SaysWhenItStops(stopped, event), "pool", 2)
+    for member in ("pool#0", "pool#1"):
+        assert system.ping(member, timeout=WAIT).actor == member
+    threads = {t.name: t for t in _actord_threads()}
+    system.resize("pool", 1)
+    assert event.wait(WAIT)
+    (gone,) = stopped
+    (left,) = {"pool#0", "pool#1"} - {gone}
+    threads[f"actord:{gone}"].join(WAIT)
+    for call in (
+        lambda: system.ping(gone, timeout=WAIT),
+        lambda: system.tell(gone, "x"),
+        lambda: system.restart(gone),
+        lambda: system.commands(gone, timeout=WAIT),
+    ):
+        with pytest.raises(UnknownActor, match=f"members: {left}"):
+            call()
+    assert system.ping(left, timeout=WAIT).actor == left
+    assert system.restart(left) == 1
+    assert system.channel.dead_letters() == ()

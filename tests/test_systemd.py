@@ -3,6 +3,7 @@ the watchdog and socket activation against a real `actord run`."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -30,8 +31,10 @@ def _installed_units(tmp_path: Path) -> list[str]:
     actord = Path(sys.executable).parent / "actord"
     assert actord.exists(), "the package is installed in this venv"
     service = (UNITS / "actord.service").read_text()
-    assert "ExecStart=/usr/local/bin/actord run" in service
-    (tmp_path / "actord.service").write_text(service.replace("/usr/local/bin/actord", str(actord)))
+    # Wherever the README's steps install it (a venv's bin/, say): that path, swapped for ours.
+    shipped = re.search(r"^ExecStart=(/\S+/bin/actord) run ", service, re.MULTILINE)
+    assert shipped is not None, "ExecStart runs an installed actord"
+    (tmp_path / "actord.service").write_text(service.replace(shipped.group(1), str(actord)))
     shutil.copy(UNITS / "actord.socket", tmp_path / "actord.socket")
     return [str(tmp_path / "actord.service"), str(tmp_path / "actord.socket")]
 
@@ -193,6 +196,23 @@ def test_the_watchdog_pings_only_while_every_actor_is_healthy(daemons: Daemons) 
     assert len(manager.times) > len(during)  # pings before or after the wedge
 
 
+def test_the_log_gives_the_real_watchdog_interval(daemons: Daemons) -> None:
+    daemon = daemons()
+    daemon.env["WATCHDOG_USEC"] = "4000000"  # half is 2 s, above the monitor's 1 s sampling
+    daemon.start()
+    daemon.wait_note("WATCHDOG=1", timeout=10)  # one that may have waited in the socket
+    times = []
+    while len(times) < 4:
+        daemon.wait_note("WATCHDOG=1", timeout=10)
+        times.append(time.monotonic())
+    said = re.search(r"systemd watchdog \(timeout 4\.0s\): a ping every ([0-9.]+)s", daemon.tail())
+    assert said is not None, daemon.tail()
+    every = float(said.group(1))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    assert every == 1.0
+    assert abs(gaps[1] - every) < 0.5, gaps  # the median gap: what the log promised
+
+
 def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> None:
     activate = require("systemd-socket-activate")
     daemon = DaemonProcess(tmp_path)
@@ -266,29 +286,38 @@ def _activated_daemon(
 
 
 def _control_listener(daemon: DaemonProcess) -> socket.socket:
-    """The daemon's control socket, bound and listening here, as systemd's .socket unit would."""
-    os.makedirs(os.path.dirname(daemon.socket), exist_ok=True)
+    """The daemon's control socket, bound and listening here, as systemd's .socket unit would:
+    not where the daemon's own config (``--socket``) says, which activation overrides."""
+    path = os.path.join(os.path.dirname(daemon.socket), "activated.sock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(daemon.socket)
+    listener.bind(path)
     listener.listen(16)
     return listener
 
 
-def test_an_activated_socket_outlives_the_daemon(tmp_path: Path) -> None:
+def test_an_activated_socket_outlives_the_daemon_and_is_the_one_named(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path)
     # We play systemd: we own the listening socket and keep it across daemon restarts.
     listener = _control_listener(daemon)
+    path = listener.getsockname()
     try:
-        for _ in range(2):  # the second daemon gets the same socket, still working
+        for run in range(2):  # the second daemon gets the same socket, still working
             proc = _activated_daemon(daemon, ("control", listener))
             try:
-                with Client(daemon.socket, timeout=60) as client:
+                with Client(path, timeout=60) as client:
                     assert client.call("ping") == "pong"
-                    assert client.call("status")["pid"] == proc.pid
+                    status = client.call("status")
+                assert status["pid"] == proc.pid
+                assert status["socket"] == path  # the activated one, not the configured one
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(30) == 0
-            assert os.path.exists(daemon.socket)
+            assert os.path.exists(path)
+            log = daemon.log.read_text().split("socket activation: ")[run + 1]
+            assert log.startswith(f"control is fd 3, {path}\n")
+            assert f"listening on {path}\n" in log
+        assert not os.path.exists(daemon.socket)  # nothing was bound where the config says
     finally:
         listener.close()
 
@@ -319,7 +348,7 @@ def test_the_metrics_socket_can_be_activated_too(tmp_path: Path) -> None:
     try:
         proc = _activated_daemon(daemon, ("control", control), ("metrics", metrics))
         try:
-            with Client(daemon.socket, timeout=60) as client:
+            with Client(control.getsockname(), timeout=60) as client:
                 url = client.call("status")["metrics"]
             assert url == f"http://127.0.0.1:{port}/metrics"
             with urllib.request.urlopen(url, timeout=10) as response:

@@ -145,6 +145,7 @@ def stats_to_wire(stats: ActorStats) -> dict[str, Any]:
         "busy_seconds": stats.busy_seconds,
         "handle_p50": stats.handle_time.quantile(0.5),
         "handle_p99": stats.handle_time.quantile(0.99),
+        "commands": sorted(stats.commands),
     }
 
 
@@ -162,6 +163,18 @@ def _admin_command(payload: object) -> AdminCommand:
     return AdminCommand(payload["command"], tuple(checked))
 
 
+def _check_declared(recipient: str, command: str, accepted: frozenset[str]) -> None:
+    # Before anything is delivered: an actor that takes every message for work (a pool
+    # member) would crash on a command it does not know, and enough of them, sent in a
+    # loop, would exceed its restart intensity and take the daemon down.
+    if command not in accepted:
+        known = f"it accepts: {', '.join(sorted(accepted))}" if accepted else "it accepts none"
+        raise Refused(
+            ErrorCode.BAD_REQUEST,
+            f"{recipient} does not accept the command {command!r} ({known}); nothing was sent",
+        )
+
+
 def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Method]:
     """The methods every actord serves, whatever application it hosts."""
 
@@ -175,16 +188,18 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         return [stats_to_wire(s) for s in system.stats()]
 
     def send(call: Call) -> dict[str, Any]:
+        # The recipient is an actor, a pool or one member (``pool#i``, as `actors` names
+        # it); an unknown one is not_found, never a dead letter.
         recipient = param(call, 0, str, "recipient")
         kind = param(call, 1, str, "type")
-        ref = system.lookup(recipient)  # not_found for an unknown actor, not a dead letter
         if kind == "ping":
-            pong = ref.ping(timeout=5.0)
+            pong = system.ping(recipient, timeout=5.0)
             return {"actor": pong.actor, "native_thread_id": pong.native_thread_id}
         if kind != "command":
             raise InvalidArgument(f"type: must be 'command' or 'ping', got {kind!r}")
         command = _admin_command(param(call, 2, dict, "payload"))
-        ref.tell(command, mtype=MessageType.COMMAND, sender="$control", timeout=5.0)
+        _check_declared(recipient, command.command, system.commands(recipient, timeout=5.0))
+        system.tell(recipient, command, mtype=MessageType.COMMAND, sender="$control", timeout=5.0)
         return {"delivered": recipient, "command": command.command}
 
     def restart(call: Call) -> dict[str, Any]:

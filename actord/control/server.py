@@ -37,7 +37,7 @@ from .protocol import (
     encode_response,
 )
 
-__all__ = ["Call", "ControlServer", "Handler", "Peer"]
+__all__ = ["Call", "ControlServer", "Handler", "Peer", "bound_address"]
 
 _log: Final = logging.getLogger("actord.control")
 _CRED: Final = struct.Struct("3i")
@@ -122,8 +122,21 @@ def _peer(conn: socket.socket) -> Peer:
     return Peer(pid, uid, gid)
 
 
+def bound_address(sock: socket.socket) -> str:
+    """Where a socket is bound, as people write it: a path, ``@name`` for an abstract Unix
+    socket, ``host:port``; "" if it is not bound."""
+    name = sock.getsockname()
+    if isinstance(name, bytes):  # Linux's abstract namespace: a leading NUL
+        return "@" + name[1:].decode(errors="replace")
+    if isinstance(name, str):
+        return name
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class ControlServer:
-    """Serve `handler` on a Unix socket at `path` (or on an inherited listening socket)."""
+    """Serve `handler` on a Unix socket at `path` (or on an inherited listening socket: then
+    `path` is where that socket really is, whatever the config said)."""
 
     def __init__(
         self,
@@ -136,7 +149,9 @@ class ControlServer:
         idle_timeout: float = 60.0,
         listener: socket.socket | None = None,
     ) -> None:
-        self.path = path
+        # An activated socket (systemd's .socket unit) is wherever the manager bound it: the
+        # operator is told that path, not the configured one the daemon would have bound.
+        self.path = path if listener is None else bound_address(listener) or path
         self.handler = handler
         self.frame_limit = frame_limit
         self.idle_timeout = idle_timeout

@@ -58,10 +58,19 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
         "demo",
         help="run a log job and an FFT job in-process on sample inputs (no daemon needed)",
         description="Start the runtime in-process, write a sample log (with malformed lines) "
-        "and a sample FFT stack into a directory, run a log job and an FFT job with a live "
-        "progress line, then print a summary and the output paths.",
+        "and a sample FFT stack into a directory, run a log job and an FFT job (a live "
+        "progress line on a terminal, one line per change of a job's state otherwise), then "
+        "print a summary and the output paths. The temporary directory is removed at the end "
+        "unless --keep; a --dir is always kept.",
     )
-    demo.add_argument("--dir", help="where to write inputs and outputs (default: a new temp dir)")
+    demo.add_argument(
+        "--dir", help="where to write inputs and outputs (kept; default: a new temp dir, removed)"
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory with the inputs and outputs",
+    )
     demo.add_argument("--lines", type=int, default=300_000, help="sample log lines (300000)")
     demo.add_argument("--chunks", type=int, default=16, help="FFT stack depth N (16)")
     demo.add_argument("--size", type=int, default=512, help="FFT chunk size H=W (512)")
@@ -93,6 +102,7 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--lines, --chunks, --size, --parsers and --fft-workers must be positive")
     return _load(_DEMO)(
         directory=args.dir,
+        keep=args.keep,
         lines=args.lines,
         chunks=args.chunks,
         size=args.size,

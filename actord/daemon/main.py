@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
-from ..control.server import ControlServer
+from ..control.server import ControlServer, bound_address
 from ..runtime.errors import (
     ActorDead,
     ActordError,
@@ -64,16 +64,19 @@ _STATUS_EVERY: Final = 5.0  # seconds between STATUS= updates to systemd
 # after `drain_deadline`, and together stay under a second, so a stop takes at most that long.
 _ACTORS_STOP: Final = 0.5
 _CONNECTIONS_STOP: Final = 0.3
-# daemon.* keys that a reload cannot change in place (reported as needing a restart)
+# Keys that a reload cannot change in place (reported as needing a restart); the application
+# adds its own (see `App.reconfigure`).
 _RESTART_KEYS: Final = (
-    "socket",
-    "state_dir",
-    "app",
-    "socket_group",
-    "max_connections",
-    "frame_limit",
-    "idle_timeout",
+    "daemon.socket",
+    "daemon.state_dir",
+    "daemon.app",
+    "daemon.socket_group",
+    "daemon.max_connections",
+    "daemon.frame_limit",
+    "daemon.idle_timeout",
+    "metrics.address",
 )
+_MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
 
 
 class _StartStopped(Exception):
@@ -117,6 +120,12 @@ class Daemon:
         self.config_path = config_path
         self.overrides = dict(overrides or {})
         self.config = self._load()  # raises ConfigError before anything starts
+        # What restart-only keys are compared with: the config the daemon started with, not
+        # the last one reloaded, so a change stays reported by every reload until a restart.
+        self._started_config = self.config
+        # Restart-only keys by name (an ordered set): ours, and the application's as it
+        # reports them.
+        self._restart_keys: dict[str, None] = dict.fromkeys(_RESTART_KEYS)
         self.generation = 1  # bumped by each applied reload
         self.started = time.monotonic()
         self.pid = os.getpid()
@@ -139,8 +148,8 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 3),
             "generation": self.generation,
             "config": self.config_path,
-            "socket": self.config.daemon.socket,
-            "state_dir": self.config.daemon.state_dir,
+            "socket": self.server.path,  # where it really listens (an activated socket too)
+            "state_dir": self._started_config.daemon.state_dir,  # a reload cannot move it
             "draining": self.draining,
             "actors": self.system.count(),
             "connections": self.server.connections,
@@ -252,7 +261,7 @@ class Daemon:
             self._stop_system(5.0)
             raise
         try:
-            _log.info("actord %s listening on %s", __version__, config.daemon.socket)
+            _log.info("actord %s listening on %s", __version__, self.server.path)
             self.notifier.ready(self._summary())
             return self._loop()
         except BaseException:
@@ -266,14 +275,21 @@ class Daemon:
     def _start_health(self, config: Config) -> None:
         # The monitor watches every actor, the application's too; under a systemd watchdog
         # it pings only while every actor is healthy, so a wedged actor stops the pings.
-        interval = watchdog_interval(self.env)
-        if interval is not None:
-            _log.info("systemd watchdog: a ping every %.1fs while every actor is healthy", interval)
-        ping = self.notifier.watchdog if interval is not None else None
+        # The monitor samples every second, or at the watchdog's half-timeout if that is
+        # shorter; it pings at each healthy sample, so the log gives that period.
+        wanted = watchdog_interval(self.env)
+        every = _MONITOR_EVERY if wanted is None else min(_MONITOR_EVERY, wanted)
+        if wanted is not None:
+            _log.info(
+                "systemd watchdog (timeout %.1fs): a ping every %.1fs while every actor is healthy",
+                2 * wanted,
+                every,
+            )
+        ping = self.notifier.watchdog if wanted is not None else None
         self.system.spawn(
             lambda: Monitor(
                 self.system,
-                interval=min(1.0, interval or 1.0),
+                interval=every,
                 stuck_after=config.daemon.stuck_after,
                 on_healthy=ping,
             ),
@@ -303,7 +319,8 @@ class Daemon:
                 else name
             )
             sockets[key] = socket.socket(fileno=fd)
-            _log.info("socket activation: %s is fd %d", key, fd)
+            where = bound_address(sockets[key]) or "unbound"
+            _log.info("socket activation: %s is fd %d, %s", key, fd, where)
         return sockets
 
     def _start_metrics(self, config: Config, listener: socket.socket | None) -> None:
@@ -365,20 +382,14 @@ class Daemon:
         except ConfigError as error:
             self._reload_failed(done, "refused", error)
             return
-        pending = [
-            f"daemon.{key}"
-            for key in _RESTART_KEYS
-            if getattr(config.daemon, key) != getattr(self.config.daemon, key)
-        ]
-        if config.metrics != self.config.metrics:
-            pending.append("metrics.address")
         try:
-            pending += self.app.reconfigure(config)
+            reported = self.app.reconfigure(config)
         except ActordError as error:
             # Partly applied at worst (pool sizes are each all-or-nothing); the old config
             # stays the one reported, and the operator hears why.
             self._reload_failed(done, "failed", error)
             return
+        pending = self._restart_needed(config, reported)
         logging.getLogger().setLevel(config.daemon.log_level)
         self.config = config
         self.generation += 1
@@ -388,6 +399,19 @@ class Daemon:
         self.notifier.ready(self._summary())
         if done is not None:
             done.set_result({"generation": self.generation, "restart_needed": pending})
+
+    def _restart_needed(self, config: Config, reported: list[str]) -> list[str]:
+        """Every restart-only key whose value now differs from the one the daemon started
+        with; `reported` are the keys the application found changed since the last reload
+        (it compares with that one): they are restart-only keys from now on."""
+        self._restart_keys.update(dict.fromkeys(reported))
+        pending = []
+        for key in self._restart_keys:
+            before, after = _setting(self._started_config, key), _setting(config, key)
+            # A key that names no setting cannot be compared: pending until the restart.
+            if before is _NO_SETTING or before != after:
+                pending.append(key)
+        return pending
 
     def _reload_failed(
         self, done: Future[dict[str, Any]] | None, how: str, error: ActordError
@@ -459,6 +483,19 @@ class Daemon:
         figures = self.app.status()
         jobs = ", ".join(f"{k} {v}" for k, v in figures.items() if isinstance(v, int))
         return f"generation {self.generation}; {len(self.system.names())} actors; {jobs}"
+
+
+_NO_SETTING: Final = object()
+
+
+def _setting(config: Config, key: str) -> object:
+    """The value of a dotted key (``parser.executor``, ``mailbox_capacity``) in `config`."""
+    value: object = config
+    for part in key.split("."):
+        value = getattr(value, part, _NO_SETTING)
+        if value is _NO_SETTING:
+            break
+    return value
 
 
 def _stuck_threads() -> list[str]:

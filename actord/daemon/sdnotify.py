@@ -3,8 +3,9 @@
 `Notifier` sends datagrams to ``$NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract
 socket); without it every call is a no-op, so the daemon runs the same outside systemd.
 `watchdog_interval` reads ``$WATCHDOG_USEC`` (honouring ``$WATCHDOG_PID``) and returns the
-period at which to ping: half the timeout. `listen_fds` takes sockets passed by socket
-activation (``$LISTEN_FDS``, ``$LISTEN_PID``, ``$LISTEN_FDNAMES``).
+longest period at which to ping: half the timeout (the daemon may ping more often).
+`listen_fds` takes sockets passed by socket activation (``$LISTEN_FDS``, ``$LISTEN_PID``,
+``$LISTEN_FDNAMES``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def _one_line(text: str) -> str:
 
 
 def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
-    """Seconds between watchdog pings (half of WATCHDOG_USEC), or None without a watchdog."""
+    """The most seconds between two watchdog pings (half of WATCHDOG_USEC), or None without a
+    watchdog."""
     env = os.environ if env is None else env
     usec = env.get("WATCHDOG_USEC", "")
     if not usec.isdigit() or int(usec) == 0:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from . import interrupt, logctx
 from .channel import Inbox, ThreadChannel
@@ -42,6 +42,13 @@ class Actor:
     The runtime binds `name`, `member` and the helpers before `on_start`; they are not yet
     available in `__init__`.
     """
+
+    # The operator's commands (`AdminCommand.command`, sent with ``actorctl send ACTOR
+    # command NAME``) that `handle` carries out. The control socket refuses any other before
+    # it is delivered: an actor that treats every message as work would crash on one.
+    # ``actorctl actors`` lists them. Declare them on the class, for example
+    # ``commands: ClassVar[frozenset[str]] = frozenset({"flush"})``.
+    commands: ClassVar[frozenset[str]] = frozenset()
 
     _channel: ThreadChannel
     _name: str
@@ -270,9 +277,11 @@ class _Cell:
         "_ref",
         "_stopping",
         "_supervisor",
+        "commands",
         "counters",
         "current",
         "hook",
+        "made",
         "mailbox",
         "member",
         "retired",
@@ -309,6 +318,10 @@ class _Cell:
         self._on_escalate = on_escalate
         self._on_exit = on_exit
         self.counters = _Counters()
+        # The admin commands of the instance last made, and set once the first one is made
+        # (before that, which commands the factory's actor accepts is not known).
+        self.commands: frozenset[str] = frozenset()
+        self.made = threading.Event()
         self.retired = False  # left a shrinking pool (set on its own thread as it exits)
         # The message in hand (read by the log record factory on this thread).
         self.current: Message | None = None
@@ -329,7 +342,9 @@ class _Cell:
 
     def stats(self, role: str | None = None) -> ActorStats:
         depth, capacity = self._inbox.size()
-        return ActorStats._capture(self.member, self.mailbox, self.counters, depth, capacity, role)
+        return ActorStats._capture(
+            self.member, self.mailbox, self.counters, depth, capacity, role, self.commands
+        )
 
     def interrupt(self) -> None:
         """Any thread: stop this member now, wherever the runtime has it blocked."""
@@ -340,6 +355,10 @@ class _Cell:
     def control(self, kind: ControlKind) -> None:
         """Any thread: a control request for this member alone (a restart, say)."""
         self._inbox.control(kind)
+
+    def tell(self, payload: Any, *, mtype: MessageType, sender: str) -> None:
+        """Any thread: a message for this member alone (see `Inbox.tell`)."""
+        self._inbox.tell(payload, sender=sender, mtype=mtype)
 
     def end_backoff(self) -> None:
         """Any thread, as a stop begins: a member waiting to restart gives up at once."""
@@ -391,6 +410,7 @@ class _Cell:
             self.current = None
             self.hook = None
             interrupt.bind(None)
+            self._inbox.leave()  # what waits for this member alone: dead letters, not lost
             logctx.bind(None)
             self._on_exit(self)
 
@@ -400,6 +420,8 @@ class _Cell:
             actor: Actor | None = None
             try:
                 actor = self._factory()
+                self.commands = frozenset(actor.commands)
+                self.made.set()
                 actor._channel = self._channel
                 actor._name = self.mailbox
                 actor._member = self.member

@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future
 from typing import Any, Final
 
@@ -48,6 +48,9 @@ from .timers import TimerService
 __all__ = ["DEAD_LETTERS", "Inbox", "ThreadChannel"]
 
 DEAD_LETTERS: Final = "$deadletters"
+# How many names of stopped actors (and requests whose asker stopped) are remembered, so that
+# what is sent to them late is told apart from a send to a name nothing ever answered to.
+_GONE_KEPT: Final = 4096
 _log: Final = logging.getLogger("actord.channel")
 _RESPONSE: Final = MessageType.RESPONSE
 _allocate_lock: Final = _thread.allocate_lock
@@ -131,6 +134,29 @@ class Inbox:
         message = Message(MessageType.CONTROL, "$system", self._mailbox.name, Control(kind))
         self._mailbox.put_control(message, None if anyone else self.member)
 
+    def tell(self, payload: Any, *, sender: str, mtype: MessageType) -> None:
+        """Any thread: a message for this member alone, taken before the shared queue (an
+        operator's command to ``pool#i``). Never blocks: `MailboxFull` while `capacity`
+        messages already wait for this member; a dead letter once its actor is stopping."""
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
+        message = Message(mtype, sender, self.member, payload)
+        try:
+            self._mailbox.put_member(message, self.member)
+        except MailboxClosed:
+            # Never re-routed by name: a new actor may have taken it meanwhile.
+            if self._channel.closed:
+                raise ChannelClosed("the channel is closed") from None
+            self._channel.dead_letter(message, DeadLetterReason.STOPPED)
+
+    def leave(self) -> int:
+        """This member's thread, as it exits: what still waits for this member alone becomes
+        dead letters (STOPPED; a pending ping fails at once). Returns how many."""
+        leftovers = self._mailbox.leave(self.member)
+        for message in leftovers:
+            self._channel.dead_letter(message, DeadLetterReason.STOPPED)
+        return len(leftovers)
+
     def size(self) -> tuple[int, int]:
         """(depth, capacity) of this mailbox; (0, 0) once it has been drained for good."""
         mailbox = self._mailbox
@@ -154,10 +180,15 @@ class ThreadChannel:
         # entry is the one that resolves its future.
         self._pending: dict[str, Future[Any] | _ReplySlot] = {}
         self._correlation = itertools.count(1)
-        # _dead_lock guards _dead_ring and _dead_counts.
+        # _dead_lock guards _dead_ring, _dead_counts, _gone and _abandoned.
         self._dead_lock = threading.Lock()
         self._dead_ring: deque[DeadLetter] = deque(maxlen=dead_letter_capacity)
         self._dead_counts: Counter[DeadLetterReason] = Counter()
+        # The most recent names whose mailbox was removed (an actor that stopped) and requests
+        # whose asker stopped waiting: a message sent to either later is STOPPED, the expected
+        # end of a short-lived actor (a job's reader), not UNKNOWN_RECIPIENT or LATE_REPLY.
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
         self.timers = timers if timers is not None else TimerService()
 
     # -- mailboxes -------------------------------------------------------------------------
@@ -174,6 +205,8 @@ class ThreadChannel:
             if name in self._routes:
                 raise NameTaken(f"a mailbox named {name!r} already exists")
             self._routes = {**self._routes, name: Mailbox(name, capacity)}
+        with self._dead_lock:
+            self._gone.pop(name, None)
 
     def unregister(self, name: str) -> int:
         """Remove the mailbox; whatever is still queued becomes dead letters (STOPPED).
@@ -199,8 +232,20 @@ class ThreadChannel:
                 for pub, subs in self._subscribers.items()
                 if pub != name
             }
+        self._remember(self._gone, name)
         mailbox.close()
         return True
+
+    def _remember(self, gone: OrderedDict[str, None], key: str) -> None:
+        with self._dead_lock:
+            gone[key] = None
+            gone.move_to_end(key)
+            if len(gone) > _GONE_KEPT:
+                gone.popitem(last=False)
+
+    def _remembered(self, gone: OrderedDict[str, None], key: str | None) -> bool:
+        with self._dead_lock:
+            return key in gone
 
     def _discard(self, mailbox: Mailbox) -> int:
         # What is still queued becomes dead letters (and fails the requests among it).
@@ -301,7 +346,9 @@ class ThreadChannel:
         if mailbox is None:
             if self._closed:
                 return self._undeliverable(message)
-            self.dead_letter(message, DeadLetterReason.UNKNOWN_RECIPIENT)
+            stopped = self._remembered(self._gone, message.recipient)
+            reason = DeadLetterReason.STOPPED if stopped else DeadLetterReason.UNKNOWN_RECIPIENT
+            self.dead_letter(message, reason)
             return False
         try:
             mailbox.put(message, timeout)
@@ -436,19 +483,27 @@ class ThreadChannel:
             pending.pop(correlation_id, None)
 
     def ask_control(
-        self, name: str, kind: ControlKind, *, timeout: float, sender: str = "$system"
+        self,
+        name: str,
+        kind: ControlKind,
+        *,
+        timeout: float,
+        sender: str = "$system",
+        member: str | None = None,
     ) -> Any:
-        """Send a CONTROL request through the control lane and wait for the loop's reply."""
+        """Send a CONTROL request through the control lane and wait for the loop's reply:
+        from whichever member takes it first, or from `member` alone (``pool#i``)."""
         mailbox = self._mailbox(name)
         if mailbox.closed:
             raise ActorDead(f"{name!r} is stopping or stopped")
         correlation_id = f"{sender}:{next(self._correlation)}"
         slot = self._pending[correlation_id] = _ReplySlot()
+        recipient = member or name
         try:
-            mailbox.put_control(
-                Message(MessageType.CONTROL, sender, name, Control(kind), correlation_id)
-            )
-            return self._await_reply(slot, correlation_id, name, timeout)
+            message = Message(MessageType.CONTROL, sender, recipient, Control(kind), correlation_id)
+            if not mailbox.put_control(message, member):
+                raise ActorDead(f"{recipient!r} has stopped")
+            return self._await_reply(slot, correlation_id, recipient, timeout)
         finally:
             self._pending.pop(correlation_id, None)
 
@@ -475,7 +530,15 @@ class ThreadChannel:
         # The stopping thread: whoever pops the slot resolves it (here, or the replier).
         slot = self._pending.pop(correlation_id, None)
         if slot is not None:
+            self._remember(self._abandoned, correlation_id)
             slot.set_exception(ActorStopping(f"{owner} is stopping"))
+
+    def _late(self, response: Message) -> None:
+        # A reply nobody waits for: its asker stopped (STOPPED), or gave up (LATE_REPLY).
+        stopped = self._remembered(self._abandoned, response.correlation_id)
+        self.dead_letter(
+            response, DeadLetterReason.STOPPED if stopped else DeadLetterReason.LATE_REPLY
+        )
 
     def reply(self, request: Message, payload: Any, *, sender: str) -> None:
         """Answer `request` (which must carry a correlation id) with `payload`."""
@@ -486,8 +549,7 @@ class ThreadChannel:
             check_payload(payload)
         waiter = self._pending.pop(correlation_id, None)
         if waiter is None:
-            late = Message(_RESPONSE, sender, request.sender, payload, correlation_id)
-            self.dead_letter(late, DeadLetterReason.LATE_REPLY)
+            self._late(Message(_RESPONSE, sender, request.sender, payload, correlation_id))
         elif type(waiter) is _ReplySlot:  # a blocking ask: no method call on the hot path
             waiter.value = payload
             waiter._done.release()
@@ -501,7 +563,7 @@ class ThreadChannel:
             else None
         )
         if waiter is None:
-            self.dead_letter(response, DeadLetterReason.LATE_REPLY)
+            self._late(response)
             return False
         waiter.set_result(response.payload)
         return True

@@ -11,7 +11,8 @@ put during that window pay for a useless notify; `_WaitQueue` removes a waiter a
 
 A stop reaches an actor blocked here: each wait arms the thread's `StopToken` (see
 `interrupt.py`) with a wake-up that removes just that waiter, and the wait ends with
-`ActorStopping`. A control message may name one member of a pool: only that member takes it.
+`ActorStopping`. A control message may name one member of a pool: only that member takes it;
+so may a data message (an operator's command to `pool#i`), bounded by the mailbox's capacity.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections import deque
 from . import interrupt
 from .errors import MailboxClosed, MailboxFull
 from .interrupt import StopToken
-from .message import Message
+from .message import Message, MessageType
 
 _monotonic = time.monotonic
 _allocate_lock = _thread.allocate_lock
@@ -93,6 +94,7 @@ class Mailbox:
         "_control",
         "_data",
         "_gone",
+        "_left",
         "_lock",
         "_not_empty",
         "_not_full",
@@ -109,6 +111,9 @@ class Mailbox:
         self._data: deque[Message] = deque()
         self._control: deque[Message] = deque()  # for whichever receiver comes first
         self._targeted: dict[str, deque[Message]] = {}  # per member; no empty deque is kept
+        # Members whose thread has exited: nothing may wait for them any more (member names
+        # are never reused, so this holds a few names per pool resize).
+        self._left: set[str] = set()
         self._closed = False
         self._gone = False  # drained for good: nothing may be put back
         self._not_empty = _WaitQueue()  # receivers blocked in take
@@ -165,17 +170,49 @@ class Mailbox:
         if len(self._data) + 1 < self.capacity and self._not_full:
             self._not_full.notify()  # room for more: pass the wake-up on
 
-    def put_control(self, message: Message, member: str | None = None) -> None:
+    def put_control(self, message: Message, member: str | None = None) -> bool:
         """Append to the control lane: never blocks, accepted even when closed. With `member`,
         only the receiver that takes as that member gets it (a restart or a stop of one pool
-        member); otherwise whichever receiver comes first."""
+        member); otherwise whichever receiver comes first. False (dropped) if that member
+        has left already."""
         with self._lock:
             if member is None:
                 self._control.append(message)
+            elif member in self._left:
+                return False
             else:
                 self._targeted.setdefault(member, deque()).append(message)
             if self._not_empty:
                 self._not_empty.notify_all()
+            return True
+
+    def put_member(self, message: Message, member: str) -> None:
+        """Append a data message that only `member` takes, in its own lane (served before the
+        shared ones, as its control messages are). Never blocks: raises `MailboxFull` at once
+        while `capacity` messages already wait for that member, `MailboxClosed` once closed
+        or once that member has left."""
+        with self._lock:
+            if self._closed:
+                raise MailboxClosed(f"mailbox {self.name!r} is closed")
+            if member in self._left:
+                raise MailboxClosed(f"{member!r} has stopped")
+            lane = self._targeted.get(member)
+            if lane is not None and len(lane) >= self.capacity:
+                raise MailboxFull(
+                    f"{member!r} already has {self.capacity} messages waiting for it", message
+                )
+            self._targeted.setdefault(member, deque()).append(message)
+            if self._not_empty:
+                self._not_empty.notify_all()
+
+    def leave(self, member: str) -> list[Message]:
+        """`member` will take nothing more (its thread is exiting): remove its own lane and
+        return what in it must not vanish (data, and requests someone waits on); the other
+        control messages, meant for a thread that is gone, are dropped."""
+        with self._lock:
+            self._left.add(member)
+            lane = self._targeted.pop(member, None)
+        return [] if lane is None else [m for m in lane if _kept(m)]
 
     def requeue_front(self, messages: list[Message]) -> bool:
         """Put messages a receiver took but did not handle back at the front, in order.
@@ -193,8 +230,9 @@ class Mailbox:
     def take(
         self, max_items: int = 1, timeout: float | None = None, member: str | None = None
     ) -> list[Message]:
-        """Remove and return up to `max_items` messages, control messages first (those for
-        `member` before those for anyone).
+        """Remove and return up to `max_items` messages: one of `member`'s own first (a
+        control message, or a command for that member alone), then control messages for
+        anyone, then data.
 
         Blocks while both lanes are empty. Raises `TimeoutError` when `timeout` runs out,
         `MailboxClosed` once the mailbox is closed and its data lane is drained, and
@@ -258,13 +296,14 @@ class Mailbox:
             self._not_empty.notify_all()
 
     def drain(self) -> list[Message]:
-        """Close for good: remove and return every queued data message and every control
-        request that someone waits on (a ping); other control messages are discarded. What
-        a receiver tries to put back afterwards is refused (see `requeue_front`)."""
+        """Close for good: remove and return every queued data message (a member's own too)
+        and every control request that someone waits on (a ping); other control messages are
+        discarded. What a receiver tries to put back afterwards is refused (see
+        `requeue_front`)."""
         with self._lock:
             self._closed = self._gone = True
             lanes = [self._control, *self._targeted.values()]
-            items = [m for lane in lanes for m in lane if m.correlation_id is not None]
+            items = [m for lane in lanes for m in lane if _kept(m)]
             items.extend(self._data)
             self._data.clear()
             self._control.clear()
@@ -272,3 +311,9 @@ class Mailbox:
             self._not_full.notify_all()
             self._not_empty.notify_all()
             return items
+
+
+def _kept(message: Message) -> bool:
+    # A control message nobody waits on (a stop, a restart) means nothing once its receiver
+    # is gone; anything else becomes a dead letter, never lost silently.
+    return message.correlation_id is not None or message.type is not MessageType.CONTROL

@@ -132,7 +132,9 @@ Scalar = str | int | float | bool | None
 @dataclass(frozen=True, slots=True)
 class AdminCommand:
     """An operator's message to an actor (``actorctl send``): a command name and flat
-    arguments. An actor that does not know the command ignores it or fails it, as it likes."""
+    arguments. The control socket delivers only the commands the actor's class declares in
+    `Actor.commands`; one sent in-process that it does not know it ignores or fails, as it
+    likes."""
 
     command: str
     args: tuple[tuple[str, Scalar], ...] = ()

@@ -136,6 +136,7 @@ class ActorStats:
     # so that labels stay bounded; None for everyone else.
     role: str | None = None
     cpu_at_exit: tuple[float, float] = (0.0, 0.0)  # (user, system), for retired totals only
+    commands: frozenset[str] = frozenset()  # the admin commands it accepts (`Actor.commands`)
 
     @property
     def processed_total(self) -> int:
@@ -150,6 +151,7 @@ class ActorStats:
         depth: int,
         capacity: int,
         role: str | None = None,
+        commands: frozenset[str] = frozenset(),
     ) -> ActorStats:
         busy_since = counters.busy_since_ns
         busy = (time.monotonic_ns() - busy_since) / 1e9 if busy_since else 0.0
@@ -169,4 +171,5 @@ class ActorStats:
             busy_seconds=busy,
             role=role,
             cpu_at_exit=counters.cpu_at_exit,
+            commands=commands,
         )

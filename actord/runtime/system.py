@@ -28,7 +28,7 @@ from .errors import (
     StopTimeout,
     UnknownActor,
 )
-from .message import ControlKind
+from .message import ControlKind, MessageType, Pong
 from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, RestartPolicy, Supervisor
 from .timers import Timer, TimerService
@@ -129,16 +129,46 @@ class _Group:
                 raise ActorStopping(f"the actor system is stopping: {self.name!r} is {self._state}")
             raise ActorDead(f"{self.name!r} is {self._state}")
 
-    def restart(self) -> int:
-        """Ask each member to replace its instance with a fresh one: a request addressed to
-        that member, which it takes between messages (a busy one once it is free); nothing
-        queued is lost."""
+    def restart(self, member: str | None = None) -> int:
+        """Ask each member (or `member` alone) to replace its instance with a fresh one: a
+        request addressed to that member, which it takes between messages (a busy one once
+        it is free); nothing queued is lost."""
         with self._lock:
             self._check_running()
-            members = [c for c in self.cells if not c.retired and c.thread.is_alive()]
+            members = [self._member(member)] if member else self._members()
         for cell in members:
             cell.control(ControlKind.RESTART)
         return len(members)
+
+    def _members(self) -> list[_Cell]:
+        # Called with _lock held: the members serving now (not leaving, not exited).
+        return [c for c in self.cells if not c.retired and c.thread.is_alive()]
+
+    def _member(self, member: str) -> _Cell:
+        # Called with _lock held.
+        members = self._members()
+        for cell in members:
+            if cell.member == member:
+                return cell
+        names = ", ".join(c.member for c in members) or "none"
+        raise UnknownActor(f"no member {member!r} in pool {self.name!r} (members: {names})")
+
+    def cell(self, member: str) -> _Cell:
+        """The running member named `member` (``pool#i``)."""
+        with self._lock:
+            self._check_running()
+            return self._member(member)
+
+    def commands(self, member: str | None, timeout: float) -> frozenset[str]:
+        """The admin commands `member` accepts, or that every member accepts (any member of
+        a pool may take a command sent to the pool). A member's commands are known once its
+        first instance is made: wait for that until `timeout`."""
+        with self._lock:
+            self._check_running()
+            cells = [self._member(member)] if member else self._members()
+        deadline = time.monotonic() + timeout
+        known = [c.commands for c in cells if c.made.wait(max(0.0, deadline - time.monotonic()))]
+        return frozenset.intersection(*known) if known else frozenset()
 
     def stats(self) -> tuple[ActorStats, ...]:
         with self._lock:
@@ -337,17 +367,18 @@ class ActorSystem:
         group.resize(size)
 
     def restart(self, name: str) -> int:
-        """Restart an actor (each member of a pool) on its mailbox; returns the member count.
+        """Restart an actor (each member of a pool), or one pool member (``pool#i``), on its
+        mailbox; returns how many members restart.
 
         Refused (`InvalidArgument`) for an actor whose policy allows no restart
         (``max_restarts=0``): its state would be lost."""
-        group = self._group(name)
+        group, member = self._resolve(name)
         if group.policy.max_restarts == 0:
             raise InvalidArgument(
                 f"{name!r} keeps state a restart would lose (max_restarts=0); "
                 "restart the daemon instead"
             )
-        return group.restart()
+        return group.restart(member)
 
     def lookup(self, name: str) -> ActorRef:
         return self._group(name).ref
@@ -357,6 +388,56 @@ class ActorSystem:
         if group is None:
             raise UnknownActor(f"no actor named {name!r}")
         return group
+
+    def _resolve(self, name: str) -> tuple[_Group, str | None]:
+        # An actor or pool by its name, or one pool member by the name `stats()` gives it
+        # (``pool#i``): the group, and the member (None for the whole actor or pool).
+        group = self._groups.get(name)
+        if group is not None:
+            return group, None
+        pool, sep, _ = name.rpartition("#")
+        group = self._groups.get(pool) if sep else None
+        if group is None or not group.pooled:
+            raise UnknownActor(f"no actor named {name!r}")
+        return group, name
+
+    def ping(self, name: str, *, timeout: float = 5.0) -> Pong:
+        """Ask a receive loop whether it is turning: the actor's, any member's of a pool, or
+        one member's (``pool#i``). Raises `UnknownActor`, `ActorDead` or `AskTimeout`."""
+        group, member = self._resolve(name)
+        if member is None:
+            return group.ref.ping(timeout=timeout)
+        group.cell(member)  # a member that is not running is not waited for
+        pong: Pong = self.channel.ask_control(
+            group.name, ControlKind.PING, timeout=timeout, member=member
+        )
+        return pong
+
+    def tell(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        mtype: MessageType = MessageType.DATA,
+        sender: str = "$system",
+        timeout: float | None = None,
+    ) -> None:
+        """Send to an actor or pool (see `ActorRef.tell`), or to one pool member
+        (``pool#i``): that member alone takes it, before what the pool has queued; it never
+        blocks (`MailboxFull` at once while the mailbox's capacity of messages already waits
+        for that member). Raises `UnknownActor` for a name nothing answers to."""
+        group, member = self._resolve(name)
+        if member is None:
+            group.ref.tell(payload, mtype=mtype, sender=sender, timeout=timeout)
+        else:
+            group.cell(member).tell(payload, mtype=mtype, sender=sender)
+
+    def commands(self, name: str, *, timeout: float = 5.0) -> frozenset[str]:
+        """The admin commands (`Actor.commands`) an actor, a pool (every member) or one pool
+        member (``pool#i``) accepts; waits up to `timeout` for a just-spawned actor's first
+        instance, whose class declares them."""
+        group, member = self._resolve(name)
+        return group.commands(member, timeout)
 
     def count(self) -> int:
         """How many actors (a pool counts once) are running."""
