@@ -62,7 +62,9 @@ def test_submit_and_watch_through_actorctl(daemons: Daemons) -> None:
     out.parent.mkdir()
     done = daemon.ctl("submit", "log", str(out), "--input", str(source), "--wait", "--json")
     assert done.returncode == 0, done.stderr
-    final = json.loads(done.stdout.splitlines()[-1])
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["event"] == "end"  # every line of --json follow mode says what it is
+    final = last["job"]
     assert final["state"] == "done"
     assert final["summary"]["rejected"] == malformed
     assert len(out.read_text().splitlines()) == 20_000 - malformed
@@ -364,6 +366,25 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_broken(
         config.write_text("[nope]\n")
         daemon.call("reload")
     assert refused_call.value.code == "bad_request" and "nope" in refused_call.value.message
+
+
+def test_restart_needed_lists_every_pending_key_until_the_restart(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    config = tmp_path / "actord.toml"
+    config.write_text("[parser]\nexecutor = 'thread'\n")
+    daemon = daemons("--config", str(config)).start()
+    both = ["daemon.idle_timeout", "parser.executor"]  # the daemon's key, the application's
+    for text, pending in (
+        ("[parser]\nexecutor = 'process'\n[daemon]\nidle_timeout = 30.0\n", both),
+        # A reload that changes nothing more: both changes still wait for the restart.
+        ("[parser]\nexecutor = 'process'\n[daemon]\nidle_timeout = 30.0\nmax_jobs = 3\n", both),
+        # Set back to what the daemon started with: nothing to wait for any more.
+        ("[parser]\nexecutor = 'thread'\n[daemon]\nidle_timeout = 30.0\n", both[:1]),
+    ):
+        config.write_text(text)
+        assert list(daemon.call("reload")["restart_needed"]) == pending, text
+    assert daemon.call("status")["generation"] == 4
 
 
 def test_the_same_idempotency_key_across_a_restart_is_one_job(daemons: Daemons) -> None:

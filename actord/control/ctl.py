@@ -1,112 +1,131 @@
-"""`actorctl`: one subcommand per control method; tables for people, ``--json`` for scripts.
+"""`actorctl`: one subcommand per control method; figures for people, ``--json`` for scripts.
 
-Exit codes: 0 done; 1 the command failed (an error from the daemon, or a watched job that
-failed or was cancelled); 2 bad usage; 3 the daemon is not running (as `systemctl
-is-active`).
+Exit codes: 0 done; 1 the command failed (an error from the daemon, a watched job that failed
+or was cancelled, a cancel that came too late); 2 bad usage; 3 the daemon is not running (as
+`systemctl is-active`); 130 interrupted (Ctrl-C). Output cut short by its reader (``| head``)
+ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import signal
 import sys
-import urllib.request
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TextIO
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from .. import __version__
 from ..runtime.errors import ExitCode
+from . import completion, jobview, scrape, views
 from .client import Client, NotRunning, RemoteError, default_socket
+from .human import Output, OutputClosed
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 OK, FAILED, USAGE, NOT_RUNNING = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING
-
-_JOB_COLUMNS: Final = (
-    "id",
-    "kind",
-    "state",
-    "done",
-    "total",
-    "crash_retries",
-    "started",
-    "ended",
-    "output",
-    "error",
-)
-_TIMES: Final = frozenset({"created", "started", "ended"})  # RFC 3339 on the wire
-_ACTOR_COLUMNS: Final = (
-    "name",
-    "state",
-    "processed",
-    "errors",
-    "restarts",
-    "mailbox_depth",
-    "mailbox_capacity",
-    "native_thread_id",
-)
+INTERRUPTED: Final = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C stopped
+_JOBS_LIMIT: Final = 10_000  # the daemon's own bound on `jobs` (actors/service.py)
+_POOL_LIMIT: Final = 256  # the daemon's own bound on `scale` (control/methods.py)
+_VERSION_TIMEOUT: Final = 2.0  # `--version` asks a running daemon for its own, briefly
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """actorctl's command line (also what `completion` generates the shell scripts from)."""
+    top = argparse.ArgumentParser(
         prog="actorctl",
         description="Control a running actord over its Unix socket (msgpack-RPC). Exit codes: "
-        "0 ok, 1 command failed, 2 bad usage, 3 actord not running.",
+        "0 ok, 1 command failed, 2 bad usage, 3 actord not running, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"actorctl {__version__}")
-    _common(parser, None)
-    parser.set_defaults(json=False, timeout=30.0)
+    top.add_argument(
+        "--version",
+        action="store_true",
+        help="show actorctl's version, and the daemon's when it is running",
+    )
+    _common(top, None)
+    top.set_defaults(json=False, timeout=30.0)
     # The same options after the subcommand too: `actorctl jobs --json`.
     common = argparse.ArgumentParser(add_help=False)
     _common(common, argparse.SUPPRESS)
-    sub = _Sub(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
+    sub = _Sub(top.add_subparsers(dest="command", metavar="COMMAND"), common)
     sub.add_parser("ping", help="check that the daemon answers")
     sub.add_parser("status", help="version, pid, uptime, config generation, actor/job counts")
-    sub.add_parser("actors", help="every actor and pool member with its statistics")
+    sub.add_parser("actors", help="every actor and pool member, with the commands it takes")
     jobs = sub.add_parser("jobs", help="the newest jobs")
-    jobs.add_argument("--limit", type=int, default=100, help="how many (100)")
+    jobs.add_argument("--limit", type=_between(1, _JOBS_LIMIT), default=100, help="how many (100)")
     for name, text in (("job", "one job"), ("cancel", "cancel a job"), ("watch", "follow a job")):
-        sub.add_parser(name, help=text).add_argument("id", help="job id, e.g. log-3")
-    submit = sub.add_parser("submit", help="submit a log or FFT job")
+        completion.mark(
+            sub.add_parser(name, help=text).add_argument("id", help="job id, e.g. log-3"), "jobs"
+        )
+    _submit(sub.add_parser("submit", help="submit a log or FFT job"))
+    send = sub.add_parser("send", help="send an admin message to an actor")
+    completion.mark(send.add_argument("actor"), "actors")
+    send.add_argument("message", help="'ping', or a command the actor takes (see `actors`)")
+    send.add_argument("args", nargs="*", type=_pair, metavar="KEY=VALUE", help="command arguments")
+    restart = sub.add_parser("restart", help="restart an actor (each member of a pool)")
+    completion.mark(restart.add_argument("actor"), "actors")
+    scale = sub.add_parser("scale", help="resize a pool")
+    completion.mark(scale.add_argument("pool"), "pools")
+    scale.add_argument("size", type=_between(1, _POOL_LIMIT), help="members (1-256)")
+    sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
+    sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
+    sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
+    shell = sub.add_parser(
+        "completion",
+        help="print a bash or zsh completion script",
+        description="Print the completion script for SHELL. bash: actorctl completion bash > "
+        "~/.local/share/bash-completion/completions/actorctl; zsh: actorctl completion zsh > "
+        "a directory in $fpath/_actorctl.",
+    )
+    shell.add_argument("shell", choices=completion.SHELLS)
+    # For the completion scripts: the names a job, actor or pool argument can take (no help:
+    # not listed).
+    sub.add_internal("_names").add_argument("kind", choices=completion.NAMES)
+    return top
+
+
+def _submit(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("kind", choices=("log", "fft"))
-    submit.add_argument("output", help="output file (under an allowed output root)")
-    submit.add_argument("--input", help="input file (under an allowed input root)")
-    submit.add_argument("--format", help="log format: seed, python, syslog, apache-error, common")
+    completion.mark(
+        submit.add_argument("output", help="output file (under an allowed output root)"), "file"
+    )
+    completion.mark(
+        submit.add_argument("--input", help="input file (under an allowed input root)"), "file"
+    )
+    submit.add_argument(
+        "--format",
+        choices=("seed", "python", "syslog", "apache-error", "common"),
+        help="log format",
+    )
     submit.add_argument("--pattern", help="log regex with named groups (instead of --format)")
     submit.add_argument("--transform", choices=("fft2", "rfft2"), help="FFT transform")
     submit.add_argument("--dtype", choices=("complex128", "complex64"), help="FFT output dtype")
-    submit.add_argument("--synthetic", help="N,H,W: generate the FFT input instead of --input")
+    submit.add_argument(
+        "--synthetic", type=_shape, help="N,H,W: generate the FFT input instead of --input"
+    )
     submit.add_argument("--key", help="idempotency key: the same key never runs twice")
     submit.add_argument(
         "--overwrite", action="store_true", help="replace an output that already exists"
     )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    send = sub.add_parser("send", help="send an admin message to an actor")
-    send.add_argument("actor")
-    send.add_argument("message", help="'ping', or a command name")
-    send.add_argument("args", nargs="*", metavar="KEY=VALUE", help="command arguments")
-    sub.add_parser("restart", help="restart an actor (each member of a pool)").add_argument("actor")
-    scale = sub.add_parser("scale", help="resize a pool")
-    scale.add_argument("pool")
-    scale.add_argument("size", type=int)
-    sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
-    sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
-    sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
-    return parser
 
 
 def _common(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument(
-        "--socket",
-        default=default,
-        help="control socket (default: $ACTORD_SOCKET, else the daemon's default)",
+    completion.mark(
+        parser.add_argument(
+            "--socket",
+            default=default,
+            help="control socket (default: $ACTORD_SOCKET, else the daemon's default)",
+        ),
+        "file",
     )
     parser.add_argument("--json", action="store_true", default=default, help="print JSON")
-    parser.add_argument("--timeout", type=float, default=default, help="seconds per reply (30)")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=default, help="seconds to wait for a reply (30)"
+    )
 
 
 class _Sub:
@@ -122,39 +141,168 @@ class _Sub:
         )
         return parser
 
+    def add_internal(self, name: str) -> argparse.ArgumentParser:
+        # Without `help`, argparse lists no such subcommand (and completion skips it).
+        parser: argparse.ArgumentParser = self.actions.add_parser(name, parents=[self.common])
+        return parser
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return USAGE
+
+# -- argument types: a bad value is a usage error (exit 2), said by argparse -------------------
+
+
+def _seconds(text: str) -> float:
     try:
-        params = _params(args)
-    except ValueError as error:
-        parser.error(str(error))
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number {low}-{high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        shape = [int(n) for n in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"takes N,H,W (three positive numbers), got {text!r}")
+    return shape
+
+
+def _pair(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)  # numbers, true/false, null, "strings"
+    except json.JSONDecodeError:
+        return key, value
+
+
+# -- running a command ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
+    out = Output(sys.stdout if stdout is None else stdout)
     path = args.socket or default_socket()
-    out = sys.stdout
+    try:
+        code = _main(cli, args, path, out)
+        out.flush()
+        return code
+    except OutputClosed:
+        _quiet_stdout()
+        return FAILED
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(cli: argparse.ArgumentParser, args: argparse.Namespace, path: str, out: Output) -> int:
+    if args.version:
+        return _version(path, args.json, out)
+    if args.command is None:
+        cli.print_help()
+        return USAGE
+    if args.command == "completion":
+        out.write(getattr(completion, args.shell)(cli))
+        return OK
     try:
         with Client(path, timeout=args.timeout) as client:
-            return _command(client, args, params, out)
+            return _command(client, args, out)
     except NotRunning as error:
+        if args.command == "_names":
+            return NOT_RUNNING
         if args.command == "status" and args.json:
-            print(json.dumps({"running": False, "socket": path}), file=out)
-        print(f"actorctl: {error}", file=sys.stderr)
+            out.line(json.dumps({"running": False, "socket": path}))
+        _error(str(error))
         return NOT_RUNNING
     except RemoteError as error:
-        print(f"actorctl: {error.code}: {error.message}", file=sys.stderr)
+        _error(f"{error.code}: {error.message}")
         return FAILED
-    except (OSError, TimeoutError) as error:
-        print(f"actorctl: {path}: {error}", file=sys.stderr)
+    except TimeoutError:
+        _error(f"no answer from actord at {path} within {args.timeout:g}s (see --timeout)")
         return FAILED
+    except PermissionError as error:
+        _error(f"{path}: {error.strerror} (is this user in the daemon's socket group?)")
+        return FAILED
+    except OSError as error:
+        _error(f"{path}: {error.strerror or error}")
+        return FAILED
+
+
+def _error(message: str) -> None:
+    print(f"actorctl: {message}", file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away: point stdout at /dev/null, so that Python's own
+    flush at exit has nowhere to fail and nothing more is said."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _version(path: str, as_json: bool, out: Output) -> int:
+    daemon: dict[str, Any] | None = None
+    with (
+        contextlib.suppress(NotRunning, RemoteError, OSError),
+        Client(path, timeout=_VERSION_TIMEOUT) as client,
+    ):
+        daemon = client.call("status")
+    if as_json:
+        running = None if daemon is None else daemon.get("version")
+        out.line(json.dumps({"actorctl": __version__, "actord": running, "socket": path}))
+        return OK
+    out.line(f"actorctl {__version__}")
+    if daemon is None:
+        out.line(f"actord not running at {path}")
+    else:
+        out.line(f"actord {daemon.get('version')} (pid {daemon.get('pid')}, {path})")
+    return OK
+
+
+def _command(client: Client, args: argparse.Namespace, out: Output) -> int:
+    command = args.command
+    if command == "submit":
+        return _submit_job(client, args, out)
+    if command == "watch":
+        return _follow(client, args.id, jobview.Watcher(out, as_json=args.json))
+    if command == "cancel":
+        return _cancel(client, args.id, args.json, out)
+    if command == "metrics":
+        return _metrics(client, args, out)
+    if command == "_names":
+        for name in _names(client, args.kind):
+            out.line(name)
+        return OK
+    result = client.call(command, *_params(args))
+    if args.json:
+        out.line(json.dumps(result, default=list))
+    else:
+        views.VIEWS.get(command, views.plain)(result, out)
+    return OK
 
 
 def _params(args: argparse.Namespace) -> list[Any]:
-    """The method's params from the command line (ValueError on bad usage)."""
     command = args.command
-    if command in ("job", "cancel", "watch"):
+    if command == "job":
         return [args.id]
     if command == "jobs":
         return [args.limit]
@@ -165,33 +313,15 @@ def _params(args: argparse.Namespace) -> list[Any]:
     if command == "send":
         if args.message == "ping":
             return [args.actor, "ping"]
-        pairs = dict(_pair(text) for text in args.args)
-        return [args.actor, "command", {"command": args.message, "args": pairs}]
-    if command == "submit":
-        return [_job(args)]
+        return [args.actor, "command", {"command": args.message, "args": dict(args.args)}]
     return []
-
-
-def _pair(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)  # numbers, true/false, null, "strings"
-    except json.JSONDecodeError:
-        return key, value
 
 
 def _job(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for name in ("format", "pattern", "transform", "dtype"):
+    for name in ("format", "pattern", "transform", "dtype", "synthetic"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
-    if args.synthetic:
-        try:
-            options["synthetic"] = [int(n) for n in args.synthetic.split(",")]
-        except ValueError:
-            raise ValueError(f"--synthetic takes N,H,W, got {args.synthetic!r}") from None
     job: dict[str, Any] = {
         "kind": args.kind,
         "output": os.path.abspath(args.output),
@@ -205,186 +335,82 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
-def _command(client: Client, args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
-    command = args.command
-    if command == "submit":
-        job = client.call("submit", *params)
-        if not args.wait:
-            _show(job, args.json, out, _JOB_COLUMNS)
-            return OK
-        return _watch(client, job["id"], args.json, out)
-    if command == "watch":
-        return _watch(client, params[0], args.json, out)
-    if command == "metrics":
-        return _metrics(client.call("status").get("metrics"), args.json, out)
-    result = client.call(command, *params)
-    columns = {"jobs": _JOB_COLUMNS, "job": _JOB_COLUMNS, "cancel": _JOB_COLUMNS}
-    _show(result, args.json, out, columns.get(command, _ACTOR_COLUMNS))
-    return OK
+def _submit_job(client: Client, args: argparse.Namespace, out: Output) -> int:
+    job = client.call("submit", _job(args))
+    if not args.wait:
+        if args.json:
+            out.line(json.dumps(job))
+        else:
+            out.line(
+                f"{job['id']} {job['state']}: {job['kind']} {jobview.input_of(job)} -> "
+                f"{job['output']} (actorctl watch {job['id']} follows it)"
+            )
+        return OK
+    total = args.synthetic[0] if args.synthetic else None  # N chunks: known from the start
+    watcher = jobview.Watcher(out, as_json=args.json, hints=jobview.Hints.of(job, total=total))
+    watcher.event("submitted", job)
+    return _follow(client, job["id"], watcher)
 
 
-def _watch(client: Client, job_id: str, as_json: bool, out: TextIO) -> int:
-    bar = _Bar(sys.stderr) if not as_json and sys.stderr.isatty() else None
+def _follow(client: Client, job_id: str, watcher: jobview.Watcher) -> int:
+    """Show the job as it advances until it ends; 0 only if it ended done."""
 
     def progress(method: str, params: tuple[Any, ...]) -> None:
-        if as_json:
-            print(json.dumps({"event": method, "job": params[0]}), file=out, flush=True)
-        elif bar is not None:
-            bar.show(params[0])
+        if method == "progress" and params and isinstance(params[0], Mapping):
+            watcher.progress(params[0])
 
-    final = client.stream("watch", job_id, on_notification=progress, timeout=None)
-    if bar is not None:
-        bar.done()
-    _show(final, as_json, out, _JOB_COLUMNS)
-    return OK if final["state"] == "done" else FAILED
-
-
-_METRIC_COLUMNS: Final = (
-    "actor",
-    "messages",
-    "errors",
-    "restarts",
-    "depth",
-    "capacity",
-    "cpu_s",
-    "handle_p99_ms",
-)
-
-
-def _metrics(url: str | None, as_json: bool, out: TextIO) -> int:
-    """Scrape the daemon's /metrics (as Prometheus would) and show the key figures."""
-    if not url:
-        print("actorctl: this daemon serves no metrics (metrics.address is empty)", file=sys.stderr)
-        return FAILED
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the daemon's URL
-        text = response.read().decode()
-    rows: dict[str, dict[str, Any]] = {}
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            actor = sample.labels.get("actor")
-            if actor is None:
-                if sample.name in _TOTALS:
-                    key = _TOTALS[sample.name] + "".join(
-                        f" {v}" for k, v in sorted(sample.labels.items()) if k != "mode"
-                    )
-                    totals[key] = totals.get(key, 0.0) + sample.value
-                continue
-            row = rows.setdefault(actor, {"actor": actor, "messages": 0, "cpu_s": 0.0})
-            name = sample.name
-            if name == "actord_actor_messages_total":
-                row["messages"] += int(sample.value)
-            elif name == "actord_actor_cpu_seconds_total":
-                row["cpu_s"] = round(row["cpu_s"] + sample.value, 3)
-            elif name == "actord_actor_handle_seconds_bucket":
-                bound = float(sample.labels["le"])
-                buckets.setdefault(actor, []).append((bound, sample.value))
-            elif name in _PER_ACTOR:
-                row[_PER_ACTOR[name]] = int(sample.value)
-    for actor, row in rows.items():
-        row["handle_p99_ms"] = _quantile(0.99, buckets.get(actor, []))
-    if as_json:
-        print(json.dumps({"actors": list(rows.values()), "totals": totals}), file=out)
+    try:
+        final = client.stream("watch", job_id, on_notification=progress, timeout=None)
+    except KeyboardInterrupt:
+        watcher.interrupted()
+        _error(f"stopped watching; {job_id} goes on (actorctl watch {job_id})")
+        raise
+    watcher.end(final)
+    state = final.get("state")
+    if state == "done":
         return OK
-    _table(list(rows.values()), _METRIC_COLUMNS, out)
-    print(file=out)
-    for key, value in sorted(totals.items()):
-        if value:  # the zeros (every known method, reason and state) say nothing here
-            print(f"{key:<40} {value:g}", file=out)
+    if state == "failed":
+        _error(f"{job_id} failed: {final.get('error') or 'no reason given'}")
+    else:
+        _error(f"{job_id} was {state}")
+    return FAILED
+
+
+def _cancel(client: Client, job_id: str, as_json: bool, out: Output) -> int:
+    job = client.call("cancel", job_id)
+    state = job.get("state")
+    if as_json:
+        out.line(json.dumps(job))
+    elif state == "cancelled":
+        out.line(f"{job_id} cancelled")
+    if state == "cancelled":
+        return OK
+    if state in jobview.ENDED:
+        _error(f"{job_id} had already ended ({state}): nothing to cancel")
+    else:  # its output is being published: the job ends done
+        _error(f"{job_id} is publishing its output: too late to cancel, it will end done")
+    return FAILED
+
+
+def _metrics(client: Client, args: argparse.Namespace, out: Output) -> int:
+    url = client.call("status").get("metrics")
+    if not url:
+        _error("this daemon serves no metrics (metrics.address is empty)")
+        return FAILED
+    try:
+        figures = scrape.scrape(url, timeout=min(args.timeout, 10.0))
+    except OSError as error:
+        _error(f"{url}: {getattr(error, 'reason', None) or error}")
+        return FAILED
+    scrape.show(figures, args.json, out)
     return OK
 
 
-_PER_ACTOR: Final = {
-    "actord_actor_errors_total": "errors",
-    "actord_actor_restarts_total": "restarts",
-    "actord_actor_mailbox_depth": "depth",
-    "actord_actor_mailbox_capacity": "capacity",
-}
-_TOTALS: Final = {
-    "actord_dead_letters_total": "dead letters",
-    "actord_jobs": "jobs",
-    "actord_control_requests_total": "control requests",
-    "actord_control_connections": "control connections",
-    "actord_worker_process_cpu_seconds_total": "worker process cpu seconds",
-    "process_resident_memory_bytes": "resident memory bytes",
-}
-
-
-def _quantile(q: float, cumulative: list[tuple[float, float]]) -> float | None:
-    """The upper bound of the bucket holding quantile `q`, in ms (None without samples)."""
-    cumulative.sort()
-    if not cumulative or cumulative[-1][1] == 0:
-        return None
-    wanted = q * cumulative[-1][1]
-    for bound, count in cumulative:
-        if count >= wanted:
-            return round(bound * 1e3, 3) if bound != float("inf") else None
-    return None
-
-
-class _Bar:
-    """A one-line progress bar redrawn in place on a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def show(self, job: dict[str, Any]) -> None:
-        done, total = job["done"], job["total"]
-        width = 30
-        filled = width * done // total if total else 0
-        figure = f"{done}/{total}" if total else f"{done}/?"
-        line = f"\r{job['id']} {job['state']:<9} [{'#' * filled}{'.' * (width - filled)}] {figure}"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def done(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-def _show(result: Any, as_json: bool, out: TextIO, columns: Sequence[str]) -> None:
-    if as_json:
-        print(json.dumps(result, default=list), file=out)
-    elif isinstance(result, list | tuple) and all(isinstance(r, dict) for r in result):
-        _table([dict(r) for r in result], columns, out)
-    elif isinstance(result, dict):
-        width = max((len(str(k)) for k in result), default=0)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {_cell(value)}", file=out)
-    else:
-        print(result, file=out)
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
-    cells = [
-        [_local(row.get(c)) if c in _TIMES else _cell(row.get(c)) for c in columns] for row in rows
-    ]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    line: Callable[[Sequence[str]], str] = lambda values: "  ".join(  # noqa: E731
-        v.ljust(w) for v, w in zip(values, widths, strict=True)
-    ).rstrip()
-    print(line([c.upper() for c in columns]), file=out)
-    for row in cells:
-        print(line(row), file=out)
-
-
-def _local(value: Any) -> str:
-    """An RFC 3339 time from the daemon, in this machine's local time, to the second."""
-    if not isinstance(value, str):
-        return _cell(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None)
-    if isinstance(value, list | tuple):
-        return ",".join(_cell(v) for v in value)
-    return str(value)
+def _names(client: Client, kind: str) -> list[str]:
+    if kind == "jobs":
+        return [str(job["id"]) for job in reversed(client.call("jobs", 200))]
+    actors = client.call("actors")
+    if kind == "pools":
+        return sorted({str(a["pool"]) for a in actors if a.get("pool") != a.get("name")})
+    names = [str(a["name"]) for a in actors]
+    return names + sorted({str(a["pool"]) for a in actors} - set(names))

@@ -1,0 +1,159 @@
+"""What actorctl shows people for the answers of the daemon's methods (``--json`` prints
+them as they are): the actors table, the status, and a line for each action done."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from . import jobview
+from .human import Colour, Column, Output, count, duration, pairs, size, table
+
+__all__ = ["VIEWS", "plain"]
+
+_ACTOR_STATES: Final = {"running": Colour.GREEN, "failed": Colour.RED, "stopped": Colour.DIM}
+
+
+def _actors(result: Any, out: Output) -> None:
+    rows = list(result)
+    columns = [
+        Column("NAME", lambda a: str(a.get("name"))),
+        Column("STATE", lambda a: str(a.get("state")), lambda a: _ACTOR_STATES.get(a["state"])),
+        Column("PROCESSED", lambda a: count(a.get("processed")), right=True),
+        Column("ERRORS", lambda a: count(a.get("errors")), right=True),
+        Column("RESTARTS", lambda a: count(a.get("restarts")), right=True),
+        Column("MAILBOX", _mailbox, right=True),
+        Column("P99", lambda a: _bucket(a.get("handle_p99")), right=True),
+        Column("TID", lambda a: str(a.get("native_thread_id", "-")), right=True),
+    ]
+    if any("commands" in a for a in rows):  # daemons that say which commands each takes
+        columns.append(Column("COMMANDS", lambda a: ",".join(a.get("commands") or ()) or "-"))
+    table(rows, columns, out)
+
+
+def _mailbox(actor: Mapping[str, Any]) -> str:
+    return f"{count(actor.get('mailbox_depth'))}/{count(actor.get('mailbox_capacity'))}"
+
+
+def _bucket(seconds: Any) -> str:
+    # Handle times are kept in power-of-two buckets: the figure is a bucket's upper bound.
+    if not isinstance(seconds, int | float) or not seconds:
+        return "-"
+    return f"<={duration(seconds)}"
+
+
+_STATUS_SHOWN: Final = (
+    "version",
+    "pid",
+    "uptime",
+    "socket",
+    "config",
+    "generation",
+    "state_dir",
+    "metrics",
+    "actors",
+    "connections",
+    "draining",
+)
+_JOB_COUNTS: Final = ("running", "queued", "done", "failed", "cancelled")
+
+
+def _status(result: Any, out: Output) -> None:
+    status = dict(result)
+    out.line(
+        f"actord {status.get('version')}, pid {status.get('pid')}, "
+        f"up {duration(status.get('uptime'))}"
+        + (", " + out.paint("draining", Colour.YELLOW) if status.get("draining") else "")
+    )
+    rows = [
+        ("socket", _value("socket", status.get("socket"))),
+        ("config", f"{status.get('config') or '(built-in defaults)'}"),
+        ("generation", _value("generation", status.get("generation"))),
+        ("state dir", _value("state_dir", status.get("state_dir"))),
+        ("metrics", _value("metrics", status.get("metrics")) if status.get("metrics") else "off"),
+        ("actors", _value("actors", status.get("actors"))),
+        ("connections", _value("connections", status.get("connections"))),
+    ]
+    counts = {name: status.get(f"jobs_{name}") for name in _JOB_COUNTS}
+    if all(isinstance(n, int) for n in counts.values()):
+        rows.append(("jobs", ", ".join(f"{count(n)} {name}" for name, n in counts.items())))
+    shown = {*_STATUS_SHOWN, *(f"jobs_{name}" for name in _JOB_COUNTS)}
+    rows += [(k.replace("_", " "), _value(k, v)) for k, v in status.items() if k not in shown]
+    pairs(rows, out)
+
+
+def _value(key: str, value: Any) -> str:
+    """A value of a map the daemon sent, read by its key's name."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if key.endswith("bytes"):
+            return size(value)
+        if key.endswith(("seconds", "uptime", "_s")):
+            return duration(value)
+        return count(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(_value(key, v) for v in value) or "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_value(str(k), v)}" for k, v in value.items())
+    return str(value)
+
+
+def plain(result: Any, out: Output) -> None:
+    if isinstance(result, Mapping):
+        pairs([(str(k).replace("_", " "), _value(str(k), v)) for k, v in result.items()], out)
+    else:
+        out.line(str(result))
+
+
+def _jobs(result: Any, out: Output) -> None:
+    jobview.job_table(list(result), out)
+
+
+def _job_detail(result: Any, out: Output) -> None:
+    jobview.job_details(result, out)
+
+
+def _send(result: Any, out: Output) -> None:
+    if "command" in result:
+        out.line(f"{result['command']} delivered to {result.get('delivered')}")
+    else:
+        out.line(f"{result.get('actor')} answered (thread {result.get('native_thread_id')})")
+
+
+def _restart(result: Any, out: Output) -> None:
+    members = result.get("members")
+    out.line(f"{result.get('actor')} restarting ({count(members)} member{'s' * (members != 1)})")
+
+
+def _scale(result: Any, out: Output) -> None:
+    out.line(f"{result.get('pool')} resized to {count(result.get('size'))}")
+
+
+def _reload(result: Any, out: Output) -> None:
+    out.line(f"reloaded: config generation {result.get('generation')}")
+    pending = result.get("restart_needed") or ()
+    if pending:
+        out.line(f"a restart is needed for: {', '.join(str(k) for k in pending)}")
+    rest = {k: v for k, v in result.items() if k not in ("generation", "restart_needed")}
+    if rest:
+        plain(rest, out)
+
+
+def _shutdown(result: Any, out: Output) -> None:
+    out.line("actord is stopping: running jobs drain, then it exits")
+
+
+VIEWS: Final[dict[str, Callable[[Any, Output], None]]] = {
+    "actors": _actors,
+    "status": _status,
+    "jobs": _jobs,
+    "job": _job_detail,
+    "send": _send,
+    "restart": _restart,
+    "scale": _scale,
+    "reload": _reload,
+    "shutdown": _shutdown,
+}
