@@ -67,6 +67,8 @@ class FFTWorker(Actor):
     def handle(self, message: Message) -> None:
         """Actor thread: transform and write one chunk."""
         chunk: FFTChunk = message.payload
+        if chunk.ended:
+            return  # its job is over (cancelled, failed): nobody waits for this chunk
         layout = chunk.layout
         try:
             data = chunk.data
@@ -82,21 +84,25 @@ class FFTWorker(Actor):
         try:
             write_chunk(layout.path, layout.offset + chunk.index * layout.chunk_bytes, result)
         except FileNotFoundError:
-            # The job ended (cancelled or failed) and its writer removed the file: say so to
-            # the reader, which is gone too, so this becomes a counted dead letter.
-            self.send(chunk.reader, BlockFailed(chunk, "the job's output is gone"))
+            # Removed by its writer as the job ended (then nobody is told: its reader is
+            # gone), or by someone else under a running job, which then fails.
+            if not chunk.ended:
+                self.send(chunk.reader, ChunkFailed(chunk, "its output file was removed"))
             return
         except OSError as error:
             # ENOSPC, EIO, EFBIG, EDQUOT...: the output's disk, not the worker. A retry would
             # most likely fail the same way, and a full disk stays full.
             self._chunk_failed(chunk, f"writing the output failed: {error}")
             return
-        self.send(chunk.writer, ChunkWritten(chunk.job, chunk.index, int(result.nbytes)))
+        if not chunk.ended:  # the job ended while it was done: its writer is gone
+            self.send(chunk.writer, ChunkWritten(chunk.job, chunk.index, int(result.nbytes)))
 
     def _chunk_failed(self, chunk: FFTChunk, error: str) -> None:
-        self.send(chunk.reader, ChunkFailed(chunk, error))
+        if not chunk.ended:
+            self.send(chunk.reader, ChunkFailed(chunk, error))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: hand the failed chunk back to its reader, which retries it once."""
-        if message is not None and isinstance(message.payload, FFTChunk):
-            self.send(message.payload.reader, BlockFailed(message.payload, repr(error)))
+        chunk = None if message is None else message.payload
+        if isinstance(chunk, FFTChunk) and not chunk.ended:  # an ended job's reader is gone
+            self.send(chunk.reader, BlockFailed(chunk, repr(error)))

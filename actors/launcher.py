@@ -98,6 +98,7 @@ class Launcher:
                 writer=writer,
                 store=STORE,
                 window=config.window,
+                ended=ended,
             )
         # Roles keep metrics labels bounded: these actors live only as long as their job.
         kind = spec.kind.value

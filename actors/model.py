@@ -164,6 +164,7 @@ class JobInfo:
     done: int = 0  # blocks or chunks written
     total: int = 0  # 0 until the reader has seen the end of the input
     bytes: int = 0  # input bytes written through
+    input_bytes: int = 0  # what `bytes` will reach (a plain log's size); 0 if not known
     error: str | None = None
     summary: LogSummary | FFTSummary | None = None
     crash_retries: int = 0  # times the daemon died while this job ran (from the journal)
@@ -415,6 +416,7 @@ class FFTChunk:
     reader: str
     writer: str
     attempt: int = 0
+    ended: JobEnded | None = None  # set once the job has ended: its chunks are not worth doing
 
 
 @dataclass(frozen=True, slots=True)

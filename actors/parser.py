@@ -162,14 +162,14 @@ class _Worker:
         self.process.wait(timeout=5)
 
     def close(self) -> None:
-        """End the worker: close its input, give it a moment, kill it if need be; never
-        raises on a dead worker, and always reaps it and closes both pipes."""
+        """End the worker at once (it holds nothing worth a graceful exit: a block in flight
+        is abandoned either way); never raises on a dead worker, and always reaps it and
+        closes both pipes. At once, because a stop waits for this: a worker still starting
+        on a busy machine would read its end of input only seconds later."""
         # Closing flushes into the pipe; if the worker died, there is nothing left to tell it.
         with contextlib.suppress(OSError):
             self._stdin.close()
         try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
             self.kill()
         finally:
             self._stdout.close()
@@ -181,7 +181,8 @@ class Parser(Actor):
     A block whose parsing raises is reported to its reader (`on_failure`), which retries it
     once; the member itself is restarted by the supervisor (with a fresh worker process).
     A block of a job that has ended is dropped; one being parsed when its job ends is
-    abandoned (its worker is killed and replaced).
+    abandoned (its worker is killed and replaced), and so is its result or its failure: the
+    job's reader and writer are stopped, and anything sent to them would be a dead letter.
     """
 
     def __init__(self, executor: Executor = Executor.THREAD, block_timeout: float = 60.0) -> None:
@@ -220,10 +221,13 @@ class Parser(Actor):
                 # it once, then fails the job) and this member goes on with a fresh worker,
                 # counting no restart: a user's pattern cannot escalate the pool.
                 self._close_worker()
-                self.send(block.reader, BlockFailed(block, f"{type(error).__name__}: {error}"))
+                if not ended:
+                    self.send(block.reader, BlockFailed(block, f"{type(error).__name__}: {error}"))
                 return
         else:
             fields = parse_block(block.data, block.first_line, block.pattern)
+        if ended:
+            return  # the job ended while this block was parsed: its writer is gone
         fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])
         self.send(
             block.writer,
@@ -232,8 +236,9 @@ class Parser(Actor):
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: hand the failed block back to its reader, which retries it once."""
-        if message is not None and isinstance(message.payload, LogBlock):
-            self.send(message.payload.reader, BlockFailed(message.payload, repr(error)))
+        block = None if message is None else message.payload
+        if isinstance(block, LogBlock) and not block.ended:  # an ended job's reader is gone
+            self.send(block.reader, BlockFailed(block, repr(error)))
         self._close_worker()
 
     def on_stop(self) -> None:

@@ -85,14 +85,27 @@ class _UnitReader(Actor):
     writer's `UnitsWritten` note, so one slow unit cannot make the writer buffer the rest of
     the input. The reader's mailbox must hold `3 * window` notes (one written note and two
     failures per unit in flight), so that no note to it ever waits: see `reader_capacity`.
+
+    Once its job has ended (`ended`, set by the store just before it stops the job's actors)
+    a reader retries no unit and sends itself no note: either would be a dead letter on the
+    path of every cancelled or failed job (a retry's result, or the note left queued).
     """
 
-    def __init__(self, job: str, pool: str, writer: str, store: str, window: int) -> None:
+    def __init__(
+        self,
+        job: str,
+        pool: str,
+        writer: str,
+        store: str,
+        window: int,
+        ended: JobEnded | None = None,
+    ) -> None:
         self.job = job
         self.pool = pool
         self.writer = writer
         self.store = store
         self.window = window
+        self.ended = ended
         self._sent = 0
         self._written = 0
         self._paused = False
@@ -114,10 +127,17 @@ class _UnitReader(Actor):
         self._written = max(self._written, note.done)
         if self._paused and self._sent - self._written < self.window:
             self._paused = False
+            self._next()
+
+    def _next(self) -> None:
+        # A note to itself: the next unit is read after the messages queued now.
+        if not self.ended:  # an ended job's reader is being stopped: the note would be lost
             self.send(self.name, _NEXT)
 
     def _retry_or_fail(self, failed: BlockFailed) -> None:
         unit = failed.unit
+        if self.ended:
+            return  # the job is over: neither a retry nor its failure matters any more
         if unit.attempt == 0:
             self.send(self.pool, dataclasses.replace(unit, attempt=1))
             return
@@ -161,12 +181,11 @@ class LogReader(_UnitReader):
         window: int = 32,
         ended: JobEnded | None = None,
     ) -> None:
-        super().__init__(job, pool, writer, store, window)
+        super().__init__(job, pool, writer, store, window, ended)
         self._fit_window(options.block_bytes)
         self.path = path
         self.options = options
         self.pattern = pattern
-        self.ended = ended  # handed to every block: parsers drop a job that has ended
         self._file: IO[bytes] | None = None
         self._carry = b""  # the start of a line whose end has not been read yet
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
@@ -186,7 +205,7 @@ class LogReader(_UnitReader):
             self._done = True
             self._fail(f"cannot open {self.path}: {error.strerror or error}")
             return
-        self.send(self.name, _NEXT)
+        self._next()
 
     def handle(self, message: Message) -> None:
         """Actor thread: read and send one block, or retry a failed one."""
@@ -214,7 +233,7 @@ class LogReader(_UnitReader):
         data = self._take_lines(chunk)
         if data:
             self._send_block(data)
-        self.send(self.name, _NEXT)
+        self._next()
 
     def _take_lines(self, chunk: bytes) -> bytes:
         # Whole lines from carry + chunk; cut over-long lines at max_line_bytes.
@@ -250,7 +269,7 @@ class LogReader(_UnitReader):
             pattern=self.pattern,
             reader=self.name,
             writer=self.writer,
-            ended=self.ended,
+            ended=self.ended,  # parsers drop the blocks of a job that has ended
         )
         self._index += 1
         self._sent += 1
@@ -287,8 +306,9 @@ class ArrayReader(_UnitReader):
         writer: str,
         store: str,
         window: int = 32,
+        ended: JobEnded | None = None,
     ) -> None:
-        super().__init__(job, pool, writer, store, window)
+        super().__init__(job, pool, writer, store, window, ended)
         self.path = path
         self.options = options
         self._stack: Any = None
@@ -327,7 +347,7 @@ class ArrayReader(_UnitReader):
         if n == 0:
             self.send(self.writer, ReadDone(self.job, 0, 0))
             return
-        self.send(self.name, _NEXT)
+        self._next()
 
     def handle(self, message: Message) -> None:
         """Actor thread: send one chunk, retry one whose worker raised, or fail the job on a
@@ -363,10 +383,11 @@ class ArrayReader(_UnitReader):
                 layout=self._layout,
                 reader=self.name,
                 writer=self.writer,
+                ended=self.ended,  # workers drop the chunks of a job that has ended
             ),
         )
         if self._index < self._shape[0]:
-            self.send(self.name, _NEXT)
+            self._next()
         else:
             self.send(self.writer, ReadDone(self.job, self._shape[0], 0))
 

@@ -22,7 +22,14 @@ from typing import Any, Final
 
 from prometheus_client.registry import Collector
 
-from actord import ActorSystem, AskTimeout, InvalidArgument, MailboxClosed, UnknownActor
+from actord import (
+    ActordError,
+    ActorSystem,
+    AskTimeout,
+    InvalidArgument,
+    MailboxClosed,
+    UnknownActor,
+)
 from actord.control.methods import param
 from actord.control.server import Call
 from actord.daemon.app import Method
@@ -227,7 +234,20 @@ class JobService:
             with self._lock:
                 self._inboxes.discard(inbox)
             channel.unsubscribe(STORE, inbox)
-            channel.unregister(inbox)
+            self._close_inbox(inbox)
+
+    def _close_inbox(self, inbox: str) -> None:
+        # The store may still be publishing to the inbox, from a subscriber list read before
+        # the unsubscribe: once it has answered a request sent after it, it no longer is. What
+        # the inbox then holds is this watch's alone (other jobs' progress), moot now: taken
+        # out, not left to become dead letters when it is removed.
+        channel = self.system.channel
+        with contextlib.suppress(ActordError):  # the store is stopping: so is the watch
+            self._ask(StoreStatus(), timeout=2.0)
+        with contextlib.suppress(TimeoutError, MailboxClosed):
+            while channel.receive(inbox, 1024, timeout=0):
+                pass
+        channel.unregister(inbox)
 
     def _next(self, call: Call, inbox: str, info: JobInfo) -> JobInfo:
         # The next state of the job: from the store's events, or asked for after a quiet spell

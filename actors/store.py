@@ -56,7 +56,7 @@ from .model import (
     WriterStopped,
     WrittenProgress,
 )
-from .validate import Roots, output_taken, recheck, written_paths
+from .validate import Roots, expected_size, output_taken, recheck, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
 from .writer import Publishing, Recorded, complete_publication, discard, remove_temps
 
@@ -482,7 +482,8 @@ class JobStore(Actor):
         units, nbytes = live.counted
         self.stats.advanced(live.spec.kind, note.done - units, note.bytes - nbytes)
         live.counted = (max(units, note.done), max(nbytes, note.bytes))
-        live.info = replace(live.info, done=note.done, total=note.total, bytes=note.bytes)
+        total = note.total or live.info.total  # the reader's count, once it has seen the end
+        live.info = replace(live.info, done=note.done, total=total, bytes=note.bytes)
         self._publish(live.info)
 
     def _done(self, job_id: str, summary: LogSummary | FFTSummary) -> None:
@@ -624,7 +625,14 @@ class JobStore(Actor):
             live.info = replace(live.info, state=JobState.FAILED, error=refused)
             self._settle(live)
             return
-        live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
+        input_bytes, units = expected_size(spec)  # for the clients' progress bars
+        live.info = replace(
+            live.info,
+            state=JobState.RUNNING,
+            started=time.time(),
+            input_bytes=input_bytes,
+            total=live.info.total or units,
+        )
         live.started = time.monotonic()
         self.running.add(job_id)
         _log.info(

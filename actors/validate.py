@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from actord import InvalidArgument
+from actord import ActordError, InvalidArgument
 from actord.runtime.errors import ErrorCode, Refused
 
 from .formats import resolve_format
@@ -46,7 +46,15 @@ from .model import (
 )
 from .paths import confine, confine_pair
 
-__all__ = ["Roots", "check_spec", "output_taken", "recheck", "resolve", "written_paths"]
+__all__ = [
+    "Roots",
+    "check_spec",
+    "expected_size",
+    "output_taken",
+    "recheck",
+    "resolve",
+    "written_paths",
+]
 
 Roots = tuple[tuple[str, ...], tuple[str, ...]]  # (input roots, output roots)
 _FINAL_DTYPES: Final = ("complex128", "complex64")
@@ -101,6 +109,27 @@ def output_taken(spec: JobSpec) -> str | None:
         if os.path.lexists(path):
             return f"{path} already exists (submit with overwrite to replace it)"
     return None
+
+
+def expected_size(spec: JobSpec) -> tuple[int, int]:
+    """(input bytes, units) a job will go through, where known before it runs (else 0): a
+    plain log's size (a gzip one's decompressed size is not known), an FFT stack's chunks.
+    For progress only: never raises."""
+    try:
+        if isinstance(spec.options, FFTOptions):
+            if spec.options.synthetic is not None:
+                return 0, spec.options.synthetic[0]
+            assert spec.input is not None
+            with open(spec.input, "rb") as file:
+                shape, _ = _read_npy_header(spec.input, file)
+            return 0, shape[0]
+        assert spec.input is not None
+        with open(spec.input, "rb") as file:
+            if file.read(2) == b"\x1f\x8b":  # gzip: the reader counts decompressed bytes
+                return 0, 0
+            return os.fstat(file.fileno()).st_size, 0
+    except (OSError, ActordError, AssertionError):
+        return 0, 0
 
 
 def recheck(spec: JobSpec, roots: Roots | None) -> str | None:

@@ -171,6 +171,7 @@ def info_to_wire(info: JobInfo) -> dict[str, Any]:
         "done": info.done,
         "total": info.total,
         "bytes": info.bytes,
+        "input_bytes": info.input_bytes,
         "error": info.error,
         "crash_retries": info.crash_retries,
         "summary": summary_to_wire(info.summary),

@@ -260,7 +260,13 @@ class _UnitWriter(Actor):
         self.started = time.monotonic()
 
     def _progress(self) -> None:
-        self.send(self.reader, UnitsWritten(self.job, self.done))
+        if self.stop_requested:
+            return  # the job has ended: its reader is stopping, and the store ignores its notes
+        if self.total is None:
+            # The reader paces itself on these notes until it has sent its last unit (its
+            # `ReadDone` gave the total). After that it needs none, and one still queued when
+            # the job is done and the store stops the reader would be a dead letter.
+            self.send(self.reader, UnitsWritten(self.job, self.done))
         self.send(self.store, WrittenProgress(self.job, self.done, self.total or 0, self.bytes))
 
     def _fail(self, error: str) -> None:

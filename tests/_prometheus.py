@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from ._daemon import DaemonProcess
+from ._daemon import ROOT, DaemonProcess
+
+ALERTS = ROOT / "grafana" / "alerts.yml"
 
 
 def require(tool: str) -> str:
@@ -37,7 +39,8 @@ def free_port() -> int:
 
 
 class Prometheus:
-    """One Prometheus process with its own storage, scraping `target` every second."""
+    """One Prometheus process with its own storage, scraping `target` every second and
+    evaluating actord's alerting rules (grafana/alerts.yml) as often."""
 
     def __init__(self, base: Path, target: str) -> None:
         self.base = base
@@ -46,6 +49,7 @@ class Prometheus:
         config = base / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files:\n  - '{ALERTS}'\n"
             "scrape_configs:\n  - job_name: actord\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
@@ -81,6 +85,13 @@ class Prometheus:
         assert body["status"] == "success", body
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule Prometheus loaded, with its health and (for an alert) its state."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
     def values(self, expr: str) -> dict[str, float]:
         """{label set as text: value} of an instant query."""
@@ -120,7 +131,8 @@ class Observed:
         self.daemon = DaemonProcess(base / "daemon", "--parsers", "2", "--fft-workers", "2")
         self.daemon.extra += ["--metrics-address", f"127.0.0.1:{self.metrics_port}"]
         self.daemon.start()
-        self.prometheus = Prometheus(base, f"127.0.0.1:{self.metrics_port}")
+        self.instance = f"127.0.0.1:{self.metrics_port}"  # its `instance` label in Prometheus
+        self.prometheus = Prometheus(base, self.instance)
 
     def stop(self) -> None:
         self.prometheus.stop()

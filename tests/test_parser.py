@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -175,10 +178,11 @@ def test_process_worker_reports_an_error_and_goes_on(worker: _Worker) -> None:
     assert _normalised(worker.parse(AWKWARD, 1, SEED)) == parse_block(AWKWARD, 1, SEED)
 
 
-def test_process_worker_exits_when_closed() -> None:
+def test_process_worker_is_reaped_when_closed() -> None:
     started = _Worker()
     started.close()
-    assert started.process.returncode == 0
+    assert started.process.returncode is not None  # reaped: no zombie left
+    assert started.process.stdout is not None and started.process.stdout.closed
 
 
 def test_closing_a_crashed_worker_reaps_it_and_never_raises() -> None:
@@ -190,3 +194,20 @@ def test_closing_a_crashed_worker_reaps_it_and_never_raises() -> None:
     worker.close()
     assert worker.process.returncode is not None
     assert worker.process.stdout is not None and worker.process.stdout.closed
+
+
+@pytest.mark.timeout(3)  # a graceful wait for a worker that is slow to read its input was 5 s
+def test_closing_a_worker_that_has_not_read_its_input_yet_ends_it_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stop waits for its members' workers: one still starting on a busy machine reads its
+    # end of input only seconds later (a SIGTERM during start once waited that long).
+    real_popen = subprocess.Popen
+
+    def slow_to_start(args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        return real_popen([sys.executable, "-c", "import time; time.sleep(30)"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", slow_to_start)
+    worker = _Worker()
+    worker.close()
+    assert worker.process.returncode == -signal.SIGKILL

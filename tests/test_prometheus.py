@@ -6,6 +6,8 @@ import json
 import subprocess
 import urllib.request
 
+from actord import DeadLetterReason
+
 from ._prometheus import Observed, require
 
 
@@ -75,15 +77,32 @@ def test_job_and_control_series(observed: Observed) -> None:
     assert list(calls.values()) == [2.0]
 
 
+def test_a_healthy_daemon_has_no_dead_letters_and_no_alert(observed: Observed) -> None:
+    prom = observed.prometheus
+    # Two jobs ran to the end (the workload): no message went unhandled, of any reason.
+    dead = prom.values("sum by (reason) (actord_dead_letters_total)")
+    assert len(dead) == len(DeadLetterReason) and set(dead.values()) == {0.0}, dead
+    # The alerting rules loaded, evaluate without error, and none is pending or firing.
+    rules = prom.rules()
+    assert {rule["name"] for rule in rules} >= {"ActordDeadLetters", "ActordActorRestarts"}
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+        assert rule["state"] == "inactive", rule
+
+
 def test_actorctl_metrics_prints_the_key_figures(observed: Observed) -> None:
     result = observed.daemon.ctl("metrics")
     assert result.returncode == 0, result.stderr
     table, totals = result.stdout.split("\n\n", 1)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["ACTOR", "MESSAGES", "ERRORS"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert int(rows["store"][1]) > 0 and float(rows["fft#0"][6]) > 0  # messages, cpu seconds
+    assert {line.split()[0] for line in lines[1:]} >= {"store", "parser#0", "fft#0"}
     assert any(line.split()[:3] == ["jobs", "log", "done"] for line in totals.splitlines())
+    # The figures themselves, as scripts read them (the table's are for people).
+    scripted = observed.daemon.ctl("metrics", "--json")
+    assert scripted.returncode == 0, scripted.stderr
+    rows = {row["actor"]: row for row in json.loads(scripted.stdout)["actors"]}
+    assert rows["store"]["messages"] > 0 and rows["fft#0"]["cpu_s"] > 0
 
 
 def _one(values: dict[str, float]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -502,3 +503,19 @@ def test_a_cancel_after_a_release_is_journaled(harness: Harness) -> None:
     assert harness.ask(Cancel(info.id)).state is JobState.CANCELLED
     assert harness.states()[info.id] == "cancelled"
     assert harness.wait(info.id).state is JobState.CANCELLED
+
+
+def test_a_started_job_says_how_far_it_has_to_go(harness: Harness, tmp_path: Path) -> None:
+    # For the clients' progress: a plain log's size in bytes, an FFT stack's chunks, known
+    # from the start (a gzip log's decompressed size is not: 0).
+    harness.start()
+    log = harness.ask(Accept(harness.slow("s", lines=30)))
+    fft = harness.ask(Accept(harness.fft("f")))
+    assert log.state is JobState.RUNNING and fft.state is JobState.RUNNING
+    assert log.input_bytes == Path(log.input or "").stat().st_size == 30 * 23
+    assert (fft.input_bytes, fft.total) == (0, 4)
+    packed = tmp_path / "in.log.gz"
+    packed.write_bytes(gzip.compress(b"x\n" * 10))
+    zipped = harness.ask(Accept(JobSpec(JobKind.LOG, str(tmp_path / "z.jsonl"), str(packed))))
+    assert zipped.input_bytes == 0
+    harness.ask(Cancel(log.id))
