@@ -8,6 +8,7 @@ test when a reload or a stop has begun.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,7 @@ class DaemonProcess:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> DaemonProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        os.makedirs(self._run_dir, mode=0o700, exist_ok=True)
         notify_path = os.path.join(self._run_dir, "notify")
         Path(notify_path).unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -156,3 +158,5 @@ class DaemonProcess:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
+        # Its short socket directory under /tmp goes too (a start makes it again).
+        shutil.rmtree(self._run_dir, ignore_errors=True)
