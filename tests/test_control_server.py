@@ -276,3 +276,29 @@ def test_without_a_socket_group_only_root_and_our_uid_may() -> None:
     assert alone.allowed(Peer(1, os.getuid(), os.getgid()))
     other = 65534 if os.getuid() != 65534 else 65533
     assert not alone.allowed(Peer(1, other, os.getgid()))  # our gid is not enough
+
+
+def test_a_socket_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    # Someone who may write the directory could put their own socket where clients look.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    srv = ControlServer(str(shared / "s.sock"), _ok)
+    with pytest.raises(PermissionError, match="may be written by others"):
+        srv.start()
+    assert not (shared / "s.sock").exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a directory another user owns needs root")
+def test_a_socket_directory_another_user_owns_is_refused(tmp_path: Path) -> None:
+    # /tmp/actord-<uid>, made first by someone else.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    srv = ControlServer(str(theirs / "s.sock"), _ok)
+    with pytest.raises(PermissionError, match="belongs to uid 65534"):
+        srv.start()
+
+
+def _ok(call: Call) -> str:
+    return "ok"

@@ -186,6 +186,7 @@ class ControlServer:
         if self._listener is None:
             directory = Path(self.path).parent
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            _check_private(directory)
             if _listening(self.path):
                 raise OSError(errno.EADDRINUSE, f"another server is listening on {self.path}")
             Path(self.path).unlink(missing_ok=True)  # a stale socket from a previous run
@@ -342,3 +343,19 @@ class ControlServer:
             self._accept_thread.join(timeout)
         for _, thread in connections:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _check_private(directory: Path) -> None:
+    """Refuse a socket directory someone else could swap the socket in: one that another
+    user owns (a /tmp/actord-<uid> made first by someone else) or that others may write."""
+    info = directory.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        raise PermissionError(
+            errno.EPERM, f"the socket directory {directory} belongs to uid {info.st_uid}, not us"
+        )
+    if info.st_mode & 0o022:
+        raise PermissionError(
+            errno.EPERM,
+            f"the socket directory {directory} may be written by others "
+            f"(mode {info.st_mode & 0o777:o}): make it 0750 or 0700",
+        )

@@ -41,7 +41,8 @@ def _runtime_dir(env: Mapping[str, str]) -> Path:
         return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "actord"
-    return Path(f"/tmp/actord-{os.getuid()}")  # noqa: S108 - per-user, created 0700
+    # Per-user, created 0750; the server refuses it if another user owns it (made first).
+    return Path(f"/tmp/actord-{os.getuid()}")  # noqa: S108
 
 
 def _state_dir(env: Mapping[str, str]) -> Path:
