@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import IO, Any, cast
 
 import numpy as np
 
-from actord import Actor, Message
+from actord import Actor, ActordError, Message
 
 from .model import (
     IN_FLIGHT_BYTES,
@@ -35,6 +36,7 @@ from .model import (
     Transform,
     UnitsWritten,
 )
+from .validate import read_npy_header
 
 __all__ = ["ArrayReader", "ChunkFailed", "LogReader", "open_log", "reader_capacity"]
 
@@ -311,30 +313,27 @@ class ArrayReader(_UnitReader):
         super().__init__(job, pool, writer, store, window, ended)
         self.path = path
         self.options = options
-        self._stack: Any = None
+        self._fd: int | None = None  # the input, read chunk by chunk (never memory-mapped)
+        self._dtype: Any = None
+        self._offset = 0  # of chunk 0, after the .npy header
         self._shape: tuple[int, int, int] = (0, 0, 0)
         self._layout: OutputLayout | None = None
         self._index = 0
 
     def on_start(self) -> None:
-        """Actor thread: map the input (or plan the synthetic one) and start sending."""
+        """Actor thread: open the input (or plan the synthetic one) and start sending.
+
+        The input is read chunk by chunk (pread), not memory-mapped: a file truncated under a
+        running job then gives a short read, which fails the job, where a mapped page past the
+        new end would kill the whole process with SIGBUS."""
         options = self.options
         if self.path is None:
             assert options.synthetic is not None
             self._shape = options.synthetic
-        else:
-            try:
-                self._stack = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as error:
-                self._fail(f"cannot read {self.path} as .npy: {error}")
-                return
-            if self._stack.ndim != 3 or not np.issubdtype(self._stack.dtype, np.number):
-                self._fail(f"{self.path}: need a numeric (N, H, W) stack, got {self._stack.shape}")
-                return
-            n, h, w = self._stack.shape
-            self._shape = (int(n), int(h), int(w))
+        elif not self._open(self.path):
+            return
         n, h, w = self._shape
-        itemsize = 8 if self._stack is None else int(self._stack.dtype.itemsize)
+        itemsize = 8 if self._dtype is None else int(self._dtype.itemsize)
         self._fit_window(h * w * itemsize)
         out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
         plan = ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value)
@@ -369,9 +368,13 @@ class ArrayReader(_UnitReader):
         if not self._room():
             return
         index = self._index
+        try:
+            data = self._chunk(index)
+        except OSError as error:  # the input was cut or became unreadable under the job
+            self._fail(f"reading the input failed: {error}")
+            return
         self._index += 1
         self._sent += 1
-        data = self._chunk(index)
         self.send(
             self.pool,
             FFTChunk(
@@ -396,12 +399,39 @@ class ArrayReader(_UnitReader):
         if not self._failed:
             self._fail(f"chunk {failed.unit.index}: {failed.error}")
 
+    def _open(self, path: str) -> bool:
+        try:
+            with open(path, "rb") as file:
+                shape, self._dtype = read_npy_header(path, file)
+                self._offset = file.tell()
+                self._fd = os.dup(file.fileno())
+        except (OSError, ActordError) as error:  # checked at submit: replaced since
+            self._fail(f"cannot read {path} as .npy: {error}")
+            return False
+        if len(shape) != 3 or not np.issubdtype(self._dtype, np.number):
+            self._fail(f"{path}: need a numeric (N, H, W) stack, got {shape} {self._dtype}")
+            return False
+        self._shape = (shape[0], shape[1], shape[2])
+        return True
+
     def _chunk(self, index: int) -> Any:
-        if self._stack is not None:
-            view = self._stack[index]  # a read-only view of the mapped file: no copy
-            return view
         _, h, w = self._shape
-        return SyntheticSource(self.options.seed, index, (h, w))
+        if self._fd is None:
+            return SyntheticSource(self.options.seed, index, (h, w))
+        size = h * w * self._dtype.itemsize
+        data = os.pread(self._fd, size, self._offset + index * size)
+        if len(data) < size:
+            raise OSError(f"{self.path} ends before chunk {index}: it was cut while the job ran")
+        return np.frombuffer(data, self._dtype).reshape(h, w)  # read-only: backed by bytes
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def on_stop(self) -> None:
+        """Actor thread: release the input."""
+        self._close()
 
 
 def synthetic_chunk(seed: int, index: int, shape: tuple[int, int]) -> Any:

@@ -51,6 +51,7 @@ __all__ = [
     "check_spec",
     "expected_size",
     "output_taken",
+    "read_npy_header",
     "recheck",
     "resolve",
     "written_paths",
@@ -121,7 +122,7 @@ def expected_size(spec: JobSpec) -> tuple[int, int]:
                 return 0, spec.options.synthetic[0]
             assert spec.input is not None
             with open(spec.input, "rb") as file:
-                shape, _ = _read_npy_header(spec.input, file)
+                shape, _ = read_npy_header(spec.input, file)
             return 0, shape[0]
         assert spec.input is not None
         with open(spec.input, "rb") as file:
@@ -273,7 +274,7 @@ def _check_npy_input(path: str, transform: Transform) -> None:
     """
     try:
         with open(path, "rb") as file:
-            header = _read_npy_header(path, file)
+            header = read_npy_header(path, file)
             data_offset = file.tell()
             size = os.fstat(file.fileno()).st_size
     except OSError as error:
@@ -302,7 +303,7 @@ def _check_npy_input(path: str, transform: Transform) -> None:
         raise InvalidArgument(f"{path} is truncated: {size} bytes, its header says {needed}")
 
 
-def _read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+def read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """The shape and dtype in a `.npy` header; the file is left at the start of the data."""
     try:
         version = np.lib.format.read_magic(file)
@@ -316,7 +317,7 @@ def _read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[An
         # 3.0 only differs by UTF-8 field names, which only a structured (non-numeric) dtype has.
         raise InvalidArgument(f"{path}: .npy format {version[0]}.{version[1]} is not supported")
     try:
-        shape, _, dtype = read_header(file)
+        shape, fortran_order, dtype = read_header(file)
     except OSError:
         raise  # the disk, not the header: the caller says so
     except Exception as error:  # noqa: BLE001 - any parse failure is a refusal
@@ -326,4 +327,9 @@ def _read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[An
         raise InvalidArgument(f"{path} has a malformed .npy header: {error}") from None
     if any(n < 0 for n in shape):  # numpy takes any integers: a negative one is corrupt
         raise InvalidArgument(f"{path} has a malformed .npy header: shape {shape}")
+    if fortran_order and len(shape) > 1:  # a chunk would be strided across the whole file
+        raise InvalidArgument(
+            f"{path} is stored in Fortran order: save it in C order "
+            "(np.save(path, np.ascontiguousarray(stack)))"
+        )
     return tuple(int(n) for n in shape), dtype

@@ -406,3 +406,41 @@ def test_validation_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.Mo
     check_spec(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy"))
     assert opened == [str(tmp_path / "in.npy")]
     assert 0 < sum(counts) <= 4096
+
+
+def test_an_input_cut_short_under_a_running_job_fails_the_job_not_the_daemon(
+    journal: str, daemon_system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The input was once memory-mapped: a page past the new end of a truncated file killed
+    # the whole process with SIGBUS (this test's process too). It is read chunk by chunk now.
+    client = start_job_system(
+        daemon_system, journal, JobSystemConfig(parsers=1, fft_workers=2, window=2)
+    )
+    np.save(tmp_path / "in.npy", np.random.default_rng(1).random((16, 32, 32)))
+    first, go = threading.Event(), threading.Event()
+    real = fft_module.transform
+
+    def held(data: Any, kind: Transform, dtype: str) -> Any:
+        if not first.is_set():  # the first chunk waits: the reader has 2 in flight, pauses
+            first.set()
+            assert go.wait(WAIT)
+        return real(data, kind, dtype)
+
+    monkeypatch.setattr(fft_module, "transform", held)
+    info = client.submit(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy"))
+    assert first.wait(WAIT)
+    with open(tmp_path / "in.npy", "r+b") as file:
+        file.truncate(4096)  # a few chunks' worth is gone under the job
+    go.set()
+    final = client.wait(info.id, WAIT)
+    assert final.state is JobState.FAILED
+    assert "cut while the job ran" in (final.error or ""), final.error
+    join_job_actors(info.id)
+    assert_pool_unharmed(daemon_system)
+    assert_serves_a_good_job(client, tmp_path / "good.npy")
+
+
+def test_a_fortran_ordered_stack_is_refused_at_submit(client: JobClient, tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.asfortranarray(np.zeros((2, 4, 4))))
+    with pytest.raises(InvalidArgument, match="Fortran order: save it in C order"):
+        client.submit(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy"))
