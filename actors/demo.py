@@ -165,39 +165,41 @@ def _demo(options: DemoOptions, directory: str) -> int:
         registry.register(RuntimeCollector(system.stats, system.channel))
         metrics = MetricsServer(registry, "127.0.0.1", 0)
         metrics.start()
-        client = start_job_system(system, os.path.join(directory, "journal.sqlite3"), config)
-        system.spawn(lambda: Monitor(system, interval=0.5), "monitor")
-        system.spawn(lambda: _ProgressView(live), "progress")
-        system.channel.subscribe(STORE, "progress")
-        start = time.perf_counter()
-        log_job = client.submit(
-            JobSpec(
-                JobKind.LOG,
-                os.path.join(directory, "sample.jsonl"),
-                log_in,
-                LogOptions(),
-                overwrite=True,  # the demo's own files, from an earlier run in the same --dir
+        try:  # stopped whatever happens: its thread would keep the process alive
+            client = start_job_system(system, os.path.join(directory, "journal.sqlite3"), config)
+            system.spawn(lambda: Monitor(system, interval=0.5), "monitor")
+            system.spawn(lambda: _ProgressView(live), "progress")
+            system.channel.subscribe(STORE, "progress")
+            start = time.perf_counter()
+            log_job = client.submit(
+                JobSpec(
+                    JobKind.LOG,
+                    os.path.join(directory, "sample.jsonl"),
+                    log_in,
+                    LogOptions(),
+                    overwrite=True,  # the demo's own files, from an earlier run in the same --dir
+                )
             )
-        )
-        fft_job = client.submit(
-            JobSpec(
-                JobKind.FFT,
-                os.path.join(directory, "sample-fft.npy"),
-                stack_in,
-                FFTOptions(),
-                overwrite=True,
+            fft_job = client.submit(
+                JobSpec(
+                    JobKind.FFT,
+                    os.path.join(directory, "sample-fft.npy"),
+                    stack_in,
+                    FFTOptions(),
+                    overwrite=True,
+                )
             )
-        )
-        results = [client.wait(log_job.id), client.wait(fft_job.id)]
-        elapsed = time.perf_counter() - start
-        # One census: each job's reader and writer is either still live or already counted
-        # in its role's retired totals, never both and never neither (they stop on their own
-        # as their job ends, so a sample of the live actors alone misses some of them).
-        live_stats, retired = system.census()
-        rows = _actor_rows(live_stats, retired, results, thread_cpu_times())
-        workers = [c.cpu_times() for c in psutil.Process().children()]
-        scrape = _scrape(metrics.url)
-        metrics.stop()
+            results = [client.wait(log_job.id), client.wait(fft_job.id)]
+            elapsed = time.perf_counter() - start
+            # One census: each job's reader and writer is either still live or already counted
+            # in its role's retired totals, never both and never neither (they stop on their own
+            # as their job ends, so a sample of the live actors alone misses some of them).
+            live_stats, retired = system.census()
+            rows = _actor_rows(live_stats, retired, results, thread_cpu_times())
+            workers = [c.cpu_times() for c in psutil.Process().children()]
+            scrape = _scrape(metrics.url)
+        finally:
+            metrics.stop()
     if live:
         print()  # end the status line
     _report(results, rows, elapsed, malformed)

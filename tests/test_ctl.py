@@ -95,7 +95,9 @@ class _Jobs:
         call.notify("progress", [_job("log-9", "running", done=2, total=4, bytes=20)])
         self.watching.set()
         if call.params[0] == "log-hold":
-            self.release.wait(WAIT)
+            # Held until the test ends (the fixture sets it): never ended by a timeout of its
+            # own while the test is still on its way to interrupt it, however slow the machine.
+            self.release.wait(120)
         ended = "2026-12-01T04:00:02.000Z"
         return _job("log-9", "failed", done=2, total=4, error="boom", ended=ended)
 
@@ -337,7 +339,7 @@ def test_ctrl_c_while_watching_says_the_job_goes_on(socket_path: str, jobs: _Job
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert b"log-hold goes on (actorctl watch log-hold)" in err
     assert b"Traceback" not in err
 

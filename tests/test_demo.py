@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from actors.writer import PAUSE_ENV
 
 from ._daemon import ROOT
 
@@ -102,10 +105,19 @@ def test_keep_keeps_the_temporary_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_an_interrupted_demo_cleans_up_too(tmp_path: Path) -> None:
+def test_an_interrupted_demo_cleans_up_too(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The log job's writer waits just before its rename (the writers' test hook), so the
+    # Ctrl-C lands mid-job however slow the machine: the demo cannot have finished first.
+    fifo = tmp_path_factory.mktemp("pause") / "paused"
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.go")
+    notes = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer needs a reader to note to
+    env = {**_env(tmp_path), PAUSE_ENV: f"before-rename:log:{fifo}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "actord", "demo", "--chunks", "4", "--size", "64"],
-        env=_env(tmp_path),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -113,9 +125,13 @@ def test_an_interrupted_demo_cleans_up_too(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         directory = _demo_dir(proc.stdout.readline())  # printed (and flushed) as it begins
-        proc.send_signal(signal.SIGINT)  # a Ctrl-C, wherever the demo is by then
+        ready, _, _ = select.select([notes], [], [], 100)
+        assert ready, "the log job's writer never reached its rename"
+        proc.send_signal(signal.SIGINT)  # a Ctrl-C, while the demo waits for its jobs
+        os.close(os.open(f"{fifo}.go", os.O_WRONLY))  # and the writer may go on
         _, err = proc.communicate(timeout=100)
     finally:
+        os.close(notes)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)

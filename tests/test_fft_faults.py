@@ -421,9 +421,10 @@ def test_an_input_cut_short_under_a_running_job_fails_the_job_not_the_daemon(
     real = fft_module.transform
 
     def held(data: Any, kind: Transform, dtype: str) -> Any:
-        if not first.is_set():  # the first chunk waits: the reader has 2 in flight, pauses
-            first.set()
-            assert go.wait(WAIT)
+        # Every chunk waits: the reader, 2 chunks in flight and none written, pauses before
+        # it reads a third, whichever worker took what.
+        first.set()
+        assert go.wait(WAIT)
         return real(data, kind, dtype)
 
     monkeypatch.setattr(fft_module, "transform", held)
