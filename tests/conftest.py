@@ -5,6 +5,7 @@ Tests synchronise on events, futures and joins with timeouts, never on sleeps.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -226,3 +227,17 @@ def _workload(daemon: DaemonProcess) -> None:
         for job in ids:
             final = client.stream("watch", job, on_notification=None, timeout=120)
             assert final["state"] == "done", final
+
+
+_CTRL_C_ABLE = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def ctrl_c_able(argv: list[str]) -> list[str]:
+    """`argv` run with SIGINT back to its default, for a child a test interrupts as Ctrl-C
+    would: a test run started in the background by a non-interactive shell inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler in the child. (An exec
+    shim rather than `preexec_fn`, which is unsafe in a process with threads.)"""
+    return [sys.executable, "-c", _CTRL_C_ABLE, *argv]

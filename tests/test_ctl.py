@@ -21,7 +21,7 @@ from actord.control.ctl import main, parser
 from actord.control.methods import Dispatcher, runtime_methods
 from actord.control.server import Call, ControlServer
 
-from .conftest import WAIT, Recorder, RecordingActor
+from .conftest import WAIT, Recorder, RecordingActor, ctrl_c_able
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -324,7 +324,7 @@ def test_a_reader_that_goes_away_ends_actorctl_quietly(socket_path: str) -> None
 
 def test_ctrl_c_while_watching_says_the_job_goes_on(socket_path: str, jobs: _Jobs) -> None:
     proc = subprocess.Popen(
-        _actorctl("--socket", socket_path, "watch", "log-hold"),
+        ctrl_c_able(_actorctl("--socket", socket_path, "watch", "log-hold")),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),

@@ -15,6 +15,7 @@ import pytest
 from actors.writer import PAUSE_ENV
 
 from ._daemon import ROOT
+from .conftest import ctrl_c_able
 
 _SMALL = ("--lines", "20000", "--chunks", "4", "--size", "64")
 # Every actor of a demo run: the pools' members, the store, the monitor, the progress view,
@@ -116,7 +117,7 @@ def test_an_interrupted_demo_cleans_up_too(
     notes = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer needs a reader to note to
     env = {**_env(tmp_path), PAUSE_ENV: f"before-rename:log:{fifo}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actord", "demo", "--chunks", "4", "--size", "64"],
+        ctrl_c_able([sys.executable, "-m", "actord", "demo", "--chunks", "4", "--size", "64"]),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
