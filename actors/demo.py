@@ -9,6 +9,7 @@ the output paths. A directory it made itself is removed at the end, unless `keep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ import numpy as np
 import psutil
 from prometheus_client import CollectorRegistry
 
-from actord import Actor, ActorStats, ActorSystem, Message
+from actord import Actor, ActorStats, ActorSystem, Message, UnknownActor
 from actord.daemon.health import Monitor, thread_cpu_times
 from actord.daemon.metrics import MetricsServer, RuntimeCollector
 
@@ -191,6 +192,7 @@ def _demo(options: DemoOptions, directory: str) -> int:
             )
             results = [client.wait(log_job.id), client.wait(fft_job.id)]
             elapsed = time.perf_counter() - start
+            _join_job_actors(system, results)
             # One census: each job's reader and writer is either still live or already counted
             # in its role's retired totals, never both and never neither (they stop on their own
             # as their job ends, so a sample of the live actors alone misses some of them).
@@ -212,6 +214,15 @@ def _demo(options: DemoOptions, directory: str) -> int:
     _footer(metrics.url, scrape)
     failed = [r for r in results if r.error]
     return 1 if failed else 0
+
+
+def _join_job_actors(system: ActorSystem, results: list[JobInfo]) -> None:
+    # A job is done once its output is journaled; its reader and writer are then stopped
+    # without being waited for. Waited for here, so the table shows each as it ended.
+    for info in results:
+        for role in ("reader", "writer"):
+            with contextlib.suppress(UnknownActor):  # gone already: nothing to wait for
+                system.lookup(f"{info.id}.{role}").stop(graceful=False, timeout=10.0)
 
 
 def _actor_rows(
