@@ -39,16 +39,7 @@ def _installed_units(tmp_path: Path) -> list[str]:
     return [str(tmp_path / "actord.service"), str(tmp_path / "actord.socket")]
 
 
-def test_the_units_verify_cleanly(tmp_path: Path) -> None:
-    analyze = require("systemd-analyze")
-    result = subprocess.run(
-        [analyze, "verify", "--man=no", *_installed_units(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert (result.returncode, result.stderr) == (0, "")
+# `systemd-analyze verify` of the units as the README installs them: tests/test_readme.py.
 
 
 def test_the_service_is_hardened(tmp_path: Path) -> None:
