@@ -177,7 +177,6 @@ class JobStore(Actor):
         self.drain_waiters: list[Message] = []
         self.pumping = False  # _pump is on the stack: a job settled by it does not re-enter
         self.draining = False
-        self.released = False
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
         self.stats = JobStats(Counter())
 
@@ -316,14 +315,9 @@ class JobStore(Actor):
         except (ValueError, TypeError, OverflowError) as error:  # not a spec check_spec passed
             return Rejected(ErrorCode.BAD_REQUEST, f"the job cannot be journaled: {error}")
         key = request.idempotency_key
-        known = None if key is None else self._journal.find_key(key)
+        known = None if key is None else self._by_key(key, packed)
         if known is not None:  # a retried submit: the job it made, whatever its state
-            if known.spec != packed:
-                return Rejected(
-                    ErrorCode.CONFLICT,
-                    f"idempotency key {key!r} was used for another job ({known.id})",
-                )
-            return self._lookup(known.id)
+            return known
         if self.draining:
             return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
         taken = output_taken(spec)
@@ -343,14 +337,22 @@ class JobStore(Actor):
 
     def _resubmit(self, request: Resubmit) -> JobInfo | Rejected:
         key = request.idempotency_key
-        known = self._journal.find_key(key)
+        try:
+            packed: bytes | None = pack(spec_to_wire(request.spec))
+        except (ValueError, TypeError, OverflowError):
+            packed = None  # not a spec any key was journaled with
+        known = self._by_key(key, packed)
         if known is None:
             return Rejected(ErrorCode.NOT_FOUND, f"no job has the idempotency key {key!r}")
-        try:
-            same = known.spec == pack(spec_to_wire(request.spec))
-        except (ValueError, TypeError, OverflowError):
-            same = False
-        if not same:
+        return known
+
+    def _by_key(self, key: str, packed: bytes | None) -> JobInfo | Rejected | None:
+        """The job `key` made, if `packed` is its spec as journaled; a conflict if it made
+        another; None for a key the journal does not know."""
+        known = self._journal.find_key(key)
+        if known is None:
+            return None
+        if known.spec != packed:
             return Rejected(
                 ErrorCode.CONFLICT, f"idempotency key {key!r} was used for another job ({known.id})"
             )
@@ -427,7 +429,6 @@ class JobStore(Actor):
             self.outputs.setdefault(path, job_id)
 
     def _release(self, crashed: bool) -> Released:
-        self.released = True
         self.draining = True
         released = []
         for job_id in sorted(self.running):
@@ -492,11 +493,13 @@ class JobStore(Actor):
         if live is None or live.closing or not live.publishing:
             _log.error("job %s: a writer's end arrived for a job not publishing", job_id)
             return
-        info = live.info
-        live.info = replace(
-            info, state=JobState.DONE, error=None, summary=summary, total=info.total or info.done
+        info = live.info = replace(
+            live.info,
+            state=JobState.DONE,
+            error=None,
+            summary=summary,
+            total=live.info.total or live.info.done,
         )
-        info = live.info
         result = _packed_result(info.done, info.total, info.bytes, summary)
         self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
         self._stop_actors(live)
