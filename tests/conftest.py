@@ -241,3 +241,11 @@ def ctrl_c_able(argv: list[str]) -> list[str]:
     ignored, and Python then installs no KeyboardInterrupt handler in the child. (An exec
     shim rather than `preexec_fn`, which is unsafe in a process with threads.)"""
     return [sys.executable, "-c", _CTRL_C_ABLE, *argv]
+
+
+def join_job_actors(job_id: str) -> None:
+    """Wait for a job's reader and writer threads to exit (a stop does not wait for them)."""
+    names = {f"actord:{job_id}.reader", f"actord:{job_id}.writer"}
+    for thread in [t for t in threading.enumerate() if t.name in names]:
+        thread.join(WAIT)
+        assert not thread.is_alive(), f"{thread.name} did not exit"

@@ -39,7 +39,7 @@ from actors.model import (
 from actors.reader import synthetic_chunk
 from actors.validate import check_spec
 
-from .conftest import WAIT, FakeClock
+from .conftest import WAIT, FakeClock, join_job_actors
 
 
 @pytest.fixture
@@ -65,14 +65,6 @@ def fft_spec(output: Path, source: Path | None = None, **options: Any) -> JobSpe
 
 def run(client: JobClient, spec: JobSpec) -> JobInfo:
     return client.wait(client.submit(spec).id, WAIT)
-
-
-def join_job_actors(job_id: str) -> None:
-    """Wait for a job's reader and writer threads to exit (a stop does not wait for them)."""
-    names = {f"actord:{job_id}.reader", f"actord:{job_id}.writer"}
-    for thread in [t for t in threading.enumerate() if t.name in names]:
-        thread.join(WAIT)
-        assert not thread.is_alive(), f"{thread.name} did not exit"
 
 
 def assert_pool_unharmed(system: ActorSystem) -> None:

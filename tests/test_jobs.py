@@ -45,7 +45,7 @@ from actors.model import (
 )
 from actors.reader import synthetic_chunk
 
-from .conftest import WAIT, FakeClock
+from .conftest import WAIT, FakeClock, join_job_actors
 
 LEVELS = ("INFO", "DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -113,14 +113,6 @@ def temp_files(directory: Path) -> list[str]:
     return [
         p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
     ]
-
-
-def join_job_actors(job_id: str) -> None:
-    """Wait for a job's reader and writer threads to exit (a stop does not wait for them)."""
-    names = {f"actord:{job_id}.reader", f"actord:{job_id}.writer"}
-    for thread in [t for t in threading.enumerate() if t.name in names]:
-        thread.join(WAIT)
-        assert not thread.is_alive(), f"{thread.name} did not exit"
 
 
 def log_summary(info: JobInfo) -> LogSummary:
