@@ -13,6 +13,7 @@ from .model import (
     Cancel,
     GetJob,
     JobInfo,
+    JobKind,
     JobRejected,
     JobSpec,
     ListJobs,
@@ -20,13 +21,18 @@ from .model import (
     Resubmit,
     WaitJob,
 )
+from .ray_link import RayLink
 from .validate import Roots, check_spec, resolve
 
 __all__ = ["JobClient", "submit_job"]
 
 
 def submit_job(
-    ask: Callable[[object], object], spec: JobSpec, key: str | None, roots: Roots | None
+    ask: Callable[[object], object],
+    spec: JobSpec,
+    key: str | None,
+    roots: Roots | None,
+    gate: Callable[[JobKind], None] | None = None,
 ) -> object:
     """Validate `spec` on the caller's thread (`check_spec`), then have the store accept it:
     the store's answer (`JobInfo` or `Rejected`). A retry with a known idempotency key gets
@@ -41,6 +47,8 @@ def submit_job(
         if isinstance(known, Rejected) and known.code is ErrorCode.NOT_FOUND:
             raise  # not a retry: the check's own refusal
         return known
+    if gate is not None:
+        gate(checked.kind)  # the pool the job needs can take it (a Ray cluster is up)
     return ask(Accept(checked, key))
 
 
@@ -51,9 +59,19 @@ class JobClient:
     the store only journals what passed. A refusal raises `JobRejected` (its `code` is the
     one the control socket would answer with)."""
 
-    def __init__(self, store: ActorRef, *, roots: Roots | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        store: ActorRef,
+        *,
+        roots: Roots | None = None,
+        timeout: float = 30.0,
+        gate: Callable[[JobKind], None] | None = None,
+        link: RayLink | None = None,
+    ):
         self.store = store
+        self.link = link  # the Ray pools' link, if any (its status, metrics)
         self.roots = roots
+        self.gate = gate  # raises if the pool a job of this kind needs is unavailable
         self.timeout = timeout
 
     def _ask(self, request: object, timeout: float | None = None) -> object:
@@ -63,7 +81,7 @@ class JobClient:
         return answer
 
     def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> JobInfo:
-        answer = submit_job(self.store_ask, spec, idempotency_key, self.roots)
+        answer = submit_job(self.store_ask, spec, idempotency_key, self.roots, self.gate)
         if isinstance(answer, Rejected):
             raise JobRejected(answer)
         assert isinstance(answer, JobInfo)

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from actord import Actor, ActorRef, ActorSystem, RestartPolicy
+from actord.runtime.errors import InvalidArgument
 
 from .client import JobClient
 from .formats import resolve_format
 from .model import Executor, JobEnded, JobKind, JobSpec, LogOptions
 from .parser import Parser
+from .paths import under_roots
+from .ray_link import RayLink
 from .reader import ArrayReader, LogReader, reader_capacity
 from .store import JobStore
 from .validate import Roots
@@ -28,6 +31,7 @@ from .writer import ArrayWriter, LogWriter
 __all__ = [
     "FFT_WORKERS",
     "PARSERS",
+    "RAY_HOST",
     "STATEFUL",
     "STORE",
     "JobSystemConfig",
@@ -38,6 +42,8 @@ __all__ = [
 STORE: Final = "store"
 PARSERS: Final = "parser"
 FFT_WORKERS: Final = "fft"
+RAY_HOST: Final = "ray"
+_GATE_WAIT: Final = 20.0  # seconds a submit may wait for a first connection to the cluster
 STATEFUL: Final = RestartPolicy(max_restarts=0)  # for actors whose state a restart would lose
 _ROLES: Final = ("reader", "writer")  # each job's own actors, counted under kind.role
 
@@ -54,6 +60,11 @@ class JobSystemConfig:
     max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
     roots: Roots | None = None  # (input roots, output roots), re-checked as a job starts
     max_crash_retries: int = 5  # daemon deaths under one job before it fails instead
+    fft_executor: Executor = Executor.THREAD  # or RAY
+    ray_address: str = ""  # "" no Ray; "local", "auto", "host:port", "ray://host:port"
+    ray_namespace: str = "actord"
+    ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
+    shared_roots: tuple[str, ...] = ()  # mounted at the same path on every Ray node
 
 
 class Launcher:
@@ -89,6 +100,12 @@ class Launcher:
             )
         else:
             fft_options = spec.options
+            shared = (False, False)
+            if config.fft_executor is Executor.RAY:
+                shared = (
+                    spec.input is not None and under_roots(spec.input, config.shared_roots),
+                    under_roots(spec.output, config.shared_roots),
+                )
             make_writer = lambda: ArrayWriter(job_id, spec.output, STORE, reader)  # noqa: E731
             make_reader = lambda: ArrayReader(  # noqa: E731
                 job_id,
@@ -99,6 +116,7 @@ class Launcher:
                 store=STORE,
                 window=config.window,
                 ended=ended,
+                shared=shared,
             )
         # Roles keep metrics labels bounded: these actors live only as long as their job.
         kind = spec.kind.value
@@ -124,14 +142,19 @@ def start_job_system(
 
     config = config or JobSystemConfig()
     system.declare_roles(*(f"{kind.value}.{part}" for kind in JobKind for part in _ROLES))
+    link = _ray_link(system, config)
     executor, block_timeout = config.parser_executor, config.block_timeout
-    system.spawn_pool(
-        lambda: Parser(executor, block_timeout),
-        PARSERS,
-        config.parsers,
-        capacity=config.pool_capacity,
-    )
-    system.spawn_pool(FFTWorker, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    parser: Callable[[], Actor] = lambda: Parser(executor, block_timeout)  # noqa: E731
+    fft: Callable[[], Actor] = FFTWorker
+    if link is not None:
+        from .remote import RemoteFFTWorker, RemoteParser  # noqa: PLC0415
+
+        if executor is Executor.RAY:
+            parser = lambda: RemoteParser(link, unit_timeout=block_timeout)  # noqa: E731
+        if config.fft_executor is Executor.RAY:
+            fft = lambda: RemoteFFTWorker(link, unit_timeout=block_timeout)  # noqa: E731
+    system.spawn_pool(parser, PARSERS, config.parsers, capacity=config.pool_capacity)
+    system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
     launcher = Launcher(system, config)
     store = system.spawn(
         lambda: JobStore(
@@ -148,4 +171,32 @@ def start_job_system(
         # what was unfinished).
         policy=STATEFUL,
     )
-    return JobClient(store, roots=config.roots)
+    return JobClient(store, roots=config.roots, gate=_gate(link, config), link=link)
+
+
+def _ray_link(system: ActorSystem, config: JobSystemConfig) -> RayLink | None:
+    # The link and its host, spawned before the pools so that they stop after them.
+    if Executor.RAY not in (config.parser_executor, config.fft_executor):
+        return None
+    if not config.ray_address:
+        raise InvalidArgument('executor "ray" needs ray.address (see actord run --help)')
+    from .remote import RayHost  # noqa: PLC0415 - only with a Ray pool
+
+    link = RayLink(config.ray_address, config.ray_namespace, config.ray_cpus)
+    system.spawn(lambda: RayHost(link), RAY_HOST, policy=STATEFUL)
+    return link
+
+
+def _gate(link: RayLink | None, config: JobSystemConfig) -> Callable[[JobKind], None]:
+    """What a submit checks beyond its spec: that the pool its job needs can take it."""
+    needs = set()
+    if config.parser_executor is Executor.RAY:
+        needs.add(JobKind.LOG)
+    if config.fft_executor is Executor.RAY:
+        needs.add(JobKind.FFT)
+
+    def gate(kind: JobKind) -> None:
+        if link is not None and kind in needs:
+            link.check(_GATE_WAIT)  # raises RayUnavailable: refused with `unavailable`
+
+    return gate

@@ -30,6 +30,7 @@ __all__ = [
     "FFTOptions",
     "FFTSummary",
     "GetJob",
+    "InputSlice",
     "JobEnded",
     "JobError",
     "JobInfo",
@@ -68,7 +69,8 @@ JobState = JournalState
 
 class Executor(StrEnum):
     THREAD = "thread"
-    PROCESS = "process"
+    PROCESS = "process"  # parsers only: a worker process per member
+    RAY = "ray"  # a Ray actor per member, on the cluster the [ray] section names
 
 
 class Transform(StrEnum):
@@ -391,6 +393,17 @@ class SyntheticSource:
 
 
 @dataclass(frozen=True, slots=True)
+class InputSlice:
+    """Where one chunk lies in the input file, for a worker that reads it itself: a Ray
+    worker on another node, when the input lies under a root every node mounts."""
+
+    path: str
+    offset: int
+    dtype: str  # numpy's dtype string, byte order included ("<f8")
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class OutputLayout:
     """The writer's answer to an ArrayPlan: where chunk i goes in its temporary file."""
 
@@ -409,7 +422,7 @@ class FFTChunk:
 
     job: str
     index: int
-    data: Any  # a read-only numpy array (a memory-mapped view), or a SyntheticSource
+    data: Any  # a read-only numpy array, a SyntheticSource or an InputSlice
     transform: Transform
     dtype: str
     layout: OutputLayout
@@ -417,6 +430,7 @@ class FFTChunk:
     writer: str
     attempt: int = 0
     ended: JobEnded | None = None  # set once the job has ended: its chunks are not worth doing
+    remote_output: bool = False  # the output lies under a shared root: a Ray worker writes it
 
 
 @dataclass(frozen=True, slots=True)

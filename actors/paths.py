@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from actord.runtime.errors import ErrorCode, Refused
 
-__all__ = ["confine", "confine_pair"]
+__all__ = ["confine", "confine_pair", "under_roots"]
 
 
 def _refuse(message: str) -> Refused:
@@ -29,11 +29,19 @@ def confine(path: object, roots: Sequence[str], *, what: str = "path") -> str:
     if not os.path.isabs(path):
         raise _refuse(f"{what} must be an absolute path: {path!r}")
     resolved = os.path.realpath(path)
+    if under_roots(resolved, roots):
+        return resolved
+    raise _refuse(f"{what} {path!r} is not under an allowed root")
+
+
+def under_roots(path: str, roots: Sequence[str]) -> bool:
+    """True if the absolute `path`, resolved, lies strictly under one of `roots`."""
+    resolved = os.path.realpath(path)
     for root in roots:
         real_root = os.path.realpath(root)
         if os.path.commonpath([real_root, resolved]) == real_root and resolved != real_root:
-            return resolved
-    raise _refuse(f"{what} {path!r} is not under an allowed root")
+            return True
+    return False
 
 
 def confine_pair(

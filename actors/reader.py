@@ -25,6 +25,7 @@ from .model import (
     BlockFailed,
     FFTChunk,
     FFTOptions,
+    InputSlice,
     JobEnded,
     JobError,
     LogBlock,
@@ -53,15 +54,22 @@ _NEXT = _Next()
 
 @dataclass(frozen=True, slots=True)
 class ChunkFailed:
-    """An FFT worker to a chunk's reader: the chunk's data or its output failed (a zero side,
-    a full disk), which a retry would not cure: the job fails at once, naming the chunk.
+    """A pool member to a unit's reader: the unit's data or its output failed (a zero side,
+    a full disk), or its pool cannot run it (a Ray cluster down), which a retry would not
+    cure: the job fails at once, naming the unit.
 
     Unlike `BlockFailed` (a worker that raised, retried once), the worker did not raise: the
     job's fault is no fault of the pool and never counts toward its restart intensity.
     """
 
-    unit: FFTChunk
+    unit: FFTChunk | LogBlock
     error: str
+
+
+def _where(unit: FFTChunk | LogBlock) -> str:
+    if isinstance(unit, LogBlock):
+        return f"block {unit.index} (from line {unit.first_line})"
+    return f"chunk {unit.index}"
 
 
 def open_log(path: str) -> IO[bytes]:
@@ -143,12 +151,12 @@ class _UnitReader(Actor):
         if unit.attempt == 0:
             self.send(self.pool, dataclasses.replace(unit, attempt=1))
             return
-        where = (
-            f"block {unit.index} (from line {unit.first_line})"
-            if isinstance(unit, LogBlock)
-            else f"chunk {unit.index}"
-        )
-        self._fail(f"{where} failed twice: {failed.error}")
+        self._fail(f"{_where(unit)} failed twice: {failed.error}")
+
+    def _unit_failed(self, failed: ChunkFailed) -> None:
+        # Only the first failure is the job's: the others are of units already in flight.
+        if not self._failed:
+            self._fail(f"{_where(failed.unit)}: {failed.error}")
 
     def _fail(self, error: str) -> None:
         self._failed = True
@@ -216,7 +224,9 @@ class LogReader(_UnitReader):
             self._on_written(payload)
         elif isinstance(payload, BlockFailed):
             self._retry_or_fail(payload)
-        elif payload is _NEXT and not self._done and self._room():
+        elif isinstance(payload, ChunkFailed):
+            self._unit_failed(payload)
+        elif payload is _NEXT and not self._done and not self._failed and self._room():
             self._read_block()
 
     def _read_block(self) -> None:
@@ -309,10 +319,14 @@ class ArrayReader(_UnitReader):
         store: str,
         window: int = 32,
         ended: JobEnded | None = None,
+        shared: tuple[bool, bool] = (False, False),
     ) -> None:
         super().__init__(job, pool, writer, store, window, ended)
         self.path = path
         self.options = options
+        # (input, output) under a root every Ray node mounts: a remote worker reads its chunk
+        # by offset, and writes its result into the output, itself.
+        self.by_path, self.remote_output = shared
         self._fd: int | None = None  # the input, read chunk by chunk (never memory-mapped)
         self._dtype: Any = None
         self._offset = 0  # of chunk 0, after the .npy header
@@ -387,17 +401,13 @@ class ArrayReader(_UnitReader):
                 reader=self.name,
                 writer=self.writer,
                 ended=self.ended,  # workers drop the chunks of a job that has ended
+                remote_output=self.remote_output,
             ),
         )
         if self._index < self._shape[0]:
             self._next()
         else:
             self.send(self.writer, ReadDone(self.job, self._shape[0], 0))
-
-    def _unit_failed(self, failed: ChunkFailed) -> None:
-        # Only the first failure is the job's: the others are of chunks already in flight.
-        if not self._failed:
-            self._fail(f"chunk {failed.unit.index}: {failed.error}")
 
     def _open(self, path: str) -> bool:
         try:
@@ -419,6 +429,8 @@ class ArrayReader(_UnitReader):
         if self._fd is None:
             return SyntheticSource(self.options.seed, index, (h, w))
         size = h * w * self._dtype.itemsize
+        if self.by_path and self.path is not None:
+            return InputSlice(self.path, self._offset + index * size, self._dtype.str, (h, w))
         data = os.pread(self._fd, size, self._offset + index * size)
         if len(data) < size:
             raise OSError(f"{self.path} ends before chunk {index}: it was cut while the job ran")

@@ -36,10 +36,11 @@ from actord.daemon.app import Method
 from actord.daemon.config import Config
 from actord.runtime.errors import ErrorCode, Refused
 
-from .client import submit_job
+from .client import JobClient, submit_job
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
 from .model import Cancel, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .ray_metrics import RayCollector
 from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
 from .wire import info_to_wire, spec_from_wire
 
@@ -72,6 +73,7 @@ class JobService:
         # _counts_lock guards _counts_cache: the store's last JobCounts and when it was asked.
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[JobCounts | None, float] = (None, 0.0)
+        self._client: JobClient | None = None  # set by start (main thread), then only read
 
     # -- App ---------------------------------------------------------------------------------
 
@@ -83,21 +85,31 @@ class JobService:
                 Path(root).mkdir(mode=0o750, exist_ok=True)
             elif not Path(root).is_dir():
                 _log.warning("allowed root %s does not exist (yet)", root)
-        start_job_system(
+        self._client = start_job_system(
             self.system,
             str(state / "journal.sqlite3"),
             JobSystemConfig(
                 parsers=config.parser.size,
                 parser_executor=Executor(config.parser.executor),
                 fft_workers=config.fft.size,
+                fft_executor=Executor(config.fft.executor),
                 pool_capacity=config.parser.capacity,
                 max_jobs=config.daemon.max_jobs,
                 roots=self.roots,
+                ray_address=config.ray.address,
+                ray_namespace=config.ray.namespace,
+                ray_cpus=config.ray.cpus_per_worker,
+                shared_roots=config.ray.shared_roots,
             ),
         )
 
     def collectors(self) -> list[Collector]:
-        return [JobsCollector(lambda request, timeout: self._ask(request, timeout=timeout))]
+        collectors: list[Collector] = [
+            JobsCollector(lambda request, timeout: self._ask(request, timeout=timeout))
+        ]
+        if self._client is not None and self._client.link is not None:
+            collectors.append(RayCollector(self._client.link))
+        return collectors
 
     def methods(self) -> Mapping[str, Method]:
         return {
@@ -109,16 +121,30 @@ class JobService:
         }
 
     def status(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {}
+        link = None if self._client is None else self._client.link
+        if link is not None:
+            state, nodes, workers = link.status()
+            pools = [p for p in ("parser", "fft") if getattr(self.config, p).executor == "ray"]
+            members = sum(getattr(self.config, p).size for p in pools)
+            figures["ray"] = {
+                "address": link.address,
+                "state": state.value,
+                "nodes": nodes,
+                "up": workers,
+                "members": members,
+            }
         try:
             counts = self._counts()
         except AskTimeout:
-            return {"jobs": "unavailable"}
+            return {"jobs": "unavailable", **figures}
         return {
             "jobs_queued": counts.queued,
             "jobs_running": counts.running,
             "jobs_done": counts.done,
             "jobs_failed": counts.failed,
             "jobs_cancelled": counts.cancelled,
+            **figures,
         }
 
     def _counts(self) -> JobCounts:
@@ -146,7 +172,14 @@ class JobService:
             self.system.resize("fft", config.fft.size)
         self.roots = (config.paths.input_roots, config.paths.output_roots)
         self._ask(SetMaxJobs(config.daemon.max_jobs, self.roots))
-        for key in ("parser.executor", "parser.capacity", "fft.capacity", "mailbox_capacity"):
+        for key in (
+            "parser.executor",
+            "parser.capacity",
+            "fft.executor",
+            "fft.capacity",
+            "mailbox_capacity",
+            "ray",
+        ):
             section, _, name = key.partition(".")
             if name:
                 before, after = getattr(old, section), getattr(config, section)
@@ -190,7 +223,8 @@ class JobService:
         key = data.pop("idempotency_key", None)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise InvalidArgument("idempotency_key: must be a string of 1 to 200 characters")
-        info = _answer(submit_job(self._ask, spec_from_wire(data), key, self.roots))
+        gate = None if self._client is None else self._client.gate
+        info = _answer(submit_job(self._ask, spec_from_wire(data), key, self.roots, gate))
         self._stale_counts()
         return info_to_wire(info)
 

@@ -119,8 +119,25 @@ _RUN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--input-root", "paths.input_roots", str, "allowed root for job inputs (repeatable)"),
     ("--output-root", "paths.output_roots", str, "allowed root for job outputs (repeatable)"),
     ("--parsers", "parser.size", int, "parser pool size"),
-    ("--parser-executor", "parser.executor", str, "thread or process"),
+    ("--parser-executor", "parser.executor", str, "thread, process or ray"),
     ("--fft-workers", "fft.size", int, "FFT pool size"),
+    ("--fft-executor", "fft.executor", str, "thread or ray"),
+    (
+        "--ray-address",
+        "ray.address",
+        str,
+        "the Ray cluster for the 'ray' executors: local (a private instance), auto, "
+        "host:port or ray://host:port ('' = no Ray)",
+    ),
+    ("--ray-namespace", "ray.namespace", str, "Ray namespace of the daemon's Ray actors"),
+    (
+        "--shared-root",
+        "ray.shared_roots",
+        str,
+        "a root every Ray node mounts at the same path: jobs under it move offsets, not "
+        "data (repeatable)",
+    ),
+    ("--ray-cpus-per-worker", "ray.cpus_per_worker", float, "CPUs each Ray worker asks for"),
     ("--max-jobs", "daemon.max_jobs", int, "jobs running at once (the rest wait in order)"),
     ("--stuck-after", "daemon.stuck_after", float, "seconds on one message = wedged"),
     ("--mailbox-capacity", "mailbox_capacity", int, "default mailbox capacity"),
@@ -148,7 +165,7 @@ def _add_run(commands: Any) -> None:
         "--log-level", dest="run_log_level", metavar="LEVEL", help="DEBUG, INFO (default), ..."
     )
     for flag, key, kind, text in _RUN_FLAGS:
-        repeat = key.startswith("paths.")
+        repeat = key.endswith("_roots")
         run.add_argument(
             flag,
             dest=key,

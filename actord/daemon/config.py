@@ -24,11 +24,12 @@ __all__ = [
     "MetricsConfig",
     "PathsConfig",
     "PoolConfig",
+    "RayConfig",
     "load_config",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/actord/actord.toml")
-_EXECUTORS = ("thread", "process")
+_EXECUTORS = {"parser": ("thread", "process", "ray"), "fft": ("thread", "ray")}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -90,12 +91,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RayConfig:
+    # "" no Ray (the default); "local" starts a private Ray instance (to try it out);
+    # "auto", "host:port" or "ray://host:port" joins a running cluster.
+    address: str = ""
+    namespace: str = "actord"  # the Ray namespace the daemon's Ray actors live in
+    shared_roots: tuple[str, ...] = ()  # mounted at the same path on every node
+    cpus_per_worker: float = 1.0  # CPUs each Ray worker (one per pool member) asks for
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     parser: PoolConfig = field(default_factory=lambda: PoolConfig(executor="process"))
     fft: PoolConfig = field(default_factory=PoolConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     mailbox_capacity: int = 1024
 
     def resolved(self, env: Mapping[str, str] | None = None) -> Config:
@@ -117,6 +129,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "parser": PoolConfig,
     "fft": PoolConfig,
     "metrics": MetricsConfig,
+    "ray": RayConfig,
 }
 
 
@@ -161,7 +174,14 @@ def _build(data: Mapping[str, Any]) -> Config:
         else:
             known = ", ".join(["mailbox_capacity", *_SECTIONS])
             raise ConfigError(f"{name}: unknown key (known: {known})")
-    return Config(**values)
+    config = Config(**values)
+    for pool in ("parser", "fft"):
+        if getattr(config, pool).executor == "ray" and not config.ray.address:
+            raise ConfigError(
+                f'{pool}.executor: "ray" needs ray.address ("local", "auto", "host:port" '
+                'or "ray://host:port")'
+            )
+    return config
 
 
 def _section(name: str, default: Any, table: Mapping[str, Any]) -> Any:
@@ -195,12 +215,19 @@ def _check(where: str, default: object, value: object) -> object:
         return tuple(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
-    if key == "executor" and value not in _EXECUTORS:
-        raise ConfigError(f"{where}: must be one of {_EXECUTORS}, got {value!r}")
+    section = where.split(".", 1)[0]
+    if key == "executor" and value not in _EXECUTORS[section]:
+        raise ConfigError(f"{where}: must be one of {_EXECUTORS[section]}, got {value!r}")
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         raise ConfigError(f"{where}: must be one of {_LOG_LEVELS}, got {value!r}")
-    if key == "address" and value and not _is_host_port(value):
+    if where == "ray.address" and value and not _is_ray_address(value):
+        raise ConfigError(
+            f'{where}: must be "", "local", "auto", host:port or ray://host:port, got {value!r}'
+        )
+    if where == "metrics.address" and value and not _is_host_port(value):
         raise ConfigError(f"{where}: must be host:port, got {value!r}")
+    if where == "ray.namespace" and not value:
+        raise ConfigError(f"{where}: must not be empty")
     return value.upper() if key == "log_level" else value
 
 
@@ -208,6 +235,12 @@ def _positive_int(where: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{where}: must be a whole number >= 1, got {value!r}")
     return value
+
+
+def _is_ray_address(value: str) -> bool:
+    if value in ("local", "auto"):
+        return True
+    return _is_host_port(value.removeprefix("ray://"))
 
 
 def _is_host_port(value: str) -> bool:

@@ -73,6 +73,12 @@ class Actor:
         return self._ref
 
     @property
+    def backlog(self) -> int:
+        """Data messages waiting in this actor's mailbox now (for a pool member: the pool's
+        shared queue). A member with work in flight can tell whether more is coming."""
+        return self._channel.size(self._name)[0]
+
+    @property
     def stop_requested(self) -> bool:
         """True once an immediate stop was asked for: a long `handle` can check it and return
         early (the runtime interrupts only its own waits: a send, an ask, a receive)."""

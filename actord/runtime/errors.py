@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     UNKNOWN_METHOD = "unknown_method"
     TOO_LARGE = "too_large"
+    UNAVAILABLE = "unavailable"  # a resource outside the daemon (a Ray cluster) is unreachable
 
 
 class ExitCode(IntEnum):
