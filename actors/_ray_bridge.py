@@ -23,13 +23,16 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import queue
 import sys
 import threading
+import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from actors.frames import read_frame, write_frame
-from actors.remote_work import RemoteWorker
+from actors.remote_work import HOLD_ENV, RemoteWorker
 
 # Lose the control store, exit soon (Ray's default waits 60 s): the daemon then reports the
 # pool down instead of waiting on a bridge that can no longer place anything.
@@ -39,25 +42,53 @@ os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "10")
 # are partial, and the daemon never imports Ray itself.
 ray: Any = importlib.import_module("ray")
 _RayTaskError: type[Exception] = importlib.import_module("ray.exceptions").RayTaskError
+_NodeAffinity: Any = importlib.import_module(
+    "ray.util.scheduling_strategies"
+).NodeAffinitySchedulingStrategy
 _log = logging.getLogger("actord.ray.bridge")
+
+
+_SUSPECT_FOR = 120.0  # seconds a node where an actor was lost gets no replacement actor
+
+
+@dataclass(slots=True)
+class _Placed:
+    actor: Any
+    node: str | None = None  # learnt from the actor's first answer (its `ready`)
 
 
 class _Bridge:
     def __init__(self, cpus: float) -> None:
         self.cpus = cpus
         self.stdout = sys.stdout.buffer
-        # _write_lock guards stdout: answers are written from Ray's callback threads.
+        # _write_lock guards stdout: answers are written from two threads.
         self._write_lock = threading.Lock()
-        # _actors_lock guards _actors: the slot's current Ray actor.
+        # _actors_lock guards _actors (each slot's current Ray actor and its node) and
+        # _suspects (nodes where an actor was lost, and when).
         self._actors_lock = threading.Lock()
-        self._actors: dict[str, Any] = {}
+        self._actors: dict[str, _Placed] = {}
+        self._suspects: dict[str, float] = {}
         self._worker = ray.remote(RemoteWorker)
+        # Calls done, from Ray's callback thread (which must not call back into Ray: a kill
+        # from there can deadlock it) to the answering thread; None ends that thread.
+        self._done_calls: queue.SimpleQueue[tuple[int, str, _Placed, Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._answering = threading.Thread(target=self._answer_calls, name="bridge-answers")
 
     def answer(self, *frame: Any) -> None:
         with self._write_lock:
             write_frame(self.stdout, list(frame))
 
     def serve(self) -> None:
+        self._answering.start()
+        try:
+            self._serve()
+        finally:
+            self._done_calls.put(None)
+            self._answering.join()
+
+    def _serve(self) -> None:
         stdin = sys.stdin.buffer
         while True:
             try:
@@ -76,51 +107,83 @@ class _Bridge:
             else:
                 self.answer(request_id, "error", f"unknown op {op!r}", 0.0)
 
-    def _actor(self, slot: str) -> Any:
+    def _actor(self, slot: str) -> _Placed:
         with self._actors_lock:
-            actor = self._actors.get(slot)
-            if actor is None:
-                actor = self._worker.options(
-                    scheduling_strategy="SPREAD",
-                    num_cpus=self.cpus,
-                    max_restarts=0,
-                    max_task_retries=0,
-                ).remote()
-                self._actors[slot] = actor
-            return actor
+            placed = self._actors.get(slot)
+            if placed is not None:
+                return placed
+            now = time.monotonic()
+            suspects = {n for n, when in self._suspects.items() if now - when < _SUSPECT_FOR}
+        # Placed with SPREAD; after a loss, on a node where none was lost lately (soft: any
+        # node will do if there is no other), so a retry does not land on a node that died
+        # before Ray has noticed (which takes it seconds).
+        strategy: Any = "SPREAD"
+        if suspects:
+            others = [
+                n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] not in suspects
+            ]
+            if others:
+                strategy = _NodeAffinity(node_id=others[hash(slot) % len(others)], soft=True)
+        hold = os.environ.get(HOLD_ENV)  # a test's hook reaches the workers this way only
+        actor = self._worker.options(
+            scheduling_strategy=strategy,
+            num_cpus=self.cpus,
+            max_restarts=0,
+            max_task_retries=0,
+            runtime_env={"env_vars": {HOLD_ENV: hold}} if hold else None,
+        ).remote()
+        placed = _Placed(actor)
+        with self._actors_lock:
+            placed = self._actors.setdefault(slot, placed)
+        ready: Future[Any] = actor.ready.remote().future()
+        ready.add_done_callback(lambda done: self._done_calls.put((-1, slot, placed, done)))
+        return placed
 
-    def _drop(self, slot: str, actor: Any = None) -> None:
+    def _drop(self, slot: str, placed: _Placed | None = None, *, lost: bool = False) -> None:
         with self._actors_lock:
             current = self._actors.get(slot)
-            if current is None or (actor is not None and current is not actor):
+            if current is None or (placed is not None and current is not placed):
                 return  # already replaced
             del self._actors[slot]
+            if lost and current.node is not None:
+                self._suspects[current.node] = time.monotonic()
         try:
-            ray.kill(current)
+            ray.kill(current.actor)
         except Exception as error:  # noqa: BLE001 - a lost actor cannot be killed: it is gone
             _log.warning("killing %s's Ray actor: %s", slot, error)
 
     def _call(self, request_id: int, slot: str, method: str, args: list[Any]) -> None:
-        actor = self._actor(slot)
+        placed = self._actor(slot)
         try:
-            ref = getattr(actor, method).remote(*args)
+            ref = getattr(placed.actor, method).remote(*args)
         except Exception as error:  # noqa: BLE001 - answered: the daemon fails the unit
-            self._drop(slot, actor)
+            self._drop(slot, placed, lost=True)
             self.answer(request_id, "died", f"{type(error).__name__}: {error}", 0.0)
             return
         future: Future[Any] = ref.future()
-        future.add_done_callback(lambda done: self._done(request_id, slot, actor, done))
+        future.add_done_callback(
+            lambda done: self._done_calls.put((request_id, slot, placed, done))
+        )
 
-    def _done(self, request_id: int, slot: str, actor: Any, done: Future[Any]) -> None:
+    def _answer_calls(self) -> None:
+        while (item := self._done_calls.get()) is not None:
+            self._done(*item)
+
+    def _done(self, request_id: int, slot: str, placed: _Placed, done: Future[Any]) -> None:
         try:
             kind, value, cpu = done.result()  # every RemoteWorker method answers a triple
         except _RayTaskError as error:  # the method raised: a fault of the code
             cause = getattr(error, "cause", None) or error
-            self.answer(request_id, "error", f"{type(cause).__name__}: {cause}"[:2000], 0.0)
+            if request_id >= 0:
+                self.answer(request_id, "error", f"{type(cause).__name__}: {cause}"[:2000], 0.0)
             return
         except Exception as error:  # noqa: BLE001 - the actor, its node or an object was lost
-            self._drop(slot, actor)
-            self.answer(request_id, "died", f"{type(error).__name__}: {error}"[:2000], 0.0)
+            self._drop(slot, placed, lost=True)
+            if request_id >= 0:
+                self.answer(request_id, "died", f"{type(error).__name__}: {error}"[:2000], 0.0)
+            return
+        if request_id < 0:  # the actor's `ready`: where it was placed
+            placed.node = str(value)
             return
         self.answer(request_id, kind, value, cpu)
 

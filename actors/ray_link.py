@@ -65,6 +65,7 @@ class RemoteCounters:
 
     cpu_seconds: float = 0.0  # measured in the Ray worker, returned with each result
     units: int = 0
+    moved_bytes: int = 0  # unit data and results carried by Ray (none on the shared path)
     in_flight: int = 0
     failures: int = 0  # units whose Ray actor or node was lost (or that timed out)
     retries: int = 0  # units sent again after such a loss
@@ -113,11 +114,11 @@ class RayLink:
         """Call `method` on `slot`'s Ray actor; raises RayUnavailable if the cluster cannot
         be reached (connecting first, within `timeout`, if need be; given up as soon as
         `cancelled()` turns true)."""
-        bridge = self._connected(timeout, cancelled)
+        bridge = self._connected(timeout, cancelled, reconnect=False)
         future: Future[RemoteReply] = Future()
         with self._lock:
             if not bridge.alive:
-                raise RayUnavailable(self._explain(self._error or "the bridge exited"))
+                raise RayUnavailable(self._explain(self._error or "the Ray driver exited"))
             request_id = next(self._ids)
             bridge.pending[request_id] = future
             try:
@@ -144,9 +145,17 @@ class RayLink:
 
     # -- the cluster's state (any thread) --------------------------------------------------
 
-    def check(self, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> None:
-        """Raise RayUnavailable unless the cluster can be reached (connecting if need be)."""
-        self._connected(timeout, cancelled)
+    def check(
+        self,
+        timeout: float,
+        cancelled: Callable[[], bool] = lambda: False,
+        *,
+        reconnect: bool = False,
+    ) -> None:
+        """Raise RayUnavailable unless connected to the cluster. The first check connects;
+        once the link is down, only a check with `reconnect` tries again (the host's, every
+        few seconds): a submit or a unit is refused at once, not after a connection's wait."""
+        self._connected(timeout, cancelled, reconnect=reconnect)
 
     def status(self) -> tuple[RayState, int, int]:
         """(state, alive nodes, live Ray actors) as last seen (never waits): for metrics."""
@@ -213,17 +222,24 @@ class RayLink:
             f"(`ray status --address {self.address}` on a node) and that this host reaches it"
         )
 
-    def _connected(self, timeout: float, cancelled: Callable[[], bool]) -> _Bridge:
+    def _connected(
+        self, timeout: float, cancelled: Callable[[], bool], *, reconnect: bool
+    ) -> _Bridge:
         with self._lock:
             if self._state is RayState.UP and self._bridge is not None:
                 return self._bridge
+            if self._state is RayState.DOWN and not reconnect:
+                # Refused at once: not after a reconnection in progress elsewhere.
+                raise RayUnavailable(self._explain(self._error))
         with self._connect_lock:
             with self._lock:
                 if self._closed:
                     raise RayUnavailable("the Ray link is closed: the daemon is stopping")
                 if self._state is RayState.UP and self._bridge is not None:
                     return self._bridge
-                if self._state is RayState.DOWN and time.monotonic() < self._retry_at:
+                if self._state is RayState.DOWN and (
+                    not reconnect or time.monotonic() < self._retry_at
+                ):
                     raise RayUnavailable(self._explain(self._error))
             bridge = self._start(timeout, cancelled)
             with self._lock:
@@ -262,7 +278,7 @@ class RayLink:
             except FutureTimeout:
                 continue
             except (EOFError, ValueError):
-                kind, value = "down", "the bridge exited as it started"
+                kind, value = "down", "the Ray driver exited before it connected"
                 break
         if kind != "ok":
             if cancelled():
@@ -301,7 +317,7 @@ class RayLink:
                 bridge.alive = False
                 if self._bridge is bridge:
                     self._bridge, self._state = None, RayState.DOWN
-                    self._error = "the bridge to the cluster exited"
+                    self._error = "the Ray driver lost the cluster and exited"
                     self._retry_at = 0.0  # reconnect at the next call: the cluster may be fine
                     _log.warning("the Ray bridge exited: the Ray pools are down until it is back")
             for future in pending:

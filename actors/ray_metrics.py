@@ -2,8 +2,9 @@
 
 Per member (labels ``actor``, ``pool``, as the runtime's own actor metrics: bounded by the
 pool sizes): ``actord_remote_cpu_seconds_total`` (measured in the Ray worker, returned with
-each result), ``actord_remote_units_total``, ``actord_remote_units_in_flight``,
-``actord_remote_failures_total`` (units whose Ray worker or node was lost, or timed out) and
+each result), ``actord_remote_units_total``, ``actord_remote_moved_bytes_total`` (through
+Ray's object store), ``actord_remote_units_in_flight``, ``actord_remote_failures_total``
+(units whose Ray worker or node was lost, or timed out) and
 ``actord_remote_retries_total``. For the cluster: ``actord_ray_up`` (1 while connected),
 ``actord_ray_nodes`` (alive nodes) and ``actord_ray_workers`` (live Ray actors).
 """
@@ -32,6 +33,11 @@ class RayCollector(Collector):
             labels=labels,
         )
         units = CounterMetricFamily("actord_remote_units", "Units done on Ray", labels=labels)
+        moved = CounterMetricFamily(
+            "actord_remote_moved_bytes",
+            "Unit data and results carried through Ray (none on the shared path)",
+            labels=labels,
+        )
         in_flight = GaugeMetricFamily(
             "actord_remote_units_in_flight", "Units sent to Ray and not answered", labels=labels
         )
@@ -49,6 +55,7 @@ class RayCollector(Collector):
             key = [member, member.partition("#")[0]]
             cpu.add_metric(key, counters.cpu_seconds)
             units.add_metric(key, counters.units)
+            moved.add_metric(key, counters.moved_bytes)
             in_flight.add_metric(key, counters.in_flight)
             failures.add_metric(key, counters.failures)
             retries.add_metric(key, counters.retries)
@@ -59,4 +66,4 @@ class RayCollector(Collector):
         node_gauge.add_metric([], nodes)
         worker_gauge = GaugeMetricFamily("actord_ray_workers", "Live Ray actors of the pools")
         worker_gauge.add_metric([], workers)
-        yield from (cpu, units, in_flight, failures, retries, up, node_gauge, worker_gauge)
+        yield from (cpu, units, moved, in_flight, failures, retries, up, node_gauge, worker_gauge)

@@ -230,6 +230,7 @@ class RemoteFFTWorker(_RemoteMember):
         else:
             array = np.ascontiguousarray(data)
             source = ["bytes", array.data.cast("B"), array.dtype.str, list(array.shape)]
+            self._counters.moved_bytes += array.nbytes
         if chunk.remote_output:
             offset = layout.offset + chunk.index * layout.chunk_bytes
             target: list[Any] = ["file", layout.path, offset, layout.chunk_bytes]
@@ -248,6 +249,7 @@ class RemoteFFTWorker(_RemoteMember):
             return
         assert reply.kind == OK
         if not chunk.remote_output:
+            self._counters.moved_bytes += len(reply.value)
             try:
                 offset = layout.offset + chunk.index * layout.chunk_bytes
                 write_chunk(layout.path, offset, np.frombuffer(reply.value, np.uint8))
@@ -264,11 +266,13 @@ class RemoteParser(_RemoteMember):
 
     def _args(self, unit: Any) -> list[Any]:
         block: LogBlock = unit
+        self._counters.moved_bytes += len(block.data)
         return [block.data, block.first_line, block.pattern]
 
     def _finished(self, unit: Any, reply: RemoteReply) -> None:
         block: LogBlock = unit
         fields = dict(reply.value)
+        self._counters.moved_bytes += len(fields["records"]) + len(fields["rejects"])
         fields["levels"] = tuple((str(k), int(v)) for k, v in fields["levels"])
         self.send(
             block.writer,
@@ -298,7 +302,7 @@ class RayHost(Actor):
         """Actor thread: refresh the cluster's figures (connecting if need be)."""
         if isinstance(message.payload, _Probe):
             try:
-                self.link.check(_CONNECT, lambda: self.stop_requested)
+                self.link.check(_CONNECT, lambda: self.stop_requested, reconnect=True)
             except RayUnavailable as error:
                 _log.debug("%s", error)
                 return

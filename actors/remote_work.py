@@ -34,6 +34,25 @@ IO = "io"  # writing the output failed (a full disk): the job fails
 GONE = "gone"  # the output file was removed (its job ended)
 
 _DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
+# Test-only: off unless set (see `_hold_for_test`); the bridge passes it to its Ray actors.
+HOLD_ENV = "ACTORD_TEST_HOLD_UNIT"
+
+
+def _hold_for_test(index: int) -> None:
+    """A test-only hook, so that a test can stop the daemon while a unit runs on Ray. Off
+    unless ``ACTORD_TEST_HOLD_UNIT`` is ``<index>:<fifo>``: the worker given chunk `index`
+    writes a line to the FIFO, then waits until ``<fifo>.go`` is opened for writing (or its
+    process is killed, as it is when the daemon that owns it stops). The test makes both."""
+    setting = os.environ.get(HOLD_ENV)
+    if not setting:
+        return
+    wanted, fifo = setting.split(":", 1)
+    if int(wanted) != index:
+        return
+    with open(fifo, "w") as note:
+        note.write(f"{index}\n")
+    with open(fifo + ".go", "rb") as go:
+        go.read()
 
 
 def _source(source: list[Any]) -> Any:
@@ -61,6 +80,8 @@ def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any]) -> lis
     or ``["file", path, offset, nbytes]`` (written there). Returns ``[OK, bytes or None,
     cpu_seconds]`` or ``[DATA | IO | GONE, message, cpu_seconds]``."""
     started = time.thread_time()
+    if source[0] != "bytes":
+        _hold_for_test(int(source[2] if source[0] == "synthetic" else -1))
     try:
         data = _source(source)
         result = transform(data, Transform(kind), dtype)

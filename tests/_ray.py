@@ -1,0 +1,133 @@
+"""A real 2-node Ray cluster on this machine, for the Ray executor's tests.
+
+`ray start --head --num-cpus 1` and `ray start --address ... --num-cpus 1`, each node with
+its own temp dir. Ray's processes outlive `ray start` (they are re-parented to init), so each
+node's processes are found by its temp dir (every one of Ray's daemons names it in its
+command line) plus their descendants (the worker processes, renamed ``ray::...``): stopping
+the cluster kills exactly those, never another cluster's (``ray stop`` would kill them all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for `condition` (checked every 20 ms) or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        tick.wait(0.02)
+
+
+class RayNode:
+    def __init__(self, temp_dir: Path, args: list[str]) -> None:
+        self.temp_dir = temp_dir
+        self.args = args
+
+    def start(self) -> None:
+        # A temp dir of this node's own, short: Ray's socket paths must fit in 107 bytes.
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.temp_dir.mkdir(parents=True)
+        subprocess.run(
+            [RAY, "start", *self.args, "--temp-dir", str(self.temp_dir)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
+
+    def processes(self) -> list[psutil.Process]:
+        """This node's processes: Ray's daemons (found by temp dir) and their descendants."""
+        mark = str(self.temp_dir)
+        found: dict[int, psutil.Process] = {}
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if any(mark in part for part in cmdline):
+                found[process.pid] = process
+                with contextlib.suppress(psutil.Error):
+                    for child in process.children(recursive=True):
+                        found[child.pid] = child
+        return list(found.values())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process of this node and wait until all are gone."""
+        processes = self.processes()
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
+        _, alive = psutil.wait_procs(processes, timeout=20)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=10)
+
+
+class RayCluster:
+    """A head node and one worker node, 1 CPU each, on free ports."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+        self.head = RayNode(
+            self.base / "h",
+            [
+                "--head",
+                "--port",
+                str(self.port),
+                "--include-dashboard",
+                "false",
+                "--dashboard-port",
+                str(free_port()),
+                *common,
+            ],
+        )
+        self.worker = RayNode(self.base / "w", ["--address", self.address, *common])
+
+    def start(self) -> RayCluster:
+        self.head.start()
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop exactly the processes this cluster started (worker node first)."""
+        self.worker.kill(signal.SIGTERM)
+        self.head.kill(signal.SIGTERM)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def actor_processes(self) -> list[psutil.Process]:
+        """The cluster's live Ray actor processes of the pools (``ray::RemoteWorker``)."""
+        found = []
+        for process in [*self.head.processes(), *self.worker.processes()]:
+            with contextlib.suppress(psutil.Error):
+                if "RemoteWorker" in " ".join(process.cmdline()):
+                    found.append(process)
+        return found
