@@ -20,15 +20,17 @@ stdin closes), and the Ray actors it owns end with it.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.frames import read_frame, write_frame
@@ -48,13 +50,21 @@ _NodeAffinity: Any = importlib.import_module(
 _log = logging.getLogger("actord.ray.bridge")
 
 
-_SUSPECT_FOR = 120.0  # seconds a node where an actor was lost gets no replacement actor
+_SUSPECT_FOR = 120.0  # seconds a node where an actor was lost gets no new actor
+# Seconds an actor has to come up on its node. Ray never fails the creation of an actor
+# placed on a node that died before Ray noticed: past this, the node is suspect and the
+# actor is killed (its queued calls answer `died`, and are sent again elsewhere).
+_PLACE_TIMEOUT = float(os.environ.get("ACTORD_RAY_PLACE_TIMEOUT", "30"))
 
 
 @dataclass(slots=True)
 class _Placed:
     actor: Any
-    node: str | None = None  # learnt from the actor's first answer (its `ready`)
+    target: str | None  # the node it was sent to (None: wherever Ray chose)
+    deadline: float  # to be up by then (see _PLACE_TIMEOUT)
+    node: str | None = None  # where it runs: learnt from its `ready` answer
+    # Calls sent to it and not answered yet; guarded by the bridge's _actors_lock.
+    pending: set[int] = field(default_factory=set)
 
 
 class _Bridge:
@@ -112,18 +122,10 @@ class _Bridge:
             placed = self._actors.get(slot)
             if placed is not None:
                 return placed
-            now = time.monotonic()
-            suspects = {n for n, when in self._suspects.items() if now - when < _SUSPECT_FOR}
-        # Placed with SPREAD; after a loss, on a node where none was lost lately (soft: any
-        # node will do if there is no other), so a retry does not land on a node that died
-        # before Ray has noticed (which takes it seconds).
+        target = self._spread()
         strategy: Any = "SPREAD"
-        if suspects:
-            others = [
-                n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] not in suspects
-            ]
-            if others:
-                strategy = _NodeAffinity(node_id=others[hash(slot) % len(others)], soft=True)
+        if target is not None:
+            strategy = _NodeAffinity(node_id=target, soft=True)
         hold = os.environ.get(HOLD_ENV)  # a test's hook reaches the workers this way only
         actor = self._worker.options(
             scheduling_strategy=strategy,
@@ -132,33 +134,81 @@ class _Bridge:
             max_task_retries=0,
             runtime_env={"env_vars": {HOLD_ENV: hold}} if hold else None,
         ).remote()
-        placed = _Placed(actor)
+        placed = _Placed(actor, target, time.monotonic() + _PLACE_TIMEOUT)
         with self._actors_lock:
             placed = self._actors.setdefault(slot, placed)
         ready: Future[Any] = actor.ready.remote().future()
         ready.add_done_callback(lambda done: self._done_calls.put((-1, slot, placed, done)))
         return placed
 
-    def _drop(self, slot: str, placed: _Placed | None = None, *, lost: bool = False) -> None:
+    def _spread(self) -> str | None:
+        # The spread: the alive node with the fewest of our actors, leaving out nodes where
+        # one was lost lately (a node that died before Ray noticed still looks alive).
+        now = time.monotonic()
+        with self._actors_lock:
+            suspects = {n for n, when in self._suspects.items() if now - when < _SUSPECT_FOR}
+            load: dict[str, int] = {}
+            for placed in self._actors.values():
+                where = placed.node or placed.target
+                if where is not None:
+                    load[where] = load.get(where, 0) + 1
+        try:
+            alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        except Exception as error:  # noqa: BLE001 - Ray's own spread is the fallback
+            _log.warning("cannot list the nodes (%s): placing with Ray's SPREAD", error)
+            return None
+        candidates = [n for n in alive if n not in suspects] or alive
+        if not candidates:
+            return None
+        return str(min(candidates, key=lambda n: (load.get(n, 0), n)))
+
+    def _check_placements(self) -> None:
+        # Answering thread: an actor not up by its deadline is taken for lost.
+        now = time.monotonic()
+        with self._actors_lock:
+            late = [
+                (slot, placed)
+                for slot, placed in self._actors.items()
+                if placed.node is None and now > placed.deadline
+            ]
+        for slot, placed in late:
+            why = f"its Ray actor was not up after {_PLACE_TIMEOUT:.0f}s"
+            _log.warning("%s: %s: replaced", slot, why)
+            self._drop(slot, placed, lost=True, why=why)
+
+    def _drop(
+        self, slot: str, placed: _Placed | None = None, *, lost: bool = False, why: str = ""
+    ) -> None:
+        # The slot's next call gets a fresh actor. The calls still pending on this one are
+        # answered `died` here: Ray does not always fail the calls queued on an actor that
+        # never came up (placed on a node that died before Ray noticed).
         with self._actors_lock:
             current = self._actors.get(slot)
             if current is None or (placed is not None and current is not placed):
                 return  # already replaced
             del self._actors[slot]
-            if lost and current.node is not None:
-                self._suspects[current.node] = time.monotonic()
+            where = current.node or current.target
+            if lost and where is not None:
+                self._suspects[where] = time.monotonic()
+            pending, current.pending = current.pending, set()
+        for request_id in sorted(pending):
+            self.answer(request_id, "died", why or "its Ray actor was killed", 0.0)
         try:
             ray.kill(current.actor)
         except Exception as error:  # noqa: BLE001 - a lost actor cannot be killed: it is gone
             _log.warning("killing %s's Ray actor: %s", slot, error)
 
     def _call(self, request_id: int, slot: str, method: str, args: list[Any]) -> None:
-        placed = self._actor(slot)
+        while True:  # an actor dropped as it was made (its creation failed) is replaced
+            placed = self._actor(slot)
+            with self._actors_lock:
+                if self._actors.get(slot) is placed:
+                    placed.pending.add(request_id)
+                    break
         try:
             ref = getattr(placed.actor, method).remote(*args)
-        except Exception as error:  # noqa: BLE001 - answered: the daemon fails the unit
-            self._drop(slot, placed, lost=True)
-            self.answer(request_id, "died", f"{type(error).__name__}: {error}", 0.0)
+        except Exception as error:  # noqa: BLE001 - answered: the daemon sends it again
+            self._drop(slot, placed, lost=True, why=f"{type(error).__name__}: {error}")
             return
         future: Future[Any] = ref.future()
         future.add_done_callback(
@@ -166,10 +216,22 @@ class _Bridge:
         )
 
     def _answer_calls(self) -> None:
-        while (item := self._done_calls.get()) is not None:
+        while True:
+            try:
+                item = self._done_calls.get(timeout=1.0)
+            except queue.Empty:
+                self._check_placements()
+                continue
+            if item is None:
+                return
             self._done(*item)
 
     def _done(self, request_id: int, slot: str, placed: _Placed, done: Future[Any]) -> None:
+        if request_id >= 0:
+            with self._actors_lock:
+                if request_id not in placed.pending:
+                    return  # answered already, as its actor was dropped
+                placed.pending.discard(request_id)
         try:
             kind, value, cpu = done.result()  # every RemoteWorker method answers a triple
         except _RayTaskError as error:  # the method raised: a fault of the code
@@ -178,9 +240,10 @@ class _Bridge:
                 self.answer(request_id, "error", f"{type(cause).__name__}: {cause}"[:2000], 0.0)
             return
         except Exception as error:  # noqa: BLE001 - the actor, its node or an object was lost
-            self._drop(slot, placed, lost=True)
+            why = f"{type(error).__name__}: {error}"[:2000]
             if request_id >= 0:
-                self.answer(request_id, "died", f"{type(error).__name__}: {error}"[:2000], 0.0)
+                self.answer(request_id, "died", why, 0.0)
+            self._drop(slot, placed, lost=True, why=why)
             return
         if request_id < 0:  # the actor's `ready`: where it was placed
             placed.node = str(value)
@@ -199,6 +262,7 @@ class _Bridge:
 
 
 def main() -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # as the daemon: its stacks
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     address, namespace, cpus = sys.argv[1], sys.argv[2], float(sys.argv[3])
     stdout = sys.stdout.buffer

@@ -36,21 +36,24 @@ GONE = "gone"  # the output file was removed (its job ended)
 _DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
 # Test-only: off unless set (see `_hold_for_test`); the bridge passes it to its Ray actors.
 HOLD_ENV = "ACTORD_TEST_HOLD_UNIT"
+_held: list[bool] = []  # this worker process has held its unit (it holds one, once)
 
 
-def _hold_for_test(index: int) -> None:
-    """A test-only hook, so that a test can stop the daemon while a unit runs on Ray. Off
-    unless ``ACTORD_TEST_HOLD_UNIT`` is ``<index>:<fifo>``: the worker given chunk `index`
-    writes a line to the FIFO, then waits until ``<fifo>.go`` is opened for writing (or its
-    process is killed, as it is when the daemon that owns it stops). The test makes both."""
+def _hold_for_test() -> None:
+    """A test-only hook, so that a test can kill a node or stop the daemon while a unit runs
+    on Ray. Off unless ``ACTORD_TEST_HOLD_UNIT`` is ``<where>:<fifo>``: the first FFT unit a
+    worker process gets, on any node (`where` ``any``) or on a node started with
+    ``ACTORD_TEST_NODE_TAG=<where>``, writes a line to the FIFO, then waits until
+    ``<fifo>.go`` is opened for writing (or its process is killed). The test makes both."""
     setting = os.environ.get(HOLD_ENV)
-    if not setting:
+    if not setting or _held:
         return
-    wanted, fifo = setting.split(":", 1)
-    if int(wanted) != index:
+    where, fifo = setting.split(":", 1)
+    if where not in ("any", os.environ.get("ACTORD_TEST_NODE_TAG")):
         return
+    _held.append(True)
     with open(fifo, "w") as note:
-        note.write(f"{index}\n")
+        note.write(f"{os.getpid()}\n")
     with open(fifo + ".go", "rb") as go:
         go.read()
 
@@ -80,8 +83,7 @@ def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any]) -> lis
     or ``["file", path, offset, nbytes]`` (written there). Returns ``[OK, bytes or None,
     cpu_seconds]`` or ``[DATA | IO | GONE, message, cpu_seconds]``."""
     started = time.thread_time()
-    if source[0] != "bytes":
-        _hold_for_test(int(source[2] if source[0] == "synthetic" else -1))
+    _hold_for_test()
     try:
         data = _source(source)
         result = transform(data, Transform(kind), dtype)

@@ -44,9 +44,10 @@ def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class RayNode:
-    def __init__(self, temp_dir: Path, args: list[str]) -> None:
+    def __init__(self, temp_dir: Path, args: list[str], tag: str) -> None:
         self.temp_dir = temp_dir
         self.args = args
+        self.tag = tag  # ACTORD_TEST_NODE_TAG on its processes (see remote_work's hook)
 
     def start(self) -> None:
         # A temp dir of this node's own, short: Ray's socket paths must fit in 107 bytes.
@@ -57,7 +58,15 @@ class RayNode:
             check=True,
             capture_output=True,
             timeout=120,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            env={
+                # Never a test's hold (it reaches a pool's workers through the bridge only).
+                **{k: v for k, v in os.environ.items() if k != "ACTORD_TEST_HOLD_UNIT"},
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "ACTORD_TEST_NODE_TAG": self.tag,
+                # A lost node is noticed in about 3 s (Ray's default: about 15 s).
+                "RAY_health_check_period_ms": "1000",
+                "RAY_health_check_failure_threshold": "3",
+            },
         )
 
     def processes(self) -> list[psutil.Process]:
@@ -106,8 +115,9 @@ class RayCluster:
                 str(free_port()),
                 *common,
             ],
+            "head",
         )
-        self.worker = RayNode(self.base / "w", ["--address", self.address, *common])
+        self.worker = RayNode(self.base / "w", ["--address", self.address, *common], "worker")
 
     def start(self) -> RayCluster:
         self.head.start()

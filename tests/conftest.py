@@ -18,6 +18,7 @@ from actord import Actor, ActorSystem, Message, RestartPolicy, ThreadChannel
 
 from ._daemon import DaemonProcess
 from ._prometheus import Observed, require
+from ._ray import RayCluster
 
 WAIT = 10.0  # generous ceiling for an event that should happen at once
 
@@ -175,6 +176,18 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for daemon in made:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A real 2-node Ray cluster on this machine, shared by the Ray tests; a test that
+    kills a node or stops the cluster starts it again before it ends. Stopped at the end:
+    exactly the processes it started."""
+    cluster = RayCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture(scope="session")
