@@ -1,0 +1,126 @@
+"""`actord run` with its FFT pool on a real 2-node Ray cluster: SIGTERM mid-job, and a
+cluster that cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from actors.remote_work import HOLD_ENV
+
+from ._daemon import DaemonProcess
+from ._ray import RayCluster, free_port, until
+
+pytestmark = pytest.mark.timeout(240)
+
+Daemons = Callable[..., DaemonProcess]
+
+
+def _ray_flags(address: str, *extra: str) -> list[str]:
+    return [
+        "--fft-executor",
+        "ray",
+        "--parser-executor",
+        "ray",
+        "--ray-address",
+        address,
+        "--ray-cpus-per-worker",
+        "0.5",
+        *extra,
+    ]
+
+
+def _bridges(pid: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "actors._ray_bridge" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _held(fifo: Path, timeout: float) -> None:
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), name="note-reader")
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        with open(fifo, "w"):
+            pass
+        reader.join(5)
+        raise AssertionError(f"no unit was held on Ray within {timeout}s")
+
+
+def test_sigterm_mid_job_on_ray_exits_0_leaves_no_ray_actor_and_the_job_finishes_after(
+    daemons: Daemons, ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    daemon = daemons(*_ray_flags(ray_cluster.address, "--drain-deadline", "1"))
+    daemon.extra += ["--shared-root", str(daemon.outputs)]
+    fifo = tmp_path / "held"
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.go")
+    daemon.env[HOLD_ENV] = f"any:{fifo}"
+    daemon.start()
+    job: dict[str, Any] = {
+        "kind": "fft",
+        "output": str(daemon.outputs / "stack.npy"),
+        "options": {"synthetic": [12, 64, 80], "seed": 5},
+    }
+    submitted = daemon.call("submit", job)
+    _held(fifo, 120)  # a unit of the job is running on a Ray worker, and held there
+    # The figures are the host's last look (every 5 s): the next one counts the actors.
+    until(lambda: daemon.call("status")["ray"]["up"] >= 1, 30, "status counts the Ray actors")
+    status = daemon.call("status")
+    assert status["ray"]["state"] == "up" and status["ray"]["nodes"] == 2
+    bridges = _bridges(daemon.pid)
+    assert len(bridges) == 1
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    psutil.wait_procs(bridges, timeout=10)
+    assert not any(b.is_running() for b in bridges), "the Ray bridge outlived the daemon"
+    until(lambda: not ray_cluster.actor_processes(), 60, "every Ray actor of the daemon ends")
+    assert not (daemon.outputs / "stack.npy").exists()
+    del daemon.env[HOLD_ENV]
+    daemon.start()
+    with daemon.client(timeout=120) as client:
+        final = client.call("job", submitted["id"])
+        if final["state"] not in ("done", "failed", "cancelled"):
+            final = client.stream(
+                "watch", submitted["id"], on_notification=lambda m, p: None, timeout=120
+            )
+    assert final["state"] == "done", final
+    assert final["crash_retries"] == 0
+    expected = np.stack(
+        [np.fft.fft2(np.random.default_rng(5 + i).random((64, 80))) for i in range(12)]
+    )
+    assert np.array_equal(np.load(daemon.outputs / "stack.npy"), expected)
+
+
+def test_an_unreachable_cluster_is_unavailable_and_the_daemon_serves_on(daemons: Daemons) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    daemon = daemons(*_ray_flags(address)).start()
+    until(lambda: daemon.call("status")["ray"]["state"] == "down", 120, "the pool is seen down")
+    status = daemon.call("status")
+    assert status["ray"] == {"address": address, "state": "down", "nodes": 0, "up": 0, "members": 4}
+    source = daemon.inputs / "app.log"
+    source.write_text("2026-11-25 12:00:00 [INFO] hello\n")
+    refused = daemon.ctl("submit", "log", str(daemon.outputs / "app.jsonl"), "--input", str(source))
+    assert refused.returncode == 1, refused
+    assert "unavailable" in refused.stderr and address in refused.stderr
+    assert "ray status" in refused.stderr
+    # The daemon serves on: status, its metrics of the pool.
+    shown = daemon.ctl("status")
+    assert shown.returncode == 0 and "state down" in shown.stdout, shown.stdout
+    assert json.loads(daemon.ctl("status", "--json").stdout)["pid"] == daemon.pid
+    assert daemon.proc is not None and daemon.proc.poll() is None
