@@ -348,7 +348,10 @@ class ArrayReader(_UnitReader):
             return
         n, h, w = self._shape
         itemsize = 8 if self._dtype is None else int(self._dtype.itemsize)
-        self._fit_window(h * w * itemsize)
+        if not (self.by_path and self.remote_output):
+            # The chunk or its result is held in memory here. Not on the shared path: a Ray
+            # worker reads and writes it, and the daemon holds only offsets.
+            self._fit_window(h * w * itemsize)
         out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
         plan = ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value)
         # The writer creates the output first; the FFT workers then write into it directly.
