@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from actord import ActordError, ActorSystem
 from actord.runtime.errors import ErrorCode
@@ -30,6 +32,7 @@ from actors.model import (
     Transform,
 )
 from actors.ray_link import RayState
+from actors.ray_metrics import RayCollector
 from actors.remote_work import HOLD_ENV
 
 from ._ray import RayCluster, until
@@ -147,6 +150,24 @@ def test_ray_executors_write_what_the_local_ones_write(
     else:
         assert moved > sum(len(v) for k, v in local_outputs.items() if k.endswith(".npy")) / 2
     assert link.status()[0] is RayState.UP
+    # The figures Prometheus scrapes: per member (bounded labels), and the cluster's.
+    assert link.probe(timeout=10)[:2] == (RayState.UP, 2)
+    registry = CollectorRegistry()
+    registry.register(RayCollector(link))
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    for member in ("fft#0", "fft#1"):
+        labels = (("actor", member), ("pool", "fft"))
+        assert scraped[("actord_remote_cpu_seconds_total", labels)] > 0
+        assert scraped[("actord_remote_units_total", labels)] == counters[member].units
+        assert scraped[("actord_remote_units_in_flight", labels)] == 0
+    assert scraped[("actord_ray_up", ())] == 1
+    assert scraped[("actord_ray_nodes", ())] == 2
+    members = {dict(labels).get("actor") for _, labels in scraped}
+    assert members <= {None, "fft#0", "fft#1", "parser#0", "parser#1"}, "no job id as a label"
 
 
 def _hold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str) -> Path:
