@@ -79,6 +79,7 @@ class _Bridge:
     alive: bool = True  # until its reader thread sees it exit; guarded by the link's _lock
     # Calls sent and not yet answered, by request id; guarded by the link's _lock.
     pending: dict[int, Future[RemoteReply]] = field(default_factory=dict)
+    slots: dict[int, str] = field(default_factory=dict)  # the slot of each pending call
 
 
 class RayLink:
@@ -97,7 +98,7 @@ class RayLink:
         self._error = ""
         self._retry_at = 0.0
         self._nodes = 0  # alive nodes, as last seen
-        self._actors = 0  # live Ray actors (one per member that has sent a unit), as last seen
+        self._live: set[str] = set()  # members whose Ray worker answered their last call
         self._closed = False
         self.counters: dict[str, RemoteCounters] = {}  # per member; grows on first use only
 
@@ -121,16 +122,19 @@ class RayLink:
                 raise RayUnavailable(self._explain(self._error or "the Ray driver exited"))
             request_id = next(self._ids)
             bridge.pending[request_id] = future
+            bridge.slots[request_id] = slot
             try:
                 write_frame(bridge.stdin, [request_id, "call", [slot, method, args]])
             except (OSError, ValueError):  # the bridge died: its reader thread fails the rest
                 del bridge.pending[request_id]
+                del bridge.slots[request_id]
                 raise RayUnavailable(self._explain("the bridge exited")) from None
         return future
 
     def drop(self, slot: str) -> None:
         """Kill `slot`'s Ray actor (a runaway unit): its next call gets a fresh one."""
         with self._lock:
+            self._live.discard(slot)
             bridge = self._bridge
             if bridge is None or not bridge.alive:
                 return
@@ -158,13 +162,14 @@ class RayLink:
         self._connected(timeout, cancelled, reconnect=reconnect)
 
     def status(self) -> tuple[RayState, int, int]:
-        """(state, alive nodes, live Ray actors) as last seen (never waits): for metrics."""
+        """(state, alive nodes as last seen, members whose Ray worker answered their last
+        call): never waits, for status and metrics."""
         with self._lock:
-            state, nodes, actors = self._state, self._nodes, self._actors
-        return (state, nodes, actors) if state is RayState.UP else (state, 0, 0)
+            state, nodes, live = self._state, self._nodes, len(self._live)
+        return (state, nodes, live) if state is RayState.UP else (state, 0, 0)
 
     def probe(self, timeout: float) -> tuple[RayState, int, int]:
-        """(state, alive nodes, live Ray actors), asking the bridge if connected."""
+        """`status()` once the bridge has told the alive nodes (if connected)."""
         with self._lock:
             bridge, state = self._bridge, self._state
         if bridge is None or state is not RayState.UP:
@@ -188,9 +193,9 @@ class RayLink:
             return RayState.DOWN, 0, 0
         if reply.kind != "ok":
             return RayState.DOWN, 0, 0
-        nodes, actors = reply.value
+        nodes, _ = reply.value
         with self._lock:
-            self._nodes, self._actors = int(nodes), int(actors)
+            self._nodes = int(nodes)
         return self.status()
 
     @property
@@ -303,6 +308,12 @@ class RayLink:
                 request_id, kind, value, cpu = read_frame(stdout)
                 with self._lock:
                     future = bridge.pending.pop(request_id, None)
+                    slot = bridge.slots.pop(request_id, None)
+                    if slot is not None:  # whether its Ray worker answered, as last heard
+                        if kind == "died":
+                            self._live.discard(slot)
+                        else:
+                            self._live.add(slot)
                 if future is not None:
                     future.set_result(RemoteReply(kind, value, float(cpu)))
         except (EOFError, OSError, ValueError) as error:
@@ -314,6 +325,8 @@ class RayLink:
             with self._lock:
                 pending = list(bridge.pending.values())
                 bridge.pending.clear()
+                bridge.slots.clear()
+                self._live.clear()
                 bridge.alive = False
                 if self._bridge is bridge:
                     self._bridge, self._state = None, RayState.DOWN

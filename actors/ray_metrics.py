@@ -6,7 +6,8 @@ each result), ``actord_remote_units_total``, ``actord_remote_moved_bytes_total``
 Ray's object store), ``actord_remote_units_in_flight``, ``actord_remote_failures_total``
 (units whose Ray worker or node was lost, or timed out) and
 ``actord_remote_retries_total``. For the cluster: ``actord_ray_up`` (1 while connected),
-``actord_ray_nodes`` (alive nodes) and ``actord_ray_workers`` (live Ray actors).
+``actord_ray_nodes`` (alive nodes) and ``actord_ray_workers`` (members whose Ray worker
+answered their last call).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class RayCollector(Collector):
         up.add_metric([], 1.0 if state is RayState.UP else 0.0)
         node_gauge = GaugeMetricFamily("actord_ray_nodes", "Alive nodes in the Ray cluster")
         node_gauge.add_metric([], nodes)
-        worker_gauge = GaugeMetricFamily("actord_ray_workers", "Live Ray actors of the pools")
+        worker_gauge = GaugeMetricFamily(
+            "actord_ray_workers", "Pool members whose Ray worker answered their last call"
+        )
         worker_gauge.add_metric([], workers)
         yield from (cpu, units, moved, in_flight, failures, retries, up, node_gauge, worker_gauge)

@@ -150,6 +150,7 @@ def test_ray_executors_write_what_the_local_ones_write(
     else:
         assert moved > sum(len(v) for k, v in local_outputs.items() if k.endswith(".npy")) / 2
     assert link.status()[0] is RayState.UP
+    assert link.status()[2] == sum(1 for c in counters.values() if c.units), "members up"
     # The figures Prometheus scrapes: per member (bounded labels), and the cluster's.
     assert link.probe(timeout=10)[:2] == (RayState.UP, 2)
     registry = CollectorRegistry()
