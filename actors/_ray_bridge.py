@@ -283,7 +283,13 @@ def main() -> int:
     try:
         _Bridge(cpus).serve()
     finally:
-        ray.shutdown()  # the actors this driver made end with it
+        if address == "local":
+            ray.shutdown()  # the private instance's processes are this driver's children
+        else:
+            # Exit at once: the cluster ends a dead driver's actors (they share its fate),
+            # and the daemon's stop does not wait for a disconnect.
+            sys.stdout.flush()
+            os._exit(0)
     return 0
 
 

@@ -204,6 +204,16 @@ class RayLink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def shut(self) -> None:
+        """Begin closing, without waiting: no call is taken any more, and the bridge is told
+        to exit (its Ray actors end with it). `close` then waits for it."""
+        with self._lock:
+            self._closed = True
+            bridge = self._bridge
+            if bridge is not None:
+                with contextlib.suppress(OSError):
+                    bridge.stdin.close()
+
     def close(self) -> None:
         """End the bridge (its Ray actors end with it) and join its reader thread."""
         with self._connect_lock:

@@ -206,6 +206,8 @@ class JobService:
             with contextlib.suppress(UnknownActor):
                 self.system.lookup(pool).stop(graceful=False, wait=False)
         self._ask(Release(crashed=crashed), timeout=5.0)
+        if self._client is not None and self._client.link is not None:
+            self._client.link.shut()  # the bridge exits while the actors stop
         with self._lock:
             inboxes = list(self._inboxes)
         for inbox in inboxes:  # wake every watch now: the daemon is going
