@@ -21,6 +21,7 @@ against the thread executor.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         for system in systems.values():
             system.stop(timeout=30)
         cluster.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
     base = statistics.median(times["thread"])
     print(f"\n{'executor':<20} {'median s':>9} {'chunks/s':>9} {'out MB/s':>9} {'vs thread':>10}")
     for name, samples in times.items():

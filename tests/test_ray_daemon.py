@@ -108,7 +108,9 @@ def test_sigterm_mid_job_on_ray_exits_0_leaves_no_ray_actor_and_the_job_finishes
 
 def test_an_unreachable_cluster_is_unavailable_and_the_daemon_serves_on(daemons: Daemons) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    daemon = daemons(*_ray_flags(address)).start()
+    daemon = daemons(*_ray_flags(address))
+    daemon.env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "3"  # Ray gives up sooner
+    daemon.start()
     until(lambda: daemon.call("status")["ray"]["state"] == "down", 120, "the pool is seen down")
     status = daemon.call("status")
     assert status["ray"] == {"address": address, "state": "down", "nodes": 0, "up": 0, "members": 4}

@@ -223,8 +223,12 @@ def test_a_worker_node_killed_mid_job_the_job_completes_with_identical_output(
 
 
 def test_a_cluster_that_is_down_refuses_with_unavailable_and_is_used_again_once_back(
-    ray_cluster: RayCluster, ray_system: ActorSystem, tmp_path: Path
+    ray_cluster: RayCluster,
+    ray_system: ActorSystem,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "3")  # the bridge gives up sooner
     client = start_job_system(
         ray_system, str(tmp_path / "journal.sqlite3"), ray_config(ray_cluster, ())
     )
