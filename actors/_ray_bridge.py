@@ -20,6 +20,7 @@ stdin closes), and the Ray actors it owns end with it.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import importlib
 import logging
@@ -68,9 +69,9 @@ class _Placed:
 
 
 class _Bridge:
-    def __init__(self, cpus: float) -> None:
+    def __init__(self, cpus: float, stdout: Any) -> None:
         self.cpus = cpus
-        self.stdout = sys.stdout.buffer
+        self.stdout = stdout
         # _write_lock guards stdout: answers are written from two threads.
         self._write_lock = threading.Lock()
         # _actors_lock guards _actors (each slot's current Ray actor and its node) and
@@ -81,9 +82,9 @@ class _Bridge:
         self._worker = ray.remote(RemoteWorker)
         # Calls done, from Ray's callback thread (which must not call back into Ray: a kill
         # from there can deadlock it) to the answering thread; None ends that thread.
-        self._done_calls: queue.SimpleQueue[tuple[int, str, _Placed, Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._done_calls: queue.SimpleQueue[
+            tuple[int, str, _Placed, Future[Any]] | tuple[()] | None
+        ] = queue.SimpleQueue()
         self._answering = threading.Thread(target=self._answer_calls, name="bridge-answers")
 
     def answer(self, *frame: Any) -> None:
@@ -199,6 +200,13 @@ class _Bridge:
             _log.warning("killing %s's Ray actor: %s", slot, error)
 
     def _call(self, request_id: int, slot: str, method: str, args: list[Any]) -> None:
+        try:
+            self._submit(request_id, slot, method, args)
+        except Exception as error:  # noqa: BLE001 - answered: the daemon fails the unit
+            _log.exception("%s: the call could not be made", slot)
+            self.answer(request_id, "error", f"{type(error).__name__}: {error}"[:2000], 0.0)
+
+    def _submit(self, request_id: int, slot: str, method: str, args: list[Any]) -> None:
         while True:  # an actor dropped as it was made (its creation failed) is replaced
             placed = self._actor(slot)
             with self._actors_lock:
@@ -216,15 +224,19 @@ class _Bridge:
         )
 
     def _answer_calls(self) -> None:
+        checked = time.monotonic()
         while True:
             try:
                 item = self._done_calls.get(timeout=1.0)
             except queue.Empty:
-                self._check_placements()
-                continue
+                item = ()
             if item is None:
                 return
-            self._done(*item)
+            if item:
+                self._done(*item)
+            if time.monotonic() - checked >= 1.0:  # busy or idle: once a second
+                checked = time.monotonic()
+                self._check_placements()
 
     def _done(self, request_id: int, slot: str, placed: _Placed, done: Future[Any]) -> None:
         if request_id >= 0:
@@ -265,7 +277,10 @@ def main() -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # as the daemon: its stacks
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     address, namespace, cpus = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    stdout = sys.stdout.buffer
+    # The frames get a descriptor of their own, and fd 1 goes to stderr: nothing Ray prints
+    # can land in the middle of a frame.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     try:
         local = {"include_dashboard": False} if address == "local" else {}
         ray.init(
@@ -280,17 +295,20 @@ def main() -> int:
         write_frame(stdout, [0, "down", f"{type(error).__name__}: {error}"[:2000], 0.0])
         return 3
     write_frame(stdout, [0, "ok", nodes, 0.0])
+    code = 0
     try:
-        _Bridge(cpus).serve()
-    finally:
-        if address == "local":
-            ray.shutdown()  # the private instance's processes are this driver's children
-        else:
-            # Exit at once: the cluster ends a dead driver's actors (they share its fate),
-            # and the daemon's stop does not wait for a disconnect.
-            sys.stdout.flush()
-            os._exit(0)
-    return 0
+        _Bridge(cpus, stdout).serve()
+    except Exception:  # noqa: BLE001 - the bridge's one boundary: logged, then it exits 1
+        _log.exception("the Ray bridge failed")
+        code = 1
+    if address == "local":
+        ray.shutdown()  # the private instance's processes are this driver's children
+        return code
+    # Exit at once: the cluster ends a dead driver's actors (they share its fate), and the
+    # daemon's stop does not wait for a disconnect.
+    with contextlib.suppress(OSError):
+        stdout.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

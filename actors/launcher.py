@@ -183,7 +183,7 @@ def _ray_link(system: ActorSystem, config: JobSystemConfig) -> RayLink | None:
     from .remote import RayHost  # noqa: PLC0415 - only with a Ray pool
 
     link = RayLink(config.ray_address, config.ray_namespace, config.ray_cpus)
-    system.spawn(lambda: RayHost(link), RAY_HOST, policy=STATEFUL)
+    system.spawn(lambda: RayHost(link), RAY_HOST)  # restartable: the link outlives it
     return link
 
 

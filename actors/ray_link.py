@@ -90,9 +90,11 @@ class RayLink:
         self._ids = itertools.count(1)
         # _connect_lock serialises connection attempts (one bridge at a time).
         self._connect_lock = threading.Lock()
-        # _lock guards _bridge, _state, _error, _retry_at, _nodes, _closed and the bridge's
-        # pending calls; writes to the bridge's stdin happen under it too (one frame at a time).
+        # _lock guards _bridge, _state, _error, _retry_at, _nodes, _live, _closed and the
+        # bridge's pending calls. Never held while writing to the bridge (see `_write`).
         self._lock = threading.Lock()
+        # _write_lock guards the bridge's stdin: one frame at a time.
+        self._write_lock = threading.Lock()
         self._bridge: _Bridge | None = None
         self._state = RayState.OFF
         self._error = ""
@@ -123,13 +125,20 @@ class RayLink:
             request_id = next(self._ids)
             bridge.pending[request_id] = future
             bridge.slots[request_id] = slot
-            try:
-                write_frame(bridge.stdin, [request_id, "call", [slot, method, args]])
-            except (OSError, ValueError):  # the bridge died: its reader thread fails the rest
-                del bridge.pending[request_id]
-                del bridge.slots[request_id]
-                raise RayUnavailable(self._explain("the bridge exited")) from None
+        try:
+            self._write(bridge, [request_id, "call", [slot, method, args]])
+        except (OSError, ValueError):  # the bridge died: its reader thread fails the rest
+            with self._lock:
+                bridge.pending.pop(request_id, None)
+                bridge.slots.pop(request_id, None)
+            raise RayUnavailable(self._explain("the bridge exited")) from None
         return future
+
+    def _write(self, bridge: _Bridge, frame: list[Any]) -> None:
+        # Never with _lock held: a write waits for the bridge to read, and the bridge may be
+        # waiting for our reader thread to drain its answers, which takes _lock.
+        with self._write_lock:
+            write_frame(bridge.stdin, frame)
 
     def drop(self, slot: str) -> None:
         """Kill `slot`'s Ray actor (a runaway unit): its next call gets a fresh one."""
@@ -138,8 +147,9 @@ class RayLink:
             bridge = self._bridge
             if bridge is None or not bridge.alive:
                 return
-            with contextlib.suppress(OSError, ValueError):
-                write_frame(bridge.stdin, [next(self._ids), "drop", [slot]])
+            request_id = next(self._ids)
+        with contextlib.suppress(OSError, ValueError):
+            self._write(bridge, [request_id, "drop", [slot]])
 
     def counters_for(self, slot: str) -> RemoteCounters:
         counters = self.counters.get(slot)
@@ -180,11 +190,12 @@ class RayLink:
                 return self._state, 0, 0
             request_id = next(self._ids)
             bridge.pending[request_id] = future
-            try:
-                write_frame(bridge.stdin, [request_id, "status", []])
-            except (OSError, ValueError):
-                del bridge.pending[request_id]
-                return RayState.DOWN, 0, 0
+        try:
+            self._write(bridge, [request_id, "status", []])
+        except (OSError, ValueError):
+            with self._lock:
+                bridge.pending.pop(request_id, None)
+            return RayState.DOWN, 0, 0
         try:
             reply = future.result(timeout)
         except FutureTimeout:
@@ -210,9 +221,21 @@ class RayLink:
         with self._lock:
             self._closed = True
             bridge = self._bridge
-            if bridge is not None:
-                with contextlib.suppress(OSError):
+        if bridge is not None:
+            self._close_stdin(bridge)
+
+    def _close_stdin(self, bridge: _Bridge) -> None:
+        # The bridge's cue to exit. A writer stuck on a bridge that no longer reads holds
+        # the write lock: then the bridge is killed instead (which fails that write).
+        if self._write_lock.acquire(timeout=_SLICE * 10):
+            try:
+                with contextlib.suppress(OSError, ValueError):
                     bridge.stdin.close()
+            finally:
+                self._write_lock.release()
+        else:
+            with contextlib.suppress(OSError):
+                bridge.process.kill()
 
     def close(self) -> None:
         """End the bridge (its Ray actors end with it) and join its reader thread."""
@@ -225,8 +248,7 @@ class RayLink:
                 self._end(bridge)
 
     def _end(self, bridge: _Bridge) -> None:
-        with self._lock, contextlib.suppress(OSError):
-            bridge.stdin.close()  # the bridge's cue to shut Ray down and exit
+        self._close_stdin(bridge)
         _reap(bridge.process)
         if bridge.reader is not None and bridge.reader is not threading.current_thread():
             bridge.reader.join()
@@ -246,7 +268,12 @@ class RayLink:
             if self._state is RayState.DOWN and not reconnect:
                 # Refused at once: not after a reconnection in progress elsewhere.
                 raise RayUnavailable(self._explain(self._error))
-        with self._connect_lock:
+        deadline = time.monotonic() + timeout
+        while not self._connect_lock.acquire(timeout=_SLICE):  # another thread connects
+            if cancelled() or time.monotonic() >= deadline:
+                raise RayUnavailable(self._explain("still connecting"))
+        with contextlib.ExitStack() as held:
+            held.callback(self._connect_lock.release)
             with self._lock:
                 if self._closed:
                     raise RayUnavailable("the Ray link is closed: the daemon is stopping")
@@ -258,24 +285,30 @@ class RayLink:
                     raise RayUnavailable(self._explain(self._error))
             bridge = self._start(timeout, cancelled)
             with self._lock:
+                if not bridge.alive:  # it exited right after its hello
+                    self._state, self._error = RayState.DOWN, "the Ray driver exited"
+                    raise RayUnavailable(self._explain(self._error))
                 self._bridge, self._state = bridge, RayState.UP
             _log.info("connected to the Ray cluster at %s (%d nodes)", self.address, self._nodes)
             return bridge
 
     def _start(self, timeout: float, cancelled: Callable[[], bool]) -> _Bridge:
         # Called with _connect_lock held. Starts the bridge and waits for its first answer.
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "actors._ray_bridge",
-                self.address,
-                self.namespace,
-                repr(self.cpus_per_worker),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "actors._ray_bridge",
+                    self.address,
+                    self.namespace,
+                    repr(self.cpus_per_worker),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as error:  # EAGAIN, ENOMEM: the host's, and maybe passing
+            raise self._down(f"cannot start the Ray bridge: {error}") from None
         assert process.stdin is not None and process.stdout is not None
         bridge = _Bridge(process, process.stdin)
         hello: Future[Any] = Future()
@@ -283,7 +316,12 @@ class RayLink:
             target=self._read, args=(bridge, process.stdout, hello), name="actord:ray-link"
         )
         bridge.reader = reader
-        reader.start()
+        try:
+            reader.start()
+        except RuntimeError as error:  # can't start new thread
+            process.kill()
+            _reap(process)
+            raise self._down(f"cannot start the link's thread: {error}") from None
         kind, value = "down", f"no answer within {timeout:.0f}s"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not cancelled():
@@ -301,13 +339,17 @@ class RayLink:
             with contextlib.suppress(OSError):
                 process.kill()  # still connecting: nothing of Ray's to shut down yet
             self._end(bridge)
-            with self._lock:
-                self._state, self._error = RayState.DOWN, str(value)
-                self._retry_at = time.monotonic() + _RETRY_AFTER
-            _log.warning("%s", self._explain(str(value)))
-            raise RayUnavailable(self._explain(str(value)))
+            raise self._down(str(value))
         self._nodes = int(value)
         return bridge
+
+    def _down(self, why: str) -> RayUnavailable:
+        # A connection failed: down until the host's next try (no sooner than _RETRY_AFTER).
+        with self._lock:
+            self._state, self._error = RayState.DOWN, why
+            self._retry_at = time.monotonic() + _RETRY_AFTER
+        _log.warning("%s", self._explain(why))
+        return RayUnavailable(self._explain(why))
 
     def _read(self, bridge: _Bridge, stdout: IO[bytes], hello: Future[Any]) -> None:
         # The link's reader thread: answers in, futures resolved; at the end, every call
@@ -341,8 +383,14 @@ class RayLink:
                 if self._bridge is bridge:
                     self._bridge, self._state = None, RayState.DOWN
                     self._error = "the Ray driver lost the cluster and exited"
-                    self._retry_at = 0.0  # reconnect at the next call: the cluster may be fine
-                    _log.warning("the Ray bridge exited: the Ray pools are down until it is back")
+                    self._retry_at = 0.0  # the host's next look reconnects
+                    if self._closed:
+                        _log.info("the Ray bridge has exited (the link is closing)")
+                    else:
+                        _log.warning(
+                            "the Ray bridge exited: the Ray pools are down until the"
+                            " host reconnects (it tries every few seconds)"
+                        )
             for future in pending:
                 future.set_exception(RayUnavailable(self._explain("the bridge exited")))
 

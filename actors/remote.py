@@ -1,18 +1,19 @@
 """The Ray executor: pool members that stay actord actors and drive one Ray actor each.
 
 A member takes units from its pool's mailbox like any member (same supervision, stats and
-metrics) and sends each to its Ray actor through the link (`ray_link.py`). While more units
-wait in the pool's mailbox it keeps up to `depth` of them in flight, so the round trip to the
-cluster is hidden behind the work; once nothing waits, it finishes what is in flight, so a
-job's last units never sit behind an idle member.
+metrics) and sends each to its Ray actor through the link (`ray_link.py`), keeping up to
+`depth` in flight so that the round trip to the cluster is hidden behind the work. Each
+answer wakes the member with a note in its own lane (`Actor.tell_self`), so a unit's end is
+handled at once even when nothing else is queued for the pool.
 
 A unit whose Ray actor or node is lost is sent again (a fresh actor is placed on a live node),
 up to `max_retries` times, and counted; a unit that runs past the unit timeout has its actor
 killed and is handed back to its reader, which retries it once (a runaway user pattern);
 a cluster that cannot be reached fails the unit's job with `unavailable`.
 
-`RayHost` owns the link's lifetime: spawned before the pools, it is stopped after them
-(reverse start order) and closes the link, so no Ray actor outlives the daemon.
+`RayHost` owns the link's lifetime: its `on_stop` closes the link (the daemon's release has
+already told the bridge to exit, after stopping the pools), so no Ray actor outlives the
+daemon.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ class _InFlight:
     retries: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Landed:
+    """A member's note to itself, from the link's thread: an answer came, or a unit's
+    deadline passed. It wakes the member even when no unit waits in its pool."""
+
+
+_LANDED = _Landed()
+
+
 class _RemoteMember(Actor):
     """What the FFT and parse members share: the window of units in flight and the failure
     policy. Subclasses say what a unit's call is and what its answer means."""
@@ -76,27 +86,36 @@ class _RemoteMember(Actor):
         max_retries: int = 3,
     ) -> None:
         self.link = link
-        self.depth = depth  # units kept in flight while more wait
-        self.unit_timeout = unit_timeout
+        self.depth = depth  # units kept in flight at most
+        self.unit_timeout = unit_timeout  # from when a unit is the oldest in flight
         self.max_retries = max_retries  # sends of one unit after its Ray worker was lost
         self._in_flight: deque[_InFlight] = deque()
+        self._finishing: _InFlight | None = None  # taken off the window, its end not yet sent
         self._counters = RemoteCounters()
+        self._running = False  # between on_start and on_stop: notes to itself are worth it
 
     def on_start(self) -> None:
         """Actor thread: this member's remote figures (kept across restarts)."""
         self._counters = self.link.counters_for(self.member)
         self._counters.in_flight = 0
+        self._running = True
 
     def handle(self, message: Message) -> None:
-        """Actor thread: send one unit; finish the oldest while the window is full, and all
-        of them once no more units wait."""
-        unit: Unit = message.payload
-        if unit.ended:
-            return  # its job is over: nobody waits for this unit
-        self._send(unit, retries=0)
-        while self._in_flight and (len(self._in_flight) >= self.depth or not self.backlog):
-            if not self._finish_oldest():
-                return  # stopping: what is in flight is abandoned (its job runs again)
+        """Actor thread: send a unit (waiting for the oldest while `depth` are in flight),
+        or finish the units whose answers have landed."""
+        payload = message.payload
+        if not isinstance(payload, _Landed) and not payload.ended:
+            while len(self._in_flight) >= self.depth:
+                if not self._finish_oldest(wait=True):
+                    return  # stopping: what is in flight is abandoned (its job runs again)
+            self._send(payload, retries=0)
+        while self._in_flight and self._finish_oldest(wait=False):
+            pass
+
+    def _wake(self, *_: object) -> None:
+        # The link's reader thread (an answer) or the timer thread (a deadline).
+        if self._running:
+            self.tell_self(_LANDED)
 
     def _send(self, unit: Unit, retries: int) -> None:
         try:
@@ -106,61 +125,71 @@ class _RemoteMember(Actor):
         except RayUnavailable as error:
             self._unavailable(unit, str(error))
             return
-        deadline = self._now() + self.unit_timeout
-        self._in_flight.append(_InFlight(unit, future, deadline, retries))
+        entry = _InFlight(unit, future, 0.0, retries)
+        self._in_flight.append(entry)
         self._counters.in_flight = len(self._in_flight)
+        if len(self._in_flight) == 1:
+            self._start_clock(entry)
+        future.add_done_callback(self._wake)
+
+    def _start_clock(self, entry: _InFlight) -> None:
+        # A Ray actor runs its calls one at a time: a unit's time counts once it is oldest.
+        entry.deadline = time.monotonic() + self.unit_timeout
+        self._channel.timers.call_later(self.unit_timeout + _POLL, self._wake)
 
     def _stopping(self) -> bool:
         return self.stop_requested
 
-    @staticmethod
-    def _now() -> float:
-        return time.monotonic()
-
-    def _finish_oldest(self) -> bool:
-        # Wait for the oldest unit's answer in short slices (a stop, a job's end, the unit
-        # timeout); False if the member is stopping.
+    def _finish_oldest(self, *, wait: bool) -> bool:
+        # The oldest unit's answer, waited for in short slices if `wait` (a stop, its job's
+        # end, its deadline). False if it has not landed (or the member is stopping).
         entry = self._in_flight[0]
         unit = entry.unit
         while True:
             try:
-                reply = entry.future.result(_POLL)
+                reply = entry.future.result(_POLL if wait else 0)
                 break
             except FutureTimeout:
-                if self.stop_requested:
-                    return False
                 if unit.ended:
                     self._abandon(entry)
                     return True
-                if self._now() >= entry.deadline:
+                if time.monotonic() >= entry.deadline:
                     self._timed_out(entry)
                     return True
+                if not wait or self.stop_requested:
+                    return False
             except RayUnavailable as error:
                 self._done(entry)
                 self._unavailable(unit, str(error))
                 return True
         self._done(entry)
+        self._finishing = entry
         self._counters.cpu_seconds += reply.cpu_seconds
         if unit.ended:
-            return True  # its job ended meanwhile: its reader and writer are gone
-        if reply.kind == "died":
+            pass  # its job ended meanwhile: its reader and writer are gone
+        elif reply.kind == "died":
             self._lost(entry, reply.value)
         elif reply.kind == "error":  # the call raised: the reader retries the unit once
             self.send(unit.reader, BlockFailed(unit, f"on the Ray worker: {reply.value}"))
         else:
             self._counters.units += 1
             self._finished(unit, reply)
+        self._finishing = None
         return True
 
     def _done(self, entry: _InFlight) -> None:
         self._in_flight.remove(entry)
         self._counters.in_flight = len(self._in_flight)
+        if self._in_flight and self._in_flight[0].deadline == 0.0:
+            self._start_clock(self._in_flight[0])
 
     def _abandon(self, entry: _InFlight) -> None:
-        # Its job ended: the answer is not worth waiting for. A unit that may still run
-        # (a user's pattern) has its Ray actor killed, as a local worker would be.
+        # Its job ended: the answer is not worth waiting for. A user's pattern may still
+        # run on: its Ray actor is killed as a local worker would be, unless units of live
+        # jobs are queued on it too (they would be lost with it).
         self._done(entry)
-        self.link.drop(self.member)
+        if isinstance(entry.unit, LogBlock) and all(e.unit.ended for e in self._in_flight):
+            self.link.drop(self.member)
 
     def _timed_out(self, entry: _InFlight) -> None:
         self._done(entry)
@@ -179,8 +208,6 @@ class _RemoteMember(Actor):
         _log.warning("%s: Ray worker lost (%s): sending the unit again", self.member, why)
         self._counters.retries += 1
         self._send(unit, entry.retries + 1)
-        if self._in_flight and self._in_flight[-1].unit is unit:
-            self._in_flight.rotate(1)  # it is the oldest again: waited for next
 
     def _unavailable(self, unit: Unit, error: str) -> None:
         # The cluster cannot be reached: the job fails (a retry would fail the same way).
@@ -189,12 +216,15 @@ class _RemoteMember(Actor):
 
     def on_stop(self) -> None:
         """Actor thread: units in flight are abandoned (their jobs are re-queued)."""
+        self._running = False
         self._in_flight.clear()
         self._counters.in_flight = 0
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: hand every unit in flight back to its reader (it retries once)."""
         units = [entry.unit for entry in self._in_flight]
+        if self._finishing is not None:
+            units.append(self._finishing.unit)
         failed = None if message is None else message.payload
         if isinstance(failed, FFTChunk | LogBlock) and all(u is not failed for u in units):
             units.append(failed)

@@ -102,3 +102,47 @@ def test_a_section_that_is_not_a_table_is_refused_by_name_with_a_flag_too(tmp_pa
 def test_a_config_path_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config"):
         load_config(tmp_path)  # a directory
+
+
+# -- the [ray] section ------------------------------------------------------------------------
+
+
+def test_the_ray_section_and_executors_load() -> None:
+    config = load_config(
+        None,
+        {
+            "ray.address": "10.0.0.5:6379",
+            "ray.shared_roots": ("/srv/shared",),
+            "ray.cpus_per_worker": 0.5,
+            "fft.executor": "ray",
+            "parser.executor": "ray",
+        },
+    )
+    assert config.ray.address == "10.0.0.5:6379" and config.ray.namespace == "actord"
+    assert config.ray.shared_roots == ("/srv/shared",) and config.ray.cpus_per_worker == 0.5
+    assert (config.fft.executor, config.parser.executor) == ("ray", "ray")
+    for address in ("", "local", "auto", "ray://head:10001", "head:6379"):
+        assert load_config(None, {"ray.address": address}).ray.address == address
+    assert Config().ray.address == ""  # off by default
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"ray.address": "head"}, "ray.address: must be"),
+        ({"ray.address": "ray://head"}, "ray.address: must be"),
+        ({"ray.address": "http://head:1"}, "ray.address: must be"),
+        ({"fft.executor": "ray"}, 'fft.executor: "ray" needs ray.address'),
+        ({"parser.executor": "ray"}, 'parser.executor: "ray" needs ray.address'),
+        ({"fft.executor": "process"}, "fft.executor: must be one of"),
+        ({"ray.cpus_per_worker": float("inf")}, "ray.cpus_per_worker: must be a finite"),
+        ({"ray.cpus_per_worker": 0.00001}, "ray.cpus_per_worker: must be from"),
+        ({"ray.cpus_per_worker": 5000}, "ray.cpus_per_worker: must be from"),
+        ({"ray.shared_roots": ("relative",)}, "ray.shared_roots: paths must be absolute"),
+        ({"ray.namespace": ""}, "ray.namespace: must not be empty"),
+        ({"ray.nodes": 3}, "ray.nodes: unknown key"),
+    ],
+)
+def test_bad_ray_values_name_the_key(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        load_config(None, overrides)

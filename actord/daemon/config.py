@@ -7,6 +7,7 @@ Unknown keys and bad values are errors that name the key (``daemon.drain_deadlin
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/actord/actord.toml")
 _EXECUTORS = {"parser": ("thread", "process", "ray"), "fft": ("thread", "ray")}
+_MIN_CPUS, _MAX_CPUS = 0.0001, 1024.0  # what one Ray worker may ask for (Ray's own bounds)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -206,6 +208,13 @@ def _check(where: str, default: object, value: object) -> object:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"{where}: must be a number > 0, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+        if where == "ray.cpus_per_worker" and not _MIN_CPUS <= value <= _MAX_CPUS:
+            raise ConfigError(
+                f"{where}: must be from {_MIN_CPUS} (Ray's finest share) to {_MAX_CPUS}, "
+                f"got {value!r}"
+            )
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
@@ -245,4 +254,4 @@ def _is_ray_address(value: str) -> bool:
 
 def _is_host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+    return bool(sep and host and "/" not in host and port.isdigit() and 0 < int(port) < 65536)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from . import interrupt, logctx
 from .channel import Inbox, ThreadChannel
 from .clock import Clock
-from .errors import ActorStopping, ChannelClosed, MailboxClosed
+from .errors import ActorStopping, ChannelClosed, MailboxClosed, MailboxFull
 from .interrupt import StopToken
 from .message import Control, ControlKind, Message, MessageType, Pong
 from .stats import ActorState, ActorStats, _Counters
@@ -55,6 +55,7 @@ class Actor:
     _member: str
     _ref: ActorRef
     _token: StopToken
+    _own_lane: Callable[..., None]  # its cell's `tell`: this member's own lane
     _timers: list[Timer]  # scheduled by this instance: cancelled when it ends
     _timers_kept: int  # how many were live at the last pruning
 
@@ -114,6 +115,17 @@ class Actor:
     ) -> None:
         """Send to `recipient`, blocking while its mailbox is full (see `ThreadChannel.send`)."""
         self._channel.deliver(recipient, payload, self._name, mtype, None, timeout)
+
+    def tell_self(self, payload: Any) -> bool:
+        """Any thread: a DATA message that only this member takes (its own lane, served
+        before what its pool has queued): how a callback on another thread wakes it. Never
+        blocks: False if as many messages already wait for it as its mailbox holds (it will
+        run anyway) or the channel has closed; once it has stopped, a dead letter."""
+        try:
+            self._own_lane(payload, mtype=MessageType.DATA, sender=self._member)
+        except (MailboxFull, ChannelClosed):
+            return False
+        return True
 
     def reply(self, message: Message, payload: Any) -> None:
         """Answer a request (`ask`/`request`) with `payload`."""
@@ -433,6 +445,7 @@ class _Cell:
                 actor._member = self.member
                 actor._ref = self._ref
                 actor._token = self.token
+                actor._own_lane = self.tell
                 actor._timers = []
                 actor._timers_kept = 8
                 self._enter("on_start")
