@@ -279,3 +279,28 @@ def test_what_waits_for_a_member_that_left_becomes_a_dead_letter(channel: Thread
         ("late", "p#0", DeadLetterReason.STOPPED),
         ("queued", "p#1", DeadLetterReason.STOPPED),
     ]
+
+
+def test_tell_self_from_another_thread_reaches_that_member_alone(
+    system: ActorSystem, recorder: Recorder
+) -> None:
+    made: list[RecordingActor] = []
+
+    def make() -> RecordingActor:
+        actor = RecordingActor(recorder)
+        made.append(actor)
+        return actor
+
+    system.spawn_pool(make, "pool", 3)
+    system.ping("pool#0")
+    system.ping("pool#1")
+    system.ping("pool#2")
+    target = next(a for a in made if a.member == "pool#1")
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.extend(target.tell_self(n) for n in range(5)))
+    thread.start()
+    thread.join(WAIT)
+    assert results == [True] * 5
+    recorder.wait_count(5)
+    assert [(who, m.payload) for who, m in recorder.handled] == [("pool#1", n) for n in range(5)]
+    assert all(m.sender == "pool#1" for _, m in recorder.handled)
