@@ -43,6 +43,29 @@ def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
         tick.wait(0.02)
 
 
+def hold_fifos(directory: Path) -> Path:
+    """The FIFO pair of the hold hook (see `actors.remote_work._hold_for_test`)."""
+    fifo = directory / "held"
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.go")
+    return fifo
+
+
+def wait_held(fifo: Path, timeout: float) -> str:
+    """Wait for a Ray worker's note that it holds a unit (opening the FIFO blocks until the
+    worker opens it: done on a thread, with a deadline)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), name="note-reader")
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        with open(fifo, "w"):  # unblock our own reader before failing
+            pass
+        reader.join(5)
+        raise AssertionError(f"no unit was held on Ray within {timeout}s")
+    return got[0]
+
+
 class RayNode:
     def __init__(self, temp_dir: Path, args: list[str], tag: str) -> None:
         self.temp_dir = temp_dir

@@ -4,9 +4,7 @@ cluster that cannot be reached."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from actors.remote_work import HOLD_ENV
 
 from ._daemon import DaemonProcess
-from ._ray import RayCluster, free_port, until
+from ._ray import RayCluster, free_port, hold_fifos, until, wait_held
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,26 +48,12 @@ def _bridges(pid: int) -> list[psutil.Process]:
     return found
 
 
-def _held(fifo: Path, timeout: float) -> None:
-    got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), name="note-reader")
-    reader.start()
-    reader.join(timeout)
-    if not got:
-        with open(fifo, "w"):
-            pass
-        reader.join(5)
-        raise AssertionError(f"no unit was held on Ray within {timeout}s")
-
-
 def test_sigterm_mid_job_on_ray_exits_0_leaves_no_ray_actor_and_the_job_finishes_after(
     daemons: Daemons, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     daemon = daemons(*_ray_flags(ray_cluster.address, "--drain-deadline", "1"))
     daemon.extra += ["--shared-root", str(daemon.outputs)]
-    fifo = tmp_path / "held"
-    os.mkfifo(fifo)
-    os.mkfifo(f"{fifo}.go")
+    fifo = hold_fifos(tmp_path)
     daemon.env[HOLD_ENV] = f"any:{fifo}"
     daemon.start()
     job: dict[str, Any] = {
@@ -78,7 +62,7 @@ def test_sigterm_mid_job_on_ray_exits_0_leaves_no_ray_actor_and_the_job_finishes
         "options": {"synthetic": [12, 64, 80], "seed": 5},
     }
     submitted = daemon.call("submit", job)
-    _held(fifo, 120)  # a unit of the job is running on a Ray worker, and held there
+    wait_held(fifo, 120)  # a unit of the job is running on a Ray worker, and held there
     status = daemon.call("status")
     assert status["ray"]["state"] == "up" and status["ray"]["nodes"] == 2
     bridges = _bridges(daemon.pid)

@@ -7,8 +7,6 @@ writes its result into the writer's file) and through Ray's object store.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
@@ -35,7 +33,7 @@ from actors.ray_link import RayState
 from actors.ray_metrics import RayCollector
 from actors.remote_work import HOLD_ENV
 
-from ._ray import RayCluster, until
+from ._ray import RayCluster, hold_fifos, until, wait_held
 from .conftest import WAIT
 from .test_jobs import generate_log
 
@@ -171,42 +169,21 @@ def test_ray_executors_write_what_the_local_ones_write(
     assert members <= {None, "fft#0", "fft#1", "parser#0", "parser#1"}, "no job id as a label"
 
 
-def _hold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str) -> Path:
-    fifo = tmp_path / "held"
-    os.mkfifo(fifo)
-    os.mkfifo(f"{fifo}.go")
-    monkeypatch.setenv(HOLD_ENV, f"{where}:{fifo}")
-    return fifo
-
-
-def _read_note(fifo: Path, timeout: float) -> str:
-    # Opening the FIFO blocks until a writer comes: done on a thread, with a deadline.
-    got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), name="note-reader")
-    reader.start()
-    reader.join(timeout)
-    if not got:
-        with open(fifo, "w"):  # unblock our own reader before failing
-            pass
-        reader.join(5)
-        raise AssertionError(f"no unit was held on Ray within {timeout}s")
-    return got[0]
-
-
 def test_a_worker_node_killed_mid_job_the_job_completes_with_identical_output(
     ray_cluster: RayCluster,
     ray_system: ActorSystem,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fifo = _hold(monkeypatch, tmp_path, "worker")  # a unit held on the worker node
+    fifo = hold_fifos(tmp_path)
+    monkeypatch.setenv(HOLD_ENV, f"worker:{fifo}")  # a unit held on the worker node
     out = tmp_path / "out.npy"
     client = start_job_system(
         ray_system, str(tmp_path / "journal.sqlite3"), ray_config(ray_cluster, (str(tmp_path),))
     )
     options = FFTOptions(synthetic=(24, 128, 160), seed=3)
     job = client.submit(JobSpec(JobKind.FFT, str(out), None, options)).id
-    _read_note(fifo, 120)
+    wait_held(fifo, 120)
     try:
         ray_cluster.worker.kill()  # kill -9 every process of the node, the held worker's too
         info = client.wait(job, timeout=180)
