@@ -318,7 +318,8 @@ class _Probe:
 class RayHost(Actor):
     """Owns the Ray link: connects at start (in the background of the daemon's start),
     looks at the cluster every few seconds (reconnecting once it is back), and closes the
-    link when stopped, after the pools (it is spawned before them)."""
+    link when stopped. The daemon's release has told the bridge to exit by then (`shut`),
+    after stopping the pools; a member still sending meets a closed link and gives up."""
 
     def __init__(self, link: RayLink) -> None:
         self.link = link
