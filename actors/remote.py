@@ -81,12 +81,12 @@ class _RemoteMember(Actor):
         self,
         link: RayLink,
         *,
-        depth: int = 3,
+        depth: int = 6,
         unit_timeout: float = 60.0,
         max_retries: int = 3,
     ) -> None:
         self.link = link
-        self.depth = depth  # units kept in flight at most
+        self.depth = depth  # units kept in flight at most (the job's window bounds them too)
         self.unit_timeout = unit_timeout  # from when a unit is the oldest in flight
         self.max_retries = max_retries  # sends of one unit after its Ray worker was lost
         self._in_flight: deque[_InFlight] = deque()
