@@ -7,33 +7,26 @@ stdin closes. A block that raises is answered with the error text, and the worke
 from __future__ import annotations
 
 import os
-import struct
 import sys
 
-import msgpack
-
+from actors.frames import read_frame, write_frame
 from actors.parser import parse_block
-
-_FRAME = struct.Struct(">I")
 
 
 def main() -> int:
     stdin = sys.stdin.buffer
     stdout = sys.stdout.buffer
     while True:
-        header = stdin.read(_FRAME.size)
-        if len(header) < _FRAME.size:
+        try:
+            data, first_line, pattern = read_frame(stdin)
+        except EOFError:
             return 0
-        (size,) = _FRAME.unpack(header)
-        data, first_line, pattern = msgpack.unpackb(stdin.read(size), raw=False)
         try:
             reply: object = parse_block(data, first_line, pattern)
         except Exception as error:  # noqa: BLE001 - reported to the actor, which fails the block
             reply = f"{type(error).__name__}: {error}"
-        body = msgpack.packb(reply, use_bin_type=True)
         try:
-            stdout.write(_FRAME.pack(len(body)) + body)
-            stdout.flush()
+            write_frame(stdout, reply)
         except BrokenPipeError:
             # The daemon is gone (killed): nobody wants the answer. Point stdout at /dev/null
             # so the interpreter's last flush does not fail too (as the Python docs advise).

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import re
 import select
-import struct
 import subprocess
 import sys
 import time
@@ -28,17 +27,16 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import IO, Any
 
-import msgpack
 import orjson
 
 from actord import Actor, Message
 
 from .formats import BUILTIN_FORMATS
+from .frames import read_frame, write_frame
 from .model import BlockFailed, Executor, LogBlock, ParsedBlock
 
 __all__ = ["Parser", "parse_block"]
 
-_FRAME = struct.Struct(">I")
 _POLL = 0.25  # how often a member waiting on its worker checks for a stop or a job's end
 _TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
 
@@ -132,15 +130,12 @@ class _Worker:
         """Parse a block in the worker. A worker that takes longer than `timeout` (a runaway
         user regex, say) or is still busy when `cancelled()` turns true is killed, and this
         raises: the block fails and is retried once, the member gets a fresh worker."""
-        body = msgpack.packb([data, first_line, pattern], use_bin_type=True)
-        self._stdin.write(_FRAME.pack(len(body)) + body)
-        self._stdin.flush()
+        write_frame(self._stdin, [data, first_line, pattern])
         self._await_reply(time.monotonic() + timeout, cancelled)
-        header = self._stdout.read(_FRAME.size)  # the reply has begun: it is computed
-        if len(header) != _FRAME.size:
-            raise RuntimeError(f"parse worker {self.process.pid} exited")
-        (size,) = _FRAME.unpack(header)
-        reply = msgpack.unpackb(self._stdout.read(size), raw=False)
+        try:
+            reply = read_frame(self._stdout)  # the reply has begun: it is computed
+        except EOFError:
+            raise RuntimeError(f"parse worker {self.process.pid} exited") from None
         if isinstance(reply, str):
             raise RuntimeError(f"parse worker failed: {reply}")
         result: dict[str, Any] = reply
