@@ -13,14 +13,14 @@ from actord import Actor, Message
 from .model import BlockFailed, ChunkWritten, FFTChunk, SyntheticSource, Transform
 from .reader import ChunkFailed, synthetic_chunk
 
-__all__ = ["FFTWorker", "transform"]
+__all__ = ["DATA_ERRORS", "FFTWorker", "transform", "transform_chunk", "write_chunk"]
 
 # What a chunk's own data can make the transform raise: a zero side or a bad shape
 # (ValueError), a type numpy cannot transform (TypeError), an overflow under np.errstate
 # (FloatingPointError), a chunk too big for the memory left (MemoryError). The same chunk
 # fails the same way again, so these fail its job at once and are no fault of the worker.
 # Anything else is a fault of the code: it raises, and the reader retries the chunk once.
-_DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
+DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
 
 
 def transform(data: Any, kind: Transform, dtype: str) -> Any:
@@ -40,6 +40,15 @@ def transform(data: Any, kind: Transform, dtype: str) -> Any:
         source = np.asarray(data, dtype=np.float32 if single else np.float64)
     result = np.fft.rfft2(source) if kind is Transform.RFFT2 else np.fft.fft2(source)
     return result.astype(dtype, copy=False)
+
+
+def transform_chunk(data: Any, kind: Transform, dtype: str, planned: int) -> Any:
+    """`transform`, checked against the `planned` size of the chunk's slot in the output
+    (ValueError if the input is not the shape the output was planned for: replaced since)."""
+    result = transform(data, kind, dtype)
+    if result.nbytes != planned:
+        raise ValueError(f"{result.nbytes} bytes, not the {planned} planned")
+    return result
 
 
 def write_chunk(path: str, position: int, result: Any) -> None:
@@ -74,15 +83,12 @@ class FFTWorker(Actor):
             data = chunk.data
             if isinstance(data, SyntheticSource):
                 data = synthetic_chunk(data.seed, data.index, data.shape)
-            result = transform(data, chunk.transform, chunk.dtype)
-            if result.nbytes != layout.chunk_bytes:
-                # The input is not the shape the output was planned for (it was replaced).
-                raise ValueError(f"{result.nbytes} bytes, not the {layout.chunk_bytes} planned")
-        except _DATA_ERRORS as error:
+            result = transform_chunk(data, chunk.transform, chunk.dtype, layout.chunk_bytes)
+        except DATA_ERRORS as error:
             self._chunk_failed(chunk, f"the transform failed: {type(error).__name__}: {error}")
             return
         try:
-            write_chunk(layout.path, layout.offset + chunk.index * layout.chunk_bytes, result)
+            write_chunk(layout.path, layout.position(chunk.index), result)
         except FileNotFoundError:
             # Removed by its writer as the job ended (then nobody is told: its reader is
             # gone), or by someone else under a running job, which then fails.

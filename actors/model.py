@@ -411,10 +411,14 @@ class OutputLayout:
     offset: int  # byte offset of chunk 0, after the .npy header
     chunk_bytes: int
 
+    def position(self, index: int) -> int:
+        """The byte offset of chunk `index` in the temporary file."""
+        return self.offset + index * self.chunk_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class FFTChunk:
-    """One chunk to transform and write at `layout.offset + index * layout.chunk_bytes`.
+    """One chunk to transform and write at `layout.position(index)`.
 
     Workers write disjoint byte ranges of the writer's temporary file in parallel: they share
     a path and an offset, never an object. The writer counts, syncs and publishes the file.

@@ -262,8 +262,12 @@ class RemoteFFTWorker(_RemoteMember):
             source = ["bytes", array.data.cast("B"), array.dtype.str, list(array.shape)]
             self._counters.moved_bytes += array.nbytes
         if chunk.remote_output:
-            offset = layout.offset + chunk.index * layout.chunk_bytes
-            target: list[Any] = ["file", layout.path, offset, layout.chunk_bytes]
+            target: list[Any] = [
+                "file",
+                layout.path,
+                layout.position(chunk.index),
+                layout.chunk_bytes,
+            ]
         else:
             target = ["return", layout.chunk_bytes]
         return [source, chunk.transform.value, chunk.dtype, target]
@@ -281,8 +285,8 @@ class RemoteFFTWorker(_RemoteMember):
         if not chunk.remote_output:
             self._counters.moved_bytes += len(reply.value)
             try:
-                offset = layout.offset + chunk.index * layout.chunk_bytes
-                write_chunk(layout.path, offset, np.frombuffer(reply.value, np.uint8))
+                result = np.frombuffer(reply.value, np.uint8)
+                write_chunk(layout.path, layout.position(chunk.index), result)
             except OSError as error:  # a full disk, the file removed: the job's, not ours
                 self.send(chunk.reader, ChunkFailed(chunk, f"writing the output failed: {error}"))
                 return

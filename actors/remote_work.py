@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .fft import transform, write_chunk
+from .fft import DATA_ERRORS, transform_chunk, write_chunk
 from .model import Transform
 from .parser import parse_block
 from .reader import synthetic_chunk
@@ -33,7 +33,6 @@ DATA = "data"  # the chunk's own data cannot be transformed: the job fails
 IO = "io"  # writing the output failed (a full disk): the job fails
 GONE = "gone"  # the output file was removed (its job ended)
 
-_DATA_ERRORS = (ValueError, TypeError, ArithmeticError, MemoryError)
 # Test-only: off unless set (see `_hold_for_test`); the bridge passes it to its Ray actors.
 HOLD_ENV = "ACTORD_TEST_HOLD_UNIT"
 _held: list[bool] = []  # this worker process has held its unit (it holds one, once)
@@ -85,13 +84,10 @@ def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any]) -> lis
     started = time.thread_time()
     _hold_for_test()
     try:
-        data = _source(source)
-        result = transform(data, Transform(kind), dtype)
-        if result.nbytes != target[-1]:
-            raise ValueError(f"{result.nbytes} bytes, not the {target[-1]} planned")
+        result = transform_chunk(_source(source), Transform(kind), dtype, target[-1])
     except OSError as error:  # the input is gone, cut or unreadable under the job
         return [DATA, f"reading the input failed: {error}", time.thread_time() - started]
-    except _DATA_ERRORS as error:
+    except DATA_ERRORS as error:
         message = f"the transform failed: {type(error).__name__}: {error}"
         return [DATA, message, time.thread_time() - started]
     if target[0] == "return":
