@@ -10,7 +10,7 @@ private instance), answers ``[0, "ok", nodes]`` or ``[0, "down", why]``, then se
   (``ok``, ``data``, ``io``, ``gone``), ``died`` (the actor or its node was lost: the slot
   gets a fresh actor on its next call) or ``error`` (the call raised: a fault of the code).
 - ``[id, "drop", [slot]]``: kill the slot's actor (a runaway unit); answered ``ok``.
-- ``[id, "status", []]``: ``[alive nodes, live actors]``.
+- ``[id, "status", []]``: the number of alive nodes.
 
 Why a separate process: Ray's driver ends its own process when it loses the cluster's
 control store, and installs signal handlers; in here neither can touch the daemon, which
@@ -154,14 +154,14 @@ class _Bridge:
                 if where is not None:
                     load[where] = load.get(where, 0) + 1
         try:
-            alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+            alive = _alive_nodes()
         except Exception as error:  # noqa: BLE001 - Ray's own spread is the fallback
             _log.warning("cannot list the nodes (%s): placing with Ray's SPREAD", error)
             return None
         candidates = [n for n in alive if n not in suspects] or alive
         if not candidates:
             return None
-        return str(min(candidates, key=lambda n: (load.get(n, 0), n)))
+        return min(candidates, key=lambda n: (load.get(n, 0), n))
 
     def _check_placements(self) -> None:
         # Answering thread: an actor not up by its deadline is taken for lost.
@@ -264,13 +264,16 @@ class _Bridge:
 
     def _status(self, request_id: int) -> None:
         try:
-            nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+            nodes = len(_alive_nodes())
         except Exception as error:  # noqa: BLE001 - answered: the daemon shows the pool down
             self.answer(request_id, "down", f"{type(error).__name__}: {error}", 0.0)
             return
-        with self._actors_lock:
-            actors = len(self._actors)
-        self.answer(request_id, "ok", [nodes, actors], 0.0)
+        self.answer(request_id, "ok", nodes, 0.0)
+
+
+def _alive_nodes() -> list[str]:
+    """The ids of the cluster's alive nodes (asks the cluster's control store)."""
+    return [str(node["NodeID"]) for node in ray.nodes() if node.get("Alive")]
 
 
 def main() -> int:
@@ -290,7 +293,7 @@ def main() -> int:
             configure_logging=False,
             **local,
         )
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        nodes = len(_alive_nodes())
     except Exception as error:  # noqa: BLE001 - the one answer the daemon waits for
         write_frame(stdout, [0, "down", f"{type(error).__name__}: {error}"[:2000], 0.0])
         return 3

@@ -118,15 +118,22 @@ class RayLink:
         be reached (connecting first, within `timeout`, if need be; given up as soon as
         `cancelled()` turns true)."""
         bridge = self._connected(timeout, cancelled, reconnect=False)
+        return self._request(bridge, "call", [slot, method, args], slot)
+
+    def _request(
+        self, bridge: _Bridge, op: str, args: list[Any], slot: str | None = None
+    ) -> Future[RemoteReply]:
+        # Register the request's future, then send it; RayUnavailable if the bridge is gone.
         future: Future[RemoteReply] = Future()
         with self._lock:
             if not bridge.alive:
                 raise RayUnavailable(self._explain(self._error or "the Ray driver exited"))
             request_id = next(self._ids)
             bridge.pending[request_id] = future
-            bridge.slots[request_id] = slot
+            if slot is not None:
+                bridge.slots[request_id] = slot
         try:
-            self._write(bridge, [request_id, "call", [slot, method, args]])
+            self._write(bridge, [request_id, op, args])
         except (OSError, ValueError):  # the bridge died: its reader thread fails the rest
             with self._lock:
                 bridge.pending.pop(request_id, None)
@@ -184,29 +191,16 @@ class RayLink:
             bridge, state = self._bridge, self._state
         if bridge is None or state is not RayState.UP:
             return state, 0, 0
-        future: Future[RemoteReply] = Future()
-        with self._lock:
-            if not bridge.alive:
-                return self._state, 0, 0
-            request_id = next(self._ids)
-            bridge.pending[request_id] = future
         try:
-            self._write(bridge, [request_id, "status", []])
-        except (OSError, ValueError):
-            with self._lock:
-                bridge.pending.pop(request_id, None)
-            return RayState.DOWN, 0, 0
-        try:
-            reply = future.result(timeout)
+            reply = self._request(bridge, "status", []).result(timeout)
         except FutureTimeout:
             return self.status()
         except RayUnavailable:
             return RayState.DOWN, 0, 0
         if reply.kind != "ok":
             return RayState.DOWN, 0, 0
-        nodes, _ = reply.value
         with self._lock:
-            self._nodes = int(nodes)
+            self._nodes = int(reply.value)
         return self.status()
 
     @property
