@@ -40,6 +40,18 @@ def _env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
 
 
+def _run_demo(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`actord demo ARGS` to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "actord", "demo", *args],
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+
+
 def _demo_dir(out: str) -> Path:
     found = re.search(r"^writing sample inputs to (.+)$", out, re.MULTILINE)
     assert found, out
@@ -61,14 +73,7 @@ def _actor_table(out: str) -> dict[str, list[str]]:
 
 @pytest.mark.timeout(120)
 def test_a_piped_demo_cleans_up_never_redraws_and_lists_every_actor(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "actord", "demo", *_SMALL],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
+    result = _run_demo(tmp_path, *_SMALL)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     directory = _demo_dir(out)
@@ -90,14 +95,7 @@ def test_a_piped_demo_cleans_up_never_redraws_and_lists_every_actor(tmp_path: Pa
 @pytest.mark.timeout(120)
 def test_keep_keeps_the_temporary_directory(tmp_path: Path) -> None:
     small = ["--lines", "2000", "--chunks", "2", "--size", "16", "--parsers", "1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "actord", "demo", "--keep", *small, "--executor", "thread"],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
+    result = _run_demo(tmp_path, "--keep", *small, "--executor", "thread")
     assert result.returncode == 0, result.stderr
     directory = _demo_dir(result.stdout)
     assert f"inputs and outputs are in {directory}" in result.stdout
