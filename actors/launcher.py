@@ -19,7 +19,7 @@ from actord.runtime.errors import InvalidArgument
 
 from .client import JobClient
 from .formats import resolve_format
-from .model import Executor, JobEnded, JobKind, JobSpec, LogOptions
+from .model import Engine, Executor, JobEnded, JobKind, JobSpec, LogOptions
 from .parser import Parser
 from .paths import under_roots
 from .ray_link import RayLink
@@ -61,6 +61,7 @@ class JobSystemConfig:
     roots: Roots | None = None  # (input roots, output roots), re-checked as a job starts
     max_crash_retries: int = 5  # daemon deaths under one job before it fails instead
     fft_executor: Executor = Executor.THREAD  # or RAY
+    fft_engine: Engine | None = None  # None: scipy when installed, else numpy
     ray_address: str = ""  # "" no Ray; "local", "auto", "host:port", "ray://host:port"
     ray_namespace: str = "actord"
     ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
@@ -138,21 +139,22 @@ def start_job_system(
 ) -> JobClient:
     """Spawn the pools and the job store (its journal at `journal`) on `system`; return a
     client for submitting jobs. Unfinished jobs in the journal are run again."""
-    from .fft import FFTWorker  # noqa: PLC0415 - keeps numpy out of imports that need none
+    from .fft import FFTWorker, default_engine  # noqa: PLC0415 - numpy only where needed
 
     config = config or JobSystemConfig()
+    engine = config.fft_engine or default_engine()
     system.declare_roles(*(f"{kind.value}.{part}" for kind in JobKind for part in _ROLES))
     link = _ray_link(system, config)
     executor, block_timeout = config.parser_executor, config.block_timeout
     parser: Callable[[], Actor] = lambda: Parser(executor, block_timeout)  # noqa: E731
-    fft: Callable[[], Actor] = FFTWorker
+    fft: Callable[[], Actor] = lambda: FFTWorker(engine)  # noqa: E731
     if link is not None:
         from .remote import RemoteFFTWorker, RemoteParser  # noqa: PLC0415
 
         if executor is Executor.RAY:
             parser = lambda: RemoteParser(link, unit_timeout=block_timeout)  # noqa: E731
         if config.fft_executor is Executor.RAY:
-            fft = lambda: RemoteFFTWorker(link, unit_timeout=block_timeout)  # noqa: E731
+            fft = lambda: RemoteFFTWorker(link, engine, unit_timeout=block_timeout)  # noqa: E731
     system.spawn_pool(parser, PARSERS, config.parsers, capacity=config.pool_capacity)
     system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
     launcher = Launcher(system, config)

@@ -25,6 +25,7 @@ __all__ = [
     "BlockFailed",
     "Cancel",
     "ChunkWritten",
+    "Engine",
     "Executor",
     "FFTChunk",
     "FFTOptions",
@@ -76,6 +77,13 @@ class Executor(StrEnum):
 class Transform(StrEnum):
     FFT2 = "fft2"
     RFFT2 = "rfft2"
+
+
+class Engine(StrEnum):
+    """The library an FFT pool computes with (the pool's, not a job's: `fft.engine`)."""
+
+    SCIPY = "scipy"  # scipy.fft: about 2-3x numpy's fft2 here (a real transform inside)
+    NUMPY = "numpy"
 
 
 @dataclass(frozen=True, slots=True)

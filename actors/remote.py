@@ -34,6 +34,7 @@ from .fft import write_chunk
 from .model import (
     BlockFailed,
     ChunkWritten,
+    Engine,
     FFTChunk,
     InputSlice,
     LogBlock,
@@ -249,6 +250,10 @@ class RemoteFFTWorker(_RemoteMember):
 
     method = "fft"
 
+    def __init__(self, link: RayLink, engine: Engine, *, unit_timeout: float = 60.0) -> None:
+        super().__init__(link, unit_timeout=unit_timeout)
+        self.engine = engine  # the daemon's fft.engine: Ray workers compute as local ones
+
     def _args(self, unit: Any) -> list[Any]:
         chunk: FFTChunk = unit
         layout = chunk.layout
@@ -270,7 +275,7 @@ class RemoteFFTWorker(_RemoteMember):
             ]
         else:
             target = ["return", layout.chunk_bytes]
-        return [source, chunk.transform.value, chunk.dtype, target]
+        return [source, chunk.transform.value, chunk.dtype, target, self.engine.value]
 
     def _finished(self, unit: Any, reply: RemoteReply) -> None:
         chunk: FFTChunk = unit

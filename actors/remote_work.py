@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .fft import DATA_ERRORS, transform_chunk, write_chunk
-from .model import Transform
+from .model import Engine, Transform
 from .parser import parse_block
 from .reader import synthetic_chunk
 
@@ -77,14 +77,23 @@ def _source(source: list[Any]) -> Any:
     return synthetic_chunk(seed, index, (shape[0], shape[1]))
 
 
-def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any]) -> list[Any]:
-    """Transform one chunk. `target` is ``["return", nbytes]`` (the result's bytes come back)
-    or ``["file", path, offset, nbytes]`` (written there). Returns ``[OK, bytes or None,
+def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any], engine: str) -> list[Any]:
+    """Transform one chunk with the daemon's `engine` (its fft.engine: the same library as a
+    local pool). `target` is ``["return", nbytes]`` (the result's bytes come back) or
+    ``["file", path, offset, nbytes]`` (written there). Returns ``[OK, bytes or None,
     cpu_seconds]`` or ``[DATA | IO | GONE, message, cpu_seconds]``."""
     started = time.thread_time()
     _hold_for_test()
     try:
-        result = transform_chunk(_source(source), Transform(kind), dtype, target[-1])
+        result = transform_chunk(
+            _source(source), Transform(kind), dtype, target[-1], Engine(engine)
+        )
+    except ImportError as error:  # this node lacks the daemon's engine: every unit would
+        message = (
+            f"fft.engine {engine!r} is not installed on Ray node {os.uname().nodename} "
+            f'({error}): install it on every node, or set fft.engine = "numpy"'
+        )
+        return [DATA, message, time.thread_time() - started]
     except OSError as error:  # the input is gone, cut or unreadable under the job
         return [DATA, f"reading the input failed: {error}", time.thread_time() - started]
     except DATA_ERRORS as error:
@@ -119,8 +128,10 @@ class RemoteWorker:
 
         return [OK, str(ray.get_runtime_context().get_node_id()), 0.0]
 
-    def fft(self, source: list[Any], kind: str, dtype: str, target: list[Any]) -> list[Any]:
-        return fft_unit(source, kind, dtype, target)
+    def fft(
+        self, source: list[Any], kind: str, dtype: str, target: list[Any], engine: str
+    ) -> list[Any]:
+        return fft_unit(source, kind, dtype, target, engine)
 
     def parse(self, data: bytes, first_line: int, pattern: str) -> list[Any]:
         return parse_unit(data, first_line, pattern)

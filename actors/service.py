@@ -39,7 +39,7 @@ from actord.runtime.errors import ErrorCode, Refused
 from .client import JobClient, submit_job
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
-from .model import Cancel, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .model import Cancel, Engine, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
 from .ray_metrics import RayCollector
 from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
 from .wire import info_to_wire, spec_from_wire
@@ -93,6 +93,7 @@ class JobService:
                 parser_executor=Executor(config.parser.executor),
                 fft_workers=config.fft.size,
                 fft_executor=Executor(config.fft.executor),
+                fft_engine=Engine(config.fft.engine) if config.fft.engine else None,
                 pool_capacity=config.parser.capacity,
                 max_jobs=config.daemon.max_jobs,
                 roots=self.roots,
@@ -177,6 +178,7 @@ class JobService:
             "parser.capacity",
             "fft.executor",
             "fft.capacity",
+            "fft.engine",
             "mailbox_capacity",
             "ray",
         ):

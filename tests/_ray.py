@@ -21,8 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import psutil
+import scipy.fft
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -166,3 +169,10 @@ class RayCluster:
                 if "RemoteWorker" in " ".join(process.cmdline()):
                     found.append(process)
         return found
+
+
+def synthetic_fft(seed: int, count: int, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+    """A synthetic fft2 job's output, as the daemon's default engine computes it (scipy: the
+    test extras install it). Equal byte for byte only if the Ray workers use that engine."""
+    rng = np.random.default_rng
+    return np.stack([scipy.fft.fft2(rng(seed + i).random(shape)) for i in range(count)])

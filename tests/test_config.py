@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,27 @@ def test_the_ray_section_and_executors_load() -> None:
 def test_bad_ray_values_name_the_key(overrides: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
         load_config(None, overrides)
+
+
+def test_the_fft_engine_loads_and_defaults_to_the_pool_choosing() -> None:
+    assert Config().fft.engine == ""  # scipy when installed, else numpy (actors.fft)
+    for engine in ("scipy", "numpy"):
+        assert load_config(None, {"fft.engine": engine}).fft.engine == engine
+
+
+def test_a_bad_fft_engine_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"fft.engine: must be one of \('scipy', 'numpy'\)"):
+        load_config(None, {"fft.engine": "fftw"})
+    with pytest.raises(ConfigError, match=r"parser\.engine: unknown key"):
+        load_config(None, {"parser.engine": "scipy"})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {"fft.engine": "scipy"})
+    assert str(refused.value) == (
+        "fft.engine: scipy is not installed (pip install 'actord[scipy]'), "
+        'or set fft.engine = "numpy"'
+    )
+    assert load_config(None, {"fft.engine": "numpy"}).fft.engine == "numpy"

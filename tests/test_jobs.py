@@ -31,6 +31,7 @@ from actord.runtime.errors import ErrorCode, Refused
 from actors.client import JobClient
 from actors.launcher import JobSystemConfig, start_job_system
 from actors.model import (
+    Engine,
     Executor,
     FFTOptions,
     JobInfo,
@@ -768,14 +769,14 @@ def test_an_fft_chunk_that_fails_once_is_retried(
     lock = threading.Lock()
     failed: list[bool] = []
 
-    def flaky(data: Any, kind: Transform, dtype: str) -> Any:
+    def flaky(data: Any, kind: Transform, dtype: str, engine: Engine) -> Any:
         with lock:
             fail = data[0, 0] == SENTINEL and not failed
             if fail:
                 failed.append(True)
         if fail:
             raise RuntimeError("injected FFT crash")
-        return original(data, kind, dtype)
+        return original(data, kind, dtype, engine)
 
     monkeypatch.setattr(fft_module, "transform", flaky)
     stack = _stack_with_sentinel(tmp_path / "in.npy")
@@ -789,10 +790,10 @@ def test_an_fft_chunk_that_always_fails_fails_the_job(
 ) -> None:
     original = fft_module.transform
 
-    def poisoned(data: Any, kind: Transform, dtype: str) -> Any:
+    def poisoned(data: Any, kind: Transform, dtype: str, engine: Engine) -> Any:
         if data[0, 0] == SENTINEL:
             raise RuntimeError("poisoned chunk")
-        return original(data, kind, dtype)
+        return original(data, kind, dtype, engine)
 
     monkeypatch.setattr(fft_module, "transform", poisoned)
     _stack_with_sentinel(tmp_path / "in.npy")
@@ -817,10 +818,10 @@ def test_cancel_an_fft_job_leaves_nothing(
     original = fft_module.transform
     entered, release = threading.Event(), threading.Event()
 
-    def slow(data: Any, kind: Transform, dtype: str) -> Any:
+    def slow(data: Any, kind: Transform, dtype: str, engine: Engine) -> Any:
         entered.set()
         release.wait(WAIT)
-        return original(data, kind, dtype)
+        return original(data, kind, dtype, engine)
 
     monkeypatch.setattr(fft_module, "transform", slow)
     output = tmp_path / "out.npy"

@@ -16,7 +16,7 @@ import pytest
 from actors.remote_work import HOLD_ENV
 
 from ._daemon import DaemonProcess
-from ._ray import RayCluster, free_port, hold_fifos, until, wait_held
+from ._ray import RayCluster, free_port, hold_fifos, synthetic_fft, until, wait_held
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -84,10 +84,7 @@ def test_sigterm_mid_job_on_ray_exits_0_leaves_no_ray_actor_and_the_job_finishes
             )
     assert final["state"] == "done", final
     assert final["crash_retries"] == 0
-    expected = np.stack(
-        [np.fft.fft2(np.random.default_rng(5 + i).random((64, 80))) for i in range(12)]
-    )
-    assert np.array_equal(np.load(daemon.outputs / "stack.npy"), expected)
+    assert np.array_equal(np.load(daemon.outputs / "stack.npy"), synthetic_fft(5, 12, (64, 80)))
 
 
 def test_an_unreachable_cluster_is_unavailable_and_the_daemon_serves_on(daemons: Daemons) -> None:

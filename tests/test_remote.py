@@ -33,7 +33,7 @@ from actors.ray_link import RayState
 from actors.ray_metrics import RayCollector
 from actors.remote_work import HOLD_ENV
 
-from ._ray import RayCluster, hold_fifos, until, wait_held
+from ._ray import RayCluster, hold_fifos, synthetic_fft, until, wait_held
 from .conftest import WAIT
 from .test_jobs import generate_log
 
@@ -190,10 +190,7 @@ def test_a_worker_node_killed_mid_job_the_job_completes_with_identical_output(
     finally:
         ray_cluster.worker.start()
     assert info.state is JobState.DONE, info.error
-    expected = np.stack(
-        [np.fft.fft2(np.random.default_rng(3 + i).random((128, 160))) for i in range(24)]
-    )
-    assert np.array_equal(np.load(out), expected)
+    assert np.array_equal(np.load(out), synthetic_fft(3, 24, (128, 160)))
     counters = client.link.counters if client.link else {}
     assert sum(c.retries for c in counters.values()) >= 1, "the lost units were sent again"
     assert sum(c.failures for c in counters.values()) >= 1
@@ -242,7 +239,4 @@ def test_a_cluster_that_is_down_refuses_with_unavailable_and_is_used_again_once_
         120,
     )
     assert info.state is JobState.DONE, info.error
-    expected = np.stack(
-        [np.fft.fft2(np.random.default_rng(9 + i).random((32, 32))) for i in range(4)]
-    )
-    assert np.array_equal(np.load(tmp_path / "c.npy"), expected)
+    assert np.array_equal(np.load(tmp_path / "c.npy"), synthetic_fft(9, 4, (32, 32)))

@@ -123,6 +123,13 @@ _RUN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--fft-workers", "fft.size", int, "FFT pool size"),
     ("--fft-executor", "fft.executor", str, "thread or ray"),
     (
+        "--fft-engine",
+        "fft.engine",
+        str,
+        "scipy or numpy: the FFT library of the pool, local or on Ray (default: scipy when "
+        "installed)",
+    ),
+    (
         "--ray-address",
         "ray.address",
         str,

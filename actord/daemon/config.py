@@ -7,6 +7,7 @@ Unknown keys and bad values are errors that name the key (``daemon.drain_deadlin
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import tomllib
@@ -22,6 +23,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "FFTConfig",
     "MetricsConfig",
     "PathsConfig",
     "PoolConfig",
@@ -31,6 +33,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/actord/actord.toml")
 _EXECUTORS = {"parser": ("thread", "process", "ray"), "fft": ("thread", "ray")}
+_ENGINES = ("scipy", "numpy")  # fft.engine ("" = scipy when installed, else numpy)
 _MIN_CPUS, _MAX_CPUS = 0.0001, 1024.0  # what one Ray worker may ask for (Ray's own bounds)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -88,6 +91,14 @@ class PoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FFTConfig:
+    size: int = 2
+    executor: str = "thread"
+    capacity: int = 8
+    engine: str = ""  # "scipy" or "numpy"; "" = scipy when installed, else numpy
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     address: str = "127.0.0.1:9464"  # "" disables the HTTP endpoint
 
@@ -107,7 +118,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     parser: PoolConfig = field(default_factory=lambda: PoolConfig(executor="process"))
-    fft: PoolConfig = field(default_factory=PoolConfig)
+    fft: FFTConfig = field(default_factory=FFTConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     mailbox_capacity: int = 1024
@@ -129,7 +140,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonConfig,
     "paths": PathsConfig,
     "parser": PoolConfig,
-    "fft": PoolConfig,
+    "fft": FFTConfig,
     "metrics": MetricsConfig,
     "ray": RayConfig,
 }
@@ -227,6 +238,14 @@ def _check(where: str, default: object, value: object) -> object:
     section = where.split(".", 1)[0]
     if key == "executor" and value not in _EXECUTORS[section]:
         raise ConfigError(f"{where}: must be one of {_EXECUTORS[section]}, got {value!r}")
+    if where == "fft.engine" and value:
+        if value not in _ENGINES:
+            raise ConfigError(f"{where}: must be one of {_ENGINES}, got {value!r}")
+        if importlib.util.find_spec(value) is None:
+            raise ConfigError(
+                f"{where}: {value} is not installed (pip install 'actord[{value}]'), "
+                'or set fft.engine = "numpy"'
+            )
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         raise ConfigError(f"{where}: must be one of {_LOG_LEVELS}, got {value!r}")
     if where == "ray.address" and value and not _is_ray_address(value):
