@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from actord import Control, ControlKind, MailboxClosed, MailboxFull, Message, MessageType
-from actord.runtime.mailbox import Mailbox
+from actord.runtime.mailbox import Mailbox, _WaitQueue
 
 from .conftest import WAIT, Call
 
@@ -168,3 +171,158 @@ def test_drain_returns_all_data_and_closes_the_mailbox_for_good() -> None:
     # What the receiver puts back after the drain is refused: the caller dead-letters it.
     assert box.requeue_front(taken) is False
     assert len(box) == 0
+
+
+# -- the lock-free put (see mailbox.py) --------------------------------------------------------
+# Each race is forced by a hook that runs the other thread's step at the exact point where a
+# switch of the GIL could run it: deterministic, where a stress test would hit it by luck.
+
+
+class _Hooked(deque[Any]):
+    """A mailbox's data deque that runs `before` once, ahead of the first call of `method`."""
+
+    def __init__(self, method: str, before: Callable[[], None]) -> None:
+        super().__init__()
+        self.hooks = {method: before}
+
+    def _run(self, method: str) -> None:
+        hook = self.hooks.pop(method, None)
+        if hook is not None:
+            hook()
+
+    def append(self, item: Any) -> None:
+        self._run("append")
+        super().append(item)
+
+    def clear(self) -> None:
+        self._run("clear")
+        super().clear()
+
+    def popleft(self) -> Any:
+        self._run("popleft")
+        return super().popleft()
+
+
+def test_a_put_landing_while_a_take_removes_its_batch_is_kept() -> None:
+    box = Mailbox("box", 100)
+    hooked = _Hooked("clear", lambda: None)
+    box._data = hooked
+    for i in range(3):
+        box.put(data(i))
+    # A sender's lock-free append, just as the take has copied the batch (before a clear)
+    # or has popped its first message.
+    racing = lambda: deque.append(hooked, data("racing"))  # noqa: E731
+    hooked.hooks = {"clear": racing, "popleft": racing}
+    taken = payloads(box.take(10, timeout=WAIT))
+    taken += payloads(box.take(10, timeout=WAIT))
+    assert taken == [0, 1, 2, "racing"]
+
+
+def test_a_put_that_a_drain_overtakes_is_refused_not_left_behind() -> None:
+    box = Mailbox("box", 100)
+    box.put(data(0))
+    drained: list[Message] = []
+    # The drain runs between the put's checks (open, room) and its append.
+    box._data = _Hooked("append", lambda: drained.extend(box.drain()))
+    with pytest.raises(MailboxClosed):
+        box.put(data(1))
+    assert len(box) == 0, "a message was left in a mailbox nobody reads"
+
+
+def test_a_put_landing_while_a_drain_empties_the_mailbox_is_drained() -> None:
+    box = Mailbox("box", 100)
+    for i in range(3):
+        box.put(data(i))
+    hooked = _Hooked("clear", lambda: None)
+    hooked.extend(box._data)
+    box._data = hooked
+    # A lock-free put's append, as the drain has copied what was queued (before a clear) or
+    # has taken the first message; that put then finds the mailbox drained and its message
+    # taken, so it returns: the drain must have it.
+    racing = lambda: deque.append(hooked, data("racing"))  # noqa: E731
+    hooked.hooks = {"clear": racing, "popleft": racing}
+    assert payloads(box.drain()) == [0, 1, 2, "racing"]
+    assert len(box) == 0
+
+
+def test_a_receiver_about_to_block_sees_a_put_made_before_it_registered() -> None:
+    box = Mailbox("box", 100)
+
+    class Waiting(_WaitQueue):
+        # The lock-free put lands after the receiver found the mailbox empty and before it
+        # is registered as waiting: that put sees no one to wake.
+        def append(self, waiter: Any) -> None:
+            if not box._data:
+                deque.append(box._data, data("late"))
+            super().append(waiter)
+
+    box._not_empty = Waiting()
+    call = Call(lambda: box.take(1))  # no timeout: a missed put would block it for good
+    call.start()
+    call.join(WAIT)
+    stalled = call.is_alive()
+    box.close()  # frees a stalled receiver (with the late message), so the thread ends
+    call.finish()
+    assert not stalled, "the receiver blocked with a message in its mailbox"
+    assert payloads(call.result) == ["late"]
+
+
+@pytest.fixture
+def constant_switches() -> Iterator[None]:
+    """The GIL changes hands every microsecond, so that threads interleave everywhere."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("constant_switches")
+@pytest.mark.parametrize("capacity", [64, 1_000_000])
+def test_racing_puts_and_batched_takes_lose_nothing_and_keep_each_senders_order(
+    capacity: int,
+) -> None:
+    box = Mailbox("box", capacity)
+    senders, each = 4, 5000
+    deepest: list[int] = []
+
+    def send(sender: int) -> None:
+        for i in range(each):
+            box.put(data((sender, i)))
+
+    threads = [threading.Thread(target=send, args=(s,), name=f"sender-{s}") for s in range(4)]
+    for thread in threads:
+        thread.start()
+    got: list[tuple[int, int]] = []
+    while len(got) < senders * each:
+        deepest.append(len(box))
+        got.extend(payloads(box.take(16, timeout=WAIT)))
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    for sender in range(senders):
+        assert [i for s, i in got if s == sender] == list(range(each))
+    assert len(box) == 0
+    # Over capacity by at most one message per sender racing past the room check.
+    assert max(deepest) <= capacity + senders
+
+
+@pytest.mark.usefixtures("constant_switches")
+def test_a_ping_pong_through_two_mailboxes_never_stalls() -> None:
+    # A wake-up lost between a receiver's check and its block would leave both threads
+    # waiting: the takes would time out.
+    ping, pong = Mailbox("ping", 4), Mailbox("pong", 4)
+    rounds = 5000
+
+    def echo() -> None:
+        for _ in range(rounds):
+            pong.put(ping.take(1, timeout=WAIT)[0])
+
+    thread = threading.Thread(target=echo, name="echo")
+    thread.start()
+    for i in range(rounds):
+        ping.put(data(i))
+        assert payloads(pong.take(1, timeout=WAIT)) == [i]
+    thread.join(WAIT)
+    assert not thread.is_alive()

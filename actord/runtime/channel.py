@@ -42,6 +42,7 @@ from .message import (
     Message,
     MessageType,
     check_payload,
+    new_message,
 )
 from .timers import TimerService
 
@@ -140,7 +141,7 @@ class Inbox:
         messages already wait for this member; a dead letter once its actor is stopping."""
         if type(payload) in _MUTABLE_TYPES:
             check_payload(payload)
-        message = Message(mtype, sender, self.member, payload)
+        message = new_message(mtype, sender, self.member, payload, None)
         try:
             self._mailbox.put_member(message, self.member)
         except MailboxClosed:
@@ -322,7 +323,7 @@ class ThreadChannel:
         """`send` with positional arguments: the hot path that actors and refs call."""
         if type(payload) in _MUTABLE_TYPES:
             check_payload(payload)
-        message = Message(mtype, sender, recipient, payload, correlation_id)
+        message = new_message(mtype, sender, recipient, payload, correlation_id)
         mailbox = self._routes.get(recipient) if mtype is not _RESPONSE else None
         if mailbox is None:
             self.post(message, timeout)
@@ -434,7 +435,7 @@ class ThreadChannel:
                     timeout, lambda: self._expire(correlation_id, timeout)
                 )
                 future.add_done_callback(lambda _: expiry.cancel())
-            self.post(Message(mtype, sender, recipient, payload, correlation_id), timeout)
+            self.post(new_message(mtype, sender, recipient, payload, correlation_id), timeout)
         except MailboxFull:
             # The request never went in: it ends as any unanswered request does.
             if self._pending.pop(correlation_id, None) is not None:
@@ -463,7 +464,7 @@ class ThreadChannel:
         slot = pending[correlation_id] = _ReplySlot()
         deadline = _monotonic() + timeout  # one deadline for the send and the reply
         try:
-            message = Message(mtype, sender, recipient, payload, correlation_id)
+            message = new_message(mtype, sender, recipient, payload, correlation_id)
             mailbox = self._routes.get(recipient)
             try:
                 if mailbox is None:
@@ -649,7 +650,7 @@ class ThreadChannel:
         check_payload(payload)
         delivered = 0
         for subscriber in self._subscribers.get(publisher, ()):
-            message = Message(MessageType.EVENT, publisher, subscriber, payload)
+            message = new_message(MessageType.EVENT, publisher, subscriber, payload, None)
             try:
                 delivered += self.post(message, timeout)
             except MailboxFull:

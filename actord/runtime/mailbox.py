@@ -5,9 +5,23 @@ messages go to a separate, unbounded lane that `take` serves first, so a stop is
 behind a full data lane. Receivers take batches: one lock round trip can move many messages.
 
 Wake-ups are exact: a put wakes a receiver only when one is blocked and not yet woken, and a
-take wakes senders the same way, so the uncontended path is one lock round trip and an append.
-`threading.Condition` cannot tell "blocked" from "woken but not yet running", which makes every
-put during that window pay for a useless notify; `_WaitQueue` removes a waiter as it wakes it.
+take wakes senders the same way. `threading.Condition` cannot tell "blocked" from "woken but
+not yet running", which makes every put during that window pay for a useless notify;
+`_WaitQueue` removes a waiter as it wakes it.
+
+The common put takes no lock: when there is room and no sender waits for it, it appends to
+the data deque (append and popleft are atomic) and takes the lock only to wake a blocked
+receiver. Three rules keep that safe (under the GIL, whose switches order these steps):
+- a receiver registers as waiting and then checks the deque again before it blocks, so a
+  put's append is either seen by that check or followed by the put seeing the waiter;
+- whoever removes data does it item by item (popleft), never copy-then-clear, so an append
+  made meanwhile is never cleared unseen;
+- a put checks `_closed` again after its append: if the mailbox was drained for good in
+  between, it takes its message back under the lock and raises `MailboxClosed`.
+Profiled in bench/channel.py, the lock round trip was the costliest step of a send: a sender
+that lost the GIL while holding it made the receiver block on it, and the other way round.
+A put racing others past the room check may go over `capacity` by one message per racing
+sender (a switch between the check and the append): the bound stays a bound.
 
 A stop reaches an actor blocked here: each wait arms the thread's `StopToken` (see
 `interrupt.py`) with a wake-up that removes just that waiter, and the wait ends with
@@ -21,6 +35,7 @@ import _thread
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from . import interrupt
 from .errors import MailboxClosed, MailboxFull
@@ -40,12 +55,23 @@ class _WaitQueue(deque[_thread.LockType]):
 
     __slots__ = ()
 
-    def wait(self, lock: _thread.LockType, timeout: float | None, token: StopToken | None) -> bool:
+    def wait(
+        self,
+        lock: _thread.LockType,
+        timeout: float | None,
+        token: StopToken | None,
+        ready: Callable[[], object] | None = None,
+    ) -> bool:
         """Release `lock`, block until notified, interrupted or `timeout`, re-acquire; True
-        if woken (by a notify or by the token's trip: the caller checks `token.stopping`)."""
+        if woken (by a notify or by the token's trip: the caller checks `token.stopping`).
+        `ready` is checked once registered and before blocking: True returns at once (what
+        a sender appended without the lock, after the caller's own check)."""
         waiter = _allocate_lock()
         waiter.acquire()
         self.append(waiter)
+        if ready is not None and ready():
+            self.remove(waiter)
+            return True
         if token is not None:
             try:
                 token.arm(lambda: self._interrupt(lock, waiter))
@@ -139,14 +165,39 @@ class Mailbox:
         out, `MailboxClosed` when the mailbox is (or becomes) closed, and `ActorStopping` when
         the calling actor is stopped while it waits.
         """
+        data = self._data
+        if len(data) < self.capacity and not self._not_full and not self._closed:
+            data.append(message)  # the lock-free path (see the module's doc)
+            if self._closed:
+                self._closed_under(message)
+            if self._not_empty:
+                with self._lock:
+                    if self._not_empty:
+                        self._not_empty.notify()
+            return
         with self._lock:
             if self._closed:
                 raise MailboxClosed(f"mailbox {self.name!r} is closed")
-            if len(self._data) >= self.capacity:
+            if len(data) >= self.capacity:
                 self._wait_for_room(message, timeout)
-            self._data.append(message)
+            data.append(message)
             if self._not_empty:
                 self._not_empty.notify()
+
+    def _closed_under(self, message: Message) -> None:
+        # A lock-free put whose mailbox closed as it appended. Closed only: receivers still
+        # drain what is queued, this message too (the put came first). Drained for good:
+        # the drain took the message (its caller dead-letters it) or came before the append;
+        # then the message is taken back here, and MailboxClosed makes the sender's caller
+        # dead-letter it. Either way it is not left in a mailbox nobody reads.
+        with self._lock:
+            if not self._gone:
+                return
+            try:
+                self._data.remove(message)
+            except ValueError:
+                return  # the drain has it
+            raise MailboxClosed(f"mailbox {self.name!r} is closed")
 
     def _wait_for_room(self, message: Message, timeout: float | None) -> None:
         # Called with _lock held; returns with room available or raises.
@@ -247,13 +298,9 @@ class Mailbox:
                     return [self._own_control(member)]
             if self._control:
                 return [self._control.popleft()]
-            data = self._data
-            if len(data) <= max_items:
-                items = list(data)
-                data.clear()
-            else:
-                popleft = data.popleft
-                items = [popleft() for _ in range(max_items)]
+            # Item by item, never list() then clear(): a lock-free put may append meanwhile.
+            popleft = self._data.popleft
+            items = [popleft() for _ in range(min(len(self._data), max_items))]
             if self._not_full:
                 self._not_full.notify(len(items))
             return items
@@ -279,7 +326,7 @@ class Mailbox:
             remaining = None if deadline is None else deadline - _monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"mailbox {self.name!r} stayed empty for {timeout}s")
-            self._not_empty.wait(self._lock, remaining, token)
+            self._not_empty.wait(self._lock, remaining, token, self.__len__)
             if token is not None and token.stopping:
                 if (self._control or self._data) and self._not_empty:
                     self._not_empty.notify()  # a wake-up we may have taken: pass it on
@@ -304,8 +351,9 @@ class Mailbox:
             self._closed = self._gone = True
             lanes = [self._control, *self._targeted.values()]
             items = [m for lane in lanes for m in lane if _kept(m)]
-            items.extend(self._data)
-            self._data.clear()
+            data = self._data
+            while data:  # item by item: a lock-free put may append meanwhile (see put)
+                items.append(data.popleft())
             self._control.clear()
             self._targeted.clear()
             self._not_full.notify_all()
