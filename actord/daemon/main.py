@@ -129,6 +129,7 @@ class Daemon:
         self.generation = 1  # bumped by each applied reload
         self.started = time.monotonic()
         self.pid = os.getpid()
+        self._fixed_status: dict[str, Any] = {}  # the figures of `status` that never change
         self.draining = False
         # Signals, reload and shutdown requests and escalations, for the main loop. The
         # handlers may be installed long before (by `actord run`, first thing).
@@ -142,21 +143,27 @@ class Daemon:
     # -- hooks for the runtime's control methods (connection threads) -----------------------
 
     def status(self) -> dict[str, Any]:
-        figures = {
-            "version": __version__,
-            "pid": self.pid,
+        # `status` is polled: what cannot change while the daemon runs is built once.
+        return {
+            **self._fixed_status,
             "uptime": round(time.monotonic() - self.started, 3),
             "generation": self.generation,
-            "config": self.config_path,
-            "socket": self.server.path,  # where it really listens (an activated socket too)
-            "state_dir": self._started_config.daemon.state_dir,  # a reload cannot move it
             "draining": self.draining,
             "actors": self.system.count(),
             "connections": self.server.connections,
+            **self.app.status(),
+        }
+
+    def _fix_status(self) -> None:
+        # Once the control server and the metrics exist, before the socket answers.
+        self._fixed_status = {
+            "version": __version__,
+            "pid": self.pid,
+            "config": self.config_path,
+            "socket": self.server.path,  # where it really listens (an activated socket too)
+            "state_dir": self._started_config.daemon.state_dir,  # a reload cannot move it
             "metrics": None if self.metrics is None else self.metrics.url,
         }
-        figures.update(self.app.status())
-        return figures
 
     def reload(self, timeout: float) -> dict[str, Any]:
         if self.draining:
@@ -248,6 +255,7 @@ class Daemon:
             # Metrics first: once the control socket answers, `status` names their URL.
             self._start_metrics(config, activated.get("metrics"))
             self._check_start()
+            self._fix_status()
             self.server.start()
             started = self.server
         except BaseException as error:
