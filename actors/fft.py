@@ -108,6 +108,11 @@ class FFTWorker(Actor):
     def __init__(self, engine: Engine = Engine.NUMPY) -> None:
         self.engine = engine  # the pool's library (fft.engine), the same for every member
 
+    def on_start(self) -> None:
+        """Actor thread: import the engine now (scipy.fft takes about 0.1 s), so that the
+        daemon's start pays for it, not its first FFT job."""
+        _functions(self.engine)
+
     def handle(self, message: Message) -> None:
         """Actor thread: transform and write one chunk."""
         chunk: FFTChunk = message.payload

@@ -32,7 +32,7 @@ import orjson
 from actord import Actor, Message
 
 from .formats import BUILTIN_FORMATS
-from .frames import read_frame, write_frame
+from .frames import read_frame, widen_pipe, write_frame
 from .model import BlockFailed, Executor, LogBlock, ParsedBlock
 
 __all__ = ["Parser", "parse_block"]
@@ -117,6 +117,8 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin: IO[bytes] = self.process.stdin
         self._stdout: IO[bytes] = self.process.stdout
+        widen_pipe(self._stdin.fileno())
+        widen_pipe(self._stdout.fileno())
 
     def parse(
         self,

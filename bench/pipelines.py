@@ -1,8 +1,11 @@
 """Pipeline benchmark: actord's log job and FFT job against plain loops and the seed's classes.
 
     python bench/pipelines.py [--lines 1000000] [--chunks 24] [--size 1000] [--repeat 5]
+                              [--dir DIR] [--disk DIR]
 
-One run, one table of medians.
+One run, two tables of medians: the pipelines (in --dir, a temp dir by default: use
+/dev/shm for tmpfs) and the FFT job's write path (in --disk: the disk to measure, by default
+a temp dir beside this checkout, on the project's disk).
 
 Log: a seed-format log parsed into JSON Lines plus rejects by (1) a plain single-thread loop
 (the limit for one core); (2) two plain two-core loops: a process pool over 1 MiB blocks whose
@@ -11,8 +14,17 @@ the file into part files that the kernel then joins; (3) actord's log job with t
 process parser pools; (4) the seed's LogProcessor (slide 7), loaded from ../shared/seed at run
 time.
 
-FFT: fft2 of 1000x1000 float64 chunks into a complex128 .npy by (1) a plain loop, (2) a plain
-two-thread loop, (3) actord's FFT job, (4) the seed's DataPipeline (slide 8).
+FFT: fft2 of 1000x1000 float64 chunks into a complex128 .npy by (1) plain numpy.fft loops on
+one and two threads, (2) plain scipy.fft loops on one and two threads, (3) actord's FFT job
+with its default engine (scipy) and with numpy, (4) the seed's DataPipeline (slide 8).
+
+actord runs as a daemon does: its system and pools are started, and a small job has run,
+before the clock starts (the parse worker processes are up), as the plain loops' process pool
+is started before theirs.
+
+Write path: the FFT job's output MB/s on --disk against the disk's own limit measured in the
+same run: a plain sequential write of the same bytes, 16 MB at a time, with the job's sync
+policy (fdatasync every 64 MB, then fsync, rename over the old file, fsync the directory).
 
 Every row does the same work (the same regex, record and encoder; the same transform, dtype
 and file system), except that the seed's DataPipeline never fsyncs its output. The seed's
@@ -37,12 +49,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.fft
 
 from actord import ActorSystem
+from actors.client import JobClient
 from actors.demo import write_sample_log
 from actors.formats import BUILTIN_FORMATS
 from actors.launcher import JobSystemConfig, start_job_system
-from actors.model import Executor, FFTOptions, JobKind, JobSpec, LogOptions
+from actors.model import (
+    Engine,
+    Executor,
+    FFTOptions,
+    JobInfo,
+    JobKind,
+    JobSpec,
+    LogOptions,
+    LogSummary,
+)
 from actors.parser import parse_block
 from actors.reader import synthetic_chunk
 from actors.writer import AtomicFile
@@ -232,12 +255,12 @@ def _finish(out: Any, output: str) -> None:
     os.close(fd)
 
 
-def plain_fft(output: str, chunks: int, size: int, workers: int) -> float:
+def plain_fft(output: str, chunks: int, size: int, workers: int, library: Any = np.fft) -> float:
     start = time.perf_counter()
     out = _fft_out(output, chunks, size)
 
     def one(i: int) -> None:
-        out[i] = np.fft.fft2(synthetic_chunk(0, i, (size, size)))
+        out[i] = library.fft2(synthetic_chunk(0, i, (size, size)))
 
     if workers == 1:
         for i in range(chunks):
@@ -265,33 +288,103 @@ def seed_fft(output: str, chunks: int, size: int) -> float:
 # -- actord -----------------------------------------------------------------------------------
 
 
+def _run_job(client: JobClient, spec: JobSpec) -> tuple[float, JobInfo]:
+    """(seconds from submit to done, the job's final info)."""
+    start = time.perf_counter()
+    job = client.submit(spec)
+    info = client.wait(job.id, 600)
+    elapsed = time.perf_counter() - start
+    assert info.error is None, info
+    return elapsed, info
+
+
+def _warm_system(system: ActorSystem, state: str, config: JobSystemConfig) -> JobClient:
+    """A job system as a daemon has it: started, its pools warm (one small job of each kind
+    has run: the parse worker processes are up)."""
+    client = start_job_system(system, os.path.join(state, "journal.sqlite3"), config)
+    sample = os.path.join(state, "warm.log")
+    write_sample_log(sample, 1000)
+    log = LogOptions(block_bytes=BLOCK)
+    _run_job(client, JobSpec(JobKind.LOG, sample + ".jsonl", sample, log, overwrite=True))
+    fft = FFTOptions(synthetic=(2, 16, 16))
+    _run_job(client, JobSpec(JobKind.FFT, sample + ".npy", None, fft, overwrite=True))
+    return client
+
+
 def actord_log(path: str, output: str, executor: Executor) -> float:
     with ActorSystem("bench") as system, tempfile.TemporaryDirectory() as state:
-        journal = os.path.join(state, "journal.sqlite3")
-        client = start_job_system(system, journal, JobSystemConfig(parser_executor=executor))
-        start = time.perf_counter()
+        client = _warm_system(system, state, JobSystemConfig(parser_executor=executor))
         options = LogOptions(block_bytes=BLOCK)
-        job = client.submit(JobSpec(JobKind.LOG, output, path, options, overwrite=True))
-        info = client.wait(job.id, 600)
-        elapsed = time.perf_counter() - start
-    assert info.summary is not None and info.error is None, info
-    return info.summary.lines / elapsed  # type: ignore[union-attr]
+        elapsed, info = _run_job(
+            client, JobSpec(JobKind.LOG, output, path, options, overwrite=True)
+        )
+    assert isinstance(info.summary, LogSummary), info
+    return info.summary.lines / elapsed
 
 
-def actord_fft(output: str, chunks: int, size: int) -> float:
-    with ActorSystem("bench") as system, tempfile.TemporaryDirectory() as state:
-        journal = os.path.join(state, "journal.sqlite3")
-        client = start_job_system(system, journal, JobSystemConfig(fft_workers=2))
+def actord_fft(
+    output: str, chunks: int, size: int, engine: Engine = Engine.SCIPY, state_dir: str | None = None
+) -> float:
+    """chunks/s of the FFT job (its journal in `state_dir`, a temp dir on the default one)."""
+    config = JobSystemConfig(fft_workers=2, fft_engine=engine)
+    with ActorSystem("bench") as system, tempfile.TemporaryDirectory(dir=state_dir) as state:
+        client = _warm_system(system, state, config)
         options = FFTOptions(synthetic=(chunks, size, size), seed=0)
-        start = time.perf_counter()
-        job = client.submit(JobSpec(JobKind.FFT, output, None, options, overwrite=True))
-        info = client.wait(job.id, 600)
-        elapsed = time.perf_counter() - start
-    assert info.error is None, info
+        elapsed, _ = _run_job(client, JobSpec(JobKind.FFT, output, None, options, overwrite=True))
     return chunks / elapsed
 
 
+# -- the write path ---------------------------------------------------------------------------
+
+
+def plain_write(output: str, chunks: int, chunk_bytes: int, sync_bytes: int) -> float:
+    """MB/s of a plain sequential write of `chunks` x `chunk_bytes` with the FFT job's sync
+    policy: fdatasync every `sync_bytes`, fsync, rename over the old file, fsync the dir."""
+    block = np.ones(chunk_bytes // 16, dtype=np.complex128).data.cast("B")
+    start = time.perf_counter()
+    out = AtomicFile(output)
+    fd = out.file.fileno()
+    unsynced = 0
+    for _ in range(chunks):
+        view = block
+        while view:
+            view = view[os.write(fd, view) :]
+        unsynced += len(block)
+        if unsynced >= sync_bytes:
+            os.fdatasync(fd)
+            unsynced = 0
+    out.commit()
+    return chunks * chunk_bytes / (time.perf_counter() - start) / 1e6
+
+
 # -- the table --------------------------------------------------------------------------------
+
+
+def _medians(
+    cases: list[tuple[str, str, Callable[[], float]]], repeat: int
+) -> dict[str, tuple[str, float]]:
+    """Median of `repeat` interleaved runs of each case, after one untimed round."""
+    for _, _, run in cases:
+        run()  # warm-up: caches, page cache, the allocator, the first import of scipy
+    # Round robin: every repetition runs each case once, so drift in the machine's disk
+    # and clock speed spreads over all rows instead of favouring one.
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for _ in range(repeat):
+        for name, _, run in cases:
+            samples[name].append(run())
+    return {name: (unit, statistics.median(samples[name])) for name, unit, _ in cases}
+
+
+def _table(rows: dict[str, tuple[str, float]], ratios: list[tuple[str, str, str, str]]) -> None:
+    print(f"| {'pipeline':<34} | {'measure':<8} | {'median':>11} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 13}|")
+    for name, (measure, value) in rows.items():
+        print(f"| {name:<34} | {measure:<8} | {value:>11,.1f} |")
+    print()
+    print(f"| {'ratio':<56} | {'value':>7} | {'goal':>7} |")
+    print(f"|{'-' * 58}|{'-' * 9}|{'-' * 9}|")
+    for label, a, b, goal in ratios:
+        print(f"| {label:<56} | {rows[a][1] / rows[b][1]:>6.2f}x | {goal:>7} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--disk",
+        default=str(Path(__file__).resolve().parent.parent.parent),
+        help="where the write path is measured (default: beside this checkout)",
+    )
     args = parser.parse_args(argv)
     rep, n, size = args.repeat, args.chunks, args.size
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="actord-bench-") as scratch:
@@ -311,80 +409,119 @@ def main(argv: list[str] | None = None) -> int:
         seed_npy = os.path.join(scratch, "seed.npy")
         with ProcessPoolExecutor(2) as pool:
             list(pool.map(_parse, [(b"", 1)] * 2))  # start both workers before timing
-            cases: list[tuple[str, str, Callable[[], float]]] = [
-                ("log: plain loop, 1 core", "lines/s", lambda: plain_log_one_core(log, out)),
-                (
-                    "log: plain loop, 2 processes",
-                    "lines/s",
-                    lambda: plain_log_two_cores(log, out, pool),
-                ),
-                (
-                    "log: plain split, 2 processes",
-                    "lines/s",
-                    lambda: plain_log_split(log, out, pool),
-                ),
-                (
-                    "log: actord, thread parsers",
-                    "lines/s",
-                    lambda: actord_log(log, out, Executor.THREAD),
-                ),
-                (
-                    "log: actord, process parsers",
-                    "lines/s",
-                    lambda: actord_log(log, out, Executor.PROCESS),
-                ),
-                ("fft: plain loop, 1 thread", "chunks/s", lambda: plain_fft(npy, n, size, 1)),
-                ("fft: plain loop, 2 threads", "chunks/s", lambda: plain_fft(npy, n, size, 2)),
-                ("fft: actord", "chunks/s", lambda: actord_fft(npy, n, size)),
-            ]
-            # Round robin: every repetition runs each case once, so drift in the machine's disk
-            # and clock speed spreads over all rows instead of favouring one.
-            samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-            for _ in range(rep):
-                for name, _, run in cases:
-                    samples[name].append(run())
-        rows = {name: (unit, statistics.median(samples[name])) for name, unit, _ in cases}
+            rows = _medians(
+                [
+                    ("log: plain loop, 1 core", "lines/s", lambda: plain_log_one_core(log, out)),
+                    (
+                        "log: plain loop, 2 processes",
+                        "lines/s",
+                        lambda: plain_log_two_cores(log, out, pool),
+                    ),
+                    (
+                        "log: plain split, 2 processes",
+                        "lines/s",
+                        lambda: plain_log_split(log, out, pool),
+                    ),
+                    (
+                        "log: actord, thread parsers",
+                        "lines/s",
+                        lambda: actord_log(log, out, Executor.THREAD),
+                    ),
+                    (
+                        "log: actord, process parsers",
+                        "lines/s",
+                        lambda: actord_log(log, out, Executor.PROCESS),
+                    ),
+                    ("fft: plain numpy, 1 thread", "chunks/s", lambda: plain_fft(npy, n, size, 1)),
+                    ("fft: plain numpy, 2 threads", "chunks/s", lambda: plain_fft(npy, n, size, 2)),
+                    (
+                        "fft: plain scipy, 1 thread",
+                        "chunks/s",
+                        lambda: plain_fft(npy, n, size, 1, scipy.fft),
+                    ),
+                    (
+                        "fft: plain scipy, 2 threads",
+                        "chunks/s",
+                        lambda: plain_fft(npy, n, size, 2, scipy.fft),
+                    ),
+                    ("fft: actord (scipy engine)", "chunks/s", lambda: actord_fft(npy, n, size)),
+                    (
+                        "fft: actord (numpy engine)",
+                        "chunks/s",
+                        lambda: actord_fft(npy, n, size, Engine.NUMPY),
+                    ),
+                ],
+                rep,
+            )
         rows["log: seed LogProcessor"] = ("lines/s", seed_log(log, out))
         rows["fft: seed DataPipeline"] = ("chunks/s", seed_fft(seed_npy, n, size))
-
-    def ratio(a: str, b: str) -> str:
-        return f"{rows[a][1] / rows[b][1]:.2f}x"
-
+    with tempfile.TemporaryDirectory(dir=args.disk, prefix="actord-bench-") as disk:
+        output = os.path.join(disk, "out.npy")
+        written = n * size * size * 16
+        writes = _medians(
+            [
+                (
+                    "plain sequential write",
+                    "MB/s",
+                    lambda: plain_write(output, n, size * size * 16, 64 << 20),
+                ),
+                (
+                    "fft: actord (scipy engine)",
+                    "MB/s",
+                    lambda: actord_fft(output, n, size, state_dir=disk) * written / n / 1e6,
+                ),
+            ],
+            rep,
+        )
     best_log = max(
         ("log: actord, thread parsers", "log: actord, process parsers"), key=lambda k: rows[k][1]
     )
     print(
         f"\n{args.lines:,}-line seed-format log; {n} chunks of {size}x{size} float64 -> fft2 "
-        f"complex128; medians of {rep} interleaved runs (seed rows: 1 run); "
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores"
+        f"complex128; medians of {rep} interleaved runs after one warm-up round (seed rows: "
+        f"1 run); in {args.dir or tempfile.gettempdir()}; Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores"
     )
-    print(f"| {'pipeline':<32} | {'measure':<8} | {'median':>11} |")
-    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 13}|")
-    for name, (measure, value) in rows.items():
-        print(f"| {name:<32} | {measure:<8} | {value:>11,.1f} |")
-    print()
-    print(f"| {'ratio':<52} | {'value':>7} | {'goal':>7} |")
-    print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|")
-    for label, value, goal in (
-        (
-            f"{best_log} / plain split",
-            ratio(best_log, "log: plain split, 2 processes"),
-            ">= 0.75",
-        ),
-        (f"{best_log} / seed LogProcessor", ratio(best_log, "log: seed LogProcessor"), ">= 10"),
-        (
-            "log: actord, thread / process parsers",
-            ratio("log: actord, thread parsers", "log: actord, process parsers"),
-            "",
-        ),
-        (
-            "fft: actord / plain 2 threads",
-            ratio("fft: actord", "fft: plain loop, 2 threads"),
-            ">= 0.9",
-        ),
-        ("fft: actord / seed DataPipeline", ratio("fft: actord", "fft: seed DataPipeline"), ""),
-    ):
-        print(f"| {label:<52} | {value:>7} | {goal:>7} |")
+    _table(
+        rows,
+        [
+            (f"{best_log} / plain split", best_log, "log: plain split, 2 processes", ">= 0.9"),
+            (f"{best_log} / seed LogProcessor", best_log, "log: seed LogProcessor", ">= 10"),
+            (
+                "fft: actord / plain numpy, 2 threads",
+                "fft: actord (scipy engine)",
+                "fft: plain numpy, 2 threads",
+                ">= 1.6",
+            ),
+            (
+                "fft: actord / plain scipy, 2 threads",
+                "fft: actord (scipy engine)",
+                "fft: plain scipy, 2 threads",
+                ">= 0.9",
+            ),
+            (
+                "fft: actord / seed DataPipeline",
+                "fft: actord (scipy engine)",
+                "fft: seed DataPipeline",
+                "",
+            ),
+        ],
+    )
+    print(
+        f"\nWrite path on {args.disk}: {written / 1e6:,.0f} MB per run, fdatasync every 64 MB; "
+        f"medians of {rep} interleaved runs"
+    )
+    _table(
+        writes,
+        [
+            (
+                "fft job / the disk's sequential write",
+                "fft: actord (scipy engine)",
+                "plain sequential write",
+                ">= 0.8",
+            )
+        ],
+    )
     return 0
 
 
