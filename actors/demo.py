@@ -27,8 +27,10 @@ from actord import Actor, ActorStats, ActorSystem, Message, UnknownActor
 from actord.daemon.health import Monitor, thread_cpu_times
 from actord.daemon.metrics import MetricsServer, RuntimeCollector
 
+from .fft import default_engine
 from .launcher import STORE, JobSystemConfig, start_job_system
 from .model import (
+    Engine,
     Executor,
     FFTOptions,
     FFTSummary,
@@ -158,8 +160,12 @@ def _demo(options: DemoOptions, directory: str) -> int:
     print(f"writing sample inputs to {directory}", flush=True)
     malformed = write_sample_log(log_in, options.lines)
     write_sample_stack(stack_in, options.chunks, options.size)
+    engine = default_engine()  # scipy when installed (the `[scipy]` extra), else numpy
     config = JobSystemConfig(
-        parsers=options.parsers, parser_executor=options.executor, fft_workers=options.fft_workers
+        parsers=options.parsers,
+        parser_executor=options.executor,
+        fft_workers=options.fft_workers,
+        fft_engine=engine,
     )
     with ActorSystem("demo") as system:
         registry = CollectorRegistry()  # the demo's own: served while it runs
@@ -204,7 +210,7 @@ def _demo(options: DemoOptions, directory: str) -> int:
             metrics.stop()
     if live:
         print()  # end the status line
-    _report(results, rows, elapsed, malformed)
+    _report(results, rows, elapsed, malformed, engine)
     if workers:
         user, system_cpu = sum(t.user for t in workers), sum(t.system for t in workers)
         print(
@@ -260,7 +266,9 @@ def _row(name: str, thread: int | None, stats: ActorStats, user: float, system: 
     )
 
 
-def _report(results: list[JobInfo], rows: list[_ActorRow], elapsed: float, malformed: int) -> None:
+def _report(
+    results: list[JobInfo], rows: list[_ActorRow], elapsed: float, malformed: int, engine: Engine
+) -> None:
     print(f"\nboth jobs finished in {elapsed:.2f} s\n")
     for info in results:
         print(f"{info.id}: {info.state.value}" + (f" ({info.error})" if info.error else ""))
@@ -280,7 +288,7 @@ def _report(results: list[JobInfo], rows: list[_ActorRow], elapsed: float, malfo
             print(
                 f"  {summary.chunks} chunks {summary.shape[1]}x{summary.shape[2]} "
                 f"{summary.transform} -> {summary.dtype} in {summary.seconds:.2f} s "
-                f"({rate:,.1f} chunks/s, {mb:,.0f} MB/s written)"
+                f"({rate:,.1f} chunks/s, {mb:,.0f} MB/s written; {engine.value} engine)"
             )
             print(f"  output:  {summary.output}")
     print(

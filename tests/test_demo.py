@@ -85,6 +85,8 @@ def test_a_piped_demo_cleans_up_never_redraws_and_lists_every_actor(tmp_path: Pa
     assert "\r" not in out
     assert re.search(r"^log-1 done 5/5 blocks$", out, re.MULTILINE), out
     assert re.search(r"^fft-2 done 4/4 chunks$", out, re.MULTILINE), out
+    # The test extras install scipy: the default engine is scipy's, and the summary says so.
+    assert re.search(r"4 chunks 64x64 fft2 -> complex128 .* MB/s written; scipy engine\)", out)
     rows = _actor_table(out)
     assert set(rows) == _ACTORS, out
     for name in ("log-1.reader", "log-1.writer", "fft-2.reader", "fft-2.writer"):
