@@ -135,6 +135,9 @@ def test_kill_9_at_random_points_loses_no_job_and_runs_none_twice(
     run = _KillRounds(daemons("--max-jobs", "3", base=tmp_path / "publication"), slow=False)
     for point in ("before-rename", "after-rename"):
         for kind in ("log", "fft"):
+            # A fresh job of that kind: some writer of it is sure to reach the pause, however
+            # many of the others finished in the rounds before (which pause the other kind).
+            run.add(kind)
             assert run.round(pause=(point, kind))
     run.check_every_job_done_once()
     assert len(run.published) == 4
@@ -148,23 +151,27 @@ class _KillRounds:
         self.daemon = daemon
         self.jobs: dict[str, dict[str, Any]] = {}
         for i in range(24 if slow else 12):
-            key = f"job-{i}"
-            kind = i % 3 if slow else 1 + i % 2
-            if kind == 0:
-                self.jobs[key] = _slow_job(daemon, key, lines=12)
-            elif kind == 1:
-                source = daemon.inputs / f"{key}.log"
-                write_sample_log(str(source), 3_000 + i, seed=i)
-                out = str(daemon.outputs / f"{key}.jsonl")
-                self.jobs[key] = {"kind": "log", "input": str(source), "output": out, "options": {}}
-            else:
-                out = str(daemon.outputs / f"{key}.npy")
-                synthetic = {"synthetic": [20, 64, 64], "seed": i}
-                self.jobs[key] = {"kind": "fft", "output": out, "options": synthetic}
+            self.add(("slow", "log", "fft")[i % 3] if slow else ("log", "fft")[i % 2])
         self.ids: dict[str, str] = {}
         self.kills = 0
         self.inodes: dict[str, int] = {}  # each output seen at a kill, and the inode it keeps
         self.published: dict[str, int] = {}  # a job killed mid-publication: its crash retries
+
+    def add(self, kind: str) -> None:
+        """One more job ("slow", "log" or "fft"), submitted from the next round on."""
+        daemon, i = self.daemon, len(self.jobs)
+        key = f"job-{i}"
+        if kind == "slow":
+            self.jobs[key] = _slow_job(daemon, key, lines=12)
+        elif kind == "log":
+            source = daemon.inputs / f"{key}.log"
+            write_sample_log(str(source), 3_000 + i, seed=i)
+            out = str(daemon.outputs / f"{key}.jsonl")
+            self.jobs[key] = {"kind": "log", "input": str(source), "output": out, "options": {}}
+        else:
+            out = str(daemon.outputs / f"{key}.npy")
+            synthetic = {"synthetic": [20, 64, 64], "seed": i}
+            self.jobs[key] = {"kind": "fft", "output": out, "options": synthetic}
 
     def round(
         self, *, rng: np.random.Generator | None = None, pause: tuple[str, str] | None = None
