@@ -229,6 +229,96 @@ def test_a_put_that_a_drain_overtakes_is_refused_not_left_behind() -> None:
     assert len(box) == 0, "a message was left in a mailbox nobody reads"
 
 
+class _Unequal:
+    """A payload whose == raises, as a numpy array's does."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("payloads", [("next", "next"), (_Unequal(), _Unequal())])
+def test_two_puts_racing_a_drain_each_find_their_own_message(payloads: tuple[Any, Any]) -> None:
+    # Both puts pass their checks, then: the first appends, the drain runs, the second
+    # appends, the first re-checks. The first's message went with the drain (its sender
+    # returns); the second's must come back to its sender (MailboxClosed), not be mistaken
+    # for the first's because they are equal (or because comparing them raises).
+    box = Mailbox("box", 100)
+    first = Message(MessageType.DATA, "reader", "box", payloads[0])
+    second = Message(MessageType.DATA, "reader", "box", payloads[1])
+    second_at_append, go_second, second_appended, first_done = (threading.Event() for _ in range(4))
+    drained: list[Message] = []
+
+    class Racing(deque[Any]):
+        def append(self, item: Any) -> None:
+            if item is second:
+                second_at_append.set()
+                assert go_second.wait(WAIT)
+                super().append(item)
+                second_appended.set()
+                assert first_done.wait(WAIT)  # the first's re-check runs first
+                return
+            super().append(item)
+            if item is first:
+                drained.extend(box.drain())
+                go_second.set()
+                assert second_appended.wait(WAIT)
+
+    box._data = Racing()
+    racer = Call(lambda: box.put(second))
+    racer.start()
+    assert second_at_append.wait(WAIT)
+    try:
+        box.put(first)  # returns: the drain has its message
+    finally:
+        first_done.set()
+    racer.finish()
+    assert [m is first for m in drained] == [True]
+    assert isinstance(racer.error, MailboxClosed), "the second message was lost silently"
+    assert len(box) == 0
+
+
+@pytest.mark.parametrize("payloads", [("next", "next"), (_Unequal(), _Unequal())])
+def test_two_puts_overtaken_by_a_drain_are_both_refused(payloads: tuple[Any, Any]) -> None:
+    # Both puts pass their checks, the drain runs, then the second appends and the first
+    # appends and re-checks: each finds its own message (not the other, equal or not
+    # comparable) and takes it back; nothing stays in the drained mailbox.
+    box = Mailbox("box", 100)
+    first = Message(MessageType.DATA, "reader", "box", payloads[0])
+    second = Message(MessageType.DATA, "reader", "box", payloads[1])
+    # By identity: the two messages may be equal, so never dict keys.
+    at_append = {id(first): threading.Event(), id(second): threading.Event()}
+    go = {id(first): threading.Event(), id(second): threading.Event()}
+    second_appended, first_done = threading.Event(), threading.Event()
+
+    class Racing(deque[Any]):
+        def append(self, item: Any) -> None:
+            at_append[id(item)].set()
+            assert go[id(item)].wait(WAIT)
+            super().append(item)
+            if item is second:
+                second_appended.set()
+                assert first_done.wait(WAIT)
+
+    box._data = Racing()
+    calls = [Call(lambda m=m: box.put(m)) for m in (first, second)]
+    for call in calls:
+        call.start()
+    for event in at_append.values():
+        assert event.wait(WAIT)
+    assert box.drain() == []
+    go[id(second)].set()
+    assert second_appended.wait(WAIT)
+    go[id(first)].set()
+    calls[0].join(WAIT)
+    first_done.set()
+    for call in calls:
+        call.finish()
+        assert isinstance(call.error, MailboxClosed), call.error
+    assert len(box) == 0
+
+
 def test_a_put_landing_while_a_drain_empties_the_mailbox_is_drained() -> None:
     box = Mailbox("box", 100)
     for i in range(3):

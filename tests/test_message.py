@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
+import pickle
 
 import pytest
 
@@ -46,3 +48,28 @@ def test_built_messages_are_collected() -> None:
     del messages
     gc.collect()
     assert sum(1 for o in gc.get_objects() if type(o) is Message) <= before
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_message_pickles_and_copies_whole(protocol: int) -> None:
+    message = Message(MessageType.RESPONSE, "a", "b", (1, "x"), "a:7")
+    for copied in (
+        pickle.loads(pickle.dumps(message, protocol=protocol)),
+        copy.copy(message),
+        copy.deepcopy(message),
+    ):
+        assert type(copied) is Message and copied == message
+        assert (copied.id, copied.sent_ns) == (message.id, message.sent_ns)
+
+
+def test_replace_and_explicit_fields_keep_what_they_are_given() -> None:
+    message = Message(MessageType.DATA, "a", "b", 1)
+    changed = dataclasses.replace(message, payload=2)
+    assert (changed.payload, changed.id, changed.sent_ns) == (2, message.id, message.sent_ns)
+    given = Message(MessageType.DATA, "a", "b", 1, id=42, sent_ns=7)
+    assert (given.id, given.sent_ns) == (42, 7)
+
+
+def test_message_cannot_be_subclassed() -> None:
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+        type("Sub", (Message,), {})

@@ -185,19 +185,24 @@ class Mailbox:
                 self._not_empty.notify()
 
     def _closed_under(self, message: Message) -> None:
-        # A lock-free put whose mailbox closed as it appended. Closed only: receivers still
-        # drain what is queued, this message too (the put came first). Drained for good:
+        # A lock-free put whose mailbox closed as it appended. Closed only: the message is
+        # queued as if the put had come first; a receiver still draining takes it, or the
+        # drain that follows every close (the actor's end) dead-letters it. Drained for good:
         # the drain took the message (its caller dead-letters it) or came before the append;
         # then the message is taken back here, and MailboxClosed makes the sender's caller
         # dead-letter it. Either way it is not left in a mailbox nobody reads.
         with self._lock:
             if not self._gone:
                 return
-            try:
-                self._data.remove(message)
-            except ValueError:
-                return  # the drain has it
-            raise MailboxClosed(f"mailbox {self.name!r} is closed")
+            # By identity and by index, never deque.remove: that compares with ==, which
+            # matches an equal message of another sender's (and runs the payload's __eq__,
+            # which may raise). Under the lock only appends can happen meanwhile, at the end.
+            data = self._data
+            for index in range(len(data)):
+                if data[index] is message:
+                    del data[index]
+                    raise MailboxClosed(f"mailbox {self.name!r} is closed")
+            # Not there: the drain has it.
 
     def _wait_for_room(self, message: Message, timeout: float | None) -> None:
         # Called with _lock held; returns with room available or raises.

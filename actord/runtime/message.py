@@ -72,8 +72,27 @@ class Message:  # final: `new_message` builds this exact class
         recipient: str,
         payload: Any,
         correlation_id: str | None = None,
+        id: int | None = None,
+        sent_ns: int | None = None,
     ) -> Message:
-        return new_message(type, sender, recipient, payload, correlation_id)
+        message = new_message(type, sender, recipient, payload, correlation_id)
+        # Given (dataclasses.replace passes every field): kept, as the dataclass's own
+        # __init__ would. The slow path: only the fast builder's two fields are redone.
+        if id is not None:
+            object.__setattr__(message, "id", id)
+        if sent_ns is not None:
+            object.__setattr__(message, "sent_ns", sent_ns)
+        return message
+
+    def __getnewargs__(self) -> tuple[MessageType, str, str, Any, str | None]:
+        # pickle and copy rebuild through __new__ and then restore every field (id and
+        # sent_ns too) with the dataclass's __setstate__.
+        return (self.type, self.sender, self.recipient, self.payload, self.correlation_id)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The builder makes this exact class: a subclass's instances would silently be
+        # plain Messages.
+        raise TypeError("Message cannot be subclassed: send a payload type of your own")
 
 
 class _Draft:
