@@ -124,6 +124,17 @@ class RecordingActor(Actor):
 
 
 @pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Make the interpreter switch threads far more often, to widen race windows."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
 

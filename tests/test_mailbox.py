@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -357,18 +356,7 @@ def test_a_receiver_about_to_block_sees_a_put_made_before_it_registered() -> Non
     assert payloads(call.result) == ["late"]
 
 
-@pytest.fixture
-def constant_switches() -> Iterator[None]:
-    """The GIL changes hands every microsecond, so that threads interleave everywhere."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
-@pytest.mark.usefixtures("constant_switches")
+@pytest.mark.usefixtures("frequent_thread_switches")
 @pytest.mark.parametrize("capacity", [64, 1_000_000])
 def test_racing_puts_and_batched_takes_lose_nothing_and_keep_each_senders_order(
     capacity: int,
@@ -398,7 +386,7 @@ def test_racing_puts_and_batched_takes_lose_nothing_and_keep_each_senders_order(
     assert max(deepest) <= capacity + senders
 
 
-@pytest.mark.usefixtures("constant_switches")
+@pytest.mark.usefixtures("frequent_thread_switches")
 def test_a_ping_pong_through_two_mailboxes_never_stalls() -> None:
     # A wake-up lost between a receiver's check and its block would leave both threads
     # waiting: the takes would time out.
