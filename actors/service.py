@@ -70,9 +70,10 @@ class JobService:
         # _lock guards _inboxes: the mailboxes of the watches in progress.
         self._lock = threading.Lock()
         self._inboxes: set[str] = set()
-        # _counts_lock guards _counts_cache: the store's last JobCounts and when it was asked.
+        # _counts_lock guards _counts_cache: the store's last job counts (as `status` shows
+        # them; never mutated once built) and when they were asked.
         self._counts_lock = threading.Lock()
-        self._counts_cache: tuple[JobCounts | None, float] = (None, 0.0)
+        self._counts_cache: tuple[dict[str, int] | None, float] = (None, 0.0)
         self._client: JobClient | None = None  # set by start (main thread), then only read
 
     # -- App ---------------------------------------------------------------------------------
@@ -122,43 +123,38 @@ class JobService:
         }
 
     def status(self) -> dict[str, Any]:
-        figures: dict[str, Any] = {}
+        figures: dict[str, Any]
+        try:
+            figures = self._counts()  # shared: never changed here (copied to add ray)
+        except AskTimeout:
+            figures = {"jobs": "unavailable"}
         link = None if self._client is None else self._client.link
         if link is not None:
             state, nodes, workers = link.status()
             pools = [p for p in ("parser", "fft") if getattr(self.config, p).executor == "ray"]
             members = sum(getattr(self.config, p).size for p in pools)
-            figures["ray"] = {
-                "address": link.address,
-                "state": state.value,
-                "nodes": nodes,
-                "up": workers,
-                "members": members,
-            }
-        try:
-            counts = self._counts()
-        except AskTimeout:
-            return {"jobs": "unavailable", **figures}
-        return {
-            "jobs_queued": counts.queued,
-            "jobs_running": counts.running,
-            "jobs_done": counts.done,
-            "jobs_failed": counts.failed,
-            "jobs_cancelled": counts.cancelled,
-            **figures,
-        }
+            ray = {"address": link.address, "state": state.value, "nodes": nodes}
+            figures = {**figures, "ray": {**ray, "up": workers, "members": members}}
+        return figures
 
-    def _counts(self) -> JobCounts:
+    def _counts(self) -> dict[str, int]:
         # `status` is polled (by people, scripts, health checks): the store's answer is kept
-        # for _COUNTS_FRESH seconds, so a burst of polls costs one round trip to the store.
-        # A submit or cancel through this service makes the next poll ask again.
+        # for _COUNTS_FRESH seconds, so a burst of polls costs one round trip to the store
+        # (and its figures are built once). A submit or cancel through this service makes the
+        # next poll ask again.
         with self._counts_lock:
             cached, asked = self._counts_cache
             if cached is None or time.monotonic() - asked > _COUNTS_FRESH:
-                answer = self._ask(StoreStatus(), timeout=2.0)
-                assert isinstance(answer, JobCounts)
-                cached = answer
-                self._counts_cache = (answer, time.monotonic())
+                counts = self._ask(StoreStatus(), timeout=2.0)
+                assert isinstance(counts, JobCounts)
+                cached = {
+                    "jobs_queued": counts.queued,
+                    "jobs_running": counts.running,
+                    "jobs_done": counts.done,
+                    "jobs_failed": counts.failed,
+                    "jobs_cancelled": counts.cancelled,
+                }
+                self._counts_cache = (cached, time.monotonic())
             return cached
 
     def _stale_counts(self) -> None:
