@@ -10,6 +10,7 @@ per job, in front of the shared pools. Several jobs run at once on the same pool
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -27,6 +28,8 @@ from .reader import ArrayReader, LogReader, reader_capacity
 from .store import JobStore
 from .validate import Roots
 from .writer import ArrayWriter, LogWriter
+
+_log: Final = logging.getLogger("actors.launcher")
 
 __all__ = [
     "FFT_WORKERS",
@@ -157,6 +160,16 @@ def start_job_system(
             fft = lambda: RemoteFFTWorker(link, engine, unit_timeout=block_timeout)  # noqa: E731
     system.spawn_pool(parser, PARSERS, config.parsers, capacity=config.pool_capacity)
     system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    # Which library computes is chosen once, here ("" in the config: scipy when installed):
+    # said at start, since the outputs of the two differ in the last bits.
+    _log.info(
+        "pools: %d parsers (%s), %d FFT workers (%s, %s engine)",
+        config.parsers,
+        executor.value,
+        config.fft_workers,
+        config.fft_executor.value,
+        engine.value,
+    )
     launcher = Launcher(system, config)
     store = system.spawn(
         lambda: JobStore(

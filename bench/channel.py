@@ -262,8 +262,16 @@ def pykka_round_trips(n: int) -> float:
 # -- the table ------------------------------------------------------------------------------
 
 
-def _median(fn: Callable[[], float], repeat: int) -> float:
-    return statistics.median(fn() for _ in range(repeat))
+def _medians(
+    cases: list[tuple[str, str, Callable[[], float]]], repeat: int
+) -> dict[str, tuple[str, float]]:
+    """Median of `repeat` interleaved rounds (each round runs every case once, in order), so
+    a slow spell of the machine weighs on every row alike."""
+    runs: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for _ in range(repeat):
+        for name, _, fn in cases:
+            runs[name].append(fn())
+    return {name: (measure, statistics.median(runs[name])) for name, measure, _ in cases}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,43 +289,32 @@ def main(argv: list[str] | None = None) -> int:
         have_pykka = False
         print("pykka not installed: its rows are skipped (pip install -e '.[bench]')")
 
-    rows: dict[str, tuple[str, float]] = {}
-    rows["actord"] = ("one-way msgs/s", _median(lambda: actord_pipeline(n), rep))
-    if have_pykka:
-        rows["pykka"] = ("one-way msgs/s", _median(lambda: pykka_pipeline(n), rep))
-    rows["queue.Queue()"] = (
-        "one-way msgs/s",
-        _median(lambda: queue_pipeline(n, queue.Queue), rep),
-    )
-    rows["queue.Queue(1024)"] = (
-        "one-way msgs/s",
-        _median(lambda: queue_pipeline(n, lambda: queue.Queue(1024)), rep),
-    )
-    rows["SimpleQueue + frozen msg"] = (
-        "one-way msgs/s",
-        _median(lambda: simplequeue_message_pipeline(n), rep),
-    )
-    rows["SimpleQueue (bare)"] = (
-        "one-way msgs/s",
-        _median(lambda: queue_pipeline(n, queue.SimpleQueue), rep),
-    )
-    rows[f"actord batched x{BATCH}"] = (
-        "one-way items/s",
-        _median(lambda: actord_pipeline(n * 5, BATCH), rep),
-    )
-    rows["actord ask"] = ("round trips/s", _median(lambda: actord_round_trips(rt), rep))
-    if have_pykka:
-        rows["pykka ask"] = ("round trips/s", _median(lambda: pykka_round_trips(rt), rep))
-    rows["SimpleQueue pair"] = (
-        "round trips/s",
-        _median(lambda: simplequeue_round_trips(rt), rep),
-    )
+    cases: list[tuple[str, str, Callable[[], float]]] = [
+        ("actord", "one-way msgs/s", lambda: actord_pipeline(n)),
+        ("pykka", "one-way msgs/s", lambda: pykka_pipeline(n)),
+        ("queue.Queue()", "one-way msgs/s", lambda: queue_pipeline(n, queue.Queue)),
+        (
+            "queue.Queue(1024)",
+            "one-way msgs/s",
+            lambda: queue_pipeline(n, lambda: queue.Queue(1024)),
+        ),
+        ("SimpleQueue + frozen msg", "one-way msgs/s", lambda: simplequeue_message_pipeline(n)),
+        ("SimpleQueue (bare)", "one-way msgs/s", lambda: queue_pipeline(n, queue.SimpleQueue)),
+        (f"actord batched x{BATCH}", "one-way items/s", lambda: actord_pipeline(n * 5, BATCH)),
+        ("actord ask", "round trips/s", lambda: actord_round_trips(rt)),
+        ("pykka ask", "round trips/s", lambda: pykka_round_trips(rt)),
+        ("SimpleQueue pair", "round trips/s", lambda: simplequeue_round_trips(rt)),
+    ]
+    if not have_pykka:
+        cases = [case for case in cases if not case[0].startswith("pykka")]
+    rows = _medians(cases, rep)
 
     def ratio(a: str, b: str) -> str:
         return f"{rows[a][1] / rows[b][1]:.2f}x" if a in rows and b in rows else "n/a"
 
     version = sys.version.split()[0]
-    print(f"\nmedians of {rep} runs; {n:,} messages, {rt:,} round trips; Python {version}")
+    print(f"\nmedians of {rep} interleaved runs; {n:,} messages, {rt:,} round trips", end="")
+    print(f"; Python {version}")
     print(f"| {'implementation':<26} | {'measure':<16} | {'median':>12} |")
     print(f"|{'-' * 28}|{'-' * 18}|{'-' * 14}|")
     for name, (measure, value) in rows.items():

@@ -33,7 +33,7 @@ def connect_unix(path: str, timeout: float = 10.0) -> socket.socket:
 class DaemonProcess:
     """One daemon on its own state dir, socket and roots (all under `base`)."""
 
-    def __init__(self, base: Path, *extra: str) -> None:
+    def __init__(self, base: Path, *extra: str, engine: str | None = "numpy") -> None:
         self.base = base
         self.state = base / "state"
         self.inputs = base / "in"
@@ -44,6 +44,13 @@ class DaemonProcess:
         self._run_dir = tempfile.mkdtemp(prefix="actord-e2e-")
         self.socket = os.path.join(self._run_dir, "run", "actord.sock")
         self.extra = list(extra)
+        # numpy's FFT engine unless a test says otherwise (None: the daemon's default, scipy
+        # with the test extras). Importing scipy.fft costs a daemon 0.3 to 0.5 s of CPU at
+        # start on the CI machine, paid by every one of the suite's daemon starts; the
+        # engines themselves are tested in test_fft.py, and the default one in a daemon by
+        # test_daemon.py and the Ray tests (whose outputs must equal scipy's bit for bit).
+        if engine is not None and "--fft-engine" not in self.extra:
+            self.extra += ["--fft-engine", engine]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "daemon.log"
         self._notify: socket.socket | None = None

@@ -128,7 +128,10 @@ class Observed:
 
     def __init__(self, base: Path) -> None:
         self.metrics_port = free_port()
-        self.daemon = DaemonProcess(base / "daemon", "--parsers", "2", "--fft-workers", "2")
+        # The default engine: test_prometheus compares the workers' CPU with that engine's.
+        self.daemon = DaemonProcess(
+            base / "daemon", "--parsers", "2", "--fft-workers", "2", engine=None
+        )
         self.daemon.extra += ["--metrics-address", f"127.0.0.1:{self.metrics_port}"]
         self.daemon.start()
         self.instance = f"127.0.0.1:{self.metrics_port}"  # its `instance` label in Prometheus

@@ -179,8 +179,8 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Make `actord run` subprocesses on `tmp_path`; every one is stopped at the end."""
     made: list[DaemonProcess] = []
 
-    def make(*extra: str, base: Path | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(base or tmp_path, *extra)
+    def make(*extra: str, base: Path | None = None, engine: str | None = "numpy") -> DaemonProcess:
+        daemon = DaemonProcess(base or tmp_path, *extra, engine=engine)
         made.append(daemon)
         return daemon
 

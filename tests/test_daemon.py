@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+import scipy.fft
 
 from actord.control.client import RemoteError
 from actors.demo import write_sample_log
@@ -101,6 +103,21 @@ def test_a_raw_msgpack_client_submits_and_watches(daemons: Daemons) -> None:
     assert all(r[0] == 2 and r[1] == "progress" for r in replies[1:-1])
     expected = np.fft.fft2(synthetic_chunk(5, 3, (32, 32)))
     np.testing.assert_allclose(np.load(out)[3], expected)
+
+
+def test_the_default_engine_is_scipy_and_the_log_says_so(daemons: Daemons) -> None:
+    daemon = daemons(engine=None).start()  # no --fft-engine: the daemon chooses
+    out = daemon.outputs / "s.npy"
+    job = {"kind": "fft", "output": str(out), "options": {"synthetic": [4, 48, 40], "seed": 2}}
+    final, _ = _watch(daemon, daemon.call("submit", job)["id"])
+    assert final["state"] == "done"
+    got = np.load(out)
+    chunks = [synthetic_chunk(2, i, (48, 40)) for i in range(4)]
+    # The test extras install scipy: its engine computed every chunk, bit for bit (numpy's
+    # differs in the last bits, so this also tells the two apart).
+    assert all(np.array_equal(got[i], scipy.fft.fft2(c)) for i, c in enumerate(chunks))
+    assert not all(np.array_equal(got[i], np.fft.fft2(c)) for i, c in enumerate(chunks))
+    assert re.search(r"FFT workers \(thread, scipy engine\)", daemon.log.read_text())
 
 
 def test_status_and_exit_codes_of_actorctl(daemons: Daemons, tmp_path: Path) -> None:

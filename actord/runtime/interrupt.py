@@ -13,6 +13,7 @@ becomes a dead letter instead of an exception, so a hook's cleanup runs to its e
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -20,9 +21,6 @@ from typing import Final
 from .errors import ActorStopping
 
 __all__ = ["StopToken", "bind", "current", "in_final_hook"]
-
-# One slot per thread: the token of the actor running on it, if any.
-_local: Final = threading.local()
 
 
 class StopToken:
@@ -65,18 +63,25 @@ class StopToken:
             wake()  # outside our lock: the wake-up takes the lock of what it waits on
 
 
+class _Local(threading.local):
+    token: StopToken | None = None  # the default on a thread that is not an actor's
+
+
+# One slot per thread: the token of the actor running on it, if any.
+_local: Final = _Local()
+
+
 def bind(token: StopToken | None) -> None:
     """Declare the calling thread's token (None to unbind)."""
     _local.token = token
 
 
-def current() -> StopToken | None:
-    """The calling thread's token, or None on a thread that is not an actor's."""
-    token: StopToken | None = getattr(_local, "token", None)
-    return token
+#: The calling thread's token, or None on a thread that is not an actor's: a C-level call
+#: (no Python frame), made by every blocking wait of the runtime.
+current: Final[Callable[[], StopToken | None]] = functools.partial(getattr, _local, "token")
 
 
 def in_final_hook() -> bool:
     """True on an actor thread running `on_stop` or `on_failure`."""
-    token: StopToken | None = getattr(_local, "token", None)
+    token = _local.token
     return token is not None and token.final
