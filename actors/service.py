@@ -70,8 +70,9 @@ class JobService:
         # _lock guards _inboxes: the mailboxes of the watches in progress.
         self._lock = threading.Lock()
         self._inboxes: set[str] = set()
-        # _counts_lock guards _counts_cache: the store's last job counts (as `status` shows
-        # them; never mutated once built) and when they were asked.
+        # _counts_lock serialises the writers of _counts_cache: the store's last job counts
+        # (as `status` shows them; never mutated once built) and when they were asked, a
+        # tuple replaced whole, so that a reader needs no lock.
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[dict[str, int] | None, float] = (None, 0.0)
         self._client: JobClient | None = None  # set by start (main thread), then only read
@@ -142,7 +143,10 @@ class JobService:
         # for _COUNTS_FRESH seconds, so a burst of polls costs one round trip to the store
         # (and its figures are built once). A submit or cancel through this service makes the
         # next poll ask again.
-        with self._counts_lock:
+        cached, asked = self._counts_cache  # a tuple replaced whole: one read, no lock
+        if cached is not None and time.monotonic() - asked <= _COUNTS_FRESH:
+            return cached  # the common case takes no lock: 16 pollers contended on it
+        with self._counts_lock:  # one refresh at a time; the others wait for its answer
             cached, asked = self._counts_cache
             if cached is None or time.monotonic() - asked > _COUNTS_FRESH:
                 counts = self._ask(StoreStatus(), timeout=2.0)
