@@ -1,6 +1,6 @@
 """Control-socket benchmark: a real `actord run` against a bare msgpack echo server.
 
-    python bench/control.py [--requests 3000] [--repeat 3]
+    python bench/control.py [--requests 3000] [--repeat 5]
 
 Both servers run in their own process on a Unix stream socket with a thread per connection;
 the echo server decodes each request with msgpack and answers ``[1, msgid, nil, params]``:
@@ -130,7 +130,7 @@ def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs (medians)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs (medians)")
     parser.add_argument(
         "--methods", default="ping,status,job", help="comma-separated (ping,status,job)"
     )
