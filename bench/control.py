@@ -104,7 +104,9 @@ def load(path: str, method: str, clients: int, requests: int) -> tuple[float, fl
 # -- servers --------------------------------------------------------------------------------
 
 
-def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str, socket.socket]:
+    """The daemon, its control socket, and the notify socket it reports to: kept open until
+    the daemon has exited (its STOPPING=1 would otherwise log a refused notify)."""
     sock = str(base / "actord.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(base / "notify"))
@@ -116,7 +118,6 @@ def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(args, env=env)
     while b"READY=1" not in notify.recv(4096).split(b"\n"):
         pass
-    notify.close()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:  # the job `job` reads
         conn.connect(sock)
         job = {"kind": "fft", "output": str(base / "state/outputs/f.npy")}
@@ -124,7 +125,7 @@ def start_actord(base: Path) -> tuple[subprocess.Popen[bytes], str]:
             msgpack.packb([0, 1, "submit", [{**job, "options": {"synthetic": [1, 8, 8]}}]])
         )
         assert msgpack.unpackb(conn.recv(65536))[2] is None
-    return proc, sock
+    return proc, sock, notify
 
 
 def main() -> None:
@@ -143,7 +144,7 @@ def main() -> None:
         echo = ctx.Process(target=echo_server, args=(echo_path, ready), daemon=True)
         echo.start()
         ready.wait(10)
-        daemon, actord_path = start_actord(base)
+        daemon, actord_path, notify = start_actord(base)
         rows: dict[tuple[str, str, int], list[tuple[float, float, float, int]]] = {}
         try:
             for _ in range(args.repeat):
@@ -155,6 +156,7 @@ def main() -> None:
         finally:
             daemon.terminate()
             daemon.wait(30)
+            notify.close()
             echo.terminate()
     _table(rows)
 

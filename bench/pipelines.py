@@ -1,6 +1,6 @@
 """Pipeline benchmark: actord's log job and FFT job against plain loops and the seed's classes.
 
-    python bench/pipelines.py [--lines 1000000] [--chunks 24] [--size 1000] [--repeat 5]
+    python bench/pipelines.py [--lines 1000000] [--chunks 24] [--size 1000] [--repeat 9]
                               [--dir DIR] [--disk DIR]
 
 One run, two tables of medians: the pipelines (in --dir, a temp dir by default: use
@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--chunks", type=int, default=24)
     parser.add_argument("--size", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--repeat", type=int, default=9, help="interleaved runs (medians; the FFT rows are noisy)"
+    )
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     parser.add_argument(
         "--disk",
