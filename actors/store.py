@@ -502,7 +502,7 @@ class JobStore(Actor):
         )
         result = _packed_result(info.done, info.total, info.bytes, summary)
         self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
-        self._stop_actors(live)
+        self._stop_actors(live, done=True)
         self._settle(live)
 
     def _failed(self, sender: str, note: JobError) -> None:
@@ -537,14 +537,17 @@ class JobStore(Actor):
         if live.writer is None or live.writer_stopped:
             self._settle(live)
 
-    def _stop_actors(self, live: _Live) -> None:
+    def _stop_actors(self, live: _Live, *, done: bool = False) -> None:
         live.ended.set()  # a parser busy with one of its blocks gives up within a poll
         # Stop without joining: the writer's on_stop removes the temp files of a job that did
         # not finish (and says so: WriterStopped); units still in the pools for it become dead
-        # letters.
-        for ref in (live.reader, live.writer):
-            if ref is not None:  # stopping is idempotent; a failed actor must go too
-                ref.stop(graceful=False, wait=False)
+        # letters. The reader of a done job has sent everything, but its writer's pacing
+        # notes may still be queued (a reader that has not run since they came, on a busy
+        # machine): it reads them before it stops, so that a healthy job leaves no dead letter.
+        if live.reader is not None:
+            live.reader.stop(graceful=done, wait=False)
+        if live.writer is not None:  # stopping is idempotent; a failed actor must go too
+            live.writer.stop(graceful=False, wait=False)
 
     def _writer_stopped(self, job_id: str) -> None:
         live = self.live.get(job_id)

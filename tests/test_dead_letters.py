@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import actors.parser as parser_module
+import actors.reader as reader_module
 from actord import Actor, ActorRef, ActorSystem, DeadLetterReason, Message, MessageType
 from actors.demo import write_sample_log
 from actors.fft import FFTWorker
@@ -41,8 +42,8 @@ from actors.model import (
     WriterStopped,
 )
 from actors.parser import Parser
-from actors.reader import LogReader
-from actors.writer import LogWriter, Publishing, Recorded
+from actors.reader import ArrayReader, LogReader
+from actors.writer import ArrayWriter, LogWriter, Publishing, Recorded
 
 from .conftest import WAIT, Recorder, RecordingActor
 
@@ -83,6 +84,45 @@ def test_healthy_log_and_fft_jobs_leave_no_dead_letter(
     log = client.get(jobs[0].id)
     assert log.done > 32  # more blocks than its window: the writer's notes paced the reader
     system.stop(timeout=WAIT)  # an idle daemon stops without one either
+    assert _letters(system) == []
+    assert system.channel.dead_letter_counts() == {}
+
+
+def test_notes_still_queued_for_the_reader_of_a_done_job_are_not_dead_letters(
+    system: ActorSystem, journal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer paces its reader with a note per unit until the reader's `ReadDone` reaches
+    # it. On a busy machine the reader may not have run since those notes came: they are
+    # still queued when the job is done and the store stops the reader. Here the reader is
+    # held in the handle that sends its last chunk, until the notes of all the others are
+    # queued behind it, and again after its `ReadDone`, until the job is done.
+    chunks = 6
+    noted, job_done = threading.Event(), threading.Event()
+    handle, progress = ArrayReader.handle, ArrayWriter._progress
+
+    def held_handle(self: ArrayReader, message: Message) -> None:
+        if message.payload is not reader_module._NEXT or self._index != chunks - 1:
+            handle(self, message)
+            return
+        assert noted.wait(WAIT)  # every other chunk's note is queued behind this handle
+        handle(self, message)
+        assert self._index == chunks  # it sent the last chunk, then ReadDone
+        assert job_done.wait(WAIT)
+
+    def noting_progress(self: ArrayWriter) -> None:
+        progress(self)
+        if self.total is None and self.done == chunks - 1:
+            noted.set()
+
+    monkeypatch.setattr(ArrayReader, "handle", held_handle)
+    monkeypatch.setattr(ArrayWriter, "_progress", noting_progress)
+    # A window wider than the job: the reader never pauses, so it reads none of the notes.
+    client = start_job_system(system, journal, JobSystemConfig(window=chunks * 2))
+    spec = JobSpec(JobKind.FFT, str(tmp_path / "f.npy"), None, FFTOptions(synthetic=(chunks, 8, 8)))
+    job = client.submit(spec)
+    assert client.wait(job.id, WAIT).state is JobState.DONE
+    job_done.set()
+    system.stop(timeout=WAIT)
     assert _letters(system) == []
     assert system.channel.dead_letter_counts() == {}
 
