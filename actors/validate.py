@@ -19,7 +19,10 @@ A path problem is a `Refused` with `ErrorCode.INVALID_PATH`; anything else is an
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import threading
 from typing import Any, Final
 
 import numpy as np
@@ -303,23 +306,48 @@ def _check_npy_input(path: str, transform: Transform) -> None:
         raise InvalidArgument(f"{path} is truncated: {size} bytes, its header says {needed}")
 
 
+# The header's length field, by .npy format version: 1.0 and 2.0 (3.0 only differs by UTF-8
+# field names, which only a structured, non-numeric dtype has).
+_HEADER_LENGTH: Final = {(1, 0): "<H", (2, 0): "<I"}
+# numpy's own bound on a header it parses (`max_header_size`): a longer one is refused before
+# it is read, whatever its length field claims (up to 4 GiB in format 2.0).
+_MAX_HEADER: Final = 10_000
+# _parse_lock serialises the parse of headers (numpy's `ast.literal_eval`): CPython 3.11 keeps
+# the AST constructor's recursion depth per interpreter, not per thread, and two readers
+# parsing at once failed a healthy job with "AST constructor recursion depth mismatch"
+# (CPython gh-106905). The reads happen outside it: a slow disk holds up no other header.
+_parse_lock: Final = threading.Lock()
+
+
 def read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """The shape and dtype in a `.npy` header; the file is left at the start of the data."""
+    """The shape and dtype in a `.npy` header; the file is left at the start of the data.
+    Any thread: the parse is serialised (see `_parse_lock`)."""
     try:
         version = np.lib.format.read_magic(file)
     except ValueError:
         raise InvalidArgument(f"{path} is not a .npy file (it does not start as one)") from None
-    read_header = {
-        (1, 0): np.lib.format.read_array_header_1_0,
-        (2, 0): np.lib.format.read_array_header_2_0,
-    }.get(version)
-    if read_header is None:
-        # 3.0 only differs by UTF-8 field names, which only a structured (non-numeric) dtype has.
+    length_format = _HEADER_LENGTH.get(version)
+    if length_format is None:
         raise InvalidArgument(f"{path}: .npy format {version[0]}.{version[1]} is not supported")
+    field = file.read(struct.calcsize(length_format))
+    if len(field) < struct.calcsize(length_format):
+        raise InvalidArgument(f"{path} has a malformed .npy header: it ends in its length")
+    (length,) = struct.unpack(length_format, field)
+    if length > _MAX_HEADER:
+        raise InvalidArgument(
+            f"{path} has a malformed .npy header: {length} bytes long (at most {_MAX_HEADER})"
+        )
+    header = file.read(length)
+    if len(header) < length:
+        raise InvalidArgument(f"{path} has a malformed .npy header: it is cut short")
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
     try:
-        shape, fortran_order, dtype = read_header(file)
-    except OSError:
-        raise  # the disk, not the header: the caller says so
+        with _parse_lock:
+            shape, fortran_order, dtype = read_header(io.BytesIO(field + header))
     except Exception as error:  # noqa: BLE001 - any parse failure is a refusal
         # numpy parses the header as a Python literal: a malformed one raises ValueError,
         # SyntaxError or tokenize.TokenError, by numpy version. Whatever the file holds, the

@@ -285,6 +285,18 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
         _write("in.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': <f8',   }\n"),
         r"in\.npy has a malformed \.npy header",
     ),
+    "header-over-10000-bytes": (
+        _write("in.npy", b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr'"),
+        r"malformed \.npy header: 4294967295 bytes long \(at most 10000\)",
+    ),
+    "header-cut-short": (
+        _write("in.npy", b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f8'"),
+        r"malformed \.npy header: it is cut short",
+    ),
+    "ends-in-its-length": (
+        _write("in.npy", b"\x93NUMPY\x01\x00\x76"),
+        r"malformed \.npy header: it ends in its length",
+    ),
     "object-dtype": (
         _npy(np.array([[[1, "a"]]], dtype=object), allow_pickle=True),
         r"holds Python objects",
