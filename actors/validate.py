@@ -308,7 +308,7 @@ def _check_npy_input(path: str, transform: Transform) -> None:
 
 # The header's length field, by .npy format version: 1.0 and 2.0 (3.0 only differs by UTF-8
 # field names, which only a structured, non-numeric dtype has).
-_HEADER_LENGTH: Final = {(1, 0): "<H", (2, 0): "<I"}
+_HEADER_LENGTH: Final = {(1, 0): struct.Struct("<H"), (2, 0): struct.Struct("<I")}
 # numpy's own bound on a header it parses (`max_header_size`): a longer one is refused before
 # it is read, whatever its length field claims (up to 4 GiB in format 2.0).
 _MAX_HEADER: Final = 10_000
@@ -326,13 +326,13 @@ def read_npy_header(path: str, file: Any) -> tuple[tuple[int, ...], np.dtype[Any
         version = np.lib.format.read_magic(file)
     except ValueError:
         raise InvalidArgument(f"{path} is not a .npy file (it does not start as one)") from None
-    length_format = _HEADER_LENGTH.get(version)
-    if length_format is None:
+    length_field = _HEADER_LENGTH.get(version)
+    if length_field is None:
         raise InvalidArgument(f"{path}: .npy format {version[0]}.{version[1]} is not supported")
-    field = file.read(struct.calcsize(length_format))
-    if len(field) < struct.calcsize(length_format):
+    field = file.read(length_field.size)
+    if len(field) < length_field.size:
         raise InvalidArgument(f"{path} has a malformed .npy header: it ends in its length")
-    (length,) = struct.unpack(length_format, field)
+    (length,) = length_field.unpack(field)
     if length > _MAX_HEADER:
         raise InvalidArgument(
             f"{path} has a malformed .npy header: {length} bytes long (at most {_MAX_HEADER})"
