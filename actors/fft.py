@@ -108,10 +108,9 @@ class FFTWorker(Actor):
     def __init__(self, engine: Engine = Engine.NUMPY) -> None:
         self.engine = engine  # the pool's library (fft.engine), the same for every member
 
-    def on_start(self) -> None:
-        """Actor thread: import the engine now (scipy.fft takes about 0.1 s), so that the
-        daemon's start pays for it, not its first FFT job."""
-        _functions(self.engine)
+    # The engine is imported by the first chunk (`transform` -> `_functions`), not at start:
+    # scipy.fft costs 0.3 s of CPU here (1 s with the cores busy), which a start does not
+    # need, and a SIGTERM would wait for an import in an actor thread.
 
     def handle(self, message: Message) -> None:
         """Actor thread: transform and write one chunk."""

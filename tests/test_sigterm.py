@@ -279,3 +279,61 @@ def _check_outputs(jobs: dict[str, dict[str, Any]], width: int) -> None:
         if job["options"].get("pattern") == SLOW:
             assert len(records) == sum(line.endswith("y") for line in lines)
             assert all(f'"{"x" * width}y"' in record for record in records)
+
+
+@pytest.mark.timeout(60)
+def test_a_sigterm_inside_an_import_of_the_start_exits_0_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "slow.toml"
+    config.write_text('[daemon]\napp = "tests._slow_import_app:factory"\n')
+    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    daemon.start(wait_ready=False)
+    try:
+        daemon.wait_note("X-IMPORTING=1")  # the main thread is inside the app's import
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0, daemon.tail()
+        assert time.monotonic() - started < 1.0
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+    assert "stopped while starting" in daemon.tail()
+    assert "Traceback" not in daemon.tail()
+
+
+START_ROUNDS = 30
+
+
+@pytest.mark.timeout(600)
+def test_thirty_sigterms_at_random_moments_of_the_start_on_a_busy_machine(
+    tmp_path: Path, busy_cores: None
+) -> None:
+    # The default FFT engine (scipy), each parser executor in turn; the moment is picked at
+    # random from the handlers' installation (STATUS=starting) to a little past READY here.
+    rng = random.Random(22)
+    elapsed, before_ready = [], 0
+    for number in range(START_ROUNDS):
+        executor = ("process", "thread")[number % 2]
+        daemon = DaemonProcess(tmp_path / str(number), "--parser-executor", executor, engine=None)
+        daemon.start(wait_ready=False)
+        try:
+            daemon.wait_note("STATUS=starting")
+            time.sleep(rng.uniform(0.0, 2.5))  # a random moment of the start, not a wait
+            started = time.monotonic()
+            daemon.signal(signal.SIGTERM)
+            code = daemon.wait(10)
+            elapsed.append(time.monotonic() - started)
+        finally:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.signal(signal.SIGUSR1)
+                daemon.kill()
+        log = daemon.log.read_text(errors="replace")
+        where = f"round {number} ({executor})"
+        assert code == 0, f"{where}: exit {code}\n{log}"
+        assert elapsed[-1] < 1.0, f"{where}: {elapsed[-1]:.2f}s\n{log}"
+        assert "Traceback" not in log, f"{where}:\n{log}"
+        before_ready += "listening on" not in log
+    print(
+        f"\n{START_ROUNDS} SIGTERMs in the start ({before_ready} before READY): exit 0 after "
+        f"a median of {np.median(elapsed):.3f}s, at most {max(elapsed):.3f}s"
+    )
+    assert before_ready >= START_ROUNDS // 3  # most moments fell inside the start itself

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib
+import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from .. import __version__
-from .signals import SignalQueue
+from .signals import SignalQueue, StartInterrupted
 
 # Only the standard library and `signals` are imported above: `actord run` installs its
 # handlers before anything else of ours is loaded (see `actord_main`).
@@ -38,9 +40,34 @@ class _Parser(argparse.ArgumentParser):
 
 def actord_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # First of all: from here on a SIGTERM is queued for the main loop (a clean stop, exit
-    # 0), never Python's default "die now", however early in the start it comes.
-    signals = SignalQueue().install() if argv[:1] == ["run"] else None
+    try:
+        # First of all: from here on a SIGTERM stops the start where it is (an import too)
+        # and exits 0, never Python's default "die now"; once the daemon has started
+        # something, it is queued for the main loop instead (see `signals`).
+        signals = SignalQueue().install(interrupting=True) if argv[:1] == ["run"] else None
+        return _main(argv, signals)
+    except StartInterrupted as stop:
+        # Nothing runs yet, or what ran is stopped (`Daemon` released it): leave at once.
+        print(f"actord: stopped while starting ({stop})", file=sys.stderr)
+        return leave(0)
+
+
+def leave(code: int) -> NoReturn:
+    """`actord run` is over: flush what was logged and leave with `code` at once. Whatever
+    the daemon owns is stopped and closed by now (its journal's commits are on disk); the
+    interpreter's own finalisation (module teardown, a collection of every numpy and scipy
+    object) would only delay the exit that systemd waits for (0.15 s here, 0.6 s on a
+    busy machine)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a reader gone: nothing more to say there
+            continue
+    os._exit(code)
+
+
+def _main(argv: list[str], signals: SignalQueue | None) -> int:
     from ..runtime import logctx  # noqa: PLC0415 - after the handlers, see above
     from .sdnotify import Notifier  # noqa: PLC0415
 
@@ -86,7 +113,7 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         if signals is None:  # `actord --log-level X run`: options came first
-            signals = SignalQueue().install()
+            signals = SignalQueue().install(interrupting=True)
         # `kill -USR1` writes every thread's stack to stderr: what a stuck daemon is doing.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         notifier = Notifier()  # under systemd, `systemctl status` says so at once
@@ -206,11 +233,11 @@ def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
         code = daemon.run()
     except ConfigError as error:
         print(f"actord: {error}", file=sys.stderr)
-        return exit_hard_if_stuck(2)
+        return leave(exit_hard_if_stuck(2))
     except (OSError, ActordError) as error:
         print(f"actord: cannot start: {error}", file=sys.stderr)
-        return exit_hard_if_stuck(1)
-    return exit_hard_if_stuck(code)
+        return leave(exit_hard_if_stuck(1))
+    return leave(exit_hard_if_stuck(code))
 
 
 def actorctl_main(argv: Sequence[str] | None = None) -> int:

@@ -53,7 +53,7 @@ from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
-from .signals import STOPS, SignalQueue
+from .signals import STOPS, SignalQueue, StartInterrupted
 
 __all__ = ["Daemon", "ExitCode"]
 
@@ -206,7 +206,7 @@ class Daemon:
         )
         try:
             return self._serve(config)
-        except _StartStopped:
+        except (_StartStopped, StartInterrupted):
             _log.info("stopped while starting: nothing is left running")
             return ExitCode.OK
         finally:
@@ -227,16 +227,21 @@ class Daemon:
         return lock
 
     def _serve(self, config: Config) -> int:
+        # Until the application starts its actors, a stop raises wherever the main thread is
+        # (the application's imports take most of a start): nothing is started to release.
         self.app: App = load_app(config.daemon.app)(self.system, config)
         self.metrics: MetricsServer | None = None
         activated = self._activated()
         started: ControlServer | None = None
         try:
+            # From here, steps that start things are not cut in the middle: a stop is
+            # queued, and seen between them, or interrupts a step that only waits.
+            self._signals.interrupting = False
             self._check_start()
             self.app.start()
             self._start_health(config)
-            self._check_start()
-            self._ping_every_actor(timeout=30.0)
+            with self._signals.interrupted():
+                self._ping_every_actor(timeout=30.0)
             self._check_start()
             if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
                 failed = self.system.escalations[0]
@@ -259,7 +264,8 @@ class Daemon:
             self.server.start()
             started = self.server
         except BaseException as error:
-            if isinstance(error, _StartStopped):
+            self._signals.interrupting = False  # the cleanup runs to its end
+            if isinstance(error, (_StartStopped, StartInterrupted)):
                 self.notifier.stopping()
             self._release_quietly()  # jobs it had begun go back to the queue: no crash
             if self.metrics is not None:

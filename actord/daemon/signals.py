@@ -8,8 +8,12 @@ would run only when the main thread next runs bytecode: a main thread blocked in
 wait would not see a SIGTERM delivered to another thread until its wait timed out.)
 
 `actord run` installs this first, before the heavy imports and the start, so a SIGTERM at
-any moment of start-up is kept (the start is cut short, the daemon exits 0) instead of
-Python's default "die now". Light on imports on purpose.
+any moment of start-up is kept instead of Python's default "die now". While nothing is
+started yet (arguments, imports, the config) and while the start only waits (for its actors
+to answer), the queue is *interrupting*: the handler raises `StartInterrupted` wherever the
+main thread is, an import included, so the start ends at once. Around the steps that start
+things (spawning threads, binding sockets) it only queues, and the start checks
+`stop_requested` between them. Light on imports on purpose.
 """
 
 from __future__ import annotations
@@ -20,13 +24,24 @@ import queue
 import select
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
-__all__ = ["HANDLED", "STOPS", "SignalQueue"]
+__all__ = ["HANDLED", "STOPS", "SignalQueue", "StartInterrupted"]
 
 HANDLED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOPS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 _LOOK: Final = b"\0"  # not a signal number: "an event is in the queue"
+
+
+class StartInterrupted(BaseException):
+    """Raised by the handler of a SIGTERM/SIGINT while the queue is interrupting: the start
+    ends where it is. A BaseException, so that no ``except Exception`` on the way (an
+    import's, a library's) takes it for an error of its own."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class SignalQueue:
@@ -39,9 +54,15 @@ class SignalQueue:
         self._previous: dict[int, Any] = {}  # handlers `install` replaced (main thread only)
         self._previous_fd: int | None = None
         self.stop_requested = False  # a SIGTERM/SIGINT arrived (set by the Python handler)
+        # Main thread only (the Python-level handler runs there too): a stop raises
+        # StartInterrupted instead of only being queued.
+        self.interrupting = False
 
-    def install(self) -> SignalQueue:
-        """Main thread: route SIGTERM, SIGINT and SIGHUP here (idempotent)."""
+    def install(self, *, interrupting: bool = False) -> SignalQueue:
+        """Main thread: route SIGTERM, SIGINT and SIGHUP here (idempotent); `interrupting`:
+        a stop raises `StartInterrupted` from now until `interrupting` is turned off."""
+        if interrupting:
+            self.interrupting = True
         if self._previous_fd is None:
             self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for signum in HANDLED:
@@ -58,11 +79,27 @@ class SignalQueue:
             signal.set_wakeup_fd(self._previous_fd)
             self._previous_fd = None
 
+    @contextlib.contextmanager
+    def interrupted(self) -> Iterator[None]:
+        """Main thread: a stop raises `StartInterrupted` inside the block (at once if one
+        came before it): for the steps of a start that only wait or start nothing."""
+        self.interrupting = True
+        try:
+            if self.stop_requested:
+                self.interrupting = False
+                raise StartInterrupted(signal.SIGTERM)
+            yield
+        finally:
+            self.interrupting = False
+
     def _handle(self, signum: int, frame: object) -> None:
-        # The signal itself reaches the loop through the wake-up pipe; this only notes it
-        # for the start-up checks (and replaces the default action).
+        # The signal itself reaches the loop through the wake-up pipe; this notes it for the
+        # start-up checks (and replaces the default action), and raises while interrupting.
         if signum in STOPS:
             self.stop_requested = True
+            if self.interrupting:
+                self.interrupting = False  # once: the cleanup it starts is not interrupted
+                raise StartInterrupted(signum)
 
     def put(self, event: object) -> None:
         """Any thread: queue an event for the main loop and wake it."""
