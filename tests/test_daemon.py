@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import psutil
 import pytest
 import scipy.fft
 
@@ -105,12 +106,33 @@ def test_a_raw_msgpack_client_submits_and_watches(daemons: Daemons) -> None:
     np.testing.assert_allclose(np.load(out)[3], expected)
 
 
+def _scipy_mapped(pid: int) -> bool:
+    # A module's shared libraries are mapped into the process once it is imported.
+    return "/scipy/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _parse_workers(pid: int) -> list[psutil.Process]:
+    children = psutil.Process(pid).children()
+    return [c for c in children if "actors._parse_worker" in " ".join(c.cmdline())]
+
+
 def test_the_default_engine_is_scipy_and_the_log_says_so(daemons: Daemons) -> None:
-    daemon = daemons(engine=None).start()  # no --fft-engine: the daemon chooses
+    # no --fft-engine: the daemon chooses
+    daemon = daemons("--parser-executor", "process", engine=None).start()
+    # What a start does not need is not loaded before READY: the engine comes with the
+    # first chunk, a parse worker with its member's first block.
+    assert not _scipy_mapped(daemon.pid)
+    assert _parse_workers(daemon.pid) == []
     out = daemon.outputs / "s.npy"
     job = {"kind": "fft", "output": str(out), "options": {"synthetic": [4, 48, 40], "seed": 2}}
     final, _ = _watch(daemon, daemon.call("submit", job)["id"])
     assert final["state"] == "done"
+    assert _scipy_mapped(daemon.pid)
+    source = daemon.inputs / "a.log"
+    write_sample_log(str(source), 100, seed=1)
+    job = {"kind": "log", "input": str(source), "output": str(daemon.outputs / "a.jsonl")}
+    assert _watch(daemon, daemon.call("submit", job)["id"])[0]["state"] == "done"
+    assert _parse_workers(daemon.pid) != []
     got = np.load(out)
     chunks = [synthetic_chunk(2, i, (48, 40)) for i in range(4)]
     # The test extras install scipy: its engine computed every chunk, bit for bit (numpy's
