@@ -48,6 +48,13 @@ FFT_WORKERS: Final = "fft"
 RAY_HOST: Final = "ray"
 _GATE_WAIT: Final = 20.0  # seconds a submit may wait for a first connection to the cluster
 STATEFUL: Final = RestartPolicy(max_restarts=0)  # for actors whose state a restart would lose
+# A job's reader and writer: a fresh reader would read the input again from the start, a
+# fresh writer would wait for units already written (and lose its temp file). An operator's
+# restart is refused; a crash fails the job (each stops itself in on_failure, saying why).
+JOB_ACTOR: Final = RestartPolicy(
+    refuse_restart="it is one of its job's own actors, and a fresh one would lose the job's "
+    "place; cancel the job (actorctl cancel JOB) and submit it again instead"
+)
 _ROLES: Final = ("reader", "writer")  # each job's own actors, counted under kind.role
 
 
@@ -125,11 +132,19 @@ class Launcher:
         # Roles keep metrics labels bounded: these actors live only as long as their job.
         kind = spec.kind.value
         writer_ref = self.system.spawn(
-            make_writer, writer, capacity=config.writer_capacity, role=f"{kind}.writer"
+            make_writer,
+            writer,
+            capacity=config.writer_capacity,
+            role=f"{kind}.writer",
+            policy=JOB_ACTOR,
         )
         try:
             reader_ref = self.system.spawn(
-                make_reader, reader, capacity=reader_capacity(config.window), role=f"{kind}.reader"
+                make_reader,
+                reader,
+                capacity=reader_capacity(config.window),
+                role=f"{kind}.reader",
+                policy=JOB_ACTOR,
             )
         except BaseException:
             writer_ref.stop(graceful=False, wait=False)  # it removes what it created

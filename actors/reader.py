@@ -13,7 +13,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, Any, Final, cast
 
 import numpy as np
 
@@ -85,6 +85,9 @@ def open_log(path: str) -> IO[bytes]:
 def reader_capacity(window: int) -> int:
     """The mailbox a reader with this window needs so that no note to it ever waits."""
     return 3 * window + 16
+
+
+_INPUT_ERRORS: Final = (OSError, EOFError, zlib.error, ValueError, ActordError)
 
 
 class _UnitReader(Actor):
@@ -165,10 +168,13 @@ class _UnitReader(Actor):
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a reader that raised (a corrupt input, say) fails its job and stops;
         a restart would read the input again from the start."""
+        # What reading raises (a corrupt gzip stream, a short .npy) is the input's; anything
+        # else is a fault of the reader itself, and the error says so.
+        what = "reading the input" if isinstance(error, _INPUT_ERRORS) else "the job's reader"
         try:
             self._close()
         finally:
-            self._fail(f"reading the input failed: {type(error).__name__}: {error}")
+            self._fail(f"{what} failed: {type(error).__name__}: {error}")
             self.ref.stop(graceful=False, wait=False)
 
     def _close(self) -> None:

@@ -331,12 +331,17 @@ class _UnitWriter(Actor):
             self.send(self.store, WriterStopped(self.job))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
-        """Actor thread: a write failed (disk full, ...): the job fails, nothing is left, and
-        the writer stops (a restarted one would have lost what was written)."""
+        """Actor thread: a write failed (disk full, ...) or the writer crashed: the job fails,
+        nothing is left, and the writer stops (a restarted one would have lost what was
+        written). The job's error is sent first: removing the files makes pool members fail
+        their units ("output file was removed"), which must not be taken for the cause."""
+        if isinstance(error, OSError):
+            self._fail(f"writing {self.output} failed: {error}")
+        else:
+            self._fail(f"the job's writer failed: {type(error).__name__}: {error}")
         try:
             self._abort()
         finally:
-            self._fail(f"writing {self.output} failed: {error}")
             self.send(self.store, WriterStopped(self.job))
             self.ref.stop(graceful=False, wait=False)
 

@@ -486,3 +486,18 @@ def test_sigterm_with_watchers_attached_still_exits_0_in_time(daemons: Daemons) 
     assert time.monotonic() - started < deadline + 1.0
     for client in watchers:
         client.close()
+
+
+def test_actorctl_restart_of_a_jobs_writer_is_refused_and_the_job_ends(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    job = daemon.call("submit", _slow_job(daemon, "held", lines=8))
+    assert daemon.call("job", job["id"])["state"] == "running"
+    for role in ("writer", "reader"):
+        result = daemon.ctl("restart", f"{job['id']}.{role}")
+        if "no actor" in result.stderr:  # the job has ended meanwhile: nothing to refuse
+            break
+        assert result.returncode == 1, result.stdout
+        assert "cannot restart" in result.stderr and "cancel the job" in result.stderr
+    final, _ = _watch(daemon, job["id"])
+    assert final["state"] == "done"
+    assert final["summary"]["lines"] == 8

@@ -23,6 +23,9 @@ class RestartPolicy:
 
     The n-th failure inside the window waits `backoff_initial * backoff_factor**(n-1)` seconds,
     capped at `backoff_max`, before the actor is restarted.
+
+    `refuse_restart`, when set, is why an operator's restart of the actor is refused (its
+    state is its task's: a fresh instance could not take up the task where it is).
     """
 
     max_restarts: int = 5
@@ -30,6 +33,7 @@ class RestartPolicy:
     backoff_initial: float = 0.05
     backoff_max: float = 5.0
     backoff_factor: float = 2.0
+    refuse_restart: str = ""
 
     def __post_init__(self) -> None:
         # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.

@@ -371,8 +371,10 @@ class ActorSystem:
         mailbox; returns how many members restart.
 
         Refused (`InvalidArgument`) for an actor whose policy allows no restart
-        (``max_restarts=0``): its state would be lost."""
+        (``max_restarts=0``): its state would be lost; or refuses one (``refuse_restart``)."""
         group, member = self._resolve(name)
+        if group.policy.refuse_restart:
+            raise InvalidArgument(f"{name!r} cannot restart: {group.policy.refuse_restart}")
         if group.policy.max_restarts == 0:
             raise InvalidArgument(
                 f"{name!r} keeps state a restart would lose (max_restarts=0); "
