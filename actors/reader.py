@@ -19,6 +19,7 @@ import numpy as np
 
 from actord import Actor, ActordError, Message
 
+from .input_guard import InputChanged, InputIdentity
 from .model import (
     IN_FLIGHT_BYTES,
     ArrayPlan,
@@ -203,6 +204,7 @@ class LogReader(_UnitReader):
         self.options = options
         self.pattern = pattern
         self._file: IO[bytes] | None = None
+        self._input: InputIdentity | None = None  # the input as opened: checked each block
         self._carry = b""  # the start of a line whose end has not been read yet
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
         self._index = 0
@@ -217,8 +219,10 @@ class LogReader(_UnitReader):
         """Actor thread: open the input and start reading."""
         try:
             self._file = open_log(self.path)
+            self._input = InputIdentity.of(self.path, self._file.fileno())
         except OSError as error:
             self._done = True
+            self._close()
             self._fail(f"cannot open {self.path}: {error.strerror or error}")
             return
         self._next()
@@ -236,13 +240,20 @@ class LogReader(_UnitReader):
             self._read_block()
 
     def _read_block(self) -> None:
-        assert self._file is not None
+        assert self._file is not None and self._input is not None
         try:
+            self._input.check(self._file.fileno())  # before the read: a cut file reads short
             chunk = self._file.read(self.options.block_bytes)
+            if not chunk:  # the end, unless the file changed since the last check
+                self._input.check(self._file.fileno())
         except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             self._done = True
             self._close()
-            self._fail(f"cannot read {self.path}: {error}")
+            self._fail(
+                str(error)
+                if isinstance(error, InputChanged)
+                else f"cannot read {self.path}: {error}"
+            )
             return
         self._bytes += len(chunk)
         if not chunk:
@@ -334,6 +345,7 @@ class ArrayReader(_UnitReader):
         # by offset, and writes its result into the output, itself.
         self.by_path, self.remote_output = shared
         self._fd: int | None = None  # the input, read chunk by chunk (never memory-mapped)
+        self._input: InputIdentity | None = None  # the input as opened: checked each chunk
         self._dtype: Any = None
         self._offset = 0  # of chunk 0, after the .npy header
         self._shape: tuple[int, int, int] = (0, 0, 0)
@@ -393,6 +405,9 @@ class ArrayReader(_UnitReader):
         index = self._index
         try:
             data = self._chunk(index)
+        except InputChanged as error:  # truncated, grown or replaced under the job
+            self._fail(str(error))
+            return
         except OSError as error:  # the input was cut or became unreadable under the job
             self._fail(f"reading the input failed: {error}")
             return
@@ -423,6 +438,7 @@ class ArrayReader(_UnitReader):
             with open(path, "rb") as file:
                 shape, self._dtype = read_npy_header(path, file)
                 self._offset = file.tell()
+                self._input = InputIdentity.of(path, file.fileno())
                 self._fd = os.dup(file.fileno())
         except (OSError, ActordError) as error:  # checked at submit: replaced since
             self._fail(f"cannot read {path} as .npy: {error}")
@@ -438,10 +454,14 @@ class ArrayReader(_UnitReader):
         if self._fd is None:
             return SyntheticSource(self.options.seed, index, (h, w))
         size = h * w * self._dtype.itemsize
+        if self._input is not None:
+            self._input.check(self._fd)
         if self.by_path and self.path is not None:
             return InputSlice(self.path, self._offset + index * size, self._dtype.str, (h, w))
         data = os.pread(self._fd, size, self._offset + index * size)
         if len(data) < size:
+            if self._input is not None:
+                self._input.check(self._fd)  # cut since the check above: say so
             raise OSError(f"{self.path} ends before chunk {index}: it was cut while the job ran")
         return np.frombuffer(data, self._dtype).reshape(h, w)  # read-only: backed by bytes
 

@@ -273,3 +273,34 @@ def join_job_actors(job_id: str) -> None:
     for thread in [t for t in threading.enumerate() if t.name in names]:
         thread.join(WAIT)
         assert not thread.is_alive(), f"{thread.name} did not exit"
+
+
+class UnitGate:
+    """Units wait in the pools (the thread parser's `parse_block`, the FFT workers'
+    `transform_chunk`) until the gate opens: their job stays running meanwhile."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()  # a unit reached a pool: the job's actors run
+        self.opened = threading.Event()
+
+    def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wait_then(*args: Any) -> Any:
+            self.entered.set()
+            assert self.opened.wait(WAIT)
+            return original(*args)
+
+        return wait_then
+
+
+@pytest.fixture
+def unit_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[UnitGate]:
+    import actors.fft as fft_module
+    import actors.parser as parser_module
+
+    made = UnitGate()
+    monkeypatch.setattr(parser_module, "parse_block", made.wrap(parser_module.parse_block))
+    monkeypatch.setattr(fft_module, "transform_chunk", made.wrap(fft_module.transform_chunk))
+    try:
+        yield made
+    finally:
+        made.opened.set()

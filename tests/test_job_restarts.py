@@ -10,16 +10,12 @@ nothing escalates, and the same job submitted again ends with the right bytes.
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-import actors.fft as fft_module
-import actors.parser as parser_module
 from actord import ActorSystem, InvalidArgument, Message
 from actors.client import JobClient
 from actors.launcher import start_job_system
@@ -27,7 +23,7 @@ from actors.model import FFTOptions, JobKind, JobSpec, JobState, LogOptions
 from actors.reader import ArrayReader, LogReader, synthetic_chunk
 from actors.writer import ArrayWriter, LogWriter
 
-from .conftest import WAIT
+from .conftest import WAIT, UnitGate
 from .test_jobs import generate_log, make_config, read_records, temp_files
 
 SMALL = LogOptions(block_bytes=4096)
@@ -64,46 +60,24 @@ def _check_output(kind: str, tmp_path: Path, spec: JobSpec) -> None:
         np.testing.assert_allclose(got[index], expected, rtol=1e-9, atol=1e-9)
 
 
-class _Gate:
-    """Units wait in the pools until the gate opens: the job stays running meanwhile."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()  # a unit reached a pool: the job's actors run
-        self.opened = threading.Event()
-
-    def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def wait_then(*args: Any) -> Any:
-            self.entered.set()
-            assert self.opened.wait(WAIT)
-            return original(*args)
-
-        return wait_then
-
-
-@pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Gate]:
-    made = _Gate()
-    monkeypatch.setattr(parser_module, "parse_block", made.wrap(parser_module.parse_block))
-    monkeypatch.setattr(fft_module, "transform_chunk", made.wrap(fft_module.transform_chunk))
-    try:
-        yield made
-    finally:
-        made.opened.set()
-
-
 @pytest.mark.parametrize("kind", ["log", "fft"])
 @pytest.mark.parametrize("role", ["reader", "writer"])
 def test_an_operators_restart_of_a_job_actor_is_refused_and_the_job_goes_on(
-    client: JobClient, system: ActorSystem, tmp_path: Path, gate: _Gate, kind: str, role: str
+    client: JobClient,
+    system: ActorSystem,
+    tmp_path: Path,
+    unit_gate: UnitGate,
+    kind: str,
+    role: str,
 ) -> None:
     spec = _spec(kind, tmp_path, "out")
     job = client.submit(spec)
     name = f"{job.id}.{role}"
-    assert gate.entered.wait(WAIT)  # its actors run, its units wait on the gate
+    assert unit_gate.entered.wait(WAIT)  # its actors run, its units wait on the gate
     with pytest.raises(InvalidArgument, match=f"{job.id}") as refused:
         system.restart(name)
     assert "cancel" in str(refused.value)  # and what to do instead
-    gate.opened.set()
+    unit_gate.opened.set()
     final = client.wait(job.id, WAIT)
     assert final.state is JobState.DONE, final.error
     _check_output(kind, tmp_path, spec)
