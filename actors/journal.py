@@ -23,23 +23,36 @@ The schema is versioned (``PRAGMA user_version``) so that an upgrade keeps the j
 An older journal is migrated in place, one step after another in a single transaction (all
 of it or none of it: a failed upgrade leaves the journal as it was, every row kept). A journal
 newer than this code is refused untouched: running on it would drop what it does not know.
+
+Damage is named, never taken for something else. Opening runs ``PRAGMA quick_check``: a
+damaged file is refused (`JournalDamaged`, naming the file and `actord journal recover`). A
+row whose values cannot be a job's (a state that is none of ours, a spec that is not bytes)
+is skipped and reported once in the log; the other rows serve. A marker file beside the
+journal (``journal.sqlite3.marker``) says one existed: a journal found missing or empty
+then is refused (`JournalMissing`) unless `new_journal` says to begin a new one, so that a
+lost journal never silently becomes an empty history.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from actord.runtime.errors import ActordError, ErrorCode, InvalidArgument
 
 __all__ = [
+    "ROW_QUERY",
     "SCHEMA_VERSION",
     "Journal",
+    "JournalDamaged",
+    "JournalMissing",
     "JournalState",
     "JournaledJob",
     "Publication",
@@ -52,6 +65,16 @@ class UnknownJob(ActordError, LookupError):
 
     code = ErrorCode.NOT_FOUND
 
+
+class JournalDamaged(InvalidArgument):
+    """The journal file fails SQLite's own check: it is refused, and left as it is."""
+
+
+class JournalMissing(InvalidArgument):
+    """The journal is missing or empty where one existed (its marker is there)."""
+
+
+_log = logging.getLogger("actors.journal")
 
 SCHEMA_VERSION = 3  # the latest version: what a new journal is created at
 
@@ -100,6 +123,9 @@ _COLUMNS = (
     "publication, started, ended"
 )
 
+# Every column of a row, its seq first: what `recover` copies out of a damaged journal.
+ROW_QUERY = f"SELECT seq, {_COLUMNS} FROM jobs"  # noqa: S608 - constants only
+
 # (temporary file, final path, the file's inode: 0 if not known), in rename order
 Publication = tuple[tuple[str, str, int], ...]
 
@@ -141,16 +167,23 @@ class JournaledJob:
 class Journal:
     """The jobs table on one SQLite connection, used from the thread that opened it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, new_journal: bool = False) -> None:
         self.path = Path(path)
+        # Rows found damaged (by seq) and why: each is skipped, and logged once.
+        self.damaged: dict[int, str] = {}
+        _check_present(self.path, new_journal)
         self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
         try:
             # Read before anything writes: a journal that is refused must be left as it was
             # (even switching it to WAL would rewrite its header).
             try:
                 version = self._version()
+                problems = quick_check(self._db)
             except sqlite3.DatabaseError as error:  # not SQLite at all, or damaged
-                raise InvalidArgument(f"journal {self.path} cannot be read: {error}") from None
+                raise JournalDamaged(_damaged(self.path, str(error))) from None
+            if problems:
+                more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+                raise JournalDamaged(_damaged(self.path, problems[0] + more))
             self._check_version(version)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -158,6 +191,7 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
+        _mark(self.path)
 
     @property
     def version(self) -> int:
@@ -333,11 +367,31 @@ class Journal:
             )
         return self.get(job_id)
 
+    def insert_rows(self, rows: Sequence[Sequence[Any]]) -> list[tuple[object, str]]:
+        """Recovery: rows of `ROW_QUERY` into this (new) journal as they were, seq and id
+        kept, in one transaction; returns (seq, why) of each row refused (a duplicate id or
+        idempotency key)."""
+        marks = ", ".join("?" * (_COLUMNS.count(",") + 2))
+        insert = f"INSERT INTO jobs (seq, {_COLUMNS}) VALUES ({marks})"  # noqa: S608
+        refused = []
+        with self._transaction():
+            for row in rows:
+                try:
+                    self._db.execute(insert, tuple(row))
+                except sqlite3.IntegrityError as error:
+                    refused.append((row[0], str(error)))
+        return refused
+
     def counts_by_kind(self) -> dict[tuple[str, JournalState], int]:
-        """How many jobs of each kind are in each state."""
+        """How many jobs of each kind are in each state (a damaged row counts in none)."""
         query = "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"
         rows = self._db.execute(query).fetchall()
-        return {(kind, JournalState(state)): count for kind, state, count in rows}
+        states = {state.value: state for state in JournalState}
+        return {
+            (kind, states[state]): count
+            for kind, state, count in rows
+            if state in states and isinstance(kind, str)
+        }
 
     def find_key(self, idempotency_key: str) -> JournaledJob | None:
         found = self._select("WHERE idempotency_key = ?", (idempotency_key,))
@@ -360,29 +414,115 @@ class Journal:
         return self._select("ORDER BY seq", ())
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[JournaledJob]:
-        query = f"SELECT {_COLUMNS} FROM jobs {where}"  # noqa: S608 - `where` is ours, not input
-        rows = self._db.execute(query, args).fetchall()
-        return [
-            JournaledJob(
-                id=r[0],
-                kind=r[1],
-                spec=bytes(r[2]),
-                state=JournalState(r[3]),
-                idempotency_key=r[4],
-                crash_retries=r[5],
-                error=r[6],
-                result=None if r[7] is None else bytes(r[7]),
-                created=r[8],
-                updated=r[9],
-                publication=_publication(r[10]),
-                started=r[11],
-                ended=r[12],
+        query = f"SELECT {_COLUMNS}, seq FROM jobs {where}"  # noqa: S608 - `where` is ours
+        jobs = []
+        for row in self._db.execute(query, args).fetchall():
+            try:
+                jobs.append(job_of_row(row))
+            except (ValueError, TypeError, KeyError, IndexError) as error:
+                self._skip(row[-1], row[0], error)
+        return jobs
+
+    def _skip(self, seq: int, job_id: object, error: Exception) -> None:
+        if seq not in self.damaged:
+            self.damaged[seq] = f"{type(error).__name__}: {error}"
+            _log.error(
+                "journal %s: row %s (job %r) is damaged and skipped: %s; the other jobs "
+                "serve (actord journal check lists every damaged row)",
+                self.path,
+                seq,
+                job_id,
+                self.damaged[seq],
             )
-            for r in rows
-        ]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def job_of_row(r: Sequence[Any]) -> JournaledJob:
+    """A job from a row of `_COLUMNS`; ValueError or TypeError for one that cannot be."""
+    if not isinstance(r[0], str) or not r[0] or not isinstance(r[1], str) or not r[1]:
+        raise ValueError(f"id {r[0]!r} and kind {r[1]!r} must be non-empty text")
+    if not isinstance(r[2], bytes):
+        raise TypeError(f"spec is {type(r[2]).__name__}, not bytes")
+    for name, value in (("created", r[8]), ("updated", r[9])):
+        if not isinstance(value, int | float):
+            raise TypeError(f"{name} is {value!r}, not a time")
+    if not isinstance(r[5], int):
+        raise TypeError(f"crash_retries is {r[5]!r}, not a count")
+    return JournaledJob(
+        id=r[0],
+        kind=r[1],
+        spec=r[2],
+        state=JournalState(r[3]),
+        idempotency_key=_text_or_none(r[4]),
+        crash_retries=r[5],
+        error=_text_or_none(r[6]),
+        result=None if r[7] is None else bytes(r[7]),
+        created=float(r[8]),
+        updated=float(r[9]),
+        publication=_publication(_text_or_none(r[10])),
+        started=None if r[11] is None else float(r[11]),
+        ended=None if r[12] is None else float(r[12]),
+    )
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{value!r} is not text")
+    return value
+
+
+def quick_check(db: sqlite3.Connection) -> list[str]:
+    """SQLite's ``PRAGMA quick_check`` (pages, records, NOT NULL): each problem it finds on
+    one line, [] if none."""
+    rows = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
+    if rows == ["ok"]:
+        return []
+    lines = (line.strip() for row in rows for line in row.splitlines())
+    return [line for line in lines if line and not line.startswith("*** in database")]
+
+
+def _damaged(path: Path, what: str) -> str:
+    return (
+        f"journal {path} is damaged ({what}): it is left as it is; stop here and run "
+        f"`actord journal recover --state-dir {path.parent}` (it copies what can be read into "
+        "a new journal and keeps the damaged one beside it)"
+    )
+
+
+def marker_of(path: Path) -> Path:
+    """The file beside a journal that says the journal existed."""
+    return path.with_name(path.name + ".marker")
+
+
+def _check_present(path: Path, new_journal: bool) -> None:
+    marker = marker_of(path)
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if size or not marker.exists():
+        return
+    if new_journal:
+        # What is left of the lost journal's WAL would be applied to the new one: kept aside.
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                side.replace(f"{side}.lost-{int(time.time())}")
+        return
+    what = "missing" if size is None else "empty (0 bytes)"
+    raise JournalMissing(
+        f"journal {path} is {what}, but {marker.name} beside it says one was kept here: its "
+        "history is gone. Restore it from a backup, or start with --new-journal to begin "
+        "an empty one"
+    )
+
+
+def _mark(path: Path) -> None:
+    marker = marker_of(path)
+    if not marker.exists():  # not synced: one lost in a crash is written again next time
+        marker.write_text(f"actord keeps its journal {path.name} beside this file\n")
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:

@@ -76,6 +76,7 @@ class JobSystemConfig:
     ray_namespace: str = "actord"
     ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
     shared_roots: tuple[str, ...] = ()  # mounted at the same path on every Ray node
+    new_journal: bool = False  # begin a new journal where one was kept and is now lost
 
 
 class Launcher:
@@ -193,6 +194,7 @@ def start_job_system(
             config.max_jobs,
             roots=config.roots,
             max_crash_retries=config.max_crash_retries,
+            new_journal=config.new_journal,
         ),
         STORE,
         capacity=65536,  # readers' and writers' notes never wait: room for every one

@@ -103,6 +103,7 @@ class JobService:
                 ray_namespace=config.ray.namespace,
                 ray_cpus=config.ray.cpus_per_worker,
                 shared_roots=config.ray.shared_roots,
+                new_journal=config.daemon.new_journal,
             ),
         )
 

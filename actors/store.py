@@ -162,8 +162,10 @@ class JobStore(Actor):
         *,
         roots: Roots | None = None,
         max_crash_retries: int = 5,
+        new_journal: bool = False,
     ) -> None:
         self.path = path
+        self.new_journal = new_journal  # a missing journal where one was kept: begin anew
         self.launch = launch
         self.max_jobs = max_jobs
         self.roots = roots  # (input roots, output roots): paths are checked again at start
@@ -184,7 +186,7 @@ class JobStore(Actor):
 
     def on_start(self) -> None:
         """Actor thread: open the journal and re-queue what a crash left unfinished."""
-        journal = self.journal = Journal(self.path)
+        journal = self.journal = Journal(self.path, new_journal=self.new_journal)
         found = journal.recover()
         self.stats = JobStats(
             Counter({key: n for key, n in journal.counts_by_kind().items() if key[1].finished})

@@ -24,6 +24,7 @@ from .signals import SignalQueue, StartInterrupted
 
 # The demo lives with the concrete actors; actord/ never imports actors/ statically.
 _DEMO = "actors.demo:run"
+_JOURNAL = "actors.journal_tool:main"  # `actord journal`: the job app's journal, offline
 
 
 def _load(target: str) -> Callable[..., int]:
@@ -110,7 +111,20 @@ def _main(argv: list[str], signals: SignalQueue | None) -> int:
         help="where parser pool members parse: threads, or one worker process each (process)",
     )
     _add_run(commands)
+    journal = commands.add_parser(
+        "journal",
+        help="check the job journal, or recover what can be read of a damaged one",
+        description="check: read the journal of the state dir (SQLite's quick check and every "
+        "row) and say whether it is sound (exit 0) or damaged (exit 1). recover: copy every "
+        "readable job into a new journal, put it in place, and keep the damaged one beside it "
+        "(journal.sqlite3.damaged-TIME). Both refuse to run while actord runs on the state dir.",
+    )
+    journal.add_argument("action", choices=("check", "recover"))
+    journal.add_argument("--config", help="the TOML config whose daemon.state_dir to use")
+    journal.add_argument("--state-dir", help="the state dir (overrides the config's)")
     args = parser.parse_args(argv)
+    if args.command == "journal":
+        return _journal(args)
     if args.command == "run":
         if signals is None:  # `actord --log-level X run`: options came first
             signals = SignalQueue().install(interrupting=True)
@@ -198,6 +212,14 @@ def _add_run(commands: Any) -> None:
     run.add_argument(
         "--log-level", dest="run_log_level", metavar="LEVEL", help="DEBUG, INFO (default), ..."
     )
+    run.add_argument(
+        "--new-journal",
+        dest="daemon.new_journal",
+        action="store_const",
+        const=True,
+        help="begin a new, empty job journal where the state dir had one that is now missing "
+        "or empty (refused without this) [daemon.new_journal]",
+    )
     for flag, key, kind, text in _RUN_FLAGS:
         repeat = key.endswith("_roots")
         run.add_argument(
@@ -212,6 +234,19 @@ def _add_run(commands: Any) -> None:
         )
 
 
+def _journal(args: argparse.Namespace) -> int:
+    from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config  # noqa: PLC0415
+
+    overrides = {"daemon.state_dir": args.state_dir} if args.state_dir else {}
+    path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    try:
+        config = load_config(path, overrides).resolved()
+    except ConfigError as error:
+        print(f"actord: {error}", file=sys.stderr)
+        return 2
+    return _load(_JOURNAL)(args.action, config.daemon.state_dir)
+
+
 def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
     from ..runtime import logctx  # noqa: PLC0415 - after the handlers
     from ..runtime.errors import ActordError  # noqa: PLC0415
@@ -219,7 +254,7 @@ def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
     from .main import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
 
     overrides: dict[str, object] = {}
-    for _, key, _, _ in _RUN_FLAGS:
+    for key in [*(flag[1] for flag in _RUN_FLAGS), "daemon.new_journal"]:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value

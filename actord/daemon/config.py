@@ -75,6 +75,9 @@ class DaemonConfig:
     # the watchdog pings stop: above the parse workers' 60 s limit on one block.
     stuck_after: float = 90.0
     app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
+    # Begin a new, empty journal where the state dir says one was kept and it is missing or
+    # empty (`actord run --new-journal`, for the start that means it); refused otherwise.
+    new_journal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
