@@ -6,7 +6,13 @@ import threading
 import time
 
 from actord import Actor, ActorSystem, Message
-from actord.daemon.health import GetSample, Monitor, MonitorSample, thread_cpu_times
+from actord.daemon.health import (
+    GetSample,
+    Monitor,
+    MonitorSample,
+    SetStuckAfter,
+    thread_cpu_times,
+)
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
 
@@ -63,3 +69,17 @@ def test_samples_are_published_on_the_interval(system: ActorSystem, recorder: Re
     samples = recorder.payloads()[:3]
     assert all(isinstance(s, MonitorSample) for s in samples)
     assert {a.name for a in samples[-1].actors} >= {"watcher", "monitor"}
+
+
+def test_a_new_threshold_applies_from_the_next_sample(system: ActorSystem) -> None:
+    monitor = system.spawn(lambda: Monitor(system, interval=60.0, stuck_after=60.0), "monitor")
+    entered, release = threading.Event(), threading.Event()
+    stuck = system.spawn(lambda: Gate(entered, release), "stuck")
+    stuck.tell("hold")
+    try:
+        assert entered.wait(WAIT)
+        assert monitor.ask(GetSample(), timeout=WAIT).stuck == ()  # under the old threshold
+        assert monitor.ask(SetStuckAfter(0.0), timeout=WAIT) == 0.0
+        assert monitor.ask(GetSample(), timeout=WAIT).stuck == ("stuck",)
+    finally:
+        release.set()

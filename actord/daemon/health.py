@@ -55,6 +55,14 @@ class GetSample:
 
 
 @dataclass(frozen=True, slots=True)
+class SetStuckAfter:
+    """A reload: from now on an actor on one message longer than `seconds` is stuck. The
+    monitor answers with the threshold it now applies."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Tick:
     pass
 
@@ -99,6 +107,10 @@ class Monitor(Actor):
                 self.on_healthy()
         elif isinstance(message.payload, GetSample):
             self.reply(message, self.sample())
+        elif isinstance(message.payload, SetStuckAfter):
+            self.stuck_after = message.payload.seconds
+            self._flagged = set()  # flagged again, against the new threshold
+            self.reply(message, self.stuck_after)
 
     def sample(self) -> MonitorSample:
         cpu = thread_cpu_times()

@@ -50,7 +50,7 @@ from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from .health import Monitor
+from .health import Monitor, SetStuckAfter
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue, StartInterrupted
@@ -74,9 +74,11 @@ _RESTART_KEYS: Final = (
     "daemon.max_connections",
     "daemon.frame_limit",
     "daemon.idle_timeout",
+    "daemon.new_journal",  # read when the journal is opened, at the start
     "metrics.address",
 )
 _MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
+_MONITOR_ASK: Final = 5.0  # seconds a reload waits for the monitor to take a new threshold
 
 
 class _StartStopped(Exception):
@@ -304,7 +306,7 @@ class Daemon:
             lambda: Monitor(
                 self.system,
                 interval=every,
-                stuck_after=config.daemon.stuck_after,
+                stuck_after=self.config.daemon.stuck_after,  # a restarted one: the reloaded
                 on_healthy=ping,
             ),
             MONITOR,
@@ -405,6 +407,14 @@ class Daemon:
             return
         pending = self._restart_needed(config, reported)
         logging.getLogger().setLevel(config.daemon.log_level)
+        if config.daemon.stuck_after != self.config.daemon.stuck_after:
+            try:  # the monitor applies it from its next sample
+                self.system.lookup(MONITOR).ask(
+                    SetStuckAfter(config.daemon.stuck_after), timeout=_MONITOR_ASK
+                )
+            except ActordError as error:
+                self._reload_failed(done, "failed", error)
+                return
         self.config = config
         self.generation += 1
         if pending:
