@@ -25,7 +25,7 @@ from .parser import Parser
 from .paths import under_roots
 from .ray_link import RayLink
 from .reader import ArrayReader, LogReader, reader_capacity
-from .store import JobStore
+from .store import SWEEP_EVERY, JobStore
 from .validate import Roots
 from .writer import ArrayWriter, LogWriter
 
@@ -77,6 +77,7 @@ class JobSystemConfig:
     ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
     shared_roots: tuple[str, ...] = ()  # mounted at the same path on every Ray node
     new_journal: bool = False  # begin a new journal where one was kept and is now lost
+    sweep_every: float = SWEEP_EVERY  # seconds between tries at temp files jobs left
 
 
 class Launcher:
@@ -195,6 +196,7 @@ def start_job_system(
             roots=config.roots,
             max_crash_retries=config.max_crash_retries,
             new_journal=config.new_journal,
+            sweep_every=config.sweep_every,
         ),
         STORE,
         capacity=65536,  # readers' and writers' notes never wait: room for every one

@@ -23,6 +23,7 @@ can ever wait on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict, deque
@@ -30,7 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from actord import Actor, ActordError, ActorRef, ActorStopping, InvalidArgument, Message
+from actord import (
+    Actor,
+    ActordError,
+    ActorRef,
+    ActorStopping,
+    InvalidArgument,
+    Message,
+    Timer,
+)
 from actord.runtime.errors import ErrorCode
 from actors.journal import Journal, JournaledJob, UnknownJob
 
@@ -58,7 +67,14 @@ from .model import (
 )
 from .validate import Roots, expected_size, output_taken, recheck, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
-from .writer import Publishing, Recorded, complete_publication, discard, remove_temps
+from .writer import (
+    Publishing,
+    Recorded,
+    complete_publication,
+    discard,
+    remove_temps,
+    temps_of,
+)
 
 __all__ = [
     "Drain",
@@ -74,6 +90,15 @@ __all__ = [
 
 _log: Final = logging.getLogger("actors.store")
 _ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
+SWEEP_EVERY: Final = 5.0  # seconds between tries at temp files a failed job could not remove
+
+
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    """The store's own timer: try again to remove what ended jobs left."""
+
+
+_SWEEP: Final = _Sweep()
 
 # Spawns a job's actors: (job id, spec, its end flag) -> (reader, writer). See `Launcher`.
 Launch = Callable[[str, JobSpec, JobEnded], tuple[ActorRef, ActorRef]]
@@ -163,9 +188,15 @@ class JobStore(Actor):
         roots: Roots | None = None,
         max_crash_retries: int = 5,
         new_journal: bool = False,
+        sweep_every: float = SWEEP_EVERY,
     ) -> None:
         self.path = path
         self.new_journal = new_journal  # a missing journal where one was kept: begin anew
+        # Outputs of ended (failed, cancelled) jobs whose temp files could not be removed (a
+        # directory made read-only under the job): their job, tried again every sweep_every.
+        self.leftovers: dict[str, str] = {}
+        self.sweep_every = sweep_every
+        self._sweeping: Timer | None = None
         self.launch = launch
         self.max_jobs = max_jobs
         self.roots = roots  # (input roots, output roots): paths are checked again at start
@@ -221,6 +252,15 @@ class JobStore(Actor):
                 )
         if self.queue:
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
+        # What ended jobs left behind (their writers could not remove it, or the daemon died
+        # first): no job runs yet, and the queued ones' outputs were cleaned up above.
+        ended: dict[str, str] = {}  # each output once (its last ended job)
+        for job in journal.jobs():
+            if job.state in (JobState.FAILED, JobState.CANCELLED):
+                with contextlib.suppress(InvalidArgument, ValueError):
+                    ended[spec_from_wire(unpack(job.spec)).output] = job.id
+        for output, job_id in ended.items():
+            self._sweep(output, job_id)
         self._pump()
 
     def _recover_publication(self, job: JournaledJob) -> JournaledJob | None:
@@ -255,6 +295,8 @@ class JobStore(Actor):
             self._advance(payload)
         elif isinstance(payload, WriterStopped):
             self._writer_stopped(payload.job)
+        elif payload is _SWEEP:
+            self._sweep_leftovers()
         elif isinstance(payload, JobError):
             self._failed(message.sender, payload)
         elif isinstance(payload, WriterDone):
@@ -565,6 +607,8 @@ class JobStore(Actor):
         del self.live[job_id]
         self.running.discard(job_id)
         self._release_outputs(live)
+        if live.info.state in (JobState.FAILED, JobState.CANCELLED):
+            self._sweep(live.spec.output, job_id)  # what its writer could not remove
         seconds = time.monotonic() - live.started if live.started else 0.0
         if live.started:
             self.stats.ran(live.spec.kind, seconds, live.info.summary)
@@ -587,6 +631,29 @@ class JobStore(Actor):
             self.reply(waiter, info)
         self._pump()
         self._check_drained()
+
+    def _sweep(self, output: str, job_id: str) -> None:
+        """Remove the temp files an ended job left beside `output`, unless an unfinished job
+        writes that output now (they would be its own); what cannot be removed yet is tried
+        again every `sweep_every` seconds, and at the next start."""
+        if self.outputs.get(output) not in (None, job_id):
+            self.leftovers[output] = job_id  # after that job
+        else:
+            for temp in remove_temps(output):
+                _log.info("removed %s, left by job %s", temp, job_id)
+            if not temps_of(output):
+                self.leftovers.pop(output, None)
+                return
+            self.leftovers[output] = job_id
+        if self._sweeping is None:
+            self._sweeping = self.schedule(self.sweep_every, _SWEEP, interval=self.sweep_every)
+
+    def _sweep_leftovers(self) -> None:
+        for output, job_id in list(self.leftovers.items()):
+            self._sweep(output, job_id)
+        if not self.leftovers and self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
 
     def _publish(self, info: JobInfo) -> None:
         self.publish(Progress.of(info), timeout=0)

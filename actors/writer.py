@@ -66,6 +66,7 @@ __all__ = [
     "create_temp",
     "discard",
     "remove_temps",
+    "temps_of",
 ]
 
 _log: Final = logging.getLogger("actors.writer")
@@ -113,21 +114,22 @@ def create_temp(path: str) -> tuple[int, str]:
 def remove_temps(path: str) -> list[str]:
     """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
     output's and its rejects file's. Returns what was removed."""
+    return [temp for temp in temps_of(path) if discard(temp)]
+
+
+def temps_of(path: str) -> list[str]:
+    """The temporary files of a writer of `path` (the output's and its rejects file's) that
+    are there now."""
     directory, name = os.path.split(os.path.abspath(path))
     pattern = re.compile(
         rf"\.{re.escape(name)}(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
     )
-    removed: list[str] = []
     try:
         entries = os.listdir(directory)
     except OSError as error:  # gone, not a directory, not ours to read: nothing to remove
         _log.warning("cannot look for temporary files of %s: %s", path, error)
-        return removed
-    for entry in entries:
-        temp = os.path.join(directory, entry)
-        if pattern.fullmatch(entry) and discard(temp):
-            removed.append(temp)
-    return removed
+        return []
+    return [os.path.join(directory, entry) for entry in entries if pattern.fullmatch(entry)]
 
 
 def discard(path: str) -> bool:
