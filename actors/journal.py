@@ -382,6 +382,13 @@ class Journal:
                     refused.append((row[0], str(error)))
         return refused
 
+    def specs(self, states: Sequence[JournalState]) -> list[tuple[str, bytes]]:
+        """(id, spec) of every job in one of `states`, oldest first; damaged rows left out."""
+        marks = ", ".join("?" * len(states))
+        query = f"SELECT id, spec FROM jobs WHERE state IN ({marks}) ORDER BY seq"  # noqa: S608
+        rows = self._db.execute(query, tuple(state.value for state in states)).fetchall()
+        return [(r[0], r[1]) for r in rows if isinstance(r[0], str) and isinstance(r[1], bytes)]
+
     def counts_by_kind(self) -> dict[tuple[str, JournalState], int]:
         """How many jobs of each kind are in each state (a damaged row counts in none)."""
         query = "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -73,6 +74,7 @@ from .writer import (
     complete_publication,
     discard,
     remove_temps,
+    temps_in,
     temps_of,
 )
 
@@ -173,6 +175,15 @@ class _Live:
         self.writer_stopped = False  # its temporary files are gone
 
 
+def _by_directory(outputs: dict[str, str]) -> dict[str, dict[str, str]]:
+    """{directory: {file name: output path}} of `outputs`."""
+    found: dict[str, dict[str, str]] = {}
+    for output in outputs:
+        directory, name = os.path.split(os.path.abspath(output))
+        found.setdefault(directory, {})[name] = output
+    return found
+
+
 class JobStore(Actor):
     """Requests: Accept, Cancel, GetJob, ListJobs, WaitJob, Drain, Release, SetMaxJobs,
     StoreStatus, GetJobMetrics, and the writers' Publishing. Notes from readers and writers:
@@ -255,12 +266,15 @@ class JobStore(Actor):
         # What ended jobs left behind (their writers could not remove it, or the daemon died
         # first): no job runs yet, and the queued ones' outputs were cleaned up above.
         ended: dict[str, str] = {}  # each output once (its last ended job)
-        for job in journal.jobs():
-            if job.state in (JobState.FAILED, JobState.CANCELLED):
-                with contextlib.suppress(InvalidArgument, ValueError):
-                    ended[spec_from_wire(unpack(job.spec)).output] = job.id
-        for output, job_id in ended.items():
-            self._sweep(output, job_id)
+        for job_id, packed in journal.specs((JobState.FAILED, JobState.CANCELLED)):
+            with contextlib.suppress(InvalidArgument, ValueError):
+                ended[spec_from_wire(unpack(packed)).output] = job_id
+        for directory, names in _by_directory(ended).items():
+            for temp, output in temps_in(directory, names):  # one listing a directory
+                if discard(temp):
+                    _log.info("removed %s, left by job %s", temp, ended[output])
+                else:
+                    self._sweep(output, ended[output])  # tried again every sweep_every
         self._pump()
 
     def _recover_publication(self, job: JournaledJob) -> JournaledJob | None:

@@ -66,6 +66,7 @@ __all__ = [
     "create_temp",
     "discard",
     "remove_temps",
+    "temps_in",
     "temps_of",
 ]
 
@@ -111,10 +112,32 @@ def create_temp(path: str) -> tuple[int, str]:
             continue
 
 
+# A writer's temporary file (`create_temp`) of an output or of its rejects file.
+_ANY_TEMP: Final = re.compile(
+    rf"\.(?P<name>.+?)(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
+)
+
+
 def remove_temps(path: str) -> list[str]:
     """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
     output's and its rejects file's. Returns what was removed."""
     return [temp for temp in temps_of(path) if discard(temp)]
+
+
+def temps_in(directory: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    """(temp file, output) of each temporary file in `directory` of an output named in
+    `names` ({file name: output path}): one listing for a directory of many outputs."""
+    try:
+        entries = os.listdir(directory)
+    except OSError as error:  # gone, not a directory, not ours to read: nothing to remove
+        _log.warning("cannot look for temporary files in %s: %s", directory, error)
+        return []
+    found = []
+    for entry in entries:
+        match = _ANY_TEMP.fullmatch(entry)
+        if match is not None and match["name"] in names:
+            found.append((os.path.join(directory, entry), names[match["name"]]))
+    return found
 
 
 def temps_of(path: str) -> list[str]:
