@@ -7,6 +7,7 @@ supervisor whether to restart or escalate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 import threading
@@ -245,11 +246,11 @@ class ActorRef:
 
     def ask_async(
         self, payload: Any, *, timeout: float = 5.0, sender: str = "$ask"
-    ) -> Coroutine[Any, Any, Any]:
-        """``await`` it from any running event loop: `ask` without blocking the loop and
-        without a thread (the reply completes an asyncio future on the loop). Same errors
-        as `ask`; cancelling the awaiting task withdraws the request (a reply that comes
-        later is a `late_reply` dead letter)."""
+    ) -> asyncio.Future[Any]:
+        """From a running event loop: sends the request now and returns an asyncio future
+        of the reply's payload (``await`` it): `ask` without blocking the loop and without
+        a thread. Same errors as `ask`; cancelling the future (or the task awaiting it)
+        withdraws the request (a reply that comes later is a `late_reply` dead letter)."""
         return aio.ask(self._channel, self.name, payload, sender, timeout)
 
     def send_async(

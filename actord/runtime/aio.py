@@ -1,8 +1,9 @@
 """The asyncio bridge: await an actor from any running event loop, with no thread per call.
 
-`ask` puts an `_AsyncReply` in the channel's pending requests, where a blocking ask puts its
-`_ReplySlot`: whoever resolves it (the replying actor's thread, a dead letter, the channel's
-close) hands the result to the asker's loop through `_Bridge`. A sender that finds a mailbox
+`ask` puts an `AskFuture` in the channel's pending requests, where a blocking ask puts its
+`_ReplySlot`, and returns it (no coroutine, no task per ask): whoever resolves it (the
+replying actor's thread, a dead letter, the channel's close) hands the result to the asker's
+loop through `_Bridge`. A sender that finds a mailbox
 full registers a `_Waiter` on it, in the queue where blocked threads wait: the mailbox's own
 notify wakes it, through the same bridge. Nothing polls and no thread is started.
 
@@ -10,8 +11,9 @@ notify wakes it, through the same bridge. Nothing polls and no thread is started
 loop's `call_soon_threadsafe` only when the deque was idle (one self-pipe write per burst of
 replies, not one per reply); on the loop's own thread it resolves at once.
 
-Cancelling the awaiting task withdraws the request (its pending entry is removed): a reply
-that comes later is a `late_reply` dead letter, as one after an `AskTimeout` is.
+Cancelling the future (or the task awaiting it) withdraws the request (its pending entry is
+removed): a reply that comes later is a `late_reply` dead letter, as one after an
+`AskTimeout` is.
 """
 
 from __future__ import annotations
@@ -103,48 +105,82 @@ def bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
     return made
 
 
-class _AsyncReply:
-    """A pending request's entry for an asyncio asker: resolved from any thread."""
+_future_set_result: Final = asyncio.Future.set_result
+_future_set_exception: Final = asyncio.Future.set_exception
+_future_cancel: Final = asyncio.Future.cancel
 
-    __slots__ = ("bridge", "channel", "future", "request")
 
-    def __init__(
-        self, future: asyncio.Future[Any], bridge: _Bridge, channel: ThreadChannel
-    ) -> None:
-        self.future = future
-        self.bridge = bridge
-        self.channel = channel  # where a reply that came as the asker gave up is dead-lettered
-        self.request: Message | None = None  # set once built: names that reply
+class AskFuture(asyncio.Future[Any]):
+    """The reply to one `ask`: await it (or gather it). It is the request's entry among the
+    channel's pending requests, resolved from any thread (the replier's) through its loop's
+    bridge. Cancelling it (or the task awaiting it) withdraws the request."""
+
+    __slots__ = ("_bridge", "_channel", "_expiry", "_request", "_sending", "_token")
+
+    _bridge: _Bridge
+    _channel: ThreadChannel
+    _request: Message
+    _expiry: asyncio.TimerHandle
+    _sending: asyncio.Task[None] | None  # awaiting room in a full mailbox, if it had to
+    _token: StopToken | None  # the asking async actor's: its stop makes a late reply STOPPED
 
     def set_result(self, result: Any, /) -> None:
-        self.bridge.call(_deliver, self, result)
+        self._bridge.call(_deliver, self, result)
 
-    def set_exception(self, exception: BaseException | None, /) -> None:
-        self.bridge.call(_fail, self.future, exception)
+    def set_exception(self, exception: BaseException | type[BaseException], /) -> None:
+        self._bridge.call(_fail, self, exception)
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not _future_cancel(self, msg):
+            return False
+        # Withdrawn: what comes back later is a dead letter (late, or the asker stopped).
+        # (A reply popped by its replier just before is dead-lettered by `_deliver`.)
+        self._expiry.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
+        channel = self._channel
+        correlation_id = self._request.correlation_id
+        if channel._pending.pop(correlation_id, None) is not None:  # type: ignore[arg-type]
+            token = self._token
+            if token is not None and token.stopping:
+                channel._remember(channel._abandoned, correlation_id)  # type: ignore[arg-type]
+        return True
 
 
-def _deliver(reply: _AsyncReply, value: Any) -> None:
-    future = reply.future
+def _deliver(future: AskFuture, value: Any) -> None:
+    # The loop.
     if not future.done():
-        future.set_result(value)
-    elif reply.request is not None:
+        future._expiry.cancel()
+        _future_set_result(future, value)
+    else:
         # Popped by its replier just as the asker was cancelled: a reply nobody waits for.
-        request = reply.request
+        request = future._request
         late = new_message(
             _RESPONSE, request.recipient, request.sender, value, request.correlation_id
         )
-        reply.channel.dead_letter(late, DeadLetterReason.LATE_REPLY)
+        future._channel.dead_letter(late, DeadLetterReason.LATE_REPLY)
 
 
-def _fail(future: asyncio.Future[Any], error: BaseException | None) -> None:
+def _fail(future: AskFuture, error: BaseException | type[BaseException]) -> None:
+    # The loop.
     if not future.done():
-        future.set_exception(error if error is not None else RuntimeError("no reply"))
+        future._expiry.cancel()
+        _future_set_exception(future, error)
 
 
-def _expire(future: asyncio.Future[Any], pending: dict[str, Any], cid: str, text: str) -> None:
+def _expire(future: AskFuture, timeout: float) -> None:
     # The loop, at the deadline: whoever pops the entry resolves it.
-    if pending.pop(cid, None) is not None and not future.done():
-        future.set_exception(AskTimeout(text))
+    request = future._request
+    if future._channel._pending.pop(request.correlation_id, None) is None:  # type: ignore[arg-type]
+        return
+    sending = future._sending
+    if sending is not None and not sending.done():
+        sending.cancel()
+        text = f"{request.recipient!r} stayed full: no request sent within {timeout}s"
+    else:
+        text = f"no reply from {request.recipient!r} within {timeout}s"
+    if not future.done():
+        _future_set_exception(future, AskTimeout(text))
 
 
 class _Waiter:
@@ -229,47 +265,57 @@ async def send(
         raise MailboxFull(f"mailbox {recipient!r} stayed full for {timeout}s", message)
 
 
-async def ask(
+def ask(
     channel: ThreadChannel,
     recipient: str,
     payload: Any,
     sender: str,
     timeout: float,
     mtype: MessageType = _COMMAND,
-) -> Any:
-    """Send a request from a running loop and await the reply's payload: `AskTimeout`,
-    `ActorDead` or the handler's own exception as `ThreadChannel.ask` raises them."""
+) -> AskFuture:
+    """Send a request from a running loop now (without waiting: a full mailbox is awaited
+    by a task) and return the future of its reply's payload: `AskTimeout`, `ActorDead` or
+    the handler's own exception as `ThreadChannel.ask` raises them. No coroutine and no
+    task per ask: the future is the request's pending entry."""
     if type(payload) in _MUTABLE_TYPES:
         check_payload(payload)
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    reply = _AsyncReply(future, bridge(loop), channel)
+    future = AskFuture(loop=loop)
+    future._bridge = bridge(loop)
+    future._channel = channel
+    future._sending = None
+    future._token = stop_token.get()
     correlation_id = f"{sender}:{next(channel._correlation)}"
-    pending = channel._pending
-    pending[correlation_id] = reply
+    message = future._request = new_message(mtype, sender, recipient, payload, correlation_id)
     deadline = loop.time() + timeout  # one deadline for the send and the reply
-    expiry = loop.call_at(
-        deadline,
-        _expire,
-        future,
-        pending,
-        correlation_id,
-        f"no reply from {recipient!r} within {timeout}s",
-    )
+    future._expiry = loop.call_at(deadline, _expire, future, timeout)
+    pending = channel._pending
+    pending[correlation_id] = future
     try:
-        message = new_message(mtype, sender, recipient, payload, correlation_id)
-        reply.request = message
-        if not await _put(channel, message, loop, deadline):
-            raise AskTimeout(f"{recipient!r} stayed full: no request sent within {timeout}s")
-        return await future
-    except asyncio.CancelledError:
-        # Withdrawn: what comes back later is a dead letter (late, or the asker stopped).
-        # (A reply popped by its replier just before is dead-lettered by `_deliver`.)
-        if pending.pop(correlation_id, None) is not None:
-            token = stop_token.get()
-            if token is not None and token.stopping:
-                channel._remember(channel._abandoned, correlation_id)
-        raise
-    finally:
-        expiry.cancel()
+        full = channel.offer(message)
+    except BaseException:
         pending.pop(correlation_id, None)
+        future._expiry.cancel()
+        raise
+    if full is not None:
+        future._sending = loop.create_task(
+            _send_later(channel, future, full, deadline, timeout), name=f"ask {correlation_id}"
+        )
+    return future
+
+
+async def _send_later(
+    channel: ThreadChannel, future: AskFuture, full: Mailbox, deadline: float, timeout: float
+) -> None:
+    # The request found the mailbox full: await room until the ask's deadline.
+    message = future._request
+    while True:
+        register = functools.partial(channel.wait_room, full)
+        cancel = functools.partial(channel.cancel_wait, full)
+        if not await wait(asyncio.get_running_loop(), register, cancel, deadline):
+            _expire(future, timeout)
+            return
+        again = channel.offer(message)
+        if again is None:
+            return
+        full = again

@@ -78,7 +78,7 @@ class AsyncActor(Actor):
 
     def ask_async(
         self, recipient: str | ActorRef, payload: Any, *, timeout: float
-    ) -> Coroutine[Any, Any, Any]:
+    ) -> asyncio.Future[Any]:
         """``await`` the reply of `recipient` (a name or a ref) without blocking the loop."""
         name = recipient if isinstance(recipient, str) else recipient.name
         return aio.ask(self._channel, name, payload, self._name, timeout)

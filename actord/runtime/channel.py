@@ -64,7 +64,7 @@ class Resolvable(Protocol):
 
     def set_result(self, result: Any, /) -> None: ...
 
-    def set_exception(self, exception: BaseException | None, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class _ReplySlot:
@@ -84,7 +84,7 @@ class _ReplySlot:
         self.value = value
         self._done.release()
 
-    def set_exception(self, error: BaseException | None) -> None:
+    def set_exception(self, error: BaseException) -> None:
         self.error = error
         self._done.release()
 
