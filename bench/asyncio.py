@@ -229,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedians of {args.repeat} interleaved runs; {args.asks:,} concurrent asks from one")
     print(f"loop (a pool of {POOL} thread actors answers); {args.messages:,} one-way messages")
     print(f"through 3 stages; Python {sys.version.split()[0]}")
-    print(
-        f"| {'asks from one loop':<28} | {'round trips/s':>13} | {'threads':>7} | {'B/pending':>9} |"
-    )
+    head = ("asks from one loop", "round trips/s", "threads", "B/pending")
+    print(f"| {head[0]:<28} | {head[1]:>13} | {head[2]:>7} | {head[3]:>9} |")
     print(f"|{'-' * 30}|{'-' * 15}|{'-' * 9}|{'-' * 11}|")
     labels = {
         "ask_async": "await ref.ask_async",
