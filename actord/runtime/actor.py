@@ -12,7 +12,7 @@ import logging
 import resource
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
@@ -260,9 +260,10 @@ class ActorRef:
         mtype: MessageType = MessageType.DATA,
         sender: str = "$ref",
         timeout: float | None = None,
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Awaitable[None]:
         """``await`` it from any running event loop: `tell`, awaiting room while the mailbox
-        is full without blocking the loop; `MailboxFull` after `timeout`."""
+        is full without blocking the loop; `MailboxFull` after `timeout`. Sent at once when
+        there is room (awaiting then ends at once)."""
         return aio.send(self._channel, self.name, payload, sender, mtype, timeout)
 
     def ping(self, *, timeout: float = 5.0) -> Pong:

@@ -24,7 +24,7 @@ import functools
 import logging
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import AskTimeout, MailboxFull
@@ -229,40 +229,61 @@ async def wait(
     return woken
 
 
+class _Sent:
+    """What `send` returns when the message went in at once: awaiting it ends at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_SENT: Final = _Sent()
+
+
 async def _put(
-    channel: ThreadChannel,
-    message: Message,
-    loop: asyncio.AbstractEventLoop,
-    deadline: float | None,
+    channel: ThreadChannel, message: Message, full: Mailbox, deadline: float | None
 ) -> bool:
-    """Deliver `message`, awaiting room while the mailbox is full; False at `deadline`."""
-    full: Mailbox | None = channel.offer(message)
-    while full is not None:
-        register = functools.partial(channel.wait_room, full)
-        cancel = functools.partial(channel.cancel_wait, full)
+    """Deliver `message` to `full`, awaiting room while it is full; False at `deadline`."""
+    loop = asyncio.get_running_loop()
+    again: Mailbox | None = full
+    while again is not None:
+        register = functools.partial(channel.wait_room, again)
+        cancel = functools.partial(channel.cancel_wait, again)
         if not await wait(loop, register, cancel, deadline):
             return False
-        full = channel.offer(message)
+        again = channel.offer(message)
     return True
 
 
-async def send(
+def send(
     channel: ThreadChannel,
     recipient: str,
     payload: Any,
     sender: str,
     mtype: MessageType = MessageType.DATA,
     timeout: float | None = None,
-) -> None:
-    """Send from a running loop, awaiting room while the mailbox is full (never blocking the
-    loop). Raises `MailboxFull` after `timeout` (the message is not enqueued), as `send`."""
+) -> Awaitable[None]:
+    """Send now if there is room (then awaiting the result ends at once); otherwise the
+    result awaits room without blocking the loop, and raises `MailboxFull` after `timeout`
+    (the message is not enqueued), as `send` does."""
     if type(payload) in _MUTABLE_TYPES:
         check_payload(payload)
     message = new_message(mtype, sender, recipient, payload, None)
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    if not await _put(channel, message, loop, deadline):
-        raise MailboxFull(f"mailbox {recipient!r} stayed full for {timeout}s", message)
+    full = channel.offer(message)
+    if full is None:
+        return _SENT
+    return _send_when_room(channel, message, full, timeout)
+
+
+async def _send_when_room(
+    channel: ThreadChannel, message: Message, full: Mailbox, timeout: float | None
+) -> None:
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    if not await _put(channel, message, full, deadline):
+        text = f"mailbox {message.recipient!r} stayed full for {timeout}s"
+        raise MailboxFull(text, message)
 
 
 def ask(
@@ -308,14 +329,5 @@ async def _send_later(
     channel: ThreadChannel, future: AskFuture, full: Mailbox, deadline: float, timeout: float
 ) -> None:
     # The request found the mailbox full: await room until the ask's deadline.
-    message = future._request
-    while True:
-        register = functools.partial(channel.wait_room, full)
-        cancel = functools.partial(channel.cancel_wait, full)
-        if not await wait(asyncio.get_running_loop(), register, cancel, deadline):
-            _expire(future, timeout)
-            return
-        again = channel.offer(message)
-        if again is None:
-            return
-        full = again
+    if not await _put(channel, future._request, full, deadline):
+        _expire(future, timeout)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Final
 
 from . import aio, logctx
@@ -90,7 +90,7 @@ class AsyncActor(Actor):
         *,
         mtype: MessageType = MessageType.DATA,
         timeout: float | None = None,
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Awaitable[None]:
         """``await`` room in `recipient`'s mailbox (a name or a ref) and send."""
         name = recipient if isinstance(recipient, str) else recipient.name
         return aio.send(self._channel, name, payload, self._name, mtype, timeout)
