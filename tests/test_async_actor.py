@@ -67,7 +67,8 @@ class Flaky(AsyncActor):
         await asyncio.sleep(0)
         if message.payload == "boom":
             raise RuntimeError("boom")
-        self.reply(message, ("ok", message.payload))
+        if message.correlation_id is not None:
+            self.reply(message, ("ok", message.payload))
 
     async def on_stop(self) -> None:
         type(self).stops += 1
@@ -324,3 +325,30 @@ def test_a_handler_blocking_the_loop_is_flagged_by_the_monitor(asys: ActorSystem
     blocker.ping(timeout=WAIT)
     after: MonitorSample = monitor.ask(GetSample(), timeout=WAIT)
     assert after.stuck == ()
+
+
+def test_prometheus_exports_an_async_actor_as_a_thread_actor(asys: ActorSystem) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from actord.daemon.metrics import RuntimeCollector
+
+    registry = CollectorRegistry()  # this test's own
+    registry.register(RuntimeCollector(asys.stats, asys.channel))
+    ref = asys.spawn(Flaky, "flaky")
+    for i in range(5):
+        ref.tell(i)
+    with pytest.raises(RuntimeError):
+        ref.ask("boom", timeout=WAIT)
+    ref.ping(timeout=WAIT)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    labels = (("actor", "flaky"), ("pool", "flaky"))
+    assert samples[("actord_actor_messages_total", (*labels, ("type", "data")))] == 5
+    assert samples[("actord_actor_errors_total", labels)] == 1
+    assert samples[("actord_actor_restarts_total", labels)] == 1
+    assert samples[("actord_actor_up", labels)] == 1.0
+    assert samples[("actord_dead_letters_total", (("reason", "failed"),))] == 1
