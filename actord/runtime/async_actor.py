@@ -202,8 +202,9 @@ class LoopHost:
     def stop(self, timeout: float) -> bool:
         """Stop the loop and join its thread; False if it is still running (held by a
         handler that blocks)."""
-        if self.on_loop():
-            return False
+        if self.on_loop():  # an actor stopping the system: the loop ends after this step
+            self.loop.stop()
+            return True
         self.call(self.loop.stop)
         self.thread.join(timeout)
         return not self.thread.is_alive()

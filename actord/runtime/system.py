@@ -92,7 +92,9 @@ class _Group:
         channel = self._system.channel
         cell: Callable[..., _Cell] = _Cell
         if self.is_async:
-            cell = functools.partial(_AsyncCell, host=self._system._loop_host())
+            host = self._system._aio  # started by the spawn, before any lock was taken
+            assert host is not None
+            cell = functools.partial(_AsyncCell, host=host)
         return cell(
             inbox=channel.inbox(self.name, member),
             mailbox=self.name,
@@ -354,6 +356,8 @@ class ActorSystem:
     ) -> ActorRef:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
+        if is_async_factory(factory):
+            self._loop_host()
         with self._lock:
             if self._stopping:
                 raise ActorStopping(f"the actor system is stopping: {name!r} was not started")
@@ -511,7 +515,10 @@ class ActorSystem:
         return schedule_message(self.channel, sender, recipient, payload, delay, interval)
 
     def _loop_host(self) -> LoopHost:
+        # Called with no lock held (a group's lock is taken after ours, never before).
         with self._lock:
+            if self._stopping:
+                raise ActorStopping("the actor system is stopping: no async actor starts")
             if self._aio is None:
                 self._aio = LoopHost(f"{self.name}-aio")
             return self._aio
