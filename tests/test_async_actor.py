@@ -352,3 +352,15 @@ def test_prometheus_exports_an_async_actor_as_a_thread_actor(asys: ActorSystem) 
     assert samples[("actord_actor_restarts_total", labels)] == 1
     assert samples[("actord_actor_up", labels)] == 1.0
     assert samples[("actord_dead_letters_total", (("reason", "failed"),))] == 1
+
+
+def test_an_async_actor_made_by_a_lambda_fails_with_a_clear_error() -> None:
+    system = ActorSystem("lam", default_policy=RestartPolicy(max_restarts=0))
+    try:
+        system.spawn(lambda: Flaky(), "flaky")  # noqa: PLW0108 - a lambda hides the class
+        assert system.escalated.wait(WAIT)
+        error = system.escalations[0].error
+        assert isinstance(error, TypeError)
+        assert "spawn an AsyncActor by its class" in str(error)
+    finally:
+        system.stop(timeout=WAIT)
