@@ -30,6 +30,7 @@ __all__ = [
     "RemoteError",
     "answer",
     "default_socket",
+    "refusal",
 ]
 
 SYSTEM_SOCKET = "/run/actord.sock"

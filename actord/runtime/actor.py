@@ -7,7 +7,6 @@ supervisor whether to restart or escalate.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
 import threading
@@ -26,6 +25,8 @@ from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, Supervisor
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .timers import Timer
 
 __all__ = ["Actor", "ActorRef"]
