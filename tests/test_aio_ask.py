@@ -207,3 +207,32 @@ def test_an_ask_to_a_full_mailbox_times_out_and_a_cancelled_sender_leaves_no_wai
 
     asyncio.run(main())
     assert real_system.channel.pending_requests() == 0
+
+
+def test_loops_on_several_threads_ask_at_once_each_reply_to_its_own_loop(
+    real_system: ActorSystem, frequent_thread_switches: None
+) -> None:
+    pool = real_system.spawn_pool(lambda: Doubler(Held()), "double", 2)
+    results: dict[int, list[int]] = {}
+
+    def run(index: int) -> None:
+        async def main() -> list[int]:
+            out = []
+            for base in range(0, 2_000, 100):  # bursts: loops switch bridges often
+                out += await asyncio.gather(
+                    *(pool.ask_async(Job(base + i), timeout=60) for i in range(100))
+                )
+            return out
+
+        start.wait(WAIT)
+        results[index] = asyncio.run(main())
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"test-loop-{i}") for i in range(3)]
+    start = threading.Barrier(len(threads))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert results == {i: [2 * n for n in range(2_000)] for i in range(3)}
+    assert real_system.channel.pending_requests() == 0

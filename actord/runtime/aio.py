@@ -91,17 +91,20 @@ class _Bridge:
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridge] = (
     weakref.WeakKeyDictionary()
 )
-_last: list[Any] = [None, None]  # [loop, bridge] of the last lookup
+# (loop, bridge) of the last lookup: one tuple, replaced whole, so that loops on several
+# threads never read one loop's entry with another's bridge.
+_last: tuple[asyncio.AbstractEventLoop | None, _Bridge | None] = (None, None)
 
 
 def bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
-    if _last[0] is loop:
-        found: _Bridge = _last[1]
-        return found
+    global _last  # noqa: PLW0603 - the one-entry cache, replaced whole
+    last_loop, last_bridge = _last
+    if last_loop is loop and last_bridge is not None:
+        return last_bridge
     made = _bridges.get(loop)
     if made is None:
         made = _bridges[loop] = _Bridge(loop)
-    _last[0], _last[1] = loop, made
+    _last = (loop, made)
     return made
 
 
