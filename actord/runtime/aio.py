@@ -82,9 +82,14 @@ class _Bridge:
         # schedules another drain; one appended before it is popped here.
         self._scheduled = False
         calls = self._calls
-        while calls:
-            fn, a, b = calls.popleft()
-            fn(a, b)
+        try:
+            while calls:
+                fn, a, b = calls.popleft()
+                fn(a, b)
+        finally:
+            if calls:  # a call raised: the others still run, in a drain of their own
+                self._scheduled = True
+                self._loop.call_soon(self._drain)
 
 
 # One bridge per loop, found again by the loop (a one-entry cache before the weak dict).
