@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import AskTimeout, MailboxFull
+from .errors import AskTimeout, MailboxClosed, MailboxFull
 from .message import _MUTABLE_TYPES, DeadLetterReason, MessageType, check_payload, new_message
 
 if TYPE_CHECKING:
@@ -237,17 +237,16 @@ async def wait(
     return woken
 
 
-class _Sent:
-    """What `send` returns when the message went in at once: awaiting it ends at once."""
+class _Sent(tuple[()]):
+    """What `send` returns when the message went in at once: awaiting it ends at once. An
+    empty tuple whose ``__await__`` is its C iterator, exhausted from the start: no Python
+    frame runs per await (the hot path of a pipeline of async actors)."""
 
     __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # a generator that ends at once
+    __await__ = tuple.__iter__
 
 
-_SENT: Final = _Sent()
+SENT: Final = _Sent()
 
 
 async def _put(
@@ -279,9 +278,20 @@ def send(
     if type(payload) in _MUTABLE_TYPES:
         check_payload(payload)
     message = new_message(mtype, sender, recipient, payload, None)
+    # `channel.offer`'s common case inline (one call less per message); the rest is its own.
+    mailbox = channel._routes.get(recipient) if mtype is not _RESPONSE else None
+    if mailbox is not None:
+        try:
+            mailbox.put(message, 0)
+        except MailboxFull:
+            return _send_when_room(channel, message, mailbox, timeout)
+        except MailboxClosed:
+            pass  # offer again: a dead letter, or ChannelClosed
+        else:
+            return SENT
     full = channel.offer(message)
     if full is None:
-        return _SENT
+        return SENT
     return _send_when_room(channel, message, full, timeout)
 
 

@@ -441,32 +441,36 @@ class _AsyncCell(_Cell):
                 continue
             end = now()
             wait_total = handle_total = 0
-            for message in batch:
-                if token.stopping:
-                    self._requeue_from(batch, message, inclusive=True)
-                    return _STOPPED
-                start = end
-                wait = start - message.sent_ns
-                wait_hist[wait.bit_length()] += 1
-                wait_total += wait
-                self.current = message
-                counters.busy_since_ns = start
-                self._waiting = "handle"
-                try:
-                    await handle(message)
-                except (Exception, asyncio.CancelledError) as raised:
-                    self._waiting = None
-                    counters.wait_ns += wait_total
-                    counters.handle_ns += handle_total
-                    counters.busy_since_ns = 0
-                    self.current = None
-                    return self._raised(raised, batch, message)
+            # The task suspends inside this loop only in `handle`: a stop may cancel it
+            # anywhere in the batch (set once per batch, not per message).
+            self._waiting = "handle"
+            try:
+                for message in batch:
+                    if token.stopping:
+                        self._requeue_from(batch, message, inclusive=True)
+                        return _STOPPED
+                    start = end
+                    wait = start - message.sent_ns
+                    wait_hist[wait.bit_length()] += 1
+                    wait_total += wait
+                    self.current = message
+                    counters.busy_since_ns = start
+                    try:
+                        await handle(message)
+                    except (Exception, asyncio.CancelledError) as raised:
+                        self._waiting = None
+                        counters.wait_ns += wait_total
+                        counters.handle_ns += handle_total
+                        counters.busy_since_ns = 0
+                        self.current = None
+                        return self._raised(raised, batch, message)
+                    end = now()
+                    elapsed = end - start
+                    handle_hist[elapsed.bit_length()] += 1
+                    handle_total += elapsed
+                    by_type[message.type] += 1
+            finally:
                 self._waiting = None
-                end = now()
-                elapsed = end - start
-                handle_hist[elapsed.bit_length()] += 1
-                handle_total += elapsed
-                by_type[message.type] += 1
             counters.wait_ns += wait_total
             counters.handle_ns += handle_total
             counters.busy_since_ns = 0
