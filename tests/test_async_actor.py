@@ -17,13 +17,14 @@ from actord import (
     ActorState,
     ActorSystem,
     AsyncActor,
+    BadPayload,
     DeadLetterReason,
     Message,
     MessageType,
     RestartPolicy,
 )
 from actord.daemon.health import GetSample, Monitor, MonitorSample
-from actord.runtime.async_actor import HEARTBEAT
+from actord.runtime.async_actor import BATCH, HEARTBEAT, SLICE_NS
 
 from .conftest import WAIT, Recorder, RecordingActor
 
@@ -325,6 +326,97 @@ def test_a_handler_blocking_the_loop_is_flagged_by_the_monitor(asys: ActorSystem
     blocker.ping(timeout=WAIT)
     after: MonitorSample = monitor.ask(GetSample(), timeout=WAIT)
     assert after.stuck == ()
+
+
+class Hog(AsyncActor):
+    """Holds the loop (no await) for two slices per message: a CPU-bound handler."""
+
+    def __init__(
+        self, started: threading.Event, finished: threading.Event, seen: list[int], total: int
+    ) -> None:
+        self.started = started
+        self.finished = finished
+        self.seen = seen
+        self.total = total
+
+    async def handle(self, message: Message) -> None:
+        self.started.set()
+        time.sleep(2 * SLICE_NS / 1e9)  # the workload: the loop is held meanwhile
+        self.seen.append(message.payload)
+        if len(self.seen) == self.total:
+            self.finished.set()
+
+
+class Note(AsyncActor):
+    """Notes how many messages the hog had handled when this one got its turn."""
+
+    def __init__(self, seen: list[int], noted: list[int], done: threading.Event) -> None:
+        self.seen = seen
+        self.noted = noted
+        self.done = done
+
+    async def handle(self, message: Message) -> None:
+        self.noted.append(len(self.seen))
+        self.done.set()
+
+
+def test_a_batch_of_slow_handlers_gives_the_other_actors_their_turn_after_a_slice(
+    asys: ActorSystem,
+) -> None:
+    started, finished, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[int] = []
+    noted: list[int] = []
+    total = 60  # less than a batch: without the slice the hog would handle them all first
+    assert total < BATCH
+    hog = asys.spawn(functools.partial(Hog, started, finished, seen, total), "hog")
+    other = asys.spawn(functools.partial(Note, seen, noted, done), "other")
+    for i in range(total):
+        hog.tell(i)
+    assert started.wait(WAIT)
+    other.tell("my turn?")
+    assert done.wait(WAIT)
+    assert noted[0] < total // 2  # its turn came after a few slices, not after the batch
+    assert finished.wait(WAIT)
+    assert seen == list(range(total))  # the rest of each slice went back in order
+    (stats,) = hog.stats()
+    assert stats.processed[MessageType.DATA] == total
+    assert stats.handle_time.count == total
+
+
+class Relay(AsyncActor):
+    """Sends what it is told to `target` with `send_async`, by name or by ref."""
+
+    def __init__(self, target: Any, refused: list[str]) -> None:
+        self.target = target
+        self.refused = refused
+
+    async def handle(self, message: Message) -> None:
+        try:
+            self.send_async(self.target, [message.payload])
+        except BadPayload as error:
+            self.refused.append(type(error).__name__)
+        await self.send_async(self.target, message.payload)
+        if message.correlation_id is not None:
+            self.reply(message, "sent")
+
+
+def test_send_async_from_an_actor_by_name_or_ref_and_to_nobody(
+    asys: ActorSystem, recorder: Recorder
+) -> None:
+    sink = asys.spawn(lambda: RecordingActor(recorder), "sink")
+    refused: list[str] = []
+    by_name = asys.spawn(functools.partial(Relay, "sink", refused), "by-name")
+    by_ref = asys.spawn(functools.partial(Relay, sink, refused), "by-ref")
+    nowhere = asys.spawn(functools.partial(Relay, "nobody", refused), "nowhere")
+    assert by_name.ask(1, timeout=WAIT) == "sent"
+    assert by_ref.ask(2, timeout=WAIT) == "sent"
+    assert nowhere.ask(3, timeout=WAIT) == "sent"
+    recorder.wait_count(2)
+    assert sorted(m.payload for _, m in recorder.handled) == [1, 2]
+    assert {m.sender for _, m in recorder.handled} == {"by-name", "by-ref"}
+    assert refused == ["BadPayload"] * 3  # a mutable payload never leaves the actor
+    counts = asys.channel.dead_letter_counts()
+    assert counts.get(DeadLetterReason.UNKNOWN_RECIPIENT, 0) == 1
 
 
 def test_prometheus_exports_an_async_actor_as_a_thread_actor(asys: ActorSystem) -> None:

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import AskTimeout, MailboxClosed, MailboxFull
+from .errors import AskTimeout, MailboxFull
 from .message import _MUTABLE_TYPES, DeadLetterReason, MessageType, check_payload, new_message
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .mailbox import Mailbox
     from .message import Message
 
-__all__ = ["ask", "send"]
+__all__ = ["SENT", "ask", "send", "send_when_room"]
 
 _log: Final = logging.getLogger("actord.aio")
 _get_running_loop: Final = asyncio._get_running_loop
@@ -243,7 +243,12 @@ class _Sent(tuple[()]):
     frame runs per await (the hot path of a pipeline of async actors)."""
 
     __slots__ = ()
-    __await__ = tuple.__iter__
+    if TYPE_CHECKING:
+
+        def __await__(self) -> Generator[Any, None, None]: ...
+
+    else:
+        __await__ = tuple.__iter__
 
 
 SENT: Final = _Sent()
@@ -275,31 +280,16 @@ def send(
     """Send now if there is room (then awaiting the result ends at once); otherwise the
     result awaits room without blocking the loop, and raises `MailboxFull` after `timeout`
     (the message is not enqueued), as `send` does."""
-    if type(payload) in _MUTABLE_TYPES:
-        check_payload(payload)
-    message = new_message(mtype, sender, recipient, payload, None)
-    # `channel.offer`'s common case inline (one call less per message); the rest is its own.
-    mailbox = channel._routes.get(recipient) if mtype is not _RESPONSE else None
-    if mailbox is not None:
-        try:
-            mailbox.put(message, 0)
-        except MailboxFull:
-            return _send_when_room(channel, message, mailbox, timeout)
-        except MailboxClosed:
-            pass  # offer again: a dead letter, or ChannelClosed
-        else:
-            return SENT
-    full = channel.offer(message)
-    if full is None:
-        return SENT
-    return _send_when_room(channel, message, full, timeout)
+    full = channel.offer_new(recipient, payload, sender, mtype)
+    return SENT if full is None else send_when_room(channel, full, timeout)
 
 
-async def _send_when_room(
-    channel: ThreadChannel, message: Message, full: Mailbox, timeout: float | None
-) -> None:
+async def send_when_room(channel: ThreadChannel, message: Message, timeout: float | None) -> None:
+    """Await room for `message`, which found its mailbox full, and deliver it; `MailboxFull`
+    after `timeout`."""
     deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-    if not await _put(channel, message, full, deadline):
+    full = channel.offer(message)  # room may have come since
+    if full is not None and not await _put(channel, message, full, deadline):
         text = f"mailbox {message.recipient!r} stayed full for {timeout}s"
         raise MailboxFull(text, message)
 

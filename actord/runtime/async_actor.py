@@ -40,6 +40,14 @@ _log: Final = logging.getLogger("actord.actor")
 _CONTROL: Final = MessageType.CONTROL
 _now_ns: Final = time.monotonic_ns
 HEARTBEAT: Final = 0.05  # seconds between two beats of the loop's heartbeat
+# An async actor takes up to BATCH messages at a time (a thread actor 64): each batch costs
+# a turn of the event loop, whose select lets the other threads take the GIL (every turn is
+# a chance for a thread sender to refill a little and block again: a switch of threads and
+# a wait for the OS to run this one again, costly on a busy machine). The others still get
+# their turn after SLICE_NS of handling: the rest of a batch of slow handlers goes back to
+# the front of the mailbox (where a control message is served before it).
+BATCH: Final = 256
+SLICE_NS: Final = 1_000_000
 
 # The cell whose task (or a task it created) runs now: log records and the heartbeat's
 # blame read it.
@@ -93,7 +101,9 @@ class AsyncActor(Actor):
     ) -> Awaitable[None]:
         """``await`` room in `recipient`'s mailbox (a name or a ref) and send."""
         name = recipient if isinstance(recipient, str) else recipient.name
-        return aio.send(self._channel, name, payload, self._name, mtype, timeout)
+        # `aio.send` inline: one call less per message on the async hot path.
+        full = self._channel.offer_new(name, payload, self._name, mtype)
+        return aio.SENT if full is None else aio.send_when_room(self._channel, full, timeout)
 
 
 def is_async_factory(factory: Callable[[], Actor]) -> bool:
@@ -409,13 +419,24 @@ class _AsyncCell(_Cell):
         self.counters.restarts += 1
         return True
 
-    async def _receive(self, batch_size: int, loop: asyncio.AbstractEventLoop) -> list[Message]:
+    async def _receive(
+        self, batch_size: int, loop: asyncio.AbstractEventLoop
+    ) -> list[Message] | _Outcome:
+        # The next batch of data, or how serving ends (a control message, or drained).
         inbox = self._inbox
         while True:
-            batch = inbox.poll(batch_size)
-            if batch:
+            try:
+                batch = inbox.poll(batch_size)
+            except MailboxClosed:
+                return _DRAINED
+            if not batch:
+                await aio.wait(loop, inbox.wait, inbox.cancel_wait, None)
+            elif batch[0].type is not _CONTROL:
                 return batch
-            await aio.wait(loop, inbox.wait, inbox.cancel_wait, None)
+            else:
+                kind = self._control(batch[0])
+                if kind is not None:
+                    return _Outcome(stop_kind=kind)
 
     async def _serve_async(self, actor: AsyncActor) -> _Outcome:
         # `_Cell._serve`, awaiting: the same statistics, batches and failure boundary.
@@ -430,15 +451,9 @@ class _AsyncCell(_Cell):
         now = _now_ns
         token = self.token
         while True:
-            try:
-                batch = await receive(batch_size, loop)
-            except MailboxClosed:
-                return _DRAINED
-            if batch[0].type is _CONTROL:
-                kind = self._control(batch[0])
-                if kind is not None:
-                    return _Outcome(stop_kind=kind)
-                continue
+            batch = await receive(batch_size, loop)
+            if isinstance(batch, _Outcome):
+                return batch
             end = now()
             wait_total = handle_total = 0
             # The task suspends inside this loop only in `handle`: a stop may cancel it
@@ -459,23 +474,30 @@ class _AsyncCell(_Cell):
                         await handle(message)
                     except (Exception, asyncio.CancelledError) as raised:
                         self._waiting = None
-                        counters.wait_ns += wait_total
-                        counters.handle_ns += handle_total
-                        counters.busy_since_ns = 0
-                        self.current = None
+                        self._flush(wait_total, handle_total)
                         return self._raised(raised, batch, message)
                     end = now()
                     elapsed = end - start
                     handle_hist[elapsed.bit_length()] += 1
                     handle_total += elapsed
                     by_type[message.type] += 1
+                    if handle_total > SLICE_NS:  # slow handlers: the others get their turn
+                        self._requeue_from(batch, message, inclusive=False)
+                        break
             finally:
                 self._waiting = None
-            counters.wait_ns += wait_total
-            counters.handle_ns += handle_total
-            counters.busy_since_ns = 0
-            self.current = None
-            await asyncio.sleep(0)  # a full mailbox never keeps the other actors waiting
+            self._flush(wait_total, handle_total)
+            # One turn of the loop per batch (or slice): an actor with a full mailbox never
+            # keeps the other actors, timers and I/O of the loop waiting.
+            await asyncio.sleep(0)
+
+    def _flush(self, wait_total: int, handle_total: int) -> None:
+        # A batch (or its part) is over: its duration sums go to the statistics.
+        counters = self.counters
+        counters.wait_ns += wait_total
+        counters.handle_ns += handle_total
+        counters.busy_since_ns = 0
+        self.current = None
 
     def _raised(
         self, raised: Exception | asyncio.CancelledError, batch: list[Message], message: Message

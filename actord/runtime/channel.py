@@ -418,6 +418,28 @@ class ThreadChannel:
             self.post(message, 0)  # a dead letter, or ChannelClosed
         return None
 
+    def offer_new(
+        self, recipient: str, payload: Any, sender: str, mtype: MessageType, /
+    ) -> Message | None:
+        """`deliver` without waiting, for an asyncio sender (`aio.send`): build the message
+        and `offer` it. None once delivered, dead-lettered or resolved; the message itself
+        if the recipient's mailbox is full (offer it again once there is room)."""
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
+        message = new_message(mtype, sender, recipient, payload, None)
+        # The common case of `offer` inline: one call less per message (the async hot path).
+        mailbox = self._routes.get(recipient) if mtype is not _RESPONSE else None
+        if mailbox is not None:
+            try:
+                mailbox.put(message, 0)
+            except MailboxFull:
+                return message
+            except MailboxClosed:
+                pass  # offer it again: a dead letter, or ChannelClosed
+            else:
+                return None
+        return None if self.offer(message) is None else message
+
     @staticmethod
     def wait_room(mailbox: Mailbox, waiter: Wakeable) -> bool:
         """Register an asyncio sender's `waiter` on a full mailbox (see `Mailbox.wait_room`)."""

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from . import logctx
 from .actor import Actor, ActorRef, _Cell, schedule_message
+from .async_actor import BATCH as ASYNC_BATCH
 from .async_actor import LoopHost, _AsyncCell, is_async_factory
 from .channel import Inbox, ThreadChannel
 from .clock import Clock, SystemClock
@@ -91,10 +92,12 @@ class _Group:
         member = f"{self.name}#{index}" if self.pooled else self.name
         channel = self._system.channel
         cell: Callable[..., _Cell] = _Cell
+        batch = _SINGLE_BATCH
         if self.is_async:
             host = self._system._aio  # started by the spawn, before any lock was taken
             assert host is not None
             cell = functools.partial(_AsyncCell, host=host)
+            batch = ASYNC_BATCH
         return cell(
             inbox=channel.inbox(self.name, member),
             mailbox=self.name,
@@ -104,7 +107,7 @@ class _Group:
             ref=self.ref,
             supervisor=self._supervisor,
             clock=self._system.clock,
-            batch=_POOL_BATCH if self.pooled else _SINGLE_BATCH,
+            batch=_POOL_BATCH if self.pooled else batch,
             stopping=self._stopping,
             on_escalate=self._escalated,
             on_exit=self._cell_exited,
