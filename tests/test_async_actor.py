@@ -25,6 +25,7 @@ from actord import (
 )
 from actord.daemon.health import GetSample, Monitor, MonitorSample
 from actord.runtime.async_actor import BATCH, HEARTBEAT, SLICE_NS
+from actord.runtime.channel import Inbox
 
 from .conftest import WAIT, Recorder, RecordingActor
 
@@ -381,6 +382,49 @@ def test_a_batch_of_slow_handlers_gives_the_other_actors_their_turn_after_a_slic
     (stats,) = hog.stats()
     assert stats.processed[MessageType.DATA] == total
     assert stats.handle_time.count == total
+
+
+class Slow(AsyncActor):
+    """Holds the loop for two slices per message."""
+
+    def __init__(self, seen: list[int], total: int, finished: threading.Event) -> None:
+        self.seen = seen
+        self.total = total
+        self.finished = finished
+
+    async def handle(self, message: Message) -> None:
+        time.sleep(2 * SLICE_NS / 1e9)  # the workload: the loop is held meanwhile
+        self.seen.append(message.payload)
+        if len(self.seen) == self.total:
+            self.finished.set()
+
+
+def test_after_a_slow_batch_the_batches_are_small_and_nothing_more_goes_back(
+    asys: ActorSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What goes back to the mailbox after a slice passes its capacity when a sender has taken
+    # the room meanwhile: with full batches each time, the mailbox would grow batch by batch
+    # (7, 14, 21... put back). After a slow batch each batch is one message: nothing more.
+    put_back: list[int] = []
+    requeue = Inbox.requeue
+
+    def counted(inbox: Inbox, messages: list[Message]) -> None:
+        put_back.append(len(messages))
+        requeue(inbox, messages)
+
+    monkeypatch.setattr(Inbox, "requeue", counted)
+    seen: list[int] = []
+    total, capacity = 40, 8
+    finished = threading.Event()
+    slow = asys.spawn(functools.partial(Slow, seen, total, finished), "slow", capacity=capacity)
+    sender = threading.Thread(
+        target=lambda: [slow.tell(i, timeout=WAIT) for i in range(total)], name="test-sender"
+    )
+    sender.start()
+    assert finished.wait(WAIT)
+    sender.join(WAIT)
+    assert seen == list(range(total))
+    assert len(put_back) <= 2, put_back  # the first batch (and one the sender raced), no more
 
 
 class Relay(AsyncActor):

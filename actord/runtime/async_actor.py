@@ -45,7 +45,8 @@ HEARTBEAT: Final = 0.05  # seconds between two beats of the loop's heartbeat
 # a chance for a thread sender to refill a little and block again: a switch of threads and
 # a wait for the OS to run this one again, costly on a busy machine). The others still get
 # their turn after SLICE_NS of handling: the rest of a batch of slow handlers goes back to
-# the front of the mailbox (where a control message is served before it).
+# the front of the mailbox (where a control message is served before it), and the next
+# batches are small until the handlers are fast again.
 BATCH: Final = 256
 SLICE_NS: Final = 1_000_000
 
@@ -450,8 +451,9 @@ class _AsyncCell(_Cell):
         wait_hist = counters.wait_hist
         now = _now_ns
         token = self.token
+        size = batch_size
         while True:
-            batch = await receive(batch_size, loop)
+            batch = await receive(size, loop)
             if isinstance(batch, _Outcome):
                 return batch
             end = now()
@@ -487,6 +489,9 @@ class _AsyncCell(_Cell):
             finally:
                 self._waiting = None
             self._flush(wait_total, handle_total)
+            # After a slow batch the next takes one message, then twice as many each time
+            # while they stay fast: slow handlers seldom put anything back.
+            size = 1 if handle_total > SLICE_NS else min(2 * size, batch_size)
             # One turn of the loop per batch (or slice): an actor with a full mailbox never
             # keeps the other actors, timers and I/O of the loop waiting.
             await asyncio.sleep(0)
