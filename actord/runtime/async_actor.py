@@ -451,6 +451,7 @@ class _AsyncCell(_Cell):
         wait_hist = counters.wait_hist
         now = _now_ns
         token = self.token
+        slice_ns = SLICE_NS
         size = batch_size
         while True:
             batch = await receive(size, loop)
@@ -483,7 +484,7 @@ class _AsyncCell(_Cell):
                     handle_hist[elapsed.bit_length()] += 1
                     handle_total += elapsed
                     by_type[message.type] += 1
-                    if handle_total > SLICE_NS:  # slow handlers: the others get their turn
+                    if handle_total > slice_ns:  # slow handlers: the others get their turn
                         self._requeue_from(batch, message, inclusive=False)
                         break
             finally:
@@ -491,7 +492,7 @@ class _AsyncCell(_Cell):
             self._flush(wait_total, handle_total)
             # After a slow batch the next takes one message, then twice as many each time
             # while they stay fast: slow handlers seldom put anything back.
-            size = 1 if handle_total > SLICE_NS else min(2 * size, batch_size)
+            size = 1 if handle_total > slice_ns else min(2 * size, batch_size)
             # One turn of the loop per batch (or slice): an actor with a full mailbox never
             # keeps the other actors, timers and I/O of the loop waiting.
             await asyncio.sleep(0)
