@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         StopTimeout,
         UnknownActor,
     )
+    from .runtime.fair import FairKeyed
     from .runtime.logctx import LOG_FORMAT
     from .runtime.message import (
         AdminCommand,
@@ -70,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "NameTaken": ".runtime.errors",
     "StopTimeout": ".runtime.errors",
     "UnknownActor": ".runtime.errors",
+    "FairKeyed": ".runtime.fair",
     "LOG_FORMAT": ".runtime.logctx",
     "AdminCommand": ".runtime.message",
     "Control": ".runtime.message",
@@ -114,6 +116,7 @@ __all__ = [
     "Decision",
     "ErrorCode",
     "Escalation",
+    "FairKeyed",
     "Histogram",
     "InvalidArgument",
     "MailboxClosed",

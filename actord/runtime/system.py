@@ -328,9 +328,14 @@ class ActorSystem:
         *,
         capacity: int | None = None,
         policy: RestartPolicy | None = None,
+        fair: bool = False,
     ) -> ActorRef:
-        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next."""
-        return self._spawn(factory, name, size, pooled=True, capacity=capacity, policy=policy)
+        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next.
+        With `fair`, the next in turn by the payloads' `fair_key` (see `FairMailbox`):
+        `capacity` then bounds each key's queue."""
+        return self._spawn(
+            factory, name, size, pooled=True, capacity=capacity, policy=policy, fair=fair
+        )
 
     def _spawn(
         self,
@@ -342,6 +347,7 @@ class ActorSystem:
         capacity: int | None,
         policy: RestartPolicy | None,
         role: str | None = None,
+        fair: bool = False,
     ) -> ActorRef:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
@@ -350,7 +356,7 @@ class ActorSystem:
                 raise ActorStopping(f"the actor system is stopping: {name!r} was not started")
             if name in self._groups:
                 raise NameTaken(f"an actor named {name!r} is already running")
-            self.channel.register(name, capacity or self.default_capacity)
+            self.channel.register(name, capacity or self.default_capacity, fair=fair)
             group = _Group(
                 self, name, factory, pooled=pooled, policy=policy or self.default_policy, role=role
             )
