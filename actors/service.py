@@ -39,7 +39,17 @@ from actord.runtime.errors import ErrorCode, Refused
 from .client import JobClient, submit_job
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
-from .model import Cancel, Engine, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .model import (
+    Cancel,
+    Engine,
+    Executor,
+    GetJob,
+    JobInfo,
+    JobState,
+    ListJobs,
+    Progress,
+    Rejected,
+)
 from .ray_metrics import RayCollector
 from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
 from .wire import info_to_wire, spec_from_wire
@@ -238,11 +248,30 @@ class JobService:
         if not 1 <= limit <= 10_000:
             raise InvalidArgument("limit: must be between 1 and 10000")
         infos = self._ask(ListJobs(limit))
-        return [info_to_wire(info) for info in infos]
+        members = self._members()
+        return [self._to_wire(info, members) for info in infos]
 
     def job(self, call: Call) -> dict[str, Any]:
         info = _answer(self._ask(GetJob(param(call, 0, str, "job"))))
-        return info_to_wire(info)
+        return self._to_wire(info, self._members())
+
+    def _members(self) -> dict[str, int]:
+        # How many pool members each job holds now: the fair pools' holdings by job id.
+        channel = self.system.channel
+        members: dict[str, int] = {}
+        for pool in (PARSERS, FFT_WORKERS):
+            share = channel.fair_share(pool)
+            for key, count in share.held.items() if share is not None else ():
+                if isinstance(key, str):
+                    members[key] = members.get(key, 0) + count
+        return members
+
+    @staticmethod
+    def _to_wire(info: JobInfo, members: Mapping[str, int]) -> dict[str, Any]:
+        wire = info_to_wire(info)
+        if info.state is JobState.RUNNING:
+            wire["members"] = members.get(info.id, 0)  # running jobs only: a figure of now
+        return wire
 
     def cancel(self, call: Call) -> dict[str, Any]:
         info = _answer(self._ask(Cancel(param(call, 0, str, "job"))))

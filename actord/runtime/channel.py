@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Hashable
 from concurrent.futures import Future
 from typing import Any, Final
 
@@ -33,7 +32,7 @@ from .errors import (
     NameTaken,
     UnknownActor,
 )
-from .fair import FairMailbox
+from .fair import FairMailbox, FairShare
 from .mailbox import Mailbox
 from .message import (
     _MUTABLE_TYPES,
@@ -293,11 +292,11 @@ class ThreadChannel:
         mailbox = self._routes.get(name)  # one read of the table: no check-then-act
         return (0, 0) if mailbox is None else (len(mailbox), mailbox.capacity)
 
-    def holdings(self, name: str) -> dict[Hashable, int] | None:
-        """For a fair mailbox: how many members hold each key now (see `FairMailbox`);
+    def fair_share(self, name: str) -> FairShare | None:
+        """For a fair mailbox: who holds what now, who waits (see `FairMailbox.share`);
         None for a plain or unknown one. Never raises (for statistics)."""
         mailbox = self._routes.get(name)
-        return mailbox.holdings() if type(mailbox) is FairMailbox else None
+        return mailbox.share() if type(mailbox) is FairMailbox else None
 
     def _mailbox(self, name: str) -> Mailbox:
         mailbox = self._routes.get(name)

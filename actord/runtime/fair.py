@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
 from . import interrupt
@@ -41,7 +42,7 @@ from .errors import MailboxClosed, MailboxFull
 from .mailbox import Mailbox
 from .message import Message
 
-__all__ = ["FairKeyed", "FairMailbox", "fair_key"]
+__all__ = ["FairKeyed", "FairMailbox", "FairShare", "fair_key"]
 
 _monotonic: Final = time.monotonic
 _NOTHING: Final = object()  # "holds no key" (None is a key)
@@ -53,6 +54,25 @@ class FairKeyed(Protocol):
 
     @property
     def fair_key(self) -> Hashable: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FairShare:
+    """A fair mailbox's figures at one moment (for statistics and operators)."""
+
+    held: Mapping[Hashable, int]  # members holding each key (keys holding none left out)
+    waiting: frozenset[Hashable]  # keys with messages queued
+    yields: int  # messages given back by `yield_turn` since the mailbox was made
+
+    @property
+    def busy(self) -> int:
+        """Members holding a key (busy with a message, or just done with it)."""
+        return sum(self.held.values())
+
+    @property
+    def keys(self) -> int:
+        """Keys sharing the pool: holding a member or waiting for one."""
+        return len(self.waiting.union(self.held))
 
 
 def fair_key(message: Message) -> Hashable:
@@ -250,14 +270,10 @@ class FairMailbox(Mailbox):
             self._release(member)
         return super().leave(member)
 
-    def holdings(self) -> dict[Hashable, int]:
-        """How many members hold each key now (keys holding none are left out)."""
+    def share(self) -> FairShare:
+        """Who holds what now, who waits, and how many turns were given back so far."""
         with self._lock:
-            return dict(self._held)
-
-    def waiting_keys(self) -> int:
-        """How many keys have messages waiting now."""
-        return len(self._ring)
+            return FairShare(dict(self._held), frozenset(self._ring), self.yields)
 
     def drain(self) -> list[Message]:
         """Close for good and return what is queued (see `Mailbox.drain`), every key's."""
