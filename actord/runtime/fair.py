@@ -84,14 +84,18 @@ def fair_key(message: Message) -> Hashable:
 class FairMailbox(Mailbox):
     """A `Mailbox` whose data lane is one bounded FIFO per key, served in turn (see above)."""
 
-    __slots__ = ("_count", "_held", "_holder", "_queues", "_ring", "yields")
+    __slots__ = ("_count", "_held", "_holder", "_last", "_queues", "_served", "yields")
 
     def __init__(self, name: str, capacity: int) -> None:
         super().__init__(name, capacity)
         # All guarded by the base class's _lock (the base _data deque stays empty).
-        self._queues: dict[Hashable, deque[Message]] = {}  # waiting messages; none empty
-        self._ring: list[Hashable] = []  # the keys of _queues, served longest ago first
+        # The waiting messages by key, none empty (in the order the keys began to wait).
+        self._queues: dict[Hashable, deque[Message]] = {}
         self._count = 0  # messages in _queues
+        # When each key waiting or held was last served (a serial number of takes): a key
+        # not in it was never served, or holds nothing and waited for nothing since.
+        self._last: dict[Hashable, int] = {}
+        self._served = 0  # takes of data so far (the serial of the next)
         self._holder: dict[str, Hashable] = {}  # member -> the key of the message it holds
         self._held: dict[Hashable, int] = {}  # key -> members holding it (no zero kept)
         self.yields = 0  # messages given back by `yield_turn` (read without the lock)
@@ -120,7 +124,6 @@ class FairMailbox(Mailbox):
         # With _lock held.
         if queue is None:
             queue = self._queues[key] = deque()
-            self._ring.append(key)
         queue.append(message)
         self._count += 1
 
@@ -163,7 +166,6 @@ class FairMailbox(Mailbox):
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
-            self._ring.append(key)
         queue.appendleft(message)
         self._count += 1
 
@@ -192,8 +194,8 @@ class FairMailbox(Mailbox):
             self._count -= 1
             if not queue:
                 del self._queues[key]
-            else:
-                self._ring.append(key)  # its turn is over: to the back of the ring
+            self._last[key] = self._served
+            self._served += 1
             if member is not None:
                 self._holder[member] = key
                 self._held[key] = self._held.get(key, 0) + 1
@@ -202,20 +204,19 @@ class FairMailbox(Mailbox):
             return [message]
 
     def _next_key(self) -> Hashable:
-        # With _lock held and a message queued: the waiting key holding the fewest members,
-        # the one served longest ago first among equals; it leaves the ring (`take` puts it
-        # back at the end while it still has messages).
-        ring = self._ring
+        # With _lock held and a message queued: the waiting key holding the fewest members;
+        # among equals, the one served longest ago (one never served first, in the order
+        # the keys began to wait). A handful of keys: one pass.
         held = self._held
-        best = 0
-        fewest = held.get(ring[0], 0)
-        index = 1
-        while fewest and index < len(ring):  # none holds fewer than 0: stop there
-            count = held.get(ring[index], 0)
-            if count < fewest:
-                best, fewest = index, count
-            index += 1
-        return ring.pop(best)
+        last = self._last
+        keys = iter(self._queues)
+        best = next(keys)
+        rank = (held.get(best, 0), last.get(best, -1))
+        for key in keys:
+            mine = (held.get(key, 0), last.get(key, -1))
+            if mine < rank:
+                best, rank = key, mine
+        return best
 
     def _release(self, member: str) -> None:
         # With _lock held: `member` holds nothing any more.
@@ -226,6 +227,8 @@ class FairMailbox(Mailbox):
                 self._held[key] = count
             else:
                 del self._held[key]
+                if key not in self._queues:
+                    self._last.pop(key, None)  # neither held nor waiting: forgotten
 
     def _wait_for_any(self, timeout: float | None, member: str | None) -> None:
         # With _lock held; returns with a message for this receiver, or raises (as the base
@@ -257,10 +260,10 @@ class FairMailbox(Mailbox):
             if key is _NOTHING or self._gone or self._not_empty:
                 return False
             ceiling = self._held[key] - 2  # another key holding this many or fewer is owed
-            if not any(k != key and self._held.get(k, 0) <= ceiling for k in self._ring):
+            if not any(k != key and self._held.get(k, 0) <= ceiling for k in self._queues):
                 return False
-            self._release(member)
             self._push_front(message)
+            self._release(member)
             self.yields += 1
             return True
 
@@ -273,15 +276,15 @@ class FairMailbox(Mailbox):
     def share(self) -> FairShare:
         """Who holds what now, who waits, and how many turns were given back so far."""
         with self._lock:
-            return FairShare(dict(self._held), frozenset(self._ring), self.yields)
+            return FairShare(dict(self._held), frozenset(self._queues), self.yields)
 
     def drain(self) -> list[Message]:
         """Close for good and return what is queued (see `Mailbox.drain`), every key's."""
         items = super().drain()  # closed and gone from here on: nothing more is queued
         with self._lock:
-            for key in self._ring:
-                items.extend(self._queues[key])
+            for queue in self._queues.values():
+                items.extend(queue)
             self._queues.clear()
-            self._ring.clear()
+            self._last.clear()
             self._count = 0
         return items
