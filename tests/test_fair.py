@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from actord import (
     Actor,
@@ -27,6 +29,7 @@ from actord import (
     Message,
     MessageType,
 )
+from actord.daemon.metrics import RuntimeCollector
 from actord.runtime.fair import FairMailbox, fair_key
 
 from .conftest import WAIT, Call, Recorder
@@ -331,3 +334,34 @@ def test_a_job_alone_uses_every_member() -> None:
     pool.step()
     assert pool.box.share().held == {"alone": 4}
     _run(pool)
+
+
+def test_fair_pool_metrics_count_busy_members_and_sharing_keys_by_pool_only(
+    system: ActorSystem,
+) -> None:
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    class _Holder(Actor):
+        def handle(self, message: Message) -> None:
+            entered.release()
+            release.wait(WAIT)
+
+    registry = CollectorRegistry()  # this test's own
+    registry.register(RuntimeCollector(system.stats, system.channel))
+    pool = system.spawn_pool(_Holder, "pool", 2, capacity=4, fair=True)
+    for job in ("a", "b", "c"):
+        pool.tell(Unit(job, 0))
+    assert entered.acquire(timeout=WAIT) and entered.acquire(timeout=WAIT)
+    try:
+        families = {
+            f.name: f.samples
+            for f in text_string_to_metric_families(generate_latest(registry).decode())
+            if f.name.startswith("actord_pool_")
+        }
+    finally:
+        release.set()
+    values = {name: [(s.labels, s.value) for s in samples] for name, samples in families.items()}
+    assert values["actord_pool_busy_members"] == [({"pool": "pool"}, 2.0)]
+    assert values["actord_pool_sharing_keys"] == [({"pool": "pool"}, 3.0)]  # a, b held; c waits
+    assert values["actord_pool_yields"] == [({"pool": "pool"}, 0.0)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,13 @@ def test_the_jobs_table_has_the_columns_people_read() -> None:
     assert [c[4] for c in cells] == ["-", "2", "-"]  # pool members held by running jobs
     assert [c[6] for c in cells] == ["1.5s", "1m05s", "-"]
     assert [c[7] for c in cells] == ["/in/a.log", "(synthetic)", "-"]
+
+
+def test_a_running_jobs_details_say_how_many_pool_members_it_holds() -> None:
+    stream = io.StringIO()
+    jobview.job_details(_job(done=4, total=16, members=2), Output(stream, colour=False), T0 + 5)
+    assert re.search(r"^pool members\s+2$", stream.getvalue(), re.MULTILINE), stream.getvalue()
+    stream = io.StringIO()
+    ended = _job(state="done", ended="2027-01-15T08:00:01.500Z", members=2)
+    jobview.job_details(ended, Output(stream, colour=False), T0 + 5)
+    assert "pool members" not in stream.getvalue()  # a figure of now: running jobs only
