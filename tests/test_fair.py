@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -31,6 +33,9 @@ from actord import (
 )
 from actord.daemon.metrics import RuntimeCollector
 from actord.runtime.fair import FairMailbox, fair_key
+from actors.model import LogBlock
+from actors.ray_link import RayLink, RemoteCounters
+from actors.remote import RemoteParser
 
 from .conftest import WAIT, Call, Recorder
 
@@ -365,3 +370,46 @@ def test_fair_pool_metrics_count_busy_members_and_sharing_keys_by_pool_only(
     assert values["actord_pool_busy_members"] == [({"pool": "pool"}, 2.0)]
     assert values["actord_pool_sharing_keys"] == [({"pool": "pool"}, 3.0)]  # a, b held; c waits
     assert values["actord_pool_yields"] == [({"pool": "pool"}, 0.0)]
+
+
+class _FakeLink:
+    """What a Ray pool member needs of its link: the calls it makes are recorded, and none
+    is answered (the member keeps them in flight). The first call waits for `go`."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.calls: list[tuple[str, int]] = []
+        self.made = threading.Condition()
+
+    def counters_for(self, slot: str) -> RemoteCounters:
+        return RemoteCounters()
+
+    def call(self, slot: str, method: str, args: list[Any], *_: Any) -> Future[Any]:
+        self.go.wait(WAIT)
+        with self.made:
+            self.calls.append((args[0].decode(), args[1]))
+            self.made.notify_all()
+        return Future()
+
+    def drop(self, slot: str) -> None:
+        pass
+
+
+def test_a_ray_member_keeps_the_jobs_units_in_flight_in_turn() -> None:
+    link = _FakeLink()
+
+    def block(job: str, index: int) -> LogBlock:
+        return LogBlock(job, index, index, job.encode(), "x", f"{job}.reader", f"{job}.writer")
+
+    with ActorSystem("ray-turns") as system:
+        member = lambda: RemoteParser(cast(RayLink, link), depth=8)  # noqa: E731
+        pool = system.spawn_pool(member, "parser", 1, capacity=8, fair=True)
+        pool.tell(block("a", 0))
+        for index in range(1, 4):  # while the member is inside a's first call
+            pool.tell(block("a", index))
+        for index in range(4):
+            pool.tell(block("b", index))
+        link.go.set()
+        with link.made:
+            assert link.made.wait_for(lambda: len(link.calls) == 8, WAIT), link.calls
+    assert link.calls == [(job, i) for i in range(4) for job in ("a", "b")]

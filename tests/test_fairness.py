@@ -45,7 +45,7 @@ def _until(daemon: DaemonProcess, id_: str, held: int) -> dict[str, Any]:
 def test_a_hostile_pattern_cannot_starve_a_normal_job(daemons: Any, executor: str) -> None:
     daemon = daemons("--parsers", "2", "--parser-executor", executor, "--max-jobs", "4").start()
     bad_input = daemon.inputs / "bad.log"
-    bad_input.write_text(("a" * 27 + "!\n") * 200)  # a block per line: years of backtracking
+    bad_input.write_text(("a" * 27 + "!\n") * 200)  # a block per line, seconds of backtracking
     bad = daemon.call(
         "submit",
         {

@@ -88,7 +88,7 @@ class FairMailbox(Mailbox):
 
     def __init__(self, name: str, capacity: int) -> None:
         super().__init__(name, capacity)
-        # All guarded by the base class's _lock (the base _data deque stays empty).
+        # All guarded by the base class's _lock, as its fields (its _data deque stays empty).
         # The waiting messages by key, none empty (in the order the keys began to wait).
         self._queues: dict[Hashable, deque[Message]] = {}
         self._count = 0  # messages in _queues
@@ -98,7 +98,7 @@ class FairMailbox(Mailbox):
         self._served = 0  # takes of data so far (the serial of the next)
         self._holder: dict[str, Hashable] = {}  # member -> the key of the message it holds
         self._held: dict[Hashable, int] = {}  # key -> members holding it (no zero kept)
-        self.yields = 0  # messages given back by `yield_turn` (read without the lock)
+        self.yields = 0  # messages given back by `yield_turn` (a counter, for statistics)
 
     def __len__(self) -> int:
         return self._count
