@@ -55,29 +55,33 @@ def test_a_hostile_pattern_cannot_starve_a_normal_job(daemons: Any, executor: st
             "options": {"pattern": EVIL, "block_bytes": 28},
         },
     )
-    # The bad job alone: it takes both members (a job alone uses every member).
-    running = _until(daemon, bad["id"], 2)
-    assert running["state"] == "running"
-    listed = {job["id"]: job for job in daemon.call("jobs")}
-    assert listed[bad["id"]]["members"] == 2
-    good_input = daemon.inputs / "good.log"
-    write_sample_log(str(good_input), 2_000)
-    submitted = time.monotonic()
-    good = daemon.call(
-        "submit",
-        {
-            "kind": "log",
-            "input": str(good_input),
-            "output": str(daemon.outputs / "good.jsonl"),
-            "options": {},
-        },
-    )
-    with daemon.client(timeout=WAIT) as client:
-        final = client.stream("watch", good["id"], on_notification=lambda *_: None, timeout=WAIT)
-    took = time.monotonic() - submitted
-    assert final["state"] == "done", final
-    assert final["summary"]["lines"] == 2_000
-    assert took < NORMAL_WITHIN, f"the normal job took {took:.1f}s behind the hostile one"
-    assert _job(daemon, bad["id"])["state"] == "running"  # on its share meanwhile
-    cancelled = daemon.call("cancel", bad["id"])
+    try:
+        # The bad job alone: it takes both members (a job alone uses every member).
+        running = _until(daemon, bad["id"], 2)
+        assert running["state"] == "running"
+        listed = {job["id"]: job for job in daemon.call("jobs")}
+        assert listed[bad["id"]]["members"] == 2
+        good_input = daemon.inputs / "good.log"
+        write_sample_log(str(good_input), 2_000)
+        submitted = time.monotonic()
+        good = daemon.call(
+            "submit",
+            {
+                "kind": "log",
+                "input": str(good_input),
+                "output": str(daemon.outputs / "good.jsonl"),
+                "options": {},
+            },
+        )
+        with daemon.client(timeout=WAIT) as client:
+            final = client.stream(
+                "watch", good["id"], on_notification=lambda *_: None, timeout=WAIT
+            )
+        took = time.monotonic() - submitted
+        assert final["state"] == "done", final
+        assert final["summary"]["lines"] == 2_000
+        assert took < NORMAL_WITHIN, f"the normal job took {took:.1f}s behind the hostile one"
+        assert _job(daemon, bad["id"])["state"] == "running"  # on its share meanwhile
+    finally:  # the bad job would run for minutes: the daemon's stop would wait on it
+        cancelled = daemon.call("cancel", bad["id"])
     assert cancelled["state"] == "cancelled"
