@@ -27,6 +27,7 @@ from actord import (
     Control,
     ControlKind,
     FairKeyed,
+    MailboxClosed,
     MailboxFull,
     Message,
     MessageType,
@@ -413,3 +414,55 @@ def test_a_ray_member_keeps_the_jobs_units_in_flight_in_turn() -> None:
         with link.made:
             assert link.made.wait_for(lambda: len(link.calls) == 8, WAIT), link.calls
     assert link.calls == [(job, i) for i in range(4) for job in ("a", "b")]
+
+
+def test_racing_senders_and_members_lose_nothing_and_keep_each_keys_order() -> None:
+    box = FairMailbox("pool", 8)
+    keys, per_key, members = ("a", "b", "c", "d"), 2_000, 3
+    got: list[list[Unit]] = [[] for _ in range(members)]
+
+    def send(key: str) -> None:
+        for index in range(per_key):
+            box.put(unit(key, index), timeout=WAIT)
+
+    def receive(mine: list[Unit], member: str) -> None:
+        while True:
+            try:
+                (message,) = box.take(1, WAIT, member)
+            except MailboxClosed:
+                return
+            mine.append(message.payload)
+
+    senders = [threading.Thread(target=send, args=(key,), name=f"send-{key}") for key in keys]
+    receivers = [
+        threading.Thread(target=receive, args=(got[i], f"pool#{i}"), name=f"take-{i}")
+        for i in range(members)
+    ]
+    for thread in senders + receivers:
+        thread.start()
+    for thread in senders:
+        thread.join(WAIT)
+    box.close()  # the members drain what is queued, then stop
+    for thread in receivers:
+        thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in senders + receivers)
+    every = [u for mine in got for u in mine]
+    assert sorted((u.job, u.index) for u in every) == [
+        (key, i) for key in keys for i in range(per_key)
+    ]
+    for mine in got:  # each member took each key's units in the order they were sent
+        for key in keys:
+            indexes = [u.index for u in mine if u.job == key]
+            assert indexes == sorted(indexes)
+    assert box.share().held == {}  # a member whose take ended holds nothing
+
+
+def test_close_wakes_a_sender_blocked_on_its_full_key() -> None:
+    box = FairMailbox("pool", 1)
+    box.put(unit("a", 0))
+    blocked = Call(lambda: box.put(unit("a", 1)))
+    blocked.start()
+    box.close()
+    blocked.join(WAIT)
+    assert isinstance(blocked.error, MailboxClosed)
+    assert [m.payload for m in box.drain()] == [Unit("a", 0)]
