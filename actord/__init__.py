@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runtime.actor import Actor, ActorRef
+    from .runtime.async_actor import AsyncActor
     from .runtime.channel import DEAD_LETTERS, ThreadChannel
     from .runtime.clock import Clock, SystemClock
     from .runtime.errors import (
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Actor": ".runtime.actor",
     "ActorRef": ".runtime.actor",
+    "AsyncActor": ".runtime.async_actor",
     "DEAD_LETTERS": ".runtime.channel",
     "ThreadChannel": ".runtime.channel",
     "Clock": ".runtime.clock",
@@ -106,6 +108,7 @@ __all__ = [
     "ActordError",
     "AdminCommand",
     "AskTimeout",
+    "AsyncActor",
     "BadPayload",
     "ChannelClosed",
     "Clock",

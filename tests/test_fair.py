@@ -8,6 +8,7 @@ flight, and busy members may give their turn back (`yield_turn`), as the parser'
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import threading
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actord import (
     Actor,
     ActorSystem,
+    AsyncActor,
     Control,
     ControlKind,
     FairKeyed,
@@ -466,3 +468,56 @@ def test_close_wakes_a_sender_blocked_on_its_full_key() -> None:
     blocked.join(WAIT)
     assert isinstance(blocked.error, MailboxClosed)
     assert [m.payload for m in box.drain()] == [Unit("a", 0)]
+
+
+def test_async_members_of_a_fair_pool_take_the_keys_in_turn(recorder: Recorder) -> None:
+    entered = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+    gate = asyncio.Event()
+
+    class _AsyncMember(AsyncActor):
+        async def handle(self, message: Message) -> None:
+            if not entered.is_set():
+                loops.append(asyncio.get_running_loop())
+                entered.set()
+                await gate.wait()
+            recorder.add(self.member, message)
+
+    with ActorSystem("fair-async") as system:
+        pool = system.spawn_pool(_AsyncMember, "pool", 1, capacity=8, fair=True)
+        pool.tell(Unit("a", 0))
+        assert entered.wait(WAIT)  # the member holds a's first unit, at the gate
+        for i in range(1, 3):
+            pool.tell(Unit("a", i))
+        for i in range(3):
+            pool.tell(Unit("b", i))
+        loops[0].call_soon_threadsafe(gate.set)
+        recorder.wait_count(6)
+    assert [(u.job, u.index) for u in recorder.payloads()] == [
+        ("a", 0),
+        ("b", 0),
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("b", 2),
+    ]
+
+
+def test_an_async_sender_awaits_room_for_its_full_key_without_spinning() -> None:
+    box = FairMailbox("pool", 1)
+    box.put(unit("a", 0))
+
+    class _Waiter:
+        def __init__(self) -> None:
+            self.woken = threading.Event()
+
+        def release(self) -> None:
+            self.woken.set()
+
+    waiter = _Waiter()
+    assert box.wait_room(waiter)  # a's FIFO is full: registered, not "try again now"
+    assert not waiter.woken.is_set()
+    assert box.poll(1, "pool#0")[0].payload == Unit("a", 0)  # room again: the waiter is woken
+    assert waiter.woken.is_set()
+    assert not box.wait_room(_Waiter())  # nothing full: put again at once
+    assert box.poll(1, "pool#0") == [] and box.share().held == {}

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from . import interrupt
 from .errors import (
@@ -33,7 +33,7 @@ from .errors import (
     UnknownActor,
 )
 from .fair import FairMailbox, FairShare
-from .mailbox import Mailbox
+from .mailbox import Mailbox, Wakeable
 from .message import (
     _MUTABLE_TYPES,
     Control,
@@ -57,6 +57,15 @@ _log: Final = logging.getLogger("actord.channel")
 _RESPONSE: Final = MessageType.RESPONSE
 _allocate_lock: Final = _thread.allocate_lock
 _monotonic: Final = time.monotonic
+
+
+class Resolvable(Protocol):
+    """What waits in `_pending` for a reply: a `Future`, a `_ReplySlot`, or an asyncio
+    reply (see `aio.py`). Resolved once, from any thread, by whoever pops it."""
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class _ReplySlot:
@@ -107,6 +116,22 @@ class Inbox:
             if self._channel.closed:
                 raise ChannelClosed("the channel is closed") from None
             raise
+
+    def poll(self, max_items: int) -> list[Message]:
+        """`receive` without waiting (an asyncio receiver): [] when nothing is there now."""
+        try:
+            return self._mailbox.poll(max_items, self.member)
+        except MailboxClosed:
+            if self._channel.closed:
+                raise ChannelClosed("the channel is closed") from None
+            raise
+
+    def wait(self, waiter: Wakeable) -> bool:
+        """Register an asyncio receiver's `waiter` (see `Mailbox.wait_message`)."""
+        return self._mailbox.wait_message(waiter, self.member)
+
+    def cancel_wait(self, waiter: Wakeable) -> None:
+        self._mailbox.cancel_wait(waiter)
 
     def requeue(self, messages: list[Message]) -> None:
         """Put taken-but-unhandled messages back at the front, in order; dead letters
@@ -187,7 +212,7 @@ class ThreadChannel:
         self._closed = False
         # Open requests by correlation id. Single dict operations are atomic; whoever pops an
         # entry is the one that resolves its future.
-        self._pending: dict[str, Future[Any] | _ReplySlot] = {}
+        self._pending: dict[str, Resolvable] = {}
         self._correlation = itertools.count(1)
         # _dead_lock guards _dead_ring, _dead_counts, _gone and _abandoned.
         self._dead_lock = threading.Lock()
@@ -389,6 +414,34 @@ class ThreadChannel:
             raise ChannelClosed("the channel is closed")
         token = interrupt.current()
         raise ActorStopping(f"{token.owner if token else message.sender} is stopping")
+
+    def offer(self, message: Message) -> Mailbox | None:
+        """Deliver without waiting (an asyncio sender): None once delivered, dead-lettered
+        or resolved (as `post`); the recipient's mailbox if it is full, for the sender to
+        wait on (`wait_room`) and offer again. Raises `ChannelClosed` once closed."""
+        if message.type is _RESPONSE:
+            self._resolve(message)
+            return None
+        mailbox = self._routes.get(message.recipient)
+        if mailbox is None:
+            self.post(message, 0)
+            return None
+        try:
+            mailbox.put(message, 0)
+        except MailboxFull:
+            return mailbox
+        except MailboxClosed:
+            self.post(message, 0)  # a dead letter, or ChannelClosed
+        return None
+
+    @staticmethod
+    def wait_room(mailbox: Mailbox, waiter: Wakeable) -> bool:
+        """Register an asyncio sender's `waiter` on a full mailbox (see `Mailbox.wait_room`)."""
+        return mailbox.wait_room(waiter)
+
+    @staticmethod
+    def cancel_wait(mailbox: Mailbox, waiter: Wakeable) -> None:
+        mailbox.cancel_wait(waiter)
 
     def try_post(self, message: Message) -> bool:
         """Deliver without waiting; a full mailbox makes it a dead letter (MAILBOX_FULL).

@@ -39,7 +39,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from . import interrupt
 from .errors import MailboxClosed, MailboxFull
-from .mailbox import Mailbox
+from .mailbox import Mailbox, Wakeable
 from .message import Message
 
 __all__ = ["FairKeyed", "FairMailbox", "FairShare", "fair_key"]
@@ -188,20 +188,24 @@ class FairMailbox(Mailbox):
                     return [self._own_control(member)]
             if self._control:
                 return [self._control.popleft()]
-            key = self._next_key()
-            queue = self._queues[key]
-            message = queue.popleft()
-            self._count -= 1
-            if not queue:
-                del self._queues[key]
-            self._last[key] = self._served
-            self._served += 1
-            if member is not None:
-                self._holder[member] = key
-                self._held[key] = self._held.get(key, 0) + 1
-            if self._not_full:
-                self._not_full.notify_all()
-            return [message]
+            return [self._take_data(member)]
+
+    def _take_data(self, member: str | None) -> Message:
+        # With _lock held and a message queued: the next in turn, now held by `member`.
+        key = self._next_key()
+        queue = self._queues[key]
+        message = queue.popleft()
+        self._count -= 1
+        if not queue:
+            del self._queues[key]
+        self._last[key] = self._served
+        self._served += 1
+        if member is not None:
+            self._holder[member] = key
+            self._held[key] = self._held.get(key, 0) + 1
+        if self._not_full:
+            self._not_full.notify_all()
+        return message
 
     def _next_key(self) -> Hashable:
         # With _lock held and a message queued: the waiting key holding the fewest members;
@@ -248,6 +252,60 @@ class FairMailbox(Mailbox):
                 if (self._control or self._count) and self._not_empty:
                     self._not_empty.notify()  # a wake-up we may have taken: pass it on
                 token.check()
+
+    # -- asyncio waiters (see `Mailbox.poll`): the same turns, over the keyed FIFOs --------
+
+    def poll(self, max_items: int = 1, member: str | None = None) -> list[Message]:
+        """`take` without waiting: [] when nothing is there for this receiver now (what
+        `member` held ends all the same). Raises `MailboxClosed` once closed and drained."""
+        with self._lock:
+            if member is not None:
+                self._release(member)
+            if self._targeted and member in self._targeted:
+                return [self._own_control(member)]
+            if self._control:
+                return [self._control.popleft()]
+            if self._count:
+                return [self._take_data(member)]
+            if self._closed:
+                raise MailboxClosed(f"mailbox {self.name!r} is closed and drained")
+            return []
+
+    def wait_message(self, waiter: Wakeable, member: str | None = None) -> bool:
+        """See `Mailbox.wait_message`."""
+        with self._lock:
+            if (
+                self._closed
+                or self._control
+                or self._count
+                or (self._targeted and member in self._targeted)
+            ):
+                return False
+            self._not_empty.append(waiter)
+            return True
+
+    def wait_room(self, waiter: Wakeable) -> bool:
+        """See `Mailbox.wait_room`: registered while some key's FIFO is full (the sender's,
+        which it found full), woken by the next take; False once none is full."""
+        with self._lock:
+            if self._closed or not any(len(q) >= self.capacity for q in self._queues.values()):
+                return False
+            self._not_full.append(waiter)
+            return True
+
+    def cancel_wait(self, waiter: Wakeable) -> None:
+        """See `Mailbox.cancel_wait`: a wake-up it was given goes to the next waiter."""
+        with self._lock:
+            for queue in (self._not_full, self._not_empty):
+                try:
+                    queue.remove(waiter)  # by identity: a waiter has no __eq__
+                except ValueError:
+                    continue
+                return
+            if self._not_full:
+                self._not_full.notify_all()  # every sender checks its own key's room
+            if (self._control or self._count) and self._not_empty:
+                self._not_empty.notify()
 
     def yield_turn(self, member: str, message: Message) -> bool:
         """`member`, busy with `message` (the data message it took last): give the member
