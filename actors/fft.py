@@ -13,7 +13,7 @@ import numpy as np
 
 from actord import Actor, Message
 
-from .beneath import open_file
+from .beneath import Escape, NotRegular, open_file, refusal
 from .model import BlockFailed, ChunkWritten, Engine, FFTChunk, SyntheticSource, Transform
 from .reader import ChunkFailed, synthetic_chunk
 
@@ -138,6 +138,11 @@ class FFTWorker(Actor):
             # gone), or by someone else under a running job, which then fails.
             if not chunk.ended:
                 self.send(chunk.reader, ChunkFailed(chunk, "its output file was removed"))
+            return
+        except (Escape, NotRegular) as error:
+            # Its directory was swapped for a symlink out of the root (or its file for one):
+            # the worker opens it by path, beneath the output root, and writes nowhere else.
+            self._chunk_failed(chunk, f"writing the output failed: {refusal(error)}")
             return
         except OSError as error:
             # ENOSPC, EIO, EFBIG, EDQUOT...: the output's disk, not the worker. A retry would

@@ -289,6 +289,8 @@ def _check_npy_input(
             header = read_npy_header(path, file)
             data_offset = file.tell()
             size = os.fstat(file.fileno()).st_size
+    except (Escape, NotRegular) as error:  # swapped since its path was checked
+        raise _refuse(f"cannot read the input {path}: {error}") from None
     except OSError as error:
         raise InvalidArgument(f"cannot read the input {path}: {error.strerror or error}") from None
     shape, dtype = header

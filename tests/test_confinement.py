@@ -1,0 +1,322 @@
+"""A hostile local user against a real daemon: symlink swaps racing 200 jobs, FIFOs, devices
+and sockets swapped in for an input, and a gzip bomb. Nothing is read from or written outside
+the roots, the store always answers, and a bad file only fails its own job."""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import os
+import platform
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests._daemon import DaemonProcess
+
+Daemons = Callable[..., DaemonProcess]
+
+pytestmark = pytest.mark.timeout(300)
+
+SLOW_PATTERN = r"(?P<a>(x+x+)+y)"  # catastrophic backtracking: ~0.1 s per line of 22 x's
+_RENAMEAT2: dict[str, int] = {"x86_64": 316, "aarch64": 276}
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): `a` and `b` swap names in one atomic step."""
+    number = _RENAMEAT2.get(platform.machine())
+    if number is None:
+        pytest.skip(f"no renameat2 syscall number for {platform.machine()}")
+    result = _libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_int(_AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(a)),
+        ctypes.c_int(_AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(b)),
+        ctypes.c_uint(_RENAME_EXCHANGE),
+    )
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(a))
+
+
+class _Flipper:
+    """A thread swapping each (real directory, symlink out of the root) pair, in a loop,
+    until stopped: what a user who can write inside a root does between check and use."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]]) -> None:
+        self.pairs = pairs
+        self.flips = 0
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="flipper")
+
+    def _run(self) -> None:
+        try:
+            # A short pause between swaps (the adversary's schedule, not a synchronisation):
+            # in a tight loop nearly every submit is refused, and no job would get as far as
+            # its reader and writer with the swap still racing them.
+            while not self.stopping.wait(0.0005):
+                for a, b in self.pairs:
+                    _exchange(a, b)
+                self.flips += 1
+        except BaseException as error:
+            self.error = error
+
+    def __enter__(self) -> _Flipper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+def _ignore(method: str, params: Any) -> None:
+    """Progress notifications: only the end matters here."""
+
+
+def _files(top: Path) -> Iterator[Path]:
+    """Every regular file under `top`, never through a symlink."""
+    for where, _, names in os.walk(top, followlinks=False):
+        for name in names:
+            path = Path(where) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
+
+
+def _listing(top: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(top)), p.stat().st_size) for p in _files(top))
+
+
+def _wait_all(daemon: DaemonProcess, ids: list[str]) -> list[dict[str, Any]]:
+    with daemon.client(timeout=120) as client:
+        return [client.stream("watch", job, on_notification=_ignore, timeout=120) for job in ids]
+
+
+def test_symlink_swaps_racing_200_jobs_never_read_or_write_outside_the_roots(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    daemon = daemons("--parser-executor", "thread", "--max-jobs", "4", base=tmp_path / "d").start()
+    outside_in, outside_out = tmp_path / "outside-in", tmp_path / "outside-out"
+    outside_in.mkdir()
+    outside_out.mkdir()
+    secret = "".join(f"SECRET root-only line {i}\n" for i in range(40))
+    (outside_in / "x.log").write_text(secret)
+    np.save(outside_in / "x.npy", np.full((2, 4, 4), 7.0))  # its fft2 holds 112
+    os.chmod(outside_in / "x.log", 0o600)
+    # The input side: in/d (real, benign) <-> in/link (-> outside-in), swapped in a loop.
+    real_in = daemon.inputs / "d"
+    real_in.mkdir()
+    (real_in / "x.log").write_text("".join(f"benign line {i}\n" for i in range(40)))
+    np.save(real_in / "x.npy", np.ones((2, 4, 4)))  # its fft2 holds 16
+    (daemon.inputs / "link").symlink_to(outside_in)
+    # The output side: out/o (real) <-> out/link (-> outside-out).
+    (daemon.outputs / "o").mkdir()
+    (daemon.outputs / "link").symlink_to(outside_out)
+    before_in, before_out = _listing(outside_in), _listing(outside_out)
+    ids: list[str] = []
+    refused: list[str] = []
+    pairs = [(real_in, daemon.inputs / "link"), (daemon.outputs / "o", daemon.outputs / "link")]
+    with _Flipper(pairs) as flipper, daemon.client(timeout=60) as client:
+        for i in range(200):
+            kind = "fft" if i % 4 == 3 else "log"
+            job = {
+                "kind": kind,
+                "input": str(real_in / ("x.npy" if kind == "fft" else "x.log")),
+                "output": str(daemon.outputs / "o" / f"j{i}.{'npy' if kind == 'fft' else 'jsonl'}"),
+            }
+            try:
+                ids.append(client.call("submit", job)["id"])
+            except Exception as error:
+                assert "invalid_path" in repr(error) or "not under" in str(error), error
+                refused.append(str(error))
+        ended = _wait_all(daemon, ids)
+    assert flipper.error is None and flipper.flips > 0
+    print(f"{flipper.flips} swaps; {len(ids)} accepted, {len(refused)} refused at submit")
+    # Nothing read from outside: no secret line in any output or rejects file...
+    published = list(_files(daemon.outputs))
+    for path in published:
+        data = path.read_bytes()
+        assert b"SECRET" not in data, f"{path} holds a line read outside the input root"
+        if path.suffix == ".npy":
+            assert not np.any(np.abs(np.load(path)) > 100), f"{path}: the outside stack's FFT"
+    # ... nothing published or left outside, and no temporary file left anywhere.
+    assert _listing(outside_out) == before_out == []
+    assert _listing(outside_in) == before_in
+    assert not [p for p in published if p.name.endswith(".tmp")]
+    # Every job ended, done or failed with an error naming why.
+    states = [job["state"] for job in ended]
+    assert set(states) <= {"done", "failed"}, states
+    for job in ended:
+        if job["state"] == "failed":
+            assert job["error"] and "invalid_path" in job["error"], job["error"]
+    assert states.count("done") > 0 and states.count("failed") + len(refused) > 0
+    done = sum(1 for job in ended if job["state"] == "done")
+    print(f"{done} done, {len(ended) - done} failed")
+    assert len([p for p in published if not p.name.endswith(".rejects")]) == done
+    assert daemon.call("ping") is not None
+
+
+def _blocker(daemon: DaemonProcess) -> dict[str, Any]:
+    """A slow job that holds the daemon's one slot until it is cancelled."""
+    source = daemon.inputs / "slow.log"
+    source.write_text(("x" * 22 + "\n") * 400)
+    options = {"pattern": SLOW_PATTERN, "block_bytes": 64}
+    return {
+        "kind": "log",
+        "input": str(source),
+        "output": str(daemon.outputs / "slow.jsonl"),
+        "options": options,
+    }
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def _refusal(call: Callable[[], Any]) -> str:
+    """The error a call is refused with (it must be, within a second)."""
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as error:
+        assert time.monotonic() - started < 1.0
+        return repr(error)
+    raise AssertionError("not refused")
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dev_null(path: Path) -> None:
+    path.symlink_to("/dev/null")
+
+
+def _device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD")
+
+
+def _socket(path: Path, keep: list[socket.socket]) -> None:
+    here = os.getcwd()
+    os.chdir(path.parent)  # AF_UNIX paths are short: bind by the name alone
+    try:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path.name)
+        server.listen(1)
+        keep.append(server)
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize("swap", ["fifo", "dev-null", "device", "socket"])
+def test_a_fifo_device_or_socket_swapped_in_fails_its_job_and_the_store_answers(
+    daemons: Daemons, tmp_path: Path, swap: str
+) -> None:
+    daemon = daemons("--parser-executor", "thread", "--max-jobs", "1").start()
+    keep: list[socket.socket] = []
+    make: dict[str, Callable[[Path], None]] = {
+        "fifo": _fifo,
+        "dev-null": _dev_null,
+        "device": _device,
+        "socket": lambda path: _socket(path, keep),
+    }
+    try:
+        # At submit: refused at once, nothing opened that could block.
+        named = daemon.inputs / "named.log"
+        make[swap](named)
+        for kind, suffix in (("log", "jsonl"), ("fft", "npy")):
+            output = str(daemon.outputs / f"n.{suffix}")
+            job = {"kind": kind, "input": str(named), "output": output}
+            with daemon.client(timeout=10) as client:
+                error = _refusal(lambda: client.call("submit", job))  # noqa: B023
+            assert "invalid_path" in error, error
+        # After submit, while the job waits in the queue: the swap is met by its reader.
+        blocker = daemon.call("submit", _blocker(daemon))["id"]
+        source = daemon.inputs / "queued.log"
+        source.write_text("a line\n")
+        queued = daemon.call(
+            "submit",
+            {"kind": "log", "input": str(source), "output": str(daemon.outputs / "q.jsonl")},
+        )
+        assert queued["state"] == "accepted"
+        source.unlink()
+        make[swap](source)
+        daemon.call("cancel", blocker)  # the queued job starts now
+        with daemon.client(timeout=30) as client:
+            ended = client.stream("watch", queued["id"], on_notification=_ignore, timeout=30)
+        assert ended["state"] == "failed"
+        assert "invalid_path" in ended["error"], ended["error"]
+        assert any(word in ended["error"] for word in ("FIFO", "device", "socket", "symbolic"))
+        # The store never waited on the file: it answers at once.
+        for method, params in (("status", ()), ("job", (queued["id"],)), ("jobs", ())):
+            _, seconds = _timed(lambda: daemon.call(method, *params))  # noqa: B023
+            assert seconds < 1.0, f"{method} took {seconds:.2f}s"
+        assert not (daemon.outputs / "q.jsonl").exists()
+        assert not list(daemon.outputs.glob(".*.tmp"))
+    finally:
+        for server in keep:
+            server.close()
+
+
+def _bomb(path: Path, megabytes: int) -> int:
+    """A gzip of `megabytes` MiB of one repeated line (about 1,000:1); its size unpacked."""
+    line = b"A" * 99 + b"\n"
+    block = line * ((1 << 20) // len(line) + 1)
+    block = block[: 1 << 20]
+    with gzip.open(path, "wb", compresslevel=9) as packed:
+        for _ in range(megabytes):
+            packed.write(block)
+    return megabytes << 20
+
+
+@pytest.mark.parametrize(
+    ("options", "limit", "named"),
+    [
+        ({"max_decompressed_bytes": 4 << 20}, 4 << 20, "max_decompressed_bytes"),
+        ({}, None, "max_ratio"),  # the defaults: 200:1, once past 16 MiB
+    ],
+    ids=["size", "ratio"],
+)
+def test_a_gzip_bomb_fails_its_job_naming_the_limit_with_no_more_written(
+    daemons: Daemons, options: dict[str, Any], limit: int | None, named: str
+) -> None:
+    daemon = daemons("--parser-executor", "thread").start()
+    source = daemon.inputs / "bomb.log.gz"
+    unpacked = _bomb(source, 64)
+    compressed = source.stat().st_size
+    assert unpacked / compressed > 200
+    output = daemon.outputs / "bomb.jsonl"
+    job = {
+        "kind": "log",
+        "input": str(source),
+        "output": str(output),
+        "options": {"block_bytes": 1 << 20, **options},
+    }
+    submitted = daemon.call("submit", job)
+    with daemon.client(timeout=120) as client:
+        ended = client.stream("watch", submitted["id"], on_notification=_ignore, timeout=120)
+    assert ended["state"] == "failed"
+    assert named in ended["error"], ended["error"]
+    bound = limit if limit is not None else max(16 << 20, 200 * compressed)
+    assert 0 < ended["bytes"] <= bound < unpacked
+    assert not output.exists() and not Path(str(output) + ".rejects").exists()
+    assert not list(daemon.outputs.glob(".*.tmp"))
