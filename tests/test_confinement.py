@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from actord import InvalidArgument
+from actors.model import JobKind, JobSpec, LogOptions
+from actors.validate import check_spec
+from actors.wire import spec_from_wire, spec_to_wire
 from tests._daemon import DaemonProcess
 
 Daemons = Callable[..., DaemonProcess]
@@ -249,29 +253,39 @@ def test_a_fifo_device_or_socket_swapped_in_fails_its_job_and_the_store_answers(
             with daemon.client(timeout=10) as client:
                 error = _refusal(lambda: client.call("submit", job))  # noqa: B023
             assert "invalid_path" in error, error
-        # After submit, while the job waits in the queue: the swap is met by its reader.
+        # After submit, while the jobs wait in the queue: the swap is met by their reader
+        # (a log's input, an FFT stack) or writer (the output's directory) as they start.
         blocker = daemon.call("submit", _blocker(daemon))["id"]
-        source = daemon.inputs / "queued.log"
-        source.write_text("a line\n")
-        queued = daemon.call(
-            "submit",
-            {"kind": "log", "input": str(source), "output": str(daemon.outputs / "q.jsonl")},
-        )
-        assert queued["state"] == "accepted"
-        source.unlink()
-        make[swap](source)
-        daemon.call("cancel", blocker)  # the queued job starts now
-        with daemon.client(timeout=30) as client:
-            ended = client.stream("watch", queued["id"], on_notification=_ignore, timeout=30)
-        assert ended["state"] == "failed"
-        assert "invalid_path" in ended["error"], ended["error"]
-        assert any(word in ended["error"] for word in ("FIFO", "device", "socket", "symbolic"))
-        # The store never waited on the file: it answers at once.
-        for method, params in (("status", ()), ("job", (queued["id"],)), ("jobs", ())):
+        log_in, fft_in = daemon.inputs / "queued.log", daemon.inputs / "queued.npy"
+        log_in.write_text("a line\n")
+        np.save(fft_in, np.ones((2, 4, 4)))
+        out_dir = daemon.outputs / "qd"
+        out_dir.mkdir()
+        jobs = [
+            {"kind": "log", "input": str(log_in), "output": str(daemon.outputs / "q.jsonl")},
+            {"kind": "fft", "input": str(fft_in), "output": str(daemon.outputs / "q.npy")},
+            {"kind": "log", "input": str(named.with_name("ok.log")), "output": str(out_dir / "q")},
+        ]
+        named.with_name("ok.log").write_text("a line\n")
+        queued = [daemon.call("submit", job) for job in jobs]
+        assert [job["state"] for job in queued] == ["accepted"] * 3
+        for path in (log_in, fft_in):
+            path.unlink()
+            make[swap](path)
+        out_dir.rmdir()
+        make[swap](out_dir)
+        daemon.call("cancel", blocker)  # the queued jobs start now, one at a time
+        ended = _wait_all(daemon, [job["id"] for job in queued])
+        words = ("FIFO", "device", "socket", "symbolic", "not a directory", "allowed root")
+        for job in ended:
+            assert job["state"] == "failed", job
+            assert "invalid_path" in job["error"], job["error"]
+            assert any(word in job["error"] for word in words), job["error"]
+        # The store never waited on a file: it answers at once.
+        for method, params in (("status", ()), ("job", (queued[0]["id"],)), ("jobs", ())):
             _, seconds = _timed(lambda: daemon.call(method, *params))  # noqa: B023
             assert seconds < 1.0, f"{method} took {seconds:.2f}s"
-        assert not (daemon.outputs / "q.jsonl").exists()
-        assert not list(daemon.outputs.glob(".*.tmp"))
+        assert sorted(p.name for p in daemon.outputs.iterdir()) == ["qd"]  # nothing published
     finally:
         for server in keep:
             server.close()
@@ -320,3 +334,33 @@ def test_a_gzip_bomb_fails_its_job_naming_the_limit_with_no_more_written(
     assert 0 < ended["bytes"] <= bound < unpacked
     assert not output.exists() and not Path(str(output) + ".rejects").exists()
     assert not list(daemon.outputs.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_ratio": 0},
+        {"max_ratio": (1 << 16) + 1},
+        {"max_decompressed_bytes": 0},
+        {"max_decompressed_bytes": (1 << 40) + 1},
+        {"max_ratio": "200"},
+    ],
+)
+def test_decompression_limits_out_of_bounds_are_refused_at_submit(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    source = tmp_path / "in.log"
+    source.write_text("a line\n")
+    wire = {"kind": "log", "input": str(source), "output": str(tmp_path / "o"), "options": options}
+    with pytest.raises(InvalidArgument, match="max_"):
+        check_spec(spec_from_wire(wire))
+
+
+def test_decompression_limits_travel_and_defaults_pack_as_before() -> None:
+    # A spec journaled before the limits existed packs the same (a retried submit with its
+    # idempotency key finds its job): the defaults are left out.
+    plain = JobSpec(JobKind.LOG, "/o", "/i", LogOptions())
+    assert "max_ratio" not in spec_to_wire(plain)["options"]
+    limited = JobSpec(JobKind.LOG, "/o", "/i", LogOptions(max_ratio=50, max_decompressed_bytes=9))
+    back = spec_from_wire(spec_to_wire(limited))
+    assert back == limited
