@@ -71,7 +71,7 @@ class _Flipper:
             # A short pause between swaps (the adversary's schedule, not a synchronisation):
             # in a tight loop nearly every submit is refused, and no job would get as far as
             # its reader and writer with the swap still racing them.
-            while not self.stopping.wait(0.0005):
+            while not self.stopping.wait(0.001):
                 for a, b in self.pairs:
                     _exchange(a, b)
                 self.flips += 1
