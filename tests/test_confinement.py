@@ -4,6 +4,7 @@ the roots, the store always answers, and a bad file only fails its own job."""
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import gzip
 import os
@@ -19,8 +20,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actord import InvalidArgument
-from actors.model import JobKind, JobSpec, LogOptions
+from actord import ActorSystem, InvalidArgument
+from actors.launcher import STORE, JobSystemConfig, start_job_system
+from actors.model import (
+    Executor,
+    FFTOptions,
+    JobKind,
+    JobRejected,
+    JobSpec,
+    JobState,
+    LogOptions,
+)
 from actors.validate import check_spec
 from actors.wire import spec_from_wire, spec_to_wire
 from tests._daemon import DaemonProcess
@@ -364,3 +374,43 @@ def test_decompression_limits_travel_and_defaults_pack_as_before() -> None:
     limited = JobSpec(JobKind.LOG, "/o", "/i", LogOptions(max_ratio=50, max_decompressed_bytes=9))
     back = spec_from_wire(spec_to_wire(limited))
     assert back == limited
+
+
+def test_the_store_thread_never_opens_or_stats_a_users_file(
+    system: ActorSystem, journal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever a user's file is (a FIFO, a symlink swapped in, a file on a hung mount), the
+    # store must not wait on it: every client waits on the store. So its thread touches none.
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    touched: list[tuple[str, str, str]] = []  # (thread, call, path) under tmp_path
+
+    def watch(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(path, str | Path) and str(path).startswith(str(tmp_path)):
+                touched.append((threading.current_thread().name, name, str(path)))
+            return real(path, *args, **kwargs)
+
+        return call
+
+    for name in ("open", "stat", "lstat", "listdir", "scandir", "unlink", "rename", "replace"):
+        monkeypatch.setattr(os, name, watch(f"os.{name}", getattr(os, name)))
+    monkeypatch.setattr(builtins, "open", watch("open", builtins.open))
+    roots = ((str(inputs),), (str(outputs),))
+    config = JobSystemConfig(parsers=1, parser_executor=Executor.THREAD, roots=roots)
+    client = start_job_system(system, journal, config)
+    (inputs / "a.log").write_text("a line\n" * 10)
+    np.save(inputs / "s.npy", np.ones((3, 4, 4)))
+    (outputs / "taken.jsonl").write_text("old")
+    specs = [
+        JobSpec(JobKind.LOG, str(outputs / "a.jsonl"), str(inputs / "a.log")),
+        JobSpec(JobKind.FFT, str(outputs / "s.npy"), str(inputs / "s.npy"), FFTOptions()),
+        JobSpec(JobKind.LOG, str(outputs / "taken.jsonl"), str(inputs / "a.log"), overwrite=True),
+    ]
+    ended = [client.wait(client.submit(spec).id, timeout=60) for spec in specs]
+    assert [info.state for info in ended] == [JobState.DONE] * 3, [i.error for i in ended]
+    with pytest.raises(JobRejected, match="already exists"):
+        client.submit(specs[0])
+    assert touched, "the watch sees the jobs' own calls"
+    assert [call for call in touched if call[0] == f"actord:{STORE}"] == []
