@@ -373,16 +373,15 @@ class _UnitWriter(Actor):
         """Remove whatever this writer created, unless it was committed."""
         raise NotImplementedError
 
-    def _publish(self, pairs: list[tuple[str, str, int]], summary: LogSummary | FFTSummary) -> None:
+    def _publish(self, files: list[tuple[str, str, int]], summary: LogSummary | FFTSummary) -> None:
         """Publish synced temporary files (temporary, final, inode; rename order, the output
         last) once: journaled, then renamed in the output's directory, then the directory
-        synced, then the end told (see the module's doc)."""
+        synced, then the end told (see the module's doc). Each file's inode is journaled too:
+        a restart then knows its file from an older one at the same path (an output that
+        `overwrite` replaces)."""
         self.sealed = True
         directory = self.directory
         assert directory is not None
-        # Each file's inode is journaled too: a restart then knows its file from an older one
-        # at the same path (an output that `overwrite` replaces).
-        files = list(pairs)
         refused = self._record(files, summary)
         if refused is not None:
             # Cancelled or released meanwhile: the job is not ours to publish. The store
