@@ -42,7 +42,6 @@ __all__ = [
     "default_method",
     "open_directory",
     "open_file",
-    "refusal",
     "root_of",
 ]
 
@@ -147,12 +146,6 @@ def _locate(path: str, roots: Sequence[str]) -> tuple[str, list[str]]:
     raise Escape(errno.EXDEV, "not under an allowed root", path)
 
 
-def refusal(error: OSError) -> str:
-    """A job's error for a file it could not open as it started, with its code: the same
-    words as a submit's refusal of the same path (`invalid_path`)."""
-    return f"invalid_path: {error}"
-
-
 def root_of(path: str, roots: Sequence[str]) -> str | None:
     """The root (resolved) `path` lies under, judged by its text alone (nothing is opened
     or looked at: a job's paths are kept resolved), or None."""
@@ -240,7 +233,7 @@ class Directory:
                 ) from None
             if error.errno == errno.ENXIO:  # O_WRONLY on a FIFO nobody reads, or a socket
                 raise NotRegular(errno.ENXIO, "not a regular file", self.join(name)) from None
-            raise
+            raise OSError(error.errno, error.strerror, self.join(name)) from None
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from actord import Actor, Message
+from actord.runtime.errors import ErrorCode
 
-from .beneath import Escape, NotRegular, open_file, refusal
+from .beneath import Escape, NotRegular, open_file
 from .model import BlockFailed, ChunkWritten, Engine, FFTChunk, SyntheticSource, Transform
 from .reader import ChunkFailed, synthetic_chunk
 
@@ -142,7 +143,8 @@ class FFTWorker(Actor):
         except (Escape, NotRegular) as error:
             # Its directory was swapped for a symlink out of the root (or its file for one):
             # the worker opens it by path, beneath the output root, and writes nowhere else.
-            self._chunk_failed(chunk, f"writing the output failed: {refusal(error)}")
+            why = f"{ErrorCode.INVALID_PATH.value}: {error}"
+            self._chunk_failed(chunk, f"writing the output failed: {why}")
             return
         except OSError as error:
             # ENOSPC, EIO, EFBIG, EDQUOT...: the output's disk, not the worker. A retry would

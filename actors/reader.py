@@ -25,7 +25,7 @@ import numpy as np
 
 from actord import Actor, ActorDead, ActordError, AskTimeout, Message
 
-from .beneath import open_file, refusal
+from .beneath import open_file
 from .model import (
     IN_FLIGHT_BYTES,
     LOG_RATIO_GRACE,
@@ -46,7 +46,7 @@ from .model import (
     Transform,
     UnitsWritten,
 )
-from .validate import read_npy_header
+from .validate import input_refused, read_npy_header
 
 __all__ = ["ArrayReader", "ChunkFailed", "LogReader", "open_log", "reader_capacity"]
 
@@ -95,6 +95,11 @@ def open_log(path: str, roots: Sequence[str] | None = None) -> IO[bytes]:
     if magic == _GZIP_MAGIC:
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw
+
+
+def _code_first(error: ActordError) -> str:
+    """A job's error from a refusal: its code first, as a submit's would be answered."""
+    return f"{error.code.value}: {error}"
 
 
 def reader_capacity(window: int) -> int:
@@ -231,7 +236,7 @@ class LogReader(_UnitReader):
             self._file = open_log(self.path, self.roots)
         except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
             self._done = True
-            self._fail(refusal(error))
+            self._fail(_code_first(input_refused(self.path, error)))
             return
         if isinstance(self._file, gzip.GzipFile):
             self._compressed = cast(IO[bytes], self._file.fileobj)
@@ -485,7 +490,7 @@ class ArrayReader(_UnitReader):
                 self._offset = file.tell()
                 self._fd = os.dup(file.fileno())
         except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
-            self._fail(refusal(error))
+            self._fail(_code_first(input_refused(path, error)))
             return False
         except ActordError as error:
             self._fail(f"cannot read {path} as .npy: {error}")

@@ -59,6 +59,8 @@ from .paths import confine, confine_pair
 __all__ = [
     "Roots",
     "check_spec",
+    "input_refused",
+    "output_refused",
     "output_taken",
     "read_npy_header",
     "resolve",
@@ -133,6 +135,24 @@ def _refuse(message: str) -> Refused:
     return Refused(ErrorCode.INVALID_PATH, message)
 
 
+def input_refused(source: str, error: OSError) -> Refused:
+    """The refusal of an input that cannot be opened beneath its root (at submit, or by its
+    reader as the job starts: the same words)."""
+    if isinstance(error, Escape):
+        return _refuse(f"the input {source} leads out of its allowed root: {error.strerror}")
+    if isinstance(error, FileNotFoundError):
+        return _refuse(f"the input {source} does not exist or is not a file")
+    return _refuse(f"the input {source} does not exist or is not a file: {error.strerror}")
+
+
+def output_refused(output: str, error: OSError) -> Refused:
+    """The refusal of an output whose directory cannot be opened beneath its root (at submit,
+    or by its writer as the job starts: the same words)."""
+    if isinstance(error, Escape):
+        return _refuse(f"the output {output} leads out of its allowed root: {error.strerror}")
+    return _refuse(f"no directory for the output {output}: {error.strerror}")
+
+
 def _check_paths(resolved: JobSpec, roots: Roots | None = None) -> JobSpec:
     """What must hold of a resolved spec's paths for its job to run now, found by opening
     them beneath their roots (`beneath`)."""
@@ -141,10 +161,8 @@ def _check_paths(resolved: JobSpec, roots: Roots | None = None) -> JobSpec:
     written: list[os.stat_result] = []
     try:
         directory = open_directory(os.path.dirname(output), outputs)
-    except Escape as error:
-        raise _refuse(f"the output {output} is not under an allowed root: {error}") from None
     except OSError as error:
-        raise _refuse(f"no directory for the output {output}: {error}") from None
+        raise output_refused(output, error) from None
     with directory:
         for path in written_paths(resolved):
             found = directory.lstat(os.path.basename(path))
@@ -155,10 +173,8 @@ def _check_paths(resolved: JobSpec, roots: Roots | None = None) -> JobSpec:
     if source is not None:
         try:
             fd = open_file(source, inputs)
-        except Escape as error:
-            raise _refuse(f"the input {source} is not under an allowed root: {error}") from None
-        except (NotRegular, OSError) as error:
-            raise _refuse(f"the input {source} does not exist or is not a file: {error}") from None
+        except OSError as error:
+            raise input_refused(source, error) from None
         try:
             found = os.fstat(fd)
         finally:
@@ -290,7 +306,7 @@ def _check_npy_input(
             data_offset = file.tell()
             size = os.fstat(file.fileno()).st_size
     except (Escape, NotRegular) as error:  # swapped since its path was checked
-        raise _refuse(f"cannot read the input {path}: {error}") from None
+        raise input_refused(path, error) from None
     except OSError as error:
         raise InvalidArgument(f"cannot read the input {path}: {error.strerror or error}") from None
     shape, dtype = header

@@ -41,7 +41,7 @@ import numpy as np
 from actord import Actor, ActorDead, AskTimeout, Message
 from actord.runtime.errors import ErrorCode
 
-from .beneath import Directory, open_directory, refusal
+from .beneath import Directory, open_directory
 from .model import (
     REJECTS_SUFFIX,
     ArrayPlan,
@@ -58,6 +58,7 @@ from .model import (
     WriterStopped,
     WrittenProgress,
 )
+from .validate import output_refused
 
 __all__ = [
     "PAUSE_ENV",
@@ -329,7 +330,8 @@ class _UnitWriter(Actor):
         try:
             directory = self.directory = open_directory(os.path.dirname(self.output), self.roots)
         except OSError as error:
-            raise _StartRefused(refusal(error)) from None
+            refused = output_refused(self.output, error)
+            raise _StartRefused(f"{refused.code.value}: {refused}") from None
         for target in targets:
             found = directory.lstat(os.path.basename(target))
             if found is not None and stat.S_ISDIR(found.st_mode):
