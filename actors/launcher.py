@@ -18,11 +18,11 @@ from typing import Final
 from actord import Actor, ActorRef, ActorSystem, RestartPolicy
 from actord.runtime.errors import InvalidArgument
 
+from .beneath import root_of
 from .client import JobClient
 from .formats import resolve_format
 from .model import Engine, Executor, JobEnded, JobKind, JobSpec, LogOptions
 from .parser import Parser
-from .paths import under_roots
 from .ray_link import RayLink
 from .reader import ArrayReader, LogReader, reader_capacity
 from .store import JobStore
@@ -79,18 +79,25 @@ class Launcher:
         self.system = system
         self.config = config
 
-    def __call__(self, job_id: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
-        """(reader, writer). Raises ActordError (a name taken, a pattern that no longer
-        compiles in a journal written by an older release): the store fails the job."""
+    def __call__(
+        self, job_id: str, spec: JobSpec, ended: JobEnded, roots: Roots | None = None
+    ) -> tuple[ActorRef, ActorRef]:
+        """(reader, writer), which open the job's files beneath `roots` (the store's now:
+        a reload may change them). Raises ActordError (a name taken, a pattern that no
+        longer compiles in a journal written by an older release): the store fails it."""
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"
         config = self.config
+        inputs, outputs = (None, None) if roots is None else roots
+        overwrite = spec.overwrite
         make_writer: Callable[[], Actor]
         make_reader: Callable[[], Actor]
         if isinstance(spec.options, LogOptions):
             assert spec.input is not None
             source, options = spec.input, spec.options
             pattern = resolve_format(options.format, options.pattern).pattern
-            make_writer = lambda: LogWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_writer = lambda: LogWriter(  # noqa: E731
+                job_id, spec.output, STORE, reader, roots=outputs, overwrite=overwrite
+            )
             make_reader = lambda: LogReader(  # noqa: E731
                 job_id,
                 source,
@@ -101,16 +108,21 @@ class Launcher:
                 store=STORE,
                 window=config.window,
                 ended=ended,
+                roots=inputs,
             )
         else:
             fft_options = spec.options
             shared = (False, False)
             if config.fft_executor is Executor.RAY:
+                # By the paths' text (they are kept resolved): nothing is looked at here, on
+                # the store's thread.
                 shared = (
-                    spec.input is not None and under_roots(spec.input, config.shared_roots),
-                    under_roots(spec.output, config.shared_roots),
+                    spec.input is not None and root_of(spec.input, config.shared_roots) is not None,
+                    root_of(spec.output, config.shared_roots) is not None,
                 )
-            make_writer = lambda: ArrayWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_writer = lambda: ArrayWriter(  # noqa: E731
+                job_id, spec.output, STORE, reader, roots=outputs, overwrite=overwrite
+            )
             make_reader = lambda: ArrayReader(  # noqa: E731
                 job_id,
                 spec.input,
@@ -121,6 +133,7 @@ class Launcher:
                 window=config.window,
                 ended=ended,
                 shared=shared,
+                roots=inputs,
             )
         # Roles keep metrics labels bounded: these actors live only as long as their job.
         kind = spec.kind.value

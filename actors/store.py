@@ -40,6 +40,7 @@ from .model import (
     Cancel,
     FFTSummary,
     GetJob,
+    InputSized,
     JobEnded,
     JobError,
     JobInfo,
@@ -56,7 +57,7 @@ from .model import (
     WriterStopped,
     WrittenProgress,
 )
-from .validate import Roots, expected_size, output_taken, recheck, written_paths
+from .validate import Roots, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
 from .writer import Publishing, Recorded, complete_publication, discard, remove_temps
 
@@ -75,8 +76,9 @@ __all__ = [
 _log: Final = logging.getLogger("actors.store")
 _ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
 
-# Spawns a job's actors: (job id, spec, its end flag) -> (reader, writer). See `Launcher`.
-Launch = Callable[[str, JobSpec, JobEnded], tuple[ActorRef, ActorRef]]
+# Spawns a job's actors: (job id, spec, its end flag, the allowed roots now) -> (reader,
+# writer). See `Launcher`. The reader and writer open the job's files beneath the roots.
+Launch = Callable[[str, JobSpec, JobEnded, Roots | None], tuple[ActorRef, ActorRef]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,8 @@ class JobStore(Actor):
         self.path = path
         self.launch = launch
         self.max_jobs = max_jobs
-        self.roots = roots  # (input roots, output roots): paths are checked again at start
+        # (input roots, output roots): a job's reader and writer open its files beneath them
+        self.roots = roots
         self.max_crash_retries = max_crash_retries
         self.journal: Journal | None = None
         self.live: dict[str, _Live] = {}  # every unfinished job: queued, running or closing
@@ -202,7 +205,7 @@ class JobStore(Actor):
             except (InvalidArgument, ValueError) as error:
                 self._finish(job.id, job.kind, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
-            for temp in remove_temps(spec.output):
+            for temp in remove_temps(spec.output, self._output_roots):
                 _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
             if job.crash_retries > self.max_crash_retries:
                 # A job that keeps taking the daemon down with it must not crash-loop it.
@@ -226,12 +229,12 @@ class JobStore(Actor):
         are in place (None: nothing left to run); if they never got there, back in the queue
         (the job, released as a crash)."""
         try:
-            published = complete_publication(job.publication)
+            published = complete_publication(job.publication, self._output_roots)
         except OSError as error:
             failed = f"its output could not be put in place after a restart: {error}"
             _log.error("job %s failed: %s", job.id, failed)
             for temp, _, _ in job.publication:
-                discard(temp)
+                discard(temp, self._output_roots)
             self._finish(job.id, job.kind, JobState.FAILED, error=failed)
             return None
         if published:
@@ -240,6 +243,10 @@ class JobStore(Actor):
             return None
         _log.warning("job %s: its output was lost before it was published: it runs again", job.id)
         return self._journal.release(job.id, crashed=True)
+
+    @property
+    def _output_roots(self) -> tuple[str, ...] | None:
+        return None if self.roots is None else self.roots[1]
 
     def on_stop(self) -> None:
         """Actor thread."""
@@ -251,6 +258,8 @@ class JobStore(Actor):
         payload = message.payload
         if isinstance(payload, WrittenProgress):
             self._advance(payload)
+        elif isinstance(payload, InputSized):
+            self._sized(payload)
         elif isinstance(payload, WriterStopped):
             self._writer_stopped(payload.job)
         elif isinstance(payload, JobError):
@@ -320,9 +329,8 @@ class JobStore(Actor):
             return known
         if self.draining:
             return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
-        taken = output_taken(spec)
-        if taken is not None:
-            return Rejected(ErrorCode.CONFLICT, taken)
+        if request.taken is not None:
+            return Rejected(ErrorCode.CONFLICT, request.taken)
         for path in written_paths(spec):
             other = self.outputs.get(path)
             if other is not None:
@@ -487,6 +495,15 @@ class JobStore(Actor):
         live.info = replace(live.info, done=note.done, total=total, bytes=note.bytes)
         self._publish(live.info)
 
+    def _sized(self, note: InputSized) -> None:
+        live = self.live.get(note.job)
+        if live is None or live.closing:
+            return
+        live.info = replace(
+            live.info, input_bytes=note.input_bytes, total=live.info.total or note.units
+        )
+        self._publish(live.info)
+
     def _done(self, job_id: str, summary: LogSummary | FFTSummary) -> None:
         # The writer has renamed what the journal recorded (`_publishing`): the job is done.
         live = self.live.get(job_id)
@@ -610,19 +627,20 @@ class JobStore(Actor):
     def _start(self, live: _Live) -> None:
         job_id, spec = live.info.id, live.spec
         # Paths were checked when the job was accepted; it may start much later (queued, or
-        # after a restart), so they are resolved again now, against the current roots.
-        refused = recheck(spec, self.roots)
-        if refused is None:
-            try:
-                live.reader, live.writer = self.launch(job_id, spec, live.ended)
-            except ActorStopping:
-                # The system is stopping under us (an in-process user that stopped without
-                # a drain): not the job's fault. It stays queued, for the next start.
-                self.queue.appendleft(job_id)
-                self.draining = True
-                return
-            except ActordError as error:
-                refused = f"its actors could not start: {error}"
+        # after a restart): its writer and reader open its files beneath the current roots
+        # as they start, and fail it if they cannot. Never here: a user's file (a FIFO, a
+        # symlink swapped in) must not be able to hold up the store.
+        refused = None
+        try:
+            live.reader, live.writer = self.launch(job_id, spec, live.ended, self.roots)
+        except ActorStopping:
+            # The system is stopping under us (an in-process user that stopped without a
+            # drain): not the job's fault. It stays queued, for the next start.
+            self.queue.appendleft(job_id)
+            self.draining = True
+            return
+        except ActordError as error:
+            refused = f"its actors could not start: {error}"
         if refused is None:
             self._journal.mark_running(job_id)
         else:
@@ -631,14 +649,7 @@ class JobStore(Actor):
             live.info = replace(live.info, state=JobState.FAILED, error=refused)
             self._settle(live)
             return
-        input_bytes, units = expected_size(spec)  # for the clients' progress bars
-        live.info = replace(
-            live.info,
-            state=JobState.RUNNING,
-            started=time.time(),
-            input_bytes=input_bytes,
-            total=live.info.total or units,
-        )
+        live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
         live.started = time.monotonic()
         self.running.add(job_id)
         _log.info(
