@@ -187,7 +187,10 @@ class ControlServer:
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
             _check_private(directory)
             if _listening(self.path):
-                raise OSError(errno.EADDRINUSE, f"another server is listening on {self.path}")
+                raise ConfigError(
+                    f"daemon.socket: another server (another actord?) is listening on "
+                    f"{self.path}: choose another path (--socket PATH, or daemon.socket)"
+                )
             Path(self.path).unlink(missing_ok=True)  # a stale socket from a previous run
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             old = os.umask(0o117)  # the socket file is created 0660: no window with more

@@ -16,6 +16,7 @@ queue (as gunicorn's arbiter does); control methods that change the lifecycle (`
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -49,13 +50,14 @@ from ..runtime.errors import (
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
+from .checks import describe_os_error, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue
 
-__all__ = ["Daemon", "ExitCode"]
+__all__ = ["Daemon", "ExitCode", "state_dir_in_use"]
 
 _log: Final = logging.getLogger("actord.daemon")
 MONITOR: Final = "monitor"  # the health actor's name
@@ -197,6 +199,8 @@ class Daemon:
     def _run(self) -> int:
         config = self.config
         logging.getLogger().setLevel(config.daemon.log_level)
+        _log.info("actord %s starting; config: %s", __version__, self._config_origin())
+        self._check_host(config)
         state = Path(config.daemon.state_dir)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = self._lock_state_dir(state)
@@ -211,6 +215,22 @@ class Daemon:
             return ExitCode.OK
         finally:
             lock.close()
+
+    def _config_origin(self) -> str:
+        if self.config_path is None:
+            return f"built-in defaults (no --config, and no {DEFAULT_CONFIG_PATH})"
+        if self.config_path == str(DEFAULT_CONFIG_PATH):
+            return f"{self.config_path} (the default path; --config FILE reads another)"
+        return self.config_path
+
+    def _check_host(self, config: Config) -> None:
+        # Before anything starts: a missing group or an unreachable root is named by its key
+        # now, not found by a pool or a connection later. The socket and the metrics port are
+        # checked where they are bound (they may come from systemd).
+        for problem in host_problems(config, listeners=False):
+            if problem.fatal:
+                raise ConfigError(str(problem))
+            _log.warning("%s", problem)
 
     def _check_start(self) -> None:
         # Between start-up steps: a SIGTERM/SIGINT that came meanwhile ends the start.
@@ -352,7 +372,15 @@ class Daemon:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         host, port = parse_address(config.metrics.address or "127.0.0.1:0")
-        self.metrics = MetricsServer(registry, host, port, listener=listener)
+        try:
+            self.metrics = MetricsServer(registry, host, port, listener=listener)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(metrics_in_use(config.metrics.address)) from None
+            raise ConfigError(
+                f"metrics.address: cannot serve on {config.metrics.address}: "
+                f"{describe_os_error(error)}"
+            ) from None
         self.metrics.start()
         _log.info("metrics at %s", self.metrics.url)
 
@@ -504,6 +532,19 @@ def _setting(config: Config, key: str) -> object:
         if value is _NO_SETTING:
             break
     return value
+
+
+def state_dir_in_use(state: Path) -> bool:
+    """Whether a running actord holds `state` (its lock), without taking it for long."""
+    try:
+        with open(state / "actord.lock", "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    except OSError:
+        return False  # no lock file: nothing ran there, or we cannot tell
+    return False
 
 
 def _stuck_threads() -> list[str]:
