@@ -271,7 +271,12 @@ class ControlServer:
         try:
             peer = _peer(conn)
             if not self.allowed(peer):
-                _log.warning("refused a control connection from uid %d pid %d", peer.uid, peer.pid)
+                logging.getLogger("actord.audit").warning(
+                    "connection by uid %d pid %d: refused forbidden (not root, our uid or in "
+                    "daemon.socket_group)",
+                    peer.uid,
+                    peer.pid,
+                )
                 self._reject(conn, ErrorCode.FORBIDDEN, "this user may not control actord")
                 return
             # Kernel timeouts on a blocking socket, not settimeout(): no poll() before every

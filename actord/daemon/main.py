@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
 from ..control.server import ControlServer, bound_address
+from ..runtime import logctx
 from ..runtime.errors import (
     ActorDead,
     ActordError,
@@ -190,14 +191,18 @@ class Daemon:
 
     def run(self) -> int:
         self._signals.install()  # idempotent: `actord run` did it first thing
+        logctx.set_outside("daemon")  # records of threads that run no actor say so
         try:
             return self._run()
         finally:
+            logctx.set_outside("-")
             if self._owns_signals:
                 self._signals.restore()
 
     def _run(self) -> int:
         config = self.config
+        if config.daemon.log_format == "json":
+            logctx.configure(config.daemon.log_level, json_lines=True)
         logging.getLogger().setLevel(config.daemon.log_level)
         _log.info("actord %s starting; config: %s", __version__, self._config_origin())
         self._check_host(config)
@@ -426,6 +431,8 @@ class Daemon:
             self._reload_failed(done, "failed", error)
             return
         pending = self._restart_needed(config, reported)
+        if config.daemon.log_format != self.config.daemon.log_format:
+            logctx.configure(config.daemon.log_level, json_lines=config.daemon.log_format == "json")
         logging.getLogger().setLevel(config.daemon.log_level)
         self.config = config
         self.generation += 1
