@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("actors", help="every actor and pool member, with the commands it takes")
     jobs = sub.add_parser("jobs", help="the newest jobs")
     jobs.add_argument("--limit", type=_between(1, _JOBS_LIMIT), default=100, help="how many (100)")
+    jobs.add_argument(
+        "--state",
+        choices=("queued", "running", "done", "failed", "cancelled"),
+        help="only the jobs in this state",
+    )
     for name, text in (("job", "one job"), ("cancel", "cancel a job"), ("watch", "follow a job")):
         completion.mark(
             sub.add_parser(name, help=text).add_argument("id", help="job id, e.g. log-3"), "jobs"
@@ -305,7 +310,7 @@ def _params(args: argparse.Namespace) -> list[Any]:
     if command == "job":
         return [args.id]
     if command == "jobs":
-        return [args.limit]
+        return [args.limit] + ([args.state] if args.state else [])
     if command == "restart":
         return [args.actor]
     if command == "scale":
