@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("size", type=_between(1, _POOL_LIMIT), help="members (1-256)")
     sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
     sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
+    sub.add_parser(
+        "config",
+        help="the running daemon's config, what reloads changed and what waits for a restart",
+    )
     sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
     shell = sub.add_parser(
         "completion",

@@ -1,5 +1,5 @@
 """Control methods: the dispatcher that maps errors to stable codes, and the runtime's own
-methods (ping, status, actors, send, restart, scale, reload, shutdown).
+methods (ping, status, actors, send, restart, scale, reload, shutdown, config).
 
 Methods run on the connection's thread. They act through the actor system's public API and
 typed messages; they never reach into an actor's state.
@@ -194,6 +194,8 @@ class RuntimeHooks(Protocol):
 
     def shutdown(self) -> None: ...
 
+    def effective_config(self) -> dict[str, Any]: ...
+
 
 def stats_to_wire(stats: ActorStats) -> dict[str, Any]:
     return {
@@ -286,6 +288,9 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         hooks.shutdown()
         return {"stopping": True}
 
+    def config(call: Call) -> dict[str, Any]:
+        return hooks.effective_config()
+
     return {
         "ping": ping,
         "status": status,
@@ -295,4 +300,5 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         "scale": scale,
         "reload": reload,
         "shutdown": shutdown,
+        "config": config,
     }

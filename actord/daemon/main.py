@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -29,7 +30,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,7 +52,7 @@ from ..runtime.errors import (
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
-from .checks import describe_os_error, host_problems, metrics_in_use
+from .checks import describe_os_error, dotted_keys, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
@@ -130,6 +131,7 @@ class Daemon:
         # reports them.
         self._restart_keys: dict[str, None] = dict.fromkeys(_RESTART_KEYS)
         self.generation = 1  # bumped by each applied reload
+        self._pending: list[str] = []  # restart-only keys changed (as of the last reload)
         self.started = time.monotonic()
         self.pid = os.getpid()
         self._fixed_status: dict[str, Any] = {}  # the figures of `status` that never change
@@ -434,14 +436,37 @@ class Daemon:
         if config.daemon.log_format != self.config.daemon.log_format:
             logctx.configure(config.daemon.log_level, json_lines=config.daemon.log_format == "json")
         logging.getLogger().setLevel(config.daemon.log_level)
+        changed = config_changes(self.config, config)
         self.config = config
+        self._pending = pending
         self.generation += 1
         if pending:
-            _log.warning("reloaded; these changes apply at the next start: %s", pending)
-        _log.info("config generation %d applied", self.generation)
+            _log.warning("reloaded; these changes apply at the next start: %s", ", ".join(pending))
+        _log.info(
+            "config generation %d applied: %s",
+            self.generation,
+            ", ".join(
+                f"{key} {json.dumps(old)} -> {json.dumps(new)}"
+                for key, (old, new) in changed.items()
+            )
+            or "nothing changed",
+        )
         self.notifier.ready(self._summary())
         if done is not None:
-            done.set_result({"generation": self.generation, "restart_needed": pending})
+            done.set_result(
+                {"generation": self.generation, "restart_needed": pending, "changed": changed}
+            )
+
+    def effective_config(self) -> dict[str, Any]:
+        """For `actorctl config`: the running config, where it came from, what reloads have
+        changed since the start, and what of that waits for a restart."""
+        return {
+            "path": self.config_path,
+            "generation": self.generation,
+            "config": _wire(asdict(self.config)),
+            "changed_since_start": config_changes(self._started_config, self.config),
+            "restart_needed": list(self._pending),
+        }
 
     def _restart_needed(self, config: Config, reported: list[str]) -> list[str]:
         """Every restart-only key whose value now differs from the one the daemon started
@@ -529,6 +554,24 @@ class Daemon:
 
 
 _NO_SETTING: Final = object()
+
+
+def config_changes(before: Config, after: Config) -> dict[str, list[Any]]:
+    """Every key whose value differs: key -> [before, after] (msgpack-able)."""
+    changes = {}
+    for key in dotted_keys(before):
+        old, new = _setting(before, key), _setting(after, key)
+        if old != new:
+            changes[key] = [_wire(old), _wire(new)]
+    return changes
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _wire(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_wire(item) for item in value]
+    return value
 
 
 def _setting(config: Config, key: str) -> object:
