@@ -269,9 +269,13 @@ class JobService:
         return info_to_wire(info)
 
     def cancel(self, call: Call) -> dict[str, Any]:
-        info = _answer(self._ask(Cancel(param(call, 0, str, "job"))))
+        """The job as the cancel left it; ``already_ended``: it had ended before (a cancel
+        of a cancelled job cancels nothing)."""
+        job_id = param(call, 0, str, "job")
+        before = _answer(self._ask(GetJob(job_id)))
+        info = before if before.state.finished else _answer(self._ask(Cancel(job_id)))
         self._stale_counts()
-        return info_to_wire(info)
+        return {**info_to_wire(info), "already_ended": before.state.finished}
 
     def watch(self, call: Call) -> dict[str, Any]:
         """``watch(job)``: a ``progress`` notification as the job advances; the result is the

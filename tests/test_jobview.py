@@ -164,3 +164,13 @@ def test_the_jobs_table_has_the_columns_people_read() -> None:
     ]
     assert [c[5] for c in cells] == ["1.5s", "1m05s", "-"]
     assert [c[6] for c in cells] == ["/in/a.log", "(synthetic)", "-"]
+
+
+def test_every_unit_written_reads_100_percent_as_its_count_does() -> None:
+    stream = io.StringIO()
+    watcher = Watcher(Output(stream), as_json=False)
+    running = {"id": "fft-1", "kind": "fft", "state": "running", "done": 16, "total": 16}
+    watcher.progress(running)
+    assert "  100%  16 of 16 chunks" in stream.getvalue()
+    watcher.progress({**running, "done": 15})
+    assert "  93%  15 of 16 chunks" in stream.getvalue()

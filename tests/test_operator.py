@@ -4,10 +4,16 @@ socket, and what a reload says it changed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ._daemon import DaemonProcess
+import pytest
+
+from ._daemon import ROOT, DaemonProcess
 
 Daemons = Callable[..., DaemonProcess]
 
@@ -53,3 +59,64 @@ def test_reload_says_what_changed_and_config_shows_it_with_what_waits_for_a_rest
     assert as_json["changed_since_start"]["parser.size"] == [2, 3]
     assert as_json["restart_needed"] == ["parser.executor"]
     assert as_json["path"] == str(config)
+
+
+SLOW_PATTERN = r"(?P<a>(x+x+)+y)"  # catastrophic backtracking: ~0.1 s per line of 22 x's
+
+
+def test_status_says_draining_while_jobs_drain_and_shutdown_wait_returns_once_exited(
+    daemons: Daemons,
+) -> None:
+    daemon = daemons("--drain-deadline", "60").start()
+    source = daemon.inputs / "slow.log"
+    source.write_text(("x" * 22 + "\n") * 30)
+    job = {
+        "kind": "log",
+        "input": str(source),
+        "output": str(daemon.outputs / "slow.jsonl"),
+        "options": {"pattern": SLOW_PATTERN, "block_bytes": 64},
+    }
+    submitted = daemon.call("submit", job)
+    with daemon.client(timeout=60) as client:  # running, so the drain has to wait for it
+
+        def running(method: str, params: Any) -> None:
+            if params[0]["state"] == "running":
+                raise _Running
+
+        with pytest.raises(_Running):
+            client.stream("watch", submitted["id"], on_notification=running, timeout=60)
+    status = daemon.ctl("status", "--json")
+    actors = json.loads(daemon.ctl("actors", "--json").stdout)
+    assert json.loads(status.stdout)["actors"] == len(actors)  # one count, both commands
+    waited = subprocess.Popen(
+        [*_ctl(daemon), "shutdown", "--wait", "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(daemon),
+    )
+    daemon.wait_note("STOPPING=1")
+    draining = daemon.ctl("status")
+    assert draining.returncode == 0, draining.stderr
+    assert "draining" in draining.stdout.splitlines()[0]
+    refused = daemon.ctl(
+        "submit", "log", str(daemon.outputs / "late.jsonl"), "--input", str(source)
+    )
+    assert refused.returncode == 1 and "shutting down" in refused.stderr
+    out, err = waited.communicate(timeout=120)
+    assert waited.returncode == 0, err
+    assert daemon.proc is not None and daemon.proc.poll() is not None  # exited before it said so
+    assert out.splitlines()[-1] == f"actord (pid {daemon.pid}) has exited"
+
+
+class _Running(Exception):
+    pass
+
+
+def _ctl(daemon: DaemonProcess) -> list[str]:
+    code = "from actord.daemon.cli import actorctl_main as m; exit(m())"
+    return [sys.executable, "-c", code]
+
+
+def _env(daemon: DaemonProcess) -> dict[str, str]:
+    return {**os.environ, "ACTORD_SOCKET": daemon.socket, "PYTHONPATH": str(ROOT)}

@@ -154,7 +154,7 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 3),
             "generation": self.generation,
             "draining": self.draining,
-            "actors": self.system.count(),
+            "actors": self.system.member_count(),  # as many as `actors` lists
             "connections": self.server.connections,
             **self.app.status(),
         }
@@ -493,9 +493,10 @@ class Daemon:
         # The drain has the whole deadline; stopping what is left then takes under a second.
         began = time.monotonic()
         deadline = began + self._deadline
+        self.draining = True  # before STOPPING=1: whoever hears that sees `draining`
         self.notifier.stopping()
-        self.draining = True
-        self.server.close_listener()
+        # The socket stays open while jobs drain: `status` says `draining` (a submit is
+        # refused by the store); it closes once the drain is over.
         if drain:
             try:
                 left = self.app.drain(max(0.0, deadline - time.monotonic()))
@@ -507,6 +508,7 @@ class Daemon:
             else:
                 _log.info("drained; %d jobs stay journaled for the next start", left)
         drained = time.monotonic()
+        self.server.close_listener()
         self._release_quietly(crashed=crashed)
         # Every actor told at once, before the connections are closed: a pool busy with CPU
         # work (a thread parser holds the GIL) ends after its unit, and the rest is quick.
