@@ -111,7 +111,10 @@ def output_taken(spec: JobSpec) -> str | None:
         return None
     for path in written_paths(spec):
         if os.path.lexists(path):
-            return f"{path} already exists (submit with overwrite to replace it)"
+            return (
+                f"{path} already exists: to replace it, submit again with --overwrite "
+                '(actorctl submit ... --overwrite; "overwrite": true in the protocol)'
+            )
     return None
 
 

@@ -344,7 +344,7 @@ def test_an_existing_output_is_refused_unless_the_job_says_overwrite(harness: Ha
     Path(spec.output).write_bytes(b"precious")
     refused = harness.ask(Accept(spec))
     assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
-    assert "already exists" in refused.message and "overwrite" in refused.message
+    assert "already exists" in refused.message and "--overwrite" in refused.message
     assert harness.states() == {}  # nothing journaled
     assert Path(spec.output).read_bytes() == b"precious"
     replaced = harness.ask(Accept(dataclasses.replace(spec, overwrite=True)))
