@@ -182,3 +182,13 @@ def test_host_problems_of_a_root_that_is_missing_are_warnings(tmp_path: Path, wr
     (problem,) = host_problems(config.resolved(), listeners=False)
     assert problem.key == key
     assert not problem.fatal
+
+
+def test_one_log_level_whether_it_comes_before_or_after_the_command(tmp_path: Path) -> None:
+    for argv in (
+        ["--log-level", "DEBUG", "check-config"],
+        ["check-config", "--log-level", "DEBUG"],
+    ):
+        result = _actord(*argv, *_local_flags(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert 'log_level = "DEBUG"  # flag --log-level' in result.stdout

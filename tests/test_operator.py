@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,16 @@ def _ctl(daemon: DaemonProcess) -> list[str]:
 
 def _env(daemon: DaemonProcess) -> dict[str, str]:
     return {**os.environ, "ACTORD_SOCKET": daemon.socket, "PYTHONPATH": str(ROOT)}
+
+
+def test_a_harness_leaves_no_socket_directory_behind(tmp_path: Path) -> None:
+    # This process's (other tests, other checkouts may run meanwhile).
+    ours = f"actord-e2e-{os.getpid()}-*"
+    before = set(Path(tempfile.gettempdir()).glob(ours))
+    unused = DaemonProcess(tmp_path / "unused")  # only its paths are used: nothing made
+    assert not Path(unused.socket).parent.parent.exists()
+    unused.stop()
+    daemon = DaemonProcess(tmp_path / "used").start()
+    assert Path(daemon.socket).exists()
+    daemon.stop()
+    assert set(Path(tempfile.gettempdir()).glob(ours)) <= before

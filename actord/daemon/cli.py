@@ -52,7 +52,10 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"actord {__version__}")
     parser.add_argument(
-        "--log-level", default="WARNING", help="logging level for the runtime (default WARNING)"
+        "--log-level",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ...: for demo (default WARNING); for run and check-config "
+        "the same as their own --log-level (daemon.log_level, default INFO)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
@@ -86,7 +89,7 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     _add_run(commands)
     args = parser.parse_args(argv)
     if args.command == "check-config":
-        logctx.configure(args.log_level)
+        logctx.configure(args.log_level or "WARNING")
         return _check_config(args)
     if args.command == "run":
         if signals is None:  # `actord --log-level X run`: options came first
@@ -97,7 +100,7 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
         notifier.status("starting")
         notifier.close()
         return _run(args, signals)
-    logctx.configure(args.log_level)
+    logctx.configure(args.log_level or "WARNING")
     if args.command is None:
         parser.print_help()
         return 2
@@ -205,7 +208,10 @@ def _add_config_flags(run: argparse.ArgumentParser) -> None:
 
     run.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
     run.add_argument(
-        "--log-level", dest="run_log_level", metavar="LEVEL", help="DEBUG, INFO (default), ..."
+        "--log-level",
+        dest="run_log_level",
+        metavar="LEVEL",
+        help="DEBUG, INFO (default), WARNING, ... [daemon.log_level]",
     )
     for flag, key, kind, text in _RUN_FLAGS:
         repeat = key.endswith("_roots")
@@ -249,8 +255,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value
-    if args.run_log_level:
-        overrides["daemon.log_level"] = args.run_log_level
+    level = args.run_log_level or args.log_level  # `actord --log-level X run` as well
+    if level:
+        overrides["daemon.log_level"] = level
     return overrides
 
 
