@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -134,3 +136,30 @@ def test_a_harness_leaves_no_socket_directory_behind(tmp_path: Path) -> None:
     assert Path(daemon.socket).exists()
     daemon.stop()
     assert set(Path(tempfile.gettempdir()).glob(ours)) <= before
+
+
+def test_sigusr1_logs_one_named_dump_with_a_header(daemons: Daemons) -> None:
+    daemon = daemons().start()
+    actors = daemon.call("actors")
+    daemon.signal(signal.SIGUSR1)
+    # The dump is written by the main thread as soon as it runs Python again: before it
+    # serves the SIGHUP sent after it, whose READY=1 says that reload is over.
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_note("RELOADING=1")
+    daemon.wait_note("READY=1")
+    lines = daemon.log.read_text().splitlines()
+    (head,) = [i for i, line in enumerate(lines) if "actord.dump" in line]
+    assert re.search(
+        r"WARNING actord\.dump \[actor=daemon cid=-\] thread dump at \S+Z, pid \d+, \d+ threads$",
+        lines[head],
+    )
+    body = "\n".join(lines[head:])
+    assert "MainThread, native id" in body
+    parser = next(a for a in actors if a["name"] == "parser#0")
+    assert f"(actor parser#0), native id {parser['native_thread_id']}:" in body
+    # One record: the stack lines that follow carry no timestamp of their own.
+    after = lines[head + 1 :]
+    end = next(
+        (i for i, line in enumerate(after) if re.match(r"\d{4}-\d\d-\d\d ", line)), len(after)
+    )
+    assert end > 10

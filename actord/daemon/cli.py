@@ -7,9 +7,7 @@ foreground; `actorctl` (in `control/ctl.py`) talks to it over the control socket
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import importlib
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,8 +92,10 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         if signals is None:  # `actord --log-level X run`: options came first
             signals = SignalQueue().install()
-        # `kill -USR1` writes every thread's stack to stderr: what a stuck daemon is doing.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # `kill -USR1`: every thread's stack, named, in one log record (SIGUSR2: C level).
+        from .dump import install  # noqa: PLC0415 - after the handlers
+
+        install()
         notifier = Notifier()  # under systemd, `systemctl status` says so at once
         notifier.status("starting")
         notifier.close()

@@ -51,6 +51,7 @@ from ..runtime.errors import (
 )
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
+from . import dump
 from .app import App, load_app
 from .checks import describe_os_error, dotted_keys, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -215,12 +216,14 @@ class Daemon:
             default_capacity=config.mailbox_capacity,
             on_escalate=lambda escalation: self._signals.put(_Escalated(escalation)),
         )
+        dump.watch_actors(self.system.stats)  # SIGUSR1's dump names the actors' threads
         try:
             return self._serve(config)
         except _StartStopped:
             _log.info("stopped while starting: nothing is left running")
             return ExitCode.OK
         finally:
+            dump.watch_actors(None)
             lock.close()
 
     def _config_origin(self) -> str:
