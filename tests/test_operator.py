@@ -163,3 +163,25 @@ def test_sigusr1_logs_one_named_dump_with_a_header(daemons: Daemons) -> None:
         (i for i, line in enumerate(after) if re.match(r"\d{4}-\d\d-\d\d ", line)), len(after)
     )
     assert end > 10
+
+
+def test_check_config_against_a_running_daemon_counts_its_socket_as_its_own(
+    daemons: Daemons,
+) -> None:
+    daemon = daemons().start()
+    flags = daemon.args()[4:]  # `python -m actord run` and then its flags
+    code = "import sys; from actord.daemon.cli import actord_main; sys.exit(actord_main())"
+    checked = subprocess.run(
+        [sys.executable, "-c", code, "check-config", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        f"warning: daemon.socket: {daemon.socket} is the running actord's (pid {daemon.pid})"
+        in (checked.stderr)
+    )
+    assert "is in use by a running actord" in checked.stderr
