@@ -56,7 +56,7 @@ class JobSystemConfig:
     parsers: int = 2
     parser_executor: Executor = Executor.PROCESS
     fft_workers: int = 2
-    pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
+    pool_capacity: int = 8  # units queued per job in each pool: bounds the memory in flight
     writer_capacity: int = 16  # units a writer may have queued (each up to a block's records)
     window: int = 32  # units a job may have sent and not yet written
     block_timeout: float = 60.0  # a parse worker busy longer on one block is killed
@@ -159,8 +159,11 @@ def start_job_system(
             parser = lambda: RemoteParser(link, unit_timeout=block_timeout)  # noqa: E731
         if config.fft_executor is Executor.RAY:
             fft = lambda: RemoteFFTWorker(link, engine, unit_timeout=block_timeout)  # noqa: E731
-    system.spawn_pool(parser, PARSERS, config.parsers, capacity=config.pool_capacity)
-    system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    # Fair pools: the running jobs' units are served in turn (by their job, `fair_key`), so
+    # one slow or hostile job never holds every member while another job's units wait.
+    pool_capacity = config.pool_capacity
+    system.spawn_pool(parser, PARSERS, config.parsers, capacity=pool_capacity, fair=True)
+    system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=pool_capacity, fair=True)
     # Which library computes is chosen once, here ("" in the config: scipy when installed):
     # said at start, since the outputs of the two differ in the last bits.
     _log.info(

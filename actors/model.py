@@ -292,6 +292,11 @@ class LogBlock:
     attempt: int = 0
     ended: JobEnded | None = None  # set once the job has ended: its blocks are not worth parsing
 
+    @property
+    def fair_key(self) -> str:
+        """Its job: the parser pool serves the running jobs' blocks in turn (`FairKeyed`)."""
+        return self.job
+
 
 class JobEnded:
     """Set once, by the job store, when a job ends (done, failed or cancelled): a parser
@@ -444,6 +449,11 @@ class FFTChunk:
     attempt: int = 0
     ended: JobEnded | None = None  # set once the job has ended: its chunks are not worth doing
     remote_output: bool = False  # the output lies under a shared root: a Ray worker writes it
+
+    @property
+    def fair_key(self) -> str:
+        """Its job: the FFT pool serves the running jobs' chunks in turn (`FairKeyed`)."""
+        return self.job
 
 
 @dataclass(frozen=True, slots=True)

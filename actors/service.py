@@ -262,11 +262,30 @@ class JobService:
             known = ", ".join([*(s.value for s in JobState), *_STATE_ALIASES])
             raise InvalidArgument(f"state: must be one of {known}, got {state!r}") from None
         infos = self._ask(ListJobs(limit, wanted))
-        return [info_to_wire(info) for info in infos]
+        members = self._members()
+        return [self._to_wire(info, members) for info in infos]
 
     def job(self, call: Call) -> dict[str, Any]:
         info = _answer(self._ask(GetJob(param(call, 0, str, "job"))))
-        return info_to_wire(info)
+        return self._to_wire(info, self._members())
+
+    def _members(self) -> dict[str, int]:
+        # How many pool members each job holds now: the fair pools' holdings by job id.
+        channel = self.system.channel
+        members: dict[str, int] = {}
+        for pool in (PARSERS, FFT_WORKERS):
+            share = channel.fair_share(pool)
+            for key, count in share.held.items() if share is not None else ():
+                if isinstance(key, str):
+                    members[key] = members.get(key, 0) + count
+        return members
+
+    @staticmethod
+    def _to_wire(info: JobInfo, members: Mapping[str, int]) -> dict[str, Any]:
+        wire = info_to_wire(info)
+        if info.state is JobState.RUNNING:
+            wire["members"] = members.get(info.id, 0)  # running jobs only: a figure of now
+        return wire
 
     def cancel(self, call: Call) -> dict[str, Any]:
         """The job as the cancel left it; ``already_ended``: it had ended before (a cancel

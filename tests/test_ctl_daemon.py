@@ -108,6 +108,7 @@ def test_colour_on_a_terminal_only_and_never_with_no_color(daemon: DaemonProcess
         "KIND",
         "STATE",
         "PROGRESS",
+        "MEMBERS",
         "STARTED",
         "DURATION",
         "INPUT",

@@ -174,6 +174,12 @@ def _state_colour(row: Job) -> Colour | None:
     return _STATE_COLOURS.get(str(row.get("state")))
 
 
+def _members(job: Job) -> str:
+    # The pool members a running job holds now (the daemon sends it for running jobs only).
+    members = job.get("members")
+    return "-" if members is None else count(members)
+
+
 def input_of(job: Job) -> str:
     path = job.get("input")
     if path is None and job.get("kind") == "fft":
@@ -199,6 +205,7 @@ def job_table(jobs: list[Job], out: Output, now: float | None = None) -> None:
         Column("KIND", lambda j: str(j.get("kind"))),
         Column("STATE", lambda j: str(j.get("state")), _state_colour),
         Column("PROGRESS", progress, right=True),
+        Column("MEMBERS", _members, right=True),
         Column("STARTED", lambda j: local_time(j.get("started"), today)),
         Column("DURATION", took, right=True),
         Column("INPUT", input_of),
@@ -243,6 +250,8 @@ def job_details(job: Job, out: Output, now: float | None = None) -> None:
         _, eta = _pace(job, hints, moment)
         if eta:
             rows.append(("eta", eta))
+        if job.get("members") is not None:
+            rows.append(("pool members", _members(job)))
     if isinstance(summary, Mapping):
         rows += _summary_rows(summary)
     if job.get("crash_retries"):
