@@ -156,13 +156,18 @@ def audit(call: Call, outcome: object) -> None:
 def _shown(value: object) -> str:
     if isinstance(value, Mapping):
         return " ".join(
-            f"{key}={_shown(item)}" for key, item in value.items() if item not in (None, {}, False)
+            f"{key}={_shown(item)}"
+            for key, item in value.items()
+            if item is not None and item is not False and item != {}  # 0 is shown
         )
     if isinstance(value, list | tuple):
         return ",".join(_shown(item) for item in value)
     text = str(value)
     if text.startswith("/") and len(text) > _SHOWN:  # a path: its last two parts say enough
-        text = "…/" + "/".join(text.rsplit("/", 2)[-2:])
+        parts = text.rsplit("/", 2)
+        text = "…/" + "/".join(parts[-2:])
+        if len(text) > _SHOWN:
+            text = "…/" + parts[-1]  # or its name alone
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
