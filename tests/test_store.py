@@ -568,7 +568,7 @@ def test_jobs_by_state_and_input_bytes_as_job_shows_them(harness: Harness) -> No
     fft = harness.ask(Accept(harness.fft("f")))
     harness.wait(log.id)
     harness.wait(fft.id)
-    cancelled = harness.ask(Accept(harness.fft("c")))
+    cancelled = harness.ask(Accept(harness.slow("c")))  # a second of parsing: still running
     harness.ask(Cancel(cancelled.id))
     harness.wait(cancelled.id)
     done = harness.ask(ListJobs(10, JobState.DONE))
