@@ -70,9 +70,11 @@ SLOW_PATTERN = r"(?P<a>(x+x+)+y)"  # catastrophic backtracking: ~0.1 s per line 
 def test_status_says_draining_while_jobs_drain_and_shutdown_wait_returns_once_exited(
     daemons: Daemons,
 ) -> None:
-    daemon = daemons("--drain-deadline", "60").start()
+    # A job of about 30 s of parsing outlasts the 8 s drain: the drain is under way for all
+    # of it, however slow the machine is to run the commands below.
+    daemon = daemons("--drain-deadline", "8").start()
     source = daemon.inputs / "slow.log"
-    source.write_text(("x" * 22 + "\n") * 30)
+    source.write_text(("x" * 22 + "\n") * 300)
     job = {
         "kind": "log",
         "input": str(source),
