@@ -171,7 +171,8 @@ def load_config(
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
         except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, ...
-            raise ConfigError(f"{path}: cannot read the config: {error}") from None
+            why = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError(f"{path}: cannot read the config: {why}") from None
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if key:
