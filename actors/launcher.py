@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from actord import Actor, ActorRef, ActorSystem, RestartPolicy
@@ -25,7 +25,7 @@ from .model import Engine, Executor, JobEnded, JobKind, JobSpec, LogOptions
 from .parser import Parser
 from .ray_link import RayLink
 from .reader import ArrayReader, LogReader, reader_capacity
-from .store import JobStore
+from .store import JobStore, Retention
 from .validate import Roots
 from .writer import ArrayWriter, LogWriter
 
@@ -69,6 +69,7 @@ class JobSystemConfig:
     ray_namespace: str = "actord"
     ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
     shared_roots: tuple[str, ...] = ()  # mounted at the same path on every Ray node
+    retention: Retention = field(default_factory=Retention)  # ended jobs leave the journal
 
 
 class Launcher:
@@ -194,6 +195,7 @@ def start_job_system(
             config.max_jobs,
             roots=config.roots,
             max_crash_retries=config.max_crash_retries,
+            retention=config.retention,
         ),
         STORE,
         capacity=65536,  # readers' and writers' notes never wait: room for every one

@@ -264,6 +264,7 @@ class GetJob:
 @dataclass(frozen=True, slots=True)
 class ListJobs:
     limit: int = 1000  # the newest jobs only: a daemon that runs for months has many
+    state: JobState | None = None  # only the jobs in this state
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,14 +67,17 @@ __all__ = [
     "JobCounts",
     "JobStore",
     "Launch",
+    "Prune",
     "Release",
     "Released",
+    "Retention",
     "SetMaxJobs",
     "StoreStatus",
 ]
 
 _log: Final = logging.getLogger("actors.store")
 _ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
+_PRUNE_EVERY: Final = 3600.0  # seconds between two applications of the retention
 
 # Spawns a job's actors: (job id, spec, its end flag, the allowed roots now) -> (reader,
 # writer). See `Launcher`. The reader and writer open the job's files beneath the roots.
@@ -111,11 +114,31 @@ class Released:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """Which ended jobs leave the journal (their outputs stay): those that ended more than
+    `days` ago, and those beyond the newest `jobs` ended ones; 0 is no limit."""
+
+    days: float = 0.0
+    jobs: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.days > 0 or self.jobs > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Apply the retention now (at start, hourly, after a reload); replied with the number
+    of jobs removed from the journal."""
+
+
+@dataclass(frozen=True, slots=True)
 class SetMaxJobs:
-    """A reload: the job limit and the allowed roots (inputs, outputs)."""
+    """A reload: the job limit, the allowed roots (inputs, outputs) and the retention."""
 
     max_jobs: int
     roots: Roots | None = None
+    retention: Retention | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +187,10 @@ class JobStore(Actor):
         *,
         roots: Roots | None = None,
         max_crash_retries: int = 5,
+        retention: Retention | None = None,
     ) -> None:
         self.path = path
+        self.retention = retention or Retention()
         self.launch = launch
         self.max_jobs = max_jobs
         # (input roots, output roots): a job's reader and writer open its files beneath them
@@ -222,6 +247,8 @@ class JobStore(Actor):
                 )
         if self.queue:
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
+        self._prune()
+        self.schedule(_PRUNE_EVERY, Prune(), interval=_PRUNE_EVERY)  # a timer, not a thread
         self._pump()
 
     def _recover_publication(self, job: JournaledJob) -> JournaledJob | None:
@@ -275,7 +302,7 @@ class JobStore(Actor):
         elif isinstance(payload, GetJob):
             self._answer(message, self._lookup(payload.job))
         elif isinstance(payload, ListJobs):
-            self._answer(message, self._list(payload.limit))
+            self._answer(message, self._list(payload.limit, payload.state))
         elif isinstance(payload, Cancel):
             self._answer(message, self._cancel(payload.job))
         elif isinstance(payload, WaitJob):
@@ -293,8 +320,13 @@ class JobStore(Actor):
         elif isinstance(payload, SetMaxJobs):
             self.max_jobs = payload.max_jobs
             self.roots = payload.roots or self.roots
+            if payload.retention is not None and payload.retention != self.retention:
+                self.retention = payload.retention
+                self._prune()
             self._pump()
             self._answer(message, self._counts())
+        elif isinstance(payload, Prune):
+            self._answer(message, self._prune())
         elif isinstance(payload, StoreStatus):
             self._answer(message, self._counts())
         elif isinstance(payload, GetJobMetrics):
@@ -388,12 +420,37 @@ class JobStore(Actor):
         if len(self.ended_infos) > _ENDED_CACHE:
             self.ended_infos.popitem(last=False)
 
-    def _list(self, limit: int) -> tuple[JobInfo, ...]:
+    def _list(self, limit: int, state: JobState | None = None) -> tuple[JobInfo, ...]:
         infos = []
-        for job in self._journal.jobs(limit=limit):
+        for job in self._journal.jobs(limit=limit, state=state):
             live = self.live.get(job.id)
-            infos.append(live.info if live else self._info(job))
+            # As `job` shows it: the live record, else the ended one kept, else the journal's.
+            infos.append(live.info if live else self.ended_infos.get(job.id) or self._info(job))
         return tuple(infos)
+
+    def _prune(self) -> int:
+        """Apply the retention: ended jobs out of the journal (their outputs untouched)."""
+        retention = self.retention
+        if not retention.active:
+            return 0
+        removed = self._journal.prune(
+            ended_before=time.time() - retention.days * 86400 if retention.days else None,
+            keep=retention.jobs or None,
+        )
+        for job_id, kind, state in removed:
+            self.ended_infos.pop(job_id, None)
+            if self.stats.ended[(kind, state)] > 0:
+                self.stats.ended[(kind, state)] -= 1
+            self.stats.pruned += 1
+        if removed:
+            _log.info(
+                "retention: %d ended jobs left the journal (retention_days %g, retention_jobs "
+                "%d; their outputs stay)",
+                len(removed),
+                retention.days,
+                retention.jobs,
+            )
+        return len(removed)
 
     def _publishing(self, request: Publishing) -> Recorded | Rejected:
         # The writer renames its files only after this commit: a job cancelled, failed or
@@ -403,7 +460,9 @@ class JobStore(Actor):
         live = self.live.get(job_id)
         if live is None or live.closing or job_id not in self.running:
             return Rejected(ErrorCode.CONFLICT, f"job {job_id!r} is not running")
-        result = _packed_result(request.done, request.total, request.bytes, request.summary)
+        result = _packed_result(
+            request.done, request.total, request.bytes, request.summary, live.info.input_bytes
+        )
         try:
             # The journal refuses a job that is not running there (released, or asking twice).
             self._journal.record_publication(job_id, request.files, result=result)
@@ -517,7 +576,7 @@ class JobStore(Actor):
             summary=summary,
             total=live.info.total or live.info.done,
         )
-        result = _packed_result(info.done, info.total, info.bytes, summary)
+        result = _packed_result(info.done, info.total, info.bytes, summary, info.input_bytes)
         self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
         self._stop_actors(live, done=True)
         self._settle(live)
@@ -687,6 +746,7 @@ class JobStore(Actor):
             done=result.get("done", 0),
             total=result.get("total", 0),
             bytes=result.get("bytes", 0),
+            input_bytes=result.get("input_bytes", 0),
             error=job.error if spec is not None else (job.error or "its spec cannot be read"),
             summary=summary,
             crash_retries=job.crash_retries,
@@ -714,9 +774,19 @@ def _source(spec: JobSpec) -> str:
 
 
 def _packed_result(
-    done: int, total: int, nbytes: int, summary: LogSummary | FFTSummary | None
+    done: int,
+    total: int,
+    nbytes: int,
+    summary: LogSummary | FFTSummary | None,
+    input_bytes: int = 0,
 ) -> bytes:
     """A job's result as the journal keeps it (read back by `JobStore._info`)."""
     return pack(
-        {"done": done, "total": total, "bytes": nbytes, "summary": summary_to_wire(summary)}
+        {
+            "done": done,
+            "total": total,
+            "bytes": nbytes,
+            "input_bytes": input_bytes,
+            "summary": summary_to_wire(summary),
+        }
     )

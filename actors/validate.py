@@ -122,7 +122,10 @@ def output_taken(spec: JobSpec, roots: Roots | None = None) -> str | None:
         with open_directory(os.path.dirname(spec.output), None if roots is None else roots[1]) as d:
             for path in written_paths(spec):
                 if d.lstat(os.path.basename(path)) is not None:
-                    return f"{path} already exists (submit with overwrite to replace it)"
+                    return (
+                        f"{path} already exists: to replace it, submit again with --overwrite "
+                        '(actorctl submit ... --overwrite; "overwrite": true in the protocol)'
+                    )
     except OSError:
         return None
     return None

@@ -185,3 +185,13 @@ def test_a_running_jobs_details_say_how_many_pool_members_it_holds() -> None:
     ended = _job(state="done", ended="2027-01-15T08:00:01.500Z", members=2)
     jobview.job_details(ended, Output(stream, colour=False), T0 + 5)
     assert "pool members" not in stream.getvalue()  # a figure of now: running jobs only
+
+
+def test_every_unit_written_reads_100_percent_as_its_count_does() -> None:
+    stream = io.StringIO()
+    watcher = Watcher(Output(stream), as_json=False)
+    running = {"id": "fft-1", "kind": "fft", "state": "running", "done": 16, "total": 16}
+    watcher.progress(running)
+    assert "  100%  16 of 16 chunks" in stream.getvalue()
+    watcher.progress({**running, "done": 15})
+    assert "  93%  15 of 16 chunks" in stream.getvalue()

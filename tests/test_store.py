@@ -15,6 +15,7 @@ import pytest
 
 from actord import ActorRef, ActorStopping, ActorSystem, RestartPolicy
 from actord.runtime.errors import ErrorCode
+from actors.job_stats import GetJobMetrics
 from actors.journal import Journal
 from actors.launcher import STORE, JobSystemConfig, start_job_system
 from actors.model import (
@@ -40,8 +41,10 @@ from actors.store import (
     Drained,
     JobStore,
     Launch,
+    Prune,
     Release,
     Released,
+    Retention,
     SetMaxJobs,
     StoreStatus,
 )
@@ -61,9 +64,16 @@ class Harness:
         self.journal = str(tmp / "journal.sqlite3")
         self.events = Recorder()
 
-    def start(self, max_jobs: int = 4, roots: Roots | None = None) -> None:
+    def start(
+        self, max_jobs: int = 4, roots: Roots | None = None, retention: Retention | None = None
+    ) -> None:
         # Worker processes: the slow regex would hold the GIL for 0.1 s at a time in threads.
-        config = JobSystemConfig(parser_executor=Executor.PROCESS, max_jobs=max_jobs, roots=roots)
+        config = JobSystemConfig(
+            parser_executor=Executor.PROCESS,
+            max_jobs=max_jobs,
+            roots=roots,
+            retention=retention or Retention(),
+        )
         start_job_system(self.system, self.journal, config)
         self.system.spawn(lambda: RecordingActor(self.events), "events")
         self.system.channel.subscribe(STORE, "events")
@@ -337,7 +347,7 @@ def test_an_existing_output_is_refused_unless_the_job_says_overwrite(harness: Ha
     # What the submitting thread finds (`submit_job`): the store never looks at the file.
     refused = harness.ask(Accept(spec, taken=output_taken(spec)))
     assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
-    assert "already exists" in refused.message and "overwrite" in refused.message
+    assert "already exists" in refused.message and "--overwrite" in refused.message
     assert harness.states() == {}  # nothing journaled
     assert Path(spec.output).read_bytes() == b"precious"
     replaced = harness.ask(Accept(dataclasses.replace(spec, overwrite=True)))
@@ -540,3 +550,51 @@ def test_a_started_job_says_how_far_it_has_to_go(harness: Harness, tmp_path: Pat
     zipped = harness.ask(Accept(JobSpec(JobKind.LOG, str(tmp_path / "z.jsonl"), str(packed))))
     assert harness.wait(zipped.id).input_bytes == 0
     harness.ask(Cancel(log.id))
+
+
+def test_retention_removes_ended_jobs_from_the_journal_and_leaves_their_outputs(
+    harness: Harness,
+) -> None:
+    harness.start(retention=Retention(jobs=1))
+    infos = [harness.ask(Accept(harness.fft(f"r{i}"))) for i in range(3)]
+    for info in infos:
+        assert harness.wait(info.id).state is JobState.DONE
+    assert harness.ask(Prune()) == 2  # as the hourly timer does
+    assert list(harness.states()) == [infos[2].id]
+    assert all(Path(info.output).exists() for info in infos)  # outputs untouched
+    assert isinstance(harness.ask(GetJob(infos[0].id)), Rejected)  # gone from `job` too
+    metrics = harness.ask(GetJobMetrics())
+    assert metrics.pruned == 2
+    assert ("fft", "done", 1) in metrics.jobs
+    assert harness.ask(StoreStatus()).done == 1
+    # Applied at start too: a journal with more ended jobs than kept is pruned as it opens.
+    harness.system.stop(timeout=WAIT)
+    with sqlite3.connect(harness.journal) as db:
+        db.execute("UPDATE jobs SET ended = ended - 86400 * 3")
+    harness.system = ActorSystem("again", clock=FakeClock())
+    try:
+        harness.start(retention=Retention(days=2))
+        assert harness.ask(StoreStatus()).done == 0  # answered once on_start has run
+        assert harness.states() == {}
+    finally:
+        harness.system.stop(timeout=WAIT)
+
+
+def test_jobs_by_state_and_input_bytes_as_job_shows_them(harness: Harness) -> None:
+    harness.start()
+    source = harness.tmp / "plain.log"
+    source.write_text("2026-11-25 10:00:00 [INFO] one\n" * 100)
+    spec = JobSpec(JobKind.LOG, str(harness.tmp / "plain.jsonl"), str(source), LogOptions())
+    log = harness.ask(Accept(spec))
+    fft = harness.ask(Accept(harness.fft("f")))
+    harness.wait(log.id)
+    harness.wait(fft.id)
+    cancelled = harness.ask(Accept(harness.slow("c")))  # a second of parsing: still running
+    harness.ask(Cancel(cancelled.id))
+    harness.wait(cancelled.id)
+    done = harness.ask(ListJobs(10, JobState.DONE))
+    assert [info.id for info in done] == [log.id, fft.id]
+    assert [i.id for i in harness.ask(ListJobs(10, JobState.CANCELLED))] == [cancelled.id]
+    listed = done[0]
+    assert listed.input_bytes == source.stat().st_size
+    assert listed == harness.ask(GetJob(log.id))

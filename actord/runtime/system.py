@@ -462,6 +462,13 @@ class ActorSystem:
         """How many actors (a pool counts once) are running."""
         return len(self._order)  # one read of a list's length: no lock needed
 
+    def member_count(self) -> int:
+        """How many actor threads there are, each pool member counted (the rows of
+        `stats()`), without building their statistics."""
+        return sum(  # each group's list read once, as `stats()` does; no lock needed
+            sum(not cell.retired for cell in tuple(group.cells)) for group in tuple(self._order)
+        )
+
     def names(self) -> tuple[str, ...]:
         with self._lock:
             return tuple(g.name for g in self._order)
