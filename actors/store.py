@@ -306,25 +306,13 @@ class JobStore(Actor):
         elif isinstance(payload, Cancel):
             self._answer(message, self._cancel(payload.job))
         elif isinstance(payload, WaitJob):
-            if payload.job not in self.live:
-                self._answer(message, self._lookup(payload.job))
-            elif message.correlation_id is not None:  # live until its files are gone
-                self.waiters.setdefault(payload.job, []).append(message)
+            self._wait(message, payload)
         elif isinstance(payload, Drain):
-            self.draining = True
-            if message.correlation_id is not None:
-                self.drain_waiters.append(message)
-            self._check_drained()
+            self._drain(message)
         elif isinstance(payload, Release):
             self._answer(message, self._release(payload.crashed))
         elif isinstance(payload, SetMaxJobs):
-            self.max_jobs = payload.max_jobs
-            self.roots = payload.roots or self.roots
-            if payload.retention is not None and payload.retention != self.retention:
-                self.retention = payload.retention
-                self._prune()
-            self._pump()
-            self._answer(message, self._counts())
+            self._answer(message, self._set_max_jobs(payload))
         elif isinstance(payload, Prune):
             self._answer(message, self._prune())
         elif isinstance(payload, StoreStatus):
@@ -336,6 +324,27 @@ class JobStore(Actor):
                 if not live.closing
             )
             self._answer(message, self.stats.snapshot(unfinished))
+
+    def _wait(self, message: Message, request: WaitJob) -> None:
+        if request.job not in self.live:
+            self._answer(message, self._lookup(request.job))
+        elif message.correlation_id is not None:  # live until its files are gone
+            self.waiters.setdefault(request.job, []).append(message)
+
+    def _drain(self, message: Message) -> None:
+        self.draining = True
+        if message.correlation_id is not None:
+            self.drain_waiters.append(message)
+        self._check_drained()
+
+    def _set_max_jobs(self, request: SetMaxJobs) -> JobCounts:
+        self.max_jobs = request.max_jobs
+        self.roots = request.roots or self.roots
+        if request.retention is not None and request.retention != self.retention:
+            self.retention = request.retention
+            self._prune()
+        self._pump()
+        return self._counts()
 
     def _answer(self, request: Message, answer: object) -> None:
         # A request told rather than asked has nobody to answer: what it asked for is done.
