@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         StopTimeout,
         UnknownActor,
     )
+    from .runtime.fair import FairKeyed
     from .runtime.logctx import LOG_FORMAT
     from .runtime.message import (
         AdminCommand,
@@ -72,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "NameTaken": ".runtime.errors",
     "StopTimeout": ".runtime.errors",
     "UnknownActor": ".runtime.errors",
+    "FairKeyed": ".runtime.fair",
     "LOG_FORMAT": ".runtime.logctx",
     "AdminCommand": ".runtime.message",
     "Control": ".runtime.message",
@@ -117,6 +119,7 @@ __all__ = [
     "Decision",
     "ErrorCode",
     "Escalation",
+    "FairKeyed",
     "Histogram",
     "InvalidArgument",
     "MailboxClosed",

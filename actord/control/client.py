@@ -141,6 +141,19 @@ class Client:
                 continue
             return answer(message)
 
+    def closed_within(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the daemon to close this connection (as it does when it
+        stops); True once it has."""
+        self._sock.settimeout(timeout)
+        try:
+            while self._sock.recv(1 << 16):
+                pass  # a late notification: nothing for us
+        except TimeoutError:
+            return False
+        except OSError:
+            return True  # reset: gone as well
+        return True
+
     def _refusal(self) -> RemoteError | None:
         """After a failed write: the error the server sent before it closed, if it sent one."""
         while True:

@@ -59,6 +59,7 @@ class Actor:
     _ref: ActorRef
     _token: StopToken
     _own_lane: Callable[..., None]  # its cell's `tell`: this member's own lane
+    _yield_turn: Callable[[Message], bool]  # its inbox's `yield_turn`
     _timers: list[Timer]  # scheduled by this instance: cancelled when it ends
     _timers_kept: int  # how many were live at the last pruning
 
@@ -129,6 +130,14 @@ class Actor:
         except (MailboxFull, ChannelClosed):
             return False
         return True
+
+    def yield_turn(self, message: Message) -> bool:
+        """For a member of a fair pool (`ActorSystem.spawn_pool(fair=True)`), while it
+        handles `message`: True if the pool took this member's turn back for another key's
+        waiting messages (its key holds more members than its share). `message` is then
+        queued again, first of its key, and the handler must drop its work on it and return.
+        Call it now and then from long, restartable work; always False in a plain pool."""
+        return self._yield_turn(message)
 
     def reply(self, message: Message, payload: Any) -> None:
         """Answer a request (`ask`/`request`) with `payload`."""
@@ -502,6 +511,7 @@ class _Cell:
         actor._ref = self._ref
         actor._token = self.token
         actor._own_lane = self.tell
+        actor._yield_turn = self._inbox.yield_turn
         actor._timers = []
         actor._timers_kept = 8
         return actor

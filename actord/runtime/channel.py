@@ -32,6 +32,7 @@ from .errors import (
     NameTaken,
     UnknownActor,
 )
+from .fair import FairMailbox, FairShare
 from .mailbox import Mailbox, Wakeable
 from .message import (
     _MUTABLE_TYPES,
@@ -143,6 +144,13 @@ class Inbox:
         """Refuse new data; receivers drain what is queued, then get `MailboxClosed`."""
         self._mailbox.close()
 
+    def yield_turn(self, message: Message) -> bool:
+        """This member, busy with `message`: True if a fair mailbox took its turn back for
+        another key (`message` is queued again; see `FairMailbox.yield_turn`). Always False
+        on a plain mailbox."""
+        mailbox = self._mailbox
+        return type(mailbox) is FairMailbox and mailbox.yield_turn(self.member, message)
+
     def detach(self) -> None:
         """Free the name: remove the route to this mailbox, if it is still the one under
         its name (never a newer mailbox that reuses it), and close it. Takes no callback."""
@@ -219,8 +227,9 @@ class ThreadChannel:
 
     # -- mailboxes -------------------------------------------------------------------------
 
-    def register(self, name: str, capacity: int = 1024) -> None:
-        """Create the bounded mailbox `name`. Raises `NameTaken` if it exists."""
+    def register(self, name: str, capacity: int = 1024, *, fair: bool = False) -> None:
+        """Create the bounded mailbox `name`. Raises `NameTaken` if it exists. With `fair`,
+        a `FairMailbox`: one FIFO of `capacity` per key, served in turn (for a pool)."""
         if capacity < 1:
             raise InvalidArgument(f"mailbox capacity must be >= 1, got {capacity}")
         if not name or name.startswith("$"):
@@ -230,7 +239,8 @@ class ThreadChannel:
                 raise ChannelClosed("the channel is closed")
             if name in self._routes:
                 raise NameTaken(f"a mailbox named {name!r} already exists")
-            self._routes = {**self._routes, name: Mailbox(name, capacity)}
+            mailbox = FairMailbox(name, capacity) if fair else Mailbox(name, capacity)
+            self._routes = {**self._routes, name: mailbox}
         with self._dead_lock:
             self._gone.pop(name, None)
 
@@ -306,6 +316,12 @@ class ThreadChannel:
         for readers (statistics) racing with actors being removed."""
         mailbox = self._routes.get(name)  # one read of the table: no check-then-act
         return (0, 0) if mailbox is None else (len(mailbox), mailbox.capacity)
+
+    def fair_share(self, name: str) -> FairShare | None:
+        """For a fair mailbox: who holds what now, who waits (see `FairMailbox.share`);
+        None for a plain or unknown one. Never raises (for statistics)."""
+        mailbox = self._routes.get(name)
+        return mailbox.share() if type(mailbox) is FairMailbox else None
 
     def _mailbox(self, name: str) -> Mailbox:
         mailbox = self._routes.get(name)

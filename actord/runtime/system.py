@@ -342,9 +342,14 @@ class ActorSystem:
         *,
         capacity: int | None = None,
         policy: RestartPolicy | None = None,
+        fair: bool = False,
     ) -> ActorRef:
-        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next."""
-        return self._spawn(factory, name, size, pooled=True, capacity=capacity, policy=policy)
+        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next.
+        With `fair`, the next in turn by the payloads' `fair_key` (see `FairMailbox`):
+        `capacity` then bounds each key's queue."""
+        return self._spawn(
+            factory, name, size, pooled=True, capacity=capacity, policy=policy, fair=fair
+        )
 
     def _spawn(
         self,
@@ -356,6 +361,7 @@ class ActorSystem:
         capacity: int | None,
         policy: RestartPolicy | None,
         role: str | None = None,
+        fair: bool = False,
     ) -> ActorRef:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
@@ -366,7 +372,7 @@ class ActorSystem:
                 raise ActorStopping(f"the actor system is stopping: {name!r} was not started")
             if name in self._groups:
                 raise NameTaken(f"an actor named {name!r} is already running")
-            self.channel.register(name, capacity or self.default_capacity)
+            self.channel.register(name, capacity or self.default_capacity, fair=fair)
             group = _Group(
                 self, name, factory, pooled=pooled, policy=policy or self.default_policy, role=role
             )
@@ -458,6 +464,13 @@ class ActorSystem:
     def count(self) -> int:
         """How many actors (a pool counts once) are running."""
         return len(self._order)  # one read of a list's length: no lock needed
+
+    def member_count(self) -> int:
+        """How many actor threads there are, each pool member counted (the rows of
+        `stats()`), without building their statistics."""
+        return sum(  # each group's list read once, as `stats()` does; no lock needed
+            sum(not cell.retired for cell in tuple(group.cells)) for group in tuple(self._order)
+        )
 
     def names(self) -> tuple[str, ...]:
         with self._lock:
