@@ -11,6 +11,7 @@ each key the file is put back and a reload lists nothing pending.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,9 @@ CHANGES: dict[str, dict[str, object]] = {
     "daemon.state_dir": {"daemon.state_dir": "/tmp/elsewhere"},
     "daemon.drain_deadline": {"daemon.drain_deadline": 0.5},
     "daemon.log_level": {"daemon.log_level": "ERROR"},
+    "daemon.log_format": {"daemon.log_format": "json"},
+    "daemon.retention_days": {"daemon.retention_days": 0.00001},  # under a second
+    "daemon.retention_jobs": {"daemon.retention_jobs": 1},
     "daemon.socket_group": {"daemon.socket_group": "root"},
     "daemon.max_connections": {"daemon.max_connections": 7},
     "daemon.frame_limit": {"daemon.frame_limit": 4096},
@@ -120,6 +124,11 @@ CHANGES: dict[str, dict[str, object]] = {
     "ray.cpus_per_worker": {"ray.cpus_per_worker": 0.5},
     "mailbox_capacity": {"mailbox_capacity": 100},
 }
+
+
+def _ended(daemon: DaemonProcess) -> list[str]:
+    states = ("done", "failed", "cancelled")
+    return [job["id"] for job in daemon.call("jobs") if job["state"] in states]
 
 
 def _members(daemon: DaemonProcess, pool: str) -> int:
@@ -161,6 +170,14 @@ class _Live:
         elif key == "paths.output_roots":
             with pytest.raises(Exception, match="not under"):
                 daemon.call("submit", self._job(daemon.inputs, daemon.extra_root))
+        elif key.startswith("daemon.retention_"):
+            for _ in range(2):  # ended jobs for the retention to remove
+                job = daemon.call("submit", self._job(daemon.inputs, daemon.outputs))
+                with daemon.client(timeout=60) as client:
+                    client.stream("watch", job["id"], on_notification=None, timeout=60)
+            time.sleep(1.0)  # they ended over a second ago: past the reloaded retention
+            self.ended = _ended(daemon)
+            assert len(self.ended) >= 2
 
     def _job(self, into: Path, out: Path) -> dict[str, Any]:
         self.jobs += 1
@@ -188,6 +205,13 @@ class _Live:
             assert states == ["accepted", "running"], states  # one runs, one waits
             for job_id in ids:
                 daemon.call("cancel", job_id)
+        elif key == "daemon.retention_days":
+            assert _ended(daemon) == []  # all ended over a second ago: out of the journal
+        elif key == "daemon.retention_jobs":
+            assert _ended(daemon) == self.ended[-1:]  # the newest one stays
+        elif key == "daemon.log_format":
+            lines = daemon.log_since(offset).splitlines()
+            assert lines and all(json.loads(line)["message"] for line in lines), lines
         elif key == "daemon.log_level":
             daemon.call("ping")
             assert " INFO " not in daemon.log_since(offset)  # "config generation N applied"
