@@ -308,16 +308,27 @@ def test_thirty_sigterms_at_random_moments_of_the_start_on_a_busy_machine(
     tmp_path: Path, busy_cores: None
 ) -> None:
     # The default FFT engine (scipy), each parser executor in turn; the moment is picked at
-    # random from the handlers' installation (STATUS=starting) to a little past READY here.
+    # random from the handlers' installation (STATUS=starting) to a little past READY.
     rng = random.Random(22)
     elapsed, before_ready = [], 0
+    # How long a start takes here now (to READY, from the handlers' installation): the
+    # moments are picked up to a little past it.
+    probe = DaemonProcess(tmp_path / "probe", engine=None)
+    probe.start(wait_ready=False)
+    try:
+        probe.wait_note("STATUS=starting")
+        began = time.monotonic()
+        probe.wait_note("READY=1")
+        span = 1.2 * (time.monotonic() - began)
+    finally:
+        probe.stop()
     for number in range(START_ROUNDS):
         executor = ("process", "thread")[number % 2]
         daemon = DaemonProcess(tmp_path / str(number), "--parser-executor", executor, engine=None)
         daemon.start(wait_ready=False)
         try:
             daemon.wait_note("STATUS=starting")
-            time.sleep(rng.uniform(0.0, 2.5))  # a random moment of the start, not a wait
+            time.sleep(rng.uniform(0.0, span))  # a random moment of the start, not a wait
             started = time.monotonic()
             daemon.signal(signal.SIGTERM)
             code = daemon.wait(10)
