@@ -21,6 +21,7 @@ from actord.control.server import Call, ControlServer
 from actord.runtime.errors import ErrorCode, Refused
 
 from ._daemon import connect_unix
+from .conftest import WAIT
 from ._peers import probe_as_nobody
 
 
@@ -102,19 +103,73 @@ def test_an_oversized_frame_is_refused(server: ControlServer) -> None:
         assert _closed(sock)
 
 
-def test_connections_over_the_cap_get_busy(tmp_path: Path) -> None:
+def test_at_the_cap_the_idlest_connection_makes_room(tmp_path: Path) -> None:
     srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
     srv.start()
     try:
         first, second = connect_unix(srv.path), connect_unix(srv.path)
-        assert _call(first, 1, "echo", [])[2] is None  # both admitted and served
-        assert _call(second, 1, "echo", [])[2] is None
+        assert _call(second, 1, "echo", [])[2] is None  # both admitted and served
+        assert _call(first, 1, "echo", [])[2] is None  # second is now the idlest
         with connect_unix(srv.path) as third:
-            _, _, error, _ = _read(third)
+            assert _call(third, 1, "echo", ["in"])[3] == ["in"]  # served at once
+            _, _, error, _ = _read(second)  # told why, then closed
             assert error["code"] == "busy"
+            assert "daemon.max_connections" in error["message"]
+            assert _closed(second)
+            assert _call(first, 2, "echo", [])[2] is None  # the other one goes on
         first.close()
         second.close()
     finally:
+        srv.stop()
+
+
+def test_a_connection_that_never_asked_goes_first(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
+    srv.start()
+    try:
+        silent = connect_unix(srv.path)
+        user = connect_unix(srv.path)
+        assert _call(user, 1, "echo", [])[2] is None  # idle since later, but it asked
+        with connect_unix(srv.path) as third:
+            assert _call(third, 1, "echo", [])[2] is None
+            assert _read(silent)[2]["code"] == "busy"
+            assert _call(user, 2, "echo", [])[2] is None
+        silent.close()
+        user.close()
+    finally:
+        srv.stop()
+
+
+def test_connections_over_the_cap_all_in_calls_get_busy(tmp_path: Path) -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def blocking(call: Call) -> Any:
+        if call.method == "block":
+            entered.release()
+            release.wait(WAIT)
+            return "released"
+        return handler(call)
+
+    srv = ControlServer(str(tmp_path / "s.sock"), blocking, max_connections=2, idle_timeout=5.0)
+    srv.start()
+    try:
+        first, second = connect_unix(srv.path), connect_unix(srv.path)
+        for sock in (first, second):
+            sock.sendall(encode_request(1, "block", []))
+        for _ in range(2):
+            assert entered.acquire(timeout=WAIT)  # both in a call: none is idle
+        with connect_unix(srv.path) as third:
+            _, _, error, _ = _read(third)
+            assert error["code"] == "busy"
+            assert _closed(third)
+        release.set()
+        assert _read(first)[3] == "released"
+        assert _read(second)[3] == "released"
+        first.close()
+        second.close()
+    finally:
+        release.set()
         srv.stop()
 
 

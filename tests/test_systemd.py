@@ -67,6 +67,7 @@ def test_the_units_say_what_the_issue_asks() -> None:
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "StateDirectory=actord",
+        "LimitNOFILE=65536",  # room above the connection caps (issue 21)
     ):
         assert line in service.splitlines(), line
     stop = int(next(x for x in service.splitlines() if x.startswith("TimeoutStopSec="))[15:-1])

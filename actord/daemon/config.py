@@ -67,9 +67,12 @@ class DaemonConfig:
     drain_deadline: float = 30.0  # seconds SIGTERM waits for in-flight jobs
     log_level: str = "INFO"
     socket_group: str = ""  # peers in this group may connect (besides root and our uid)
-    max_connections: int = 64
+    max_connections: int = 64  # open control connections (each has its own thread)
     frame_limit: int = 1 << 20  # bytes per request frame
     idle_timeout: float = 60.0  # seconds a connection may stay silent
+    # Seconds a `watch` whose client reads nothing is kept: its progress waits, coalesced
+    # (only the latest state is sent once it reads), and past this it is disconnected.
+    watch_timeout: float = 60.0
     max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
     # Seconds on one message (or in on_start/on_stop) before an actor counts as wedged and
     # the watchdog pings stop: above the parse workers' 60 s limit on one block.
@@ -101,6 +104,8 @@ class FFTConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     address: str = "127.0.0.1:9464"  # "" disables the HTTP endpoint
+    max_connections: int = 128  # open at once; past it, 503 (no thread per connection)
+    read_timeout: float = 5.0  # seconds a client has to send its whole request
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from ..runtime.system import ActorSystem
 from .app import App, load_app
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor
+from .limits import connection_caps, raise_nofile
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue
@@ -75,6 +76,8 @@ _RESTART_KEYS: Final = (
     "daemon.frame_limit",
     "daemon.idle_timeout",
     "metrics.address",
+    "metrics.max_connections",
+    "metrics.read_timeout",
 )
 _MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
 
@@ -197,6 +200,7 @@ class Daemon:
     def _run(self) -> int:
         config = self.config
         logging.getLogger().setLevel(config.daemon.log_level)
+        self._nofile = raise_nofile()  # first: the parse workers inherit it
         state = Path(config.daemon.state_dir)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = self._lock_state_dir(state)
@@ -243,11 +247,14 @@ class Daemon:
                 raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
+            self._caps = connection_caps(
+                self._nofile, config.daemon.max_connections, config.metrics.max_connections
+            )
             self.server = ControlServer(
                 config.daemon.socket,
                 self.dispatcher,
                 group=config.daemon.socket_group,
-                max_connections=config.daemon.max_connections,
+                max_connections=self._caps[0],
                 frame_limit=config.daemon.frame_limit,
                 idle_timeout=config.daemon.idle_timeout,
                 listener=activated.get("control"),
@@ -352,7 +359,14 @@ class Daemon:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         host, port = parse_address(config.metrics.address or "127.0.0.1:0")
-        self.metrics = MetricsServer(registry, host, port, listener=listener)
+        self.metrics = MetricsServer(
+            registry,
+            host,
+            port,
+            listener=listener,
+            max_connections=self._caps[1],
+            read_timeout=config.metrics.read_timeout,
+        )
         self.metrics.start()
         _log.info("metrics at %s", self.metrics.url)
 
