@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import resource
 import shutil
 import socket
 import stat
@@ -21,8 +24,8 @@ from actord.control.server import Call, ControlServer
 from actord.runtime.errors import ErrorCode, Refused
 
 from ._daemon import connect_unix
-from .conftest import WAIT
 from ._peers import probe_as_nobody
+from .conftest import WAIT
 
 
 def handler(call: Call) -> Any:
@@ -357,3 +360,57 @@ def test_a_socket_directory_another_user_owns_is_refused(tmp_path: Path) -> None
 
 def _ok(call: Call) -> str:
     return "ok"
+
+
+class _Seen(logging.Handler):
+    """Sets an event per message text seen (a substring), and keeps every message."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.events = {text: threading.Event() for text in texts}
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        for text, event in self.events.items():
+            if text in message:
+                event.set()
+
+
+@contextlib.contextmanager
+def no_free_descriptors() -> Iterator[None]:
+    """This process cannot open a descriptor (EMFILE) until the block ends: its soft limit
+    is lowered to its lowest free descriptor number (those open stay usable)."""
+    lowest = os.dup(0)
+    os.close(lowest)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_accept_loop_survives_running_out_of_descriptors(tmp_path: Path) -> None:
+    seen = _Seen("cannot accept", "accepting connections again")
+    logger = logging.getLogger("actord.control")
+    logger.addHandler(seen)
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, idle_timeout=5.0)
+    srv.start()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # made before the limit
+    try:
+        with no_free_descriptors():
+            client.connect(srv.path)  # queued by the kernel; accept() fails with EMFILE
+            assert seen.events["cannot accept"].wait(WAIT)
+            threading.Event().wait(0.3)  # an episode long enough for several retries
+        assert seen.events["accepting connections again"].wait(WAIT)
+        client.settimeout(WAIT)
+        assert _call(client, 1, "echo", ["after"])[3] == ["after"]  # served once it could be
+        assert sum("cannot accept" in m for m in seen.messages) == 1  # once per episode
+        with connect_unix(srv.path) as other:  # and it goes on accepting
+            assert _call(other, 1, "echo", [])[2] is None
+    finally:
+        logger.removeHandler(seen)
+        client.close()
+        srv.stop()

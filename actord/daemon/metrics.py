@@ -292,6 +292,7 @@ class MetricsServer:
         return self._server.connections
 
     def start(self) -> None:
+        self._server.start_workers()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -17,6 +17,7 @@ One request per connection (``Connection: close``), which is what Prometheus nee
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -117,10 +118,12 @@ class ScrapeServer:
 
     # -- the selector thread ------------------------------------------------------------------
 
-    def serve(self) -> None:
-        """The loop (its own thread), until `close`."""
+    def start_workers(self) -> None:
         for worker in self._workers:
             worker.start()
+
+    def serve(self) -> None:
+        """The loop (its own thread, after `start_workers`), until `close`."""
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         try:
@@ -192,18 +195,26 @@ class ScrapeServer:
         self._backoff = min(self._backoff * 2, _BACKOFF[1])
 
     def _evict_idle(self) -> bool:
-        # The oldest connection that has sent nothing makes room for the newcomer.
-        for conn in self._open.values():
+        # The oldest connection that has sent nothing makes room for the newcomer. What a
+        # candidate sent that this loop has not read yet is read first: it is not idle then.
+        for conn in list(self._open.values()):
             if conn.state == "reading" and not conn.inbound:
-                self._forget(conn)
-                self._refuse(conn.sock)
-                return True
+                self._read(conn)
+                if conn.sock not in self._open:
+                    return True  # it had closed: its slot is free
+                if not conn.inbound:
+                    self._forget(conn)
+                    self._refuse(conn.sock)
+                    return True
         return False
 
     @staticmethod
     def _refuse(sock: socket.socket) -> None:
         try:
             sock.send(_BUSY, socket.MSG_DONTWAIT)
+            # What it sent is read and dropped: closing with unread data would reset the
+            # connection, and the client might lose the 503 with it.
+            sock.recv(_CHUNK, socket.MSG_DONTWAIT)
         except OSError as error:
             _log.debug("metrics: a refused client: %s", error)
         sock.close()
@@ -256,11 +267,9 @@ class ScrapeServer:
 
     def _woken(self) -> bool:
         # Drain the pipe; hand rendered responses to writing. True: close now.
-        try:
+        with contextlib.suppress(BlockingIOError):  # drained
             while os.read(self._wake_r, 4096):
                 pass
-        except BlockingIOError:
-            pass
         with self._lock:
             rendered, self._rendered = self._rendered, []
             closing = self._closing
@@ -287,10 +296,8 @@ class ScrapeServer:
 
     def _forget(self, conn: _Conn) -> None:
         if conn.state != "rendering":
-            try:
+            with contextlib.suppress(KeyError):  # not in the selector
                 self._selector.unregister(conn.sock)
-            except KeyError:
-                pass  # not in the selector
         self._open.pop(conn.sock, None)
 
     # -- the render workers ---------------------------------------------------------------
@@ -332,10 +339,9 @@ class ScrapeServer:
         return _response(answer[0], body, answer[1])
 
     def _wake(self) -> None:
-        try:
+        # A full pipe: the selector thread has wake-ups waiting already.
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the selector thread has wake-ups waiting already
 
     # -- any thread ---------------------------------------------------------------------------
 
