@@ -158,6 +158,8 @@ class JobService:
                     "jobs_failed": counts.failed,
                     "jobs_cancelled": counts.cancelled,
                 }
+                if counts.unjournaled:  # the state directory is full or read-only
+                    cached["journal_writes_waiting"] = counts.unjournaled
                 self._counts_cache = (cached, time.monotonic())
             return cached
 
