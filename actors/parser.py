@@ -39,6 +39,7 @@ __all__ = ["Parser", "parse_block"]
 
 _POLL = 0.25  # how often a member waiting on its worker checks for a stop or a job's end
 _TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
+_WARM_UP = BUILTIN_FORMATS["seed"]  # what a new worker parses (no line) to say it is up
 
 
 @lru_cache(maxsize=32)
@@ -145,8 +146,10 @@ class _Worker:
 
     def _await_reply(self, deadline: float, cancelled: Callable[[], bool]) -> None:
         # Wait for the reply's first byte in short slices, so a stop is noticed quickly.
-        fd = self._stdout.fileno()
-        while not select.select([fd], [], [], _POLL)[0]:
+        # poll(), not select(): the pipe's descriptor may be past select's 1024.
+        ready = select.poll()
+        ready.register(self._stdout.fileno(), select.POLLIN | select.POLLHUP)
+        while not ready.poll(_POLL * 1000):
             if cancelled():
                 self.kill()
                 raise _Stopped("parse worker stopped: the actor is stopping")
@@ -188,9 +191,21 @@ class Parser(Actor):
         self._worker: _Worker | None = None
 
     def on_start(self) -> None:
-        """Actor thread: start the worker process when this pool runs in processes."""
+        """Actor thread: start the worker process when this pool runs in processes, and wait
+        until it answers (an empty block): the member counts as started only once its worker
+        is, so that a pool grown in steps (`PoolScaler`) never has more workers starting at
+        once than a step."""
         if self.executor is Executor.PROCESS:
             self._worker = _Worker()
+            try:
+                self._worker.parse(
+                    b"", 1, _WARM_UP, timeout=self.block_timeout, cancelled=self._stopping
+                )
+            except _Stopped:
+                self._close_worker()  # stopped while its worker started: nothing to serve
+
+    def _stopping(self) -> bool:
+        return self.stop_requested
 
     def handle(self, message: Message) -> None:
         """Actor thread: parse one block."""

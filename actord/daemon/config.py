@@ -36,6 +36,7 @@ _EXECUTORS = {"parser": ("thread", "process", "ray"), "fft": ("thread", "ray")}
 _ENGINES = ("scipy", "numpy")  # fft.engine ("" = scipy when installed, else numpy)
 _MIN_CPUS, _MAX_CPUS = 0.0001, 1024.0  # what one Ray worker may ask for (Ray's own bounds)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAX_POOL = 4096  # daemon.max_pool_size's own bound (actorctl scale's too)
 
 
 class ConfigError(InvalidArgument):
@@ -78,6 +79,10 @@ class DaemonConfig:
     # the watchdog pings stop: above the parse workers' 60 s limit on one block.
     stuck_after: float = 90.0
     app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
+    # Members one pool may have (`scale`, and the pools' `size`): four per core by default,
+    # room for pools that wait on I/O or on a Ray cluster without letting a typo start
+    # hundreds of worker processes on a small host.
+    max_pool_size: int = field(default_factory=lambda: max(8, 4 * (os.cpu_count() or 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +199,11 @@ def _build(data: Mapping[str, Any]) -> Config:
             raise ConfigError(f"{name}: unknown key (known: {known})")
     config = Config(**values)
     for pool in ("parser", "fft"):
+        if getattr(config, pool).size > config.daemon.max_pool_size:
+            raise ConfigError(
+                f"{pool}.size: must be at most daemon.max_pool_size "
+                f"({config.daemon.max_pool_size}), got {getattr(config, pool).size}"
+            )
         if getattr(config, pool).executor == "ray" and not config.ray.address:
             raise ConfigError(
                 f'{pool}.executor: "ray" needs ray.address ("local", "auto", "host:port" '
@@ -220,7 +230,10 @@ def _check(where: str, default: object, value: object) -> object:
             raise ConfigError(f"{where}: must be true or false, got {value!r}")
         return value
     if isinstance(default, int) and not isinstance(default, bool):
-        return _positive_int(where, value)
+        number = _positive_int(where, value)
+        if where == "daemon.max_pool_size" and number > _MAX_POOL:
+            raise ConfigError(f"{where}: must be at most {_MAX_POOL}, got {number}")
+        return number
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"{where}: must be a number > 0, got {value!r}")

@@ -46,6 +46,7 @@ from ..runtime.errors import (
     StopTimeout,
     UnknownActor,
 )
+from ..runtime.scaler import PoolScaler
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from .app import App, load_app
@@ -187,6 +188,11 @@ class Daemon:
     def shutdown(self) -> None:
         self._signals.put(_Shutdown("requested over the control socket"))
 
+    def scale(self, pool: str, size: int) -> dict[str, Any]:
+        if self.draining:
+            raise Refused(ErrorCode.BUSY, "actord is stopping: no resize now")
+        return self.scaler.request(pool, size).to_wire()
+
     # -- the main thread ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -231,6 +237,7 @@ class Daemon:
         return lock
 
     def _serve(self, config: Config) -> int:
+        self.scaler = PoolScaler(self.system, max_size=config.daemon.max_pool_size)
         self.app: App = load_app(config.daemon.app)(self.system, config)
         self.metrics: MetricsServer | None = None
         activated = self._activated()
@@ -245,6 +252,7 @@ class Daemon:
             if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
                 failed = self.system.escalations[0]
                 raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
+            self.scaler.start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
             self._caps = connection_caps(
@@ -414,6 +422,7 @@ class Daemon:
         pending = self._restart_needed(config, reported)
         logging.getLogger().setLevel(config.daemon.log_level)
         self.config = config
+        self.scaler.max_size = config.daemon.max_pool_size
         self.generation += 1
         if pending:
             _log.warning("reloaded; these changes apply at the next start: %s", pending)
@@ -494,11 +503,14 @@ class Daemon:
     def _stop_system(self, timeout: float) -> bool:
         # A handler that will not return cannot be interrupted: its job is journaled (it
         # runs again at the next start), so the stop still succeeds; the log says which.
+        self.scaler.close()  # no further step; one under way ends as its members stop
         try:
             self.system.stop(graceful=False, timeout=timeout)
         except StopTimeout as error:
             _log.error("stopping without waiting for: %s", ", ".join(error.stuck))
             return False
+        finally:
+            self.scaler.stop(timeout)
         return True
 
     def _summary(self) -> str:
