@@ -17,6 +17,7 @@ import pytest
 from actord.control.client import Client
 
 from ._daemon import DaemonProcess
+from ._logjobs import log_job, seed_lines
 from ._prometheus import free_port
 
 _METRICS_IDLE = 2000
@@ -61,8 +62,7 @@ def _ping_seconds(path: str) -> float:
 def test_idle_floods_cost_no_job_and_ping_answers(limited: _Limited) -> None:
     _room_for(_METRICS_IDLE + _CONTROL_IDLE + 200)
     daemon = limited.start()
-    lines = "".join(f"2026-01-01 12:00:00 [INFO] line {i}\n" for i in range(20_000))
-    (daemon.inputs / "big.log").write_text(lines)
+    (daemon.inputs / "big.log").write_text(seed_lines(20_000))
     status = daemon.call("status")
     host, port = status["metrics"].removeprefix("http://").split("/")[0].rsplit(":", 1)
     held: list[socket.socket] = []
@@ -77,15 +77,8 @@ def test_idle_floods_cost_no_job_and_ping_answers(limited: _Limited) -> None:
         pings = [_ping_seconds(daemon.socket) for _ in range(5)]
         assert max(pings) < 1.0, pings
         with daemon.client() as client:
-            job = client.call(
-                "submit",
-                {
-                    "kind": "log",
-                    "input": str(daemon.inputs / "big.log"),
-                    "output": str(daemon.outputs / "big.jsonl"),
-                    "options": {"block_bytes": 4096},  # many units: many descriptors' worth
-                },
-            )
+            # Many units: many descriptors' worth.
+            job = client.call("submit", log_job(daemon, "big", block_bytes=4096))
             final = client.stream("watch", job["id"], on_notification=None, timeout=120)
         assert final["state"] == "done", final
         assert final["summary"]["matched"] == 20_000

@@ -16,10 +16,11 @@ import pytest
 from actord.control.client import Client, RemoteError
 
 from ._daemon import DaemonProcess
+from ._logjobs import BACKTRACKING, log_job, seed_lines
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting file systems needs root")
 
-_LINES = "".join(f"2026-01-01 12:00:00 [INFO] line {i}\n" for i in range(200))
+_LINES = seed_lines(200)
 
 
 def _mount(*args: str) -> None:
@@ -52,12 +53,7 @@ def _fill(directory: Path) -> Path:
 
 
 def _submit(client: Client, daemon: DaemonProcess, name: str) -> dict[str, object]:
-    job = {
-        "kind": "log",
-        "input": str(daemon.inputs / "in.log"),
-        "output": str(daemon.outputs / f"{name}.jsonl"),
-    }
-    accepted: dict[str, object] = client.call("submit", job)
+    accepted: dict[str, object] = client.call("submit", log_job(daemon, "in", name))
     return accepted
 
 
@@ -123,15 +119,7 @@ def test_a_job_end_the_journal_cannot_take_waits_in_memory_until_it_can(
     (daemon.inputs / "slow.log").write_text(("a" * 27 + "!\n") * 4)
     daemon.start()
     with daemon.client() as client:
-        slow = client.call(
-            "submit",
-            {
-                "kind": "log",
-                "input": str(daemon.inputs / "slow.log"),
-                "output": str(daemon.outputs / "slow.jsonl"),
-                "options": {"pattern": "(?P<a>(a+)+)b", "block_bytes": 28},
-            },
-        )
+        slow = client.call("submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=28))
         assert slow["state"] == "running"
         filler = _fill(daemon.state)
         # Its end cannot be journaled: it is kept in memory, shown as it is, and said so.

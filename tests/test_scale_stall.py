@@ -14,6 +14,7 @@ import pytest
 from actord.control.client import Client, RemoteError
 
 from ._daemon import DaemonProcess
+from ._logjobs import log_job, seed_lines
 
 Daemons = Callable[..., DaemonProcess]
 _MAX = 256
@@ -63,20 +64,11 @@ def test_scale_parser_256_mid_job_keeps_ping_under_a_second(
     config = tmp_path / "actord.toml"
     config.write_text(f"[daemon]\nmax_pool_size = {_MAX}\n")
     daemon = daemons("--config", str(config), "--parser-executor", "process")
-    lines = "".join(f"2026-01-01 12:00:00 [INFO] line {i}\n" for i in range(200_000))
-    (daemon.inputs / "big.log").write_text(lines)
+    (daemon.inputs / "big.log").write_text(seed_lines(200_000))
     daemon.start()
     pinger = _Pinger(daemon.socket)
     with daemon.client() as client:
-        job = client.call(
-            "submit",
-            {
-                "kind": "log",
-                "input": str(daemon.inputs / "big.log"),
-                "output": str(daemon.outputs / "big.jsonl"),
-                "options": {"block_bytes": 4096},
-            },
-        )
+        job = client.call("submit", log_job(daemon, "big", block_bytes=4096))
         assert job["state"] == "running"
         pinger.start()
         try:

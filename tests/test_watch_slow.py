@@ -16,6 +16,7 @@ import msgpack
 from actord.control.protocol import encode_request
 
 from ._daemon import DaemonProcess
+from ._logjobs import BACKTRACKING, log_job
 from ._prometheus import free_port
 
 Daemons = Callable[..., DaemonProcess]
@@ -52,15 +53,7 @@ def test_a_watcher_that_never_reads_gets_no_dead_letter_and_is_disconnected(
     daemon.start()
     url = daemon.call("status")["metrics"]
     with daemon.client() as client:
-        job = client.call(
-            "submit",
-            {
-                "kind": "log",
-                "input": str(daemon.inputs / "slow.log"),
-                "output": str(daemon.outputs / "slow.jsonl"),
-                "options": {"pattern": "(?P<a>(a+)+)b", "block_bytes": 18},
-            },
-        )
+        job = client.call("submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=18))
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills fast: a stalled reader
     silent.connect(daemon.socket)

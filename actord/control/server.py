@@ -245,7 +245,7 @@ class ControlServer:
             if self._group_gid is not None:  # the group may reach the socket, not write the dir
                 os.chown(directory, -1, self._group_gid)
                 os.chown(self.path, -1, self._group_gid)
-            listener.listen(128)
+            listener.listen(socket.SOMAXCONN)  # a flood waits in the kernel's queue, not in us
             self._listener = listener
         assert self._listener is not None
         self._listener.setblocking(False)  # select() says when; accept() must never block
