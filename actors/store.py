@@ -33,7 +33,7 @@ from typing import Final
 
 from actord import Actor, ActordError, ActorRef, ActorStopping, InvalidArgument, Message
 from actord.runtime.errors import ErrorCode
-from actors.journal import Journal, JournaledJob, JournalUnavailable, UnknownJob
+from actors.journal import Journal, JournaledJob, JournalState, JournalUnavailable, UnknownJob
 
 from .job_stats import GetJobMetrics, JobStats
 from .model import (
@@ -203,7 +203,15 @@ class JobStore(Actor):
     def on_start(self) -> None:
         """Actor thread: open the journal and re-queue what a crash left unfinished."""
         journal = self.journal = Journal(self.path)
-        found = journal.recover()
+        try:
+            found = journal.recover()
+        except JournalUnavailable as error:
+            # The state directory is full (or read-only): start all the same, or systemd
+            # would restart us into the same wall. What was running is re-queued here now,
+            # and in the journal once it takes the write (first of those waiting).
+            self.deferred.append(("", _recover))
+            self._unavailable(error)
+            found = [_recovered(job) for job in journal.jobs(unfinished=True)]
         self.stats = JobStats(
             Counter({key: n for key, n in journal.counts_by_kind().items() if key[1].finished})
         )
@@ -257,7 +265,8 @@ class JobStore(Actor):
             self._finish(job.id, job.kind, JobState.DONE, error=None, result=job.result)
             return None
         _log.warning("job %s: its output was lost before it was published: it runs again", job.id)
-        return self._journal.release(job.id, crashed=True)
+        self._write(job.id, partial(_release, job_id=job.id, crashed=True))
+        return _recovered(replace(job, publication=()))
 
     def on_stop(self) -> None:
         """Actor thread."""
@@ -768,6 +777,18 @@ class JobStore(Actor):
             started=job.started,
             ended=job.ended,
         )
+
+
+def _recover(journal: Journal) -> None:
+    journal.recover()
+
+
+def _recovered(job: JournaledJob) -> JournaledJob:
+    """`job` as `Journal.recover` will leave it: one that was running (and not publishing)
+    back in the queue, with one more crash retry."""
+    if job.state is not JournalState.RUNNING or job.publication:
+        return job
+    return replace(job, state=JournalState.ACCEPTED, crash_retries=job.crash_retries + 1)
 
 
 def _release(journal: Journal, *, job_id: str, crashed: bool) -> None:

@@ -142,6 +142,36 @@ def test_a_job_end_the_journal_cannot_take_waits_in_memory_until_it_can(
     _stops_cleanly(daemon)
 
 
+def test_a_daemon_restarted_on_a_full_state_directory_starts_and_serves(
+    tiny_state: DaemonProcess,
+) -> None:
+    daemon = tiny_state
+    (daemon.inputs / "slow.log").write_text(("a" * 27 + "!\n") * 4)
+    daemon.start()
+    with daemon.client() as client:
+        slow = client.call("submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=28))
+        assert slow["state"] == "running"
+    daemon.kill()  # it dies under the running job, and the disk fills meanwhile
+    filler = _fill(daemon.state)
+    daemon.start()  # READY: re-queueing the job waits for the journal, the start does not
+    with daemon.client() as client:
+        assert client.call("job", slow["id"])["state"] in ("accepted", "running")
+        assert client.call("status")["journal_writes_waiting"] >= 1
+        assert _refused(client, daemon, "full").code == "unavailable"
+        assert client.call("cancel", slow["id"])["state"] == "cancelled"  # kept in memory
+        assert client.call("job", slow["id"])["crash_retries"] == 1
+        filler.unlink()
+        again = _submit(client, daemon, "after")  # the waiting writes go first
+        assert client.stream("watch", again["id"], on_notification=None)["state"] == "done"
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    daemon.start()
+    with daemon.client() as client:  # the journal agrees with what the daemon said
+        job = client.call("job", slow["id"])
+        assert (job["state"], job["crash_retries"]) == ("cancelled", 1)
+    _stops_cleanly(daemon)
+
+
 @pytest.fixture
 def ext4_state(tmp_path: Path) -> Iterator[DaemonProcess]:
     # `mount -o remount,ro` is refused (EBUSY) while the daemon holds its journal open for
