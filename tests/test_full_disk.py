@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,16 +112,24 @@ def test_a_full_state_directory_refuses_submits_and_takes_them_again(
     _stops_cleanly(daemon)
 
 
+def _start_with_a_slow_job(daemon: DaemonProcess) -> dict[str, Any]:
+    """Start `daemon` with a job that stays running: a catastrophic pattern over lines it
+    backtracks on for long."""
+    (daemon.inputs / "slow.log").write_text(("a" * 27 + "!\n") * 4)
+    daemon.start()
+    slow: dict[str, Any] = daemon.call(
+        "submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=28)
+    )
+    assert slow["state"] == "running"
+    return slow
+
+
 def test_a_job_end_the_journal_cannot_take_waits_in_memory_until_it_can(
     tiny_state: DaemonProcess,
 ) -> None:
     daemon = tiny_state
-    # A job that stays running: a catastrophic pattern over lines it backtracks on for long.
-    (daemon.inputs / "slow.log").write_text(("a" * 27 + "!\n") * 4)
-    daemon.start()
+    slow = _start_with_a_slow_job(daemon)
     with daemon.client() as client:
-        slow = client.call("submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=28))
-        assert slow["state"] == "running"
         filler = _fill(daemon.state)
         # Its end cannot be journaled: it is kept in memory, shown as it is, and said so.
         assert client.call("cancel", slow["id"])["state"] == "cancelled"
@@ -146,11 +155,7 @@ def test_a_daemon_restarted_on_a_full_state_directory_starts_and_serves(
     tiny_state: DaemonProcess,
 ) -> None:
     daemon = tiny_state
-    (daemon.inputs / "slow.log").write_text(("a" * 27 + "!\n") * 4)
-    daemon.start()
-    with daemon.client() as client:
-        slow = client.call("submit", log_job(daemon, "slow", pattern=BACKTRACKING, block_bytes=28))
-        assert slow["state"] == "running"
+    slow = _start_with_a_slow_job(daemon)
     daemon.kill()  # it dies under the running job, and the disk fills meanwhile
     filler = _fill(daemon.state)
     daemon.start()  # READY: re-queueing the job waits for the journal, the start does not
