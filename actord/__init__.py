@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runtime.actor import Actor, ActorRef
+    from .runtime.async_actor import AsyncActor
     from .runtime.channel import DEAD_LETTERS, ThreadChannel
     from .runtime.clock import Clock, SystemClock
     from .runtime.errors import (
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         StopTimeout,
         UnknownActor,
     )
+    from .runtime.fair import FairKeyed
     from .runtime.logctx import LOG_FORMAT
     from .runtime.message import (
         AdminCommand,
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Actor": ".runtime.actor",
     "ActorRef": ".runtime.actor",
+    "AsyncActor": ".runtime.async_actor",
     "DEAD_LETTERS": ".runtime.channel",
     "ThreadChannel": ".runtime.channel",
     "Clock": ".runtime.clock",
@@ -70,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "NameTaken": ".runtime.errors",
     "StopTimeout": ".runtime.errors",
     "UnknownActor": ".runtime.errors",
+    "FairKeyed": ".runtime.fair",
     "LOG_FORMAT": ".runtime.logctx",
     "AdminCommand": ".runtime.message",
     "Control": ".runtime.message",
@@ -104,6 +108,7 @@ __all__ = [
     "ActordError",
     "AdminCommand",
     "AskTimeout",
+    "AsyncActor",
     "BadPayload",
     "ChannelClosed",
     "Clock",
@@ -114,6 +119,7 @@ __all__ = [
     "Decision",
     "ErrorCode",
     "Escalation",
+    "FairKeyed",
     "Histogram",
     "InvalidArgument",
     "MailboxClosed",

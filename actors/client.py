@@ -22,7 +22,7 @@ from .model import (
     WaitJob,
 )
 from .ray_link import RayLink
-from .validate import Roots, check_spec, resolve
+from .validate import Roots, check_spec, output_taken, resolve
 
 __all__ = ["JobClient", "submit_job"]
 
@@ -49,7 +49,8 @@ def submit_job(
         return known
     if gate is not None:
         gate(checked.kind)  # the pool the job needs can take it (a Ray cluster is up)
-    return ask(Accept(checked, key))
+    # Whether its output exists is looked at here too: the store never opens a user's file.
+    return ask(Accept(checked, key, output_taken(checked, roots)))
 
 
 class JobClient:

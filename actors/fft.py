@@ -6,13 +6,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from actord import Actor, Message
+from actord.runtime.errors import ErrorCode
 
+from .beneath import Escape, NotRegular, open_file
 from .model import BlockFailed, ChunkWritten, Engine, FFTChunk, SyntheticSource, Transform
 from .reader import ChunkFailed, synthetic_chunk
 
@@ -83,10 +85,11 @@ def transform_chunk(data: Any, kind: Transform, dtype: str, planned: int, engine
     return result
 
 
-def write_chunk(path: str, position: int, result: Any) -> None:
-    """Write an array's bytes at `position` of an existing file (pwrite: no shared offset)."""
+def write_chunk(path: str, position: int, result: Any, roots: Sequence[str] | None = None) -> None:
+    """Write an array's bytes at `position` of an existing regular file (pwrite: no shared
+    offset), opened beneath `roots` (the output roots; None: as given)."""
     view = np.ascontiguousarray(result).data.cast("B")
-    fd = os.open(path, os.O_WRONLY)
+    fd = open_file(path, roots, os.O_WRONLY)
     try:
         while view:
             written = os.pwrite(fd, view, position)
@@ -130,12 +133,18 @@ class FFTWorker(Actor):
             self._chunk_failed(chunk, f"the transform failed: {type(error).__name__}: {error}")
             return
         try:
-            write_chunk(layout.path, layout.position(chunk.index), result)
+            write_chunk(layout.path, layout.position(chunk.index), result, layout.roots)
         except FileNotFoundError:
             # Removed by its writer as the job ended (then nobody is told: its reader is
             # gone), or by someone else under a running job, which then fails.
             if not chunk.ended:
                 self.send(chunk.reader, ChunkFailed(chunk, "its output file was removed"))
+            return
+        except (Escape, NotRegular) as error:
+            # Its directory was swapped for a symlink out of the root (or its file for one):
+            # the worker opens it by path, beneath the output root, and writes nowhere else.
+            why = f"{ErrorCode.INVALID_PATH.value}: {error}"
+            self._chunk_failed(chunk, f"writing the output failed: {why}")
             return
         except OSError as error:
             # ENOSPC, EIO, EFBIG, EDQUOT...: the output's disk, not the worker. A retry would

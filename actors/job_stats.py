@@ -31,6 +31,7 @@ class JobMetrics:
     units: tuple[tuple[str, int], ...]  # blocks or chunks written, by kind (since start)
     bytes: tuple[tuple[str, int], ...]  # input bytes processed, by kind (since start)
     lines: int  # log lines in log jobs that ended (since start)
+    pruned: int = 0  # ended jobs the retention removed from the journal (since start)
 
 
 class JobStats:
@@ -45,6 +46,7 @@ class JobStats:
         self.units: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self.lines = 0
+        self.pruned = 0  # ended jobs the retention removed from the journal (since start)
 
     def advanced(self, kind: JobKind, units: int, nbytes: int) -> None:
         self.units[kind.value] += max(0, units)
@@ -75,4 +77,5 @@ class JobStats:
             units=tuple((kind, self.units[kind]) for kind in kinds),
             bytes=tuple((kind, self.bytes[kind]) for kind in kinds),
             lines=self.lines,
+            pruned=self.pruned,
         )

@@ -2,8 +2,9 @@
 
 `actord_jobs{kind,state}` (every job the journal holds), `actord_job_duration_seconds{kind}`
 (jobs that ended since the daemon started), `actord_job_units_total{kind}` (blocks or chunks
-written), `actord_job_bytes_total{kind}` (input bytes processed) and `actord_job_lines_total`
-(lines of the log jobs that ended).
+written), `actord_job_bytes_total{kind}` (input bytes processed), `actord_job_lines_total`
+(lines of the log jobs that ended) and `actord_jobs_pruned_total` (ended jobs the retention
+removed from the journal).
 """
 
 from __future__ import annotations
@@ -66,4 +67,8 @@ class JobsCollector(Collector):
             processed.add_metric([kind], count)
         lines = CounterMetricFamily("actord_job_lines", "Log lines in log jobs that ended")
         lines.add_metric([], snapshot.lines)
-        yield from (jobs, duration, units, processed, lines)
+        pruned = CounterMetricFamily(
+            "actord_jobs_pruned", "Ended jobs the retention removed from the journal"
+        )
+        pruned.add_metric([], snapshot.pruned)
+        yield from (jobs, duration, units, processed, lines, pruned)

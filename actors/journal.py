@@ -362,15 +362,49 @@ class Journal:
             raise UnknownJob(f"no job {job_id!r} in the journal")
         return found[0]
 
-    def jobs(self, *, unfinished: bool = False, limit: int | None = None) -> list[JournaledJob]:
-        """Jobs oldest first; with `limit`, only the newest `limit` of them."""
+    def jobs(
+        self,
+        *,
+        unfinished: bool = False,
+        limit: int | None = None,
+        state: JournalState | None = None,
+    ) -> list[JournaledJob]:
+        """Jobs oldest first; with `limit`, only the newest `limit` of them; with `state`,
+        only those in it."""
         if unfinished:
             states = (JournalState.ACCEPTED.value, JournalState.RUNNING.value)
             return self._select("WHERE state IN (?, ?) ORDER BY seq", states)
+        where, args = ("WHERE state = ? ", (state.value,)) if state is not None else ("", ())
         if limit is not None:
-            newest = self._select("ORDER BY seq DESC LIMIT ?", (limit,))
+            newest = self._select(f"{where}ORDER BY seq DESC LIMIT ?", (*args, limit))
             return newest[::-1]
-        return self._select("ORDER BY seq", ())
+        return self._select(f"{where}ORDER BY seq", args)
+
+    def prune(
+        self, *, ended_before: float | None = None, keep: int | None = None
+    ) -> list[tuple[str, str, JournalState]]:
+        """Retention: remove the ended jobs that ended before `ended_before` (epoch seconds)
+        and those beyond the newest `keep` ended ones, in one transaction; unfinished jobs
+        always stay. Returns (id, kind, state) of each job removed."""
+        ended = tuple(state.value for state in JournalState if state.finished)
+        marks = ", ".join("?" * len(ended))
+        with self._transaction():
+            rows: list[tuple[str, str, str]] = []
+            if ended_before is not None:
+                rows += self._db.execute(
+                    f"SELECT id, kind, state FROM jobs WHERE state IN ({marks}) "  # noqa: S608
+                    "AND coalesce(ended, updated) < ?",
+                    (*ended, ended_before),
+                ).fetchall()
+            if keep is not None:
+                rows += self._db.execute(
+                    f"SELECT id, kind, state FROM jobs WHERE state IN ({marks}) "  # noqa: S608
+                    "ORDER BY seq DESC LIMIT -1 OFFSET ?",
+                    (*ended, keep),
+                ).fetchall()
+            removed = list(dict.fromkeys(rows))  # a job both old and beyond `keep`: once
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(r[0],) for r in removed])
+        return [(job_id, kind, JournalState(state)) for job_id, kind, state in removed]
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[JournaledJob]:
         query = f"SELECT {_COLUMNS} FROM jobs {where}"  # noqa: S608 - `where` is ours, not input

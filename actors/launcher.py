@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from actord import Actor, ActorRef, ActorSystem, RestartPolicy
 from actord.runtime.errors import InvalidArgument
 
+from .beneath import root_of
 from .client import JobClient
 from .formats import resolve_format
 from .model import Engine, Executor, JobEnded, JobKind, JobSpec, LogOptions
 from .parser import Parser
-from .paths import under_roots
 from .ray_link import RayLink
 from .reader import ArrayReader, LogReader, reader_capacity
-from .store import JobStore
+from .store import JobStore, Retention
 from .validate import Roots
 from .writer import ArrayWriter, LogWriter
 
@@ -56,7 +56,7 @@ class JobSystemConfig:
     parsers: int = 2
     parser_executor: Executor = Executor.PROCESS
     fft_workers: int = 2
-    pool_capacity: int = 8  # units queued per pool: bounds the memory held in flight
+    pool_capacity: int = 8  # units queued per job in each pool: bounds the memory in flight
     writer_capacity: int = 16  # units a writer may have queued (each up to a block's records)
     window: int = 32  # units a job may have sent and not yet written
     block_timeout: float = 60.0  # a parse worker busy longer on one block is killed
@@ -69,6 +69,7 @@ class JobSystemConfig:
     ray_namespace: str = "actord"
     ray_cpus: float = 1.0  # CPUs each Ray worker asks for (one per pool member)
     shared_roots: tuple[str, ...] = ()  # mounted at the same path on every Ray node
+    retention: Retention = field(default_factory=Retention)  # ended jobs leave the journal
 
 
 class Launcher:
@@ -79,18 +80,25 @@ class Launcher:
         self.system = system
         self.config = config
 
-    def __call__(self, job_id: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
-        """(reader, writer). Raises ActordError (a name taken, a pattern that no longer
-        compiles in a journal written by an older release): the store fails the job."""
+    def __call__(
+        self, job_id: str, spec: JobSpec, ended: JobEnded, roots: Roots | None = None
+    ) -> tuple[ActorRef, ActorRef]:
+        """(reader, writer), which open the job's files beneath `roots` (the store's now:
+        a reload may change them). Raises ActordError (a name taken, a pattern that no
+        longer compiles in a journal written by an older release): the store fails it."""
         writer, reader = f"{job_id}.writer", f"{job_id}.reader"
         config = self.config
+        inputs, outputs = (None, None) if roots is None else roots
+        overwrite = spec.overwrite
         make_writer: Callable[[], Actor]
         make_reader: Callable[[], Actor]
         if isinstance(spec.options, LogOptions):
             assert spec.input is not None
             source, options = spec.input, spec.options
             pattern = resolve_format(options.format, options.pattern).pattern
-            make_writer = lambda: LogWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_writer = lambda: LogWriter(  # noqa: E731
+                job_id, spec.output, STORE, reader, roots=outputs, overwrite=overwrite
+            )
             make_reader = lambda: LogReader(  # noqa: E731
                 job_id,
                 source,
@@ -101,16 +109,21 @@ class Launcher:
                 store=STORE,
                 window=config.window,
                 ended=ended,
+                roots=inputs,
             )
         else:
             fft_options = spec.options
             shared = (False, False)
             if config.fft_executor is Executor.RAY:
+                # By the paths' text (they are kept resolved): nothing is looked at here, on
+                # the store's thread.
                 shared = (
-                    spec.input is not None and under_roots(spec.input, config.shared_roots),
-                    under_roots(spec.output, config.shared_roots),
+                    spec.input is not None and root_of(spec.input, config.shared_roots) is not None,
+                    root_of(spec.output, config.shared_roots) is not None,
                 )
-            make_writer = lambda: ArrayWriter(job_id, spec.output, STORE, reader)  # noqa: E731
+            make_writer = lambda: ArrayWriter(  # noqa: E731
+                job_id, spec.output, STORE, reader, roots=outputs, overwrite=overwrite
+            )
             make_reader = lambda: ArrayReader(  # noqa: E731
                 job_id,
                 spec.input,
@@ -121,6 +134,7 @@ class Launcher:
                 window=config.window,
                 ended=ended,
                 shared=shared,
+                roots=inputs,
             )
         # Roles keep metrics labels bounded: these actors live only as long as their job.
         kind = spec.kind.value
@@ -158,8 +172,11 @@ def start_job_system(
             parser = lambda: RemoteParser(link, unit_timeout=block_timeout)  # noqa: E731
         if config.fft_executor is Executor.RAY:
             fft = lambda: RemoteFFTWorker(link, engine, unit_timeout=block_timeout)  # noqa: E731
-    system.spawn_pool(parser, PARSERS, config.parsers, capacity=config.pool_capacity)
-    system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=config.pool_capacity)
+    # Fair pools: the running jobs' units are served in turn (by their job, `fair_key`), so
+    # one slow or hostile job never holds every member while another job's units wait.
+    pool_capacity = config.pool_capacity
+    system.spawn_pool(parser, PARSERS, config.parsers, capacity=pool_capacity, fair=True)
+    system.spawn_pool(fft, FFT_WORKERS, config.fft_workers, capacity=pool_capacity, fair=True)
     # Which library computes is chosen once, here ("" in the config: scipy when installed):
     # said at start, since the outputs of the two differ in the last bits.
     _log.info(
@@ -178,6 +195,7 @@ def start_job_system(
             config.max_jobs,
             roots=config.roots,
             max_crash_retries=config.max_crash_retries,
+            retention=config.retention,
         ),
         STORE,
         capacity=65536,  # readers' and writers' notes never wait: room for every one

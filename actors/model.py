@@ -18,8 +18,11 @@ __all__ = [
     "FFT_MAX_SIDE",
     "IN_FLIGHT_BYTES",
     "LOG_MAX_BLOCK_BYTES",
+    "LOG_MAX_DECOMPRESSED_BYTES",
     "LOG_MAX_LINE_BYTES",
     "LOG_MAX_PATTERN",
+    "LOG_MAX_RATIO",
+    "LOG_RATIO_GRACE",
     "Accept",
     "ArrayPlan",
     "BlockFailed",
@@ -31,6 +34,7 @@ __all__ = [
     "FFTOptions",
     "FFTSummary",
     "GetJob",
+    "InputSized",
     "InputSlice",
     "JobEnded",
     "JobError",
@@ -92,6 +96,11 @@ class LogOptions:
     pattern: str | None = None  # a user regex with named groups
     block_bytes: int = 256 * 1024  # read size: blocks are whole lines of about this size
     max_line_bytes: int = 1 << 20  # longer lines are cut here (counted as too_long)
+    # A gzip input: the job fails past this many decompressed bytes, or once it has
+    # decompressed more than `max_ratio` times the compressed bytes read (past
+    # LOG_RATIO_GRACE: a small file of one repeated line compresses well and is no bomb).
+    max_decompressed_bytes: int = 16 << 30
+    max_ratio: int = 200
 
 
 # Upper limits of an FFT job's (N, H, W) stack, input or synthetic, checked at submit. They
@@ -111,6 +120,9 @@ FFT_MAX_SEED = 1 << 63  # the synthetic generator's seed: 0 to 2**63 - 1
 LOG_MAX_BLOCK_BYTES = 16 << 20
 LOG_MAX_LINE_BYTES = 16 << 20
 LOG_MAX_PATTERN = 4096
+LOG_MAX_DECOMPRESSED_BYTES = 1 << 40  # the largest max_decompressed_bytes a job may ask
+LOG_MAX_RATIO = 1 << 16  # the largest max_ratio (zeros compress about 1000:1)
+LOG_RATIO_GRACE = 16 << 20  # decompressed bytes before max_ratio applies
 
 # Input a job's reader keeps in flight, at most (but always 2 units): its window of units
 # shrinks for big blocks or chunks, so that no job holds more than about this much memory.
@@ -223,6 +235,10 @@ class Accept:
 
     spec: JobSpec
     idempotency_key: str | None = None
+    # Why its output may not be written (it exists and `overwrite` is not set), as the
+    # submitting thread found it (`validate.output_taken`): the store never looks at a
+    # user's files itself. Refused after the key is looked up (a retry finds its job).
+    taken: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +264,7 @@ class GetJob:
 @dataclass(frozen=True, slots=True)
 class ListJobs:
     limit: int = 1000  # the newest jobs only: a daemon that runs for months has many
+    state: JobState | None = None  # only the jobs in this state
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +307,11 @@ class LogBlock:
     writer: str  # where the parsed block goes
     attempt: int = 0
     ended: JobEnded | None = None  # set once the job has ended: its blocks are not worth parsing
+
+    @property
+    def fair_key(self) -> str:
+        """Its job: the parser pool serves the running jobs' blocks in turn (`FairKeyed`)."""
+        return self.job
 
 
 class JobEnded:
@@ -360,6 +382,16 @@ class JobError:
 
 
 @dataclass(frozen=True, slots=True)
+class InputSized:
+    """Reader to job store, once it has opened the input: what the job will go through, where
+    known (for progress: a plain log's bytes, an FFT stack's chunks; 0 if not known)."""
+
+    job: str
+    input_bytes: int
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
 class WrittenProgress:
     job: str
     done: int
@@ -409,6 +441,7 @@ class InputSlice:
     offset: int
     dtype: str  # numpy's dtype string, byte order included ("<f8")
     shape: tuple[int, int]
+    roots: tuple[str, ...] | None = None  # the input roots it is opened beneath (None: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +451,7 @@ class OutputLayout:
     path: str  # the temporary file (renamed into place once every chunk is in)
     offset: int  # byte offset of chunk 0, after the .npy header
     chunk_bytes: int
+    roots: tuple[str, ...] | None = None  # the output roots it is opened beneath (None: any)
 
     def position(self, index: int) -> int:
         """The byte offset of chunk `index` in the temporary file."""
@@ -443,6 +477,11 @@ class FFTChunk:
     attempt: int = 0
     ended: JobEnded | None = None  # set once the job has ended: its chunks are not worth doing
     remote_output: bool = False  # the output lies under a shared root: a Ray worker writes it
+
+    @property
+    def fair_key(self) -> str:
+        """Its job: the FFT pool serves the running jobs' chunks in turn (`FairKeyed`)."""
+        return self.job
 
 
 @dataclass(frozen=True, slots=True)

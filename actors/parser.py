@@ -12,6 +12,13 @@ in a thread, hold the GIL all along, freezing the whole daemon. In a process it 
 when its job ends (a cancel is heard within `_POLL`), when the member stops, or after the
 block timeout. Only the built-in formats' patterns (written to match in linear time) run
 in threads.
+
+The pool is fair (see `actord.runtime.fair`): it serves the running jobs' blocks in turn.
+A block that a worker has run for `_YIELD_AFTER` seconds gives its member back when its job
+holds more members than its share while another job's blocks wait (a job that had the pool
+to itself when the other came, with slow blocks: a catastrophic pattern's hold the member
+for the block timeout). Its worker is killed and the block is queued again, first of its
+job's: it loses at most the work done on it, and runs again on its job's share.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .model import BlockFailed, Executor, LogBlock, ParsedBlock
 __all__ = ["Parser", "parse_block"]
 
 _POLL = 0.25  # how often a member waiting on its worker checks for a stop or a job's end
+_YIELD_AFTER = 1.0  # seconds a block runs before its member may be given to another job
 _TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
 _WARM_UP = BUILTIN_FORMATS["seed"]  # what a new worker parses (no line) to say it is up
 
@@ -129,12 +137,14 @@ class _Worker:
         *,
         timeout: float = 60.0,
         cancelled: Callable[[], bool] = lambda: False,
+        yielded: Callable[[float], bool] = lambda _: False,
     ) -> dict[str, Any]:
         """Parse a block in the worker. A worker that takes longer than `timeout` (a runaway
         user regex, say) or is still busy when `cancelled()` turns true is killed, and this
-        raises: the block fails and is retried once, the member gets a fresh worker."""
+        raises: the block fails and is retried once, the member gets a fresh worker. So is
+        one still busy when `yielded(seconds it has run)` turns true (raising `_Stopped`)."""
         write_frame(self._stdin, [data, first_line, pattern])
-        self._await_reply(time.monotonic() + timeout, cancelled)
+        self._await_reply(time.monotonic(), timeout, cancelled, yielded)
         try:
             reply = read_frame(self._stdout)  # the reply has begun: it is computed
         except EOFError:
@@ -144,7 +154,13 @@ class _Worker:
         result: dict[str, Any] = reply
         return result
 
-    def _await_reply(self, deadline: float, cancelled: Callable[[], bool]) -> None:
+    def _await_reply(
+        self,
+        start: float,
+        timeout: float,
+        cancelled: Callable[[], bool],
+        yielded: Callable[[float], bool],
+    ) -> None:
         # Wait for the reply's first byte in short slices, so a stop is noticed quickly.
         # poll(), not select(): the pipe's descriptor may be past select's 1024.
         ready = select.poll()
@@ -153,9 +169,13 @@ class _Worker:
             if cancelled():
                 self.kill()
                 raise _Stopped("parse worker stopped: the actor is stopping")
-            if time.monotonic() >= deadline:
+            ran = time.monotonic() - start
+            if ran >= timeout:
                 self.kill()
                 raise TimeoutError(f"parse worker {self.process.pid} took too long; killed")
+            if yielded(ran):
+                self.kill()
+                raise _Stopped("parse worker stopped: its member went to another job")
 
     def kill(self) -> None:
         self.process.kill()
@@ -223,9 +243,12 @@ class Parser(Actor):
                     block.pattern,
                     timeout=self.block_timeout,
                     cancelled=lambda: self.stop_requested or bool(ended),
+                    yielded=lambda ran: ran >= _YIELD_AFTER and self.yield_turn(message),
                 )
             except _Stopped:
-                self._close_worker()  # killed: the block's job is over, or we are stopping
+                # Killed: the block's job is over, we are stopping, or the block was queued
+                # again for its job's turn (another job was owed this member).
+                self._close_worker()
                 return
             except (TimeoutError, RuntimeError) as error:
                 # The block's pattern ran past the block timeout, or the worker failed on the

@@ -31,7 +31,8 @@ def confine(path: object, roots: Sequence[str], *, what: str = "path") -> str:
     resolved = os.path.realpath(path)
     if under_roots(resolved, roots):
         return resolved
-    raise _refuse(f"{what} {path!r} is not under an allowed root")
+    allowed = ", ".join(roots) or "none configured"
+    raise _refuse(f"{what} {path!r} is not under an allowed root (allowed: {allowed})")
 
 
 def under_roots(path: str, roots: Sequence[str]) -> bool:

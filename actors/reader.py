@@ -3,6 +3,11 @@
 A reader sends itself a `_Next` message after each block, so a long input never holds its
 thread inside one `handle` call: a stop or a retry is served between blocks. Memory stays
 bounded by the block size and the line limit: the file is never read whole.
+
+A reader opens its input beneath the allowed input roots (`beneath`): a regular file only,
+never through a symlink that leaves its root, and never blocked by a FIFO. A gzip input is
+bounded: past its `max_decompressed_bytes`, or its `max_ratio` of decompressed to compressed
+bytes, the job fails, and no block beyond the limit is sent.
 """
 
 from __future__ import annotations
@@ -12,19 +17,23 @@ import gzip
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
 import numpy as np
 
-from actord import Actor, ActordError, Message
+from actord import Actor, ActorDead, ActordError, AskTimeout, Message
 
+from .beneath import open_file
 from .model import (
     IN_FLIGHT_BYTES,
+    LOG_RATIO_GRACE,
     ArrayPlan,
     BlockFailed,
     FFTChunk,
     FFTOptions,
+    InputSized,
     InputSlice,
     JobEnded,
     JobError,
@@ -37,7 +46,7 @@ from .model import (
     Transform,
     UnitsWritten,
 )
-from .validate import read_npy_header
+from .validate import input_refused, read_npy_header
 
 __all__ = ["ArrayReader", "ChunkFailed", "LogReader", "open_log", "reader_capacity"]
 
@@ -72,14 +81,25 @@ def _where(unit: FFTChunk | LogBlock) -> str:
     return f"chunk {unit.index}"
 
 
-def open_log(path: str) -> IO[bytes]:
-    """Open a log for binary reading; gzip is recognised by its magic bytes, not its name."""
-    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    if raw.read(2) == _GZIP_MAGIC:
+def open_log(path: str, roots: Sequence[str] | None = None) -> IO[bytes]:
+    """Open a log for binary reading, beneath `roots` (the input roots; None: as given); gzip
+    is recognised by its magic bytes, not its name. A gzip file's `fileobj` is the raw file
+    (its position: the compressed bytes read)."""
+    raw = os.fdopen(open_file(path, roots), "rb")
+    try:
+        magic = raw.read(2)
         raw.seek(0)
+    except BaseException:
+        raw.close()
+        raise
+    if magic == _GZIP_MAGIC:
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
-    raw.seek(0)
     return raw
+
+
+def _code_first(error: ActordError) -> str:
+    """A job's error from a refusal: its code first, as a submit's would be answered."""
+    return f"{error.code.value}: {error}"
 
 
 def reader_capacity(window: int) -> int:
@@ -190,13 +210,16 @@ class LogReader(_UnitReader):
         store: str,
         window: int = 32,
         ended: JobEnded | None = None,
+        roots: Sequence[str] | None = None,
     ) -> None:
         super().__init__(job, pool, writer, store, window, ended)
         self._fit_window(options.block_bytes)
         self.path = path
+        self.roots = roots  # the allowed input roots (None: any file, as given)
         self.options = options
         self.pattern = pattern
         self._file: IO[bytes] | None = None
+        self._compressed: IO[bytes] | None = None  # a gzip input's raw file (its position)
         self._carry = b""  # the start of a line whose end has not been read yet
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
         self._index = 0
@@ -210,11 +233,18 @@ class LogReader(_UnitReader):
     def on_start(self) -> None:
         """Actor thread: open the input and start reading."""
         try:
-            self._file = open_log(self.path)
-        except OSError as error:
+            self._file = open_log(self.path, self.roots)
+        except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
             self._done = True
-            self._fail(f"cannot open {self.path}: {error.strerror or error}")
+            self._fail(_code_first(input_refused(self.path, error)))
             return
+        if isinstance(self._file, gzip.GzipFile):
+            self._compressed = cast(IO[bytes], self._file.fileobj)
+            size = 0  # the decompressed size is not known before it is read
+        else:
+            size = os.fstat(self._file.fileno()).st_size
+        if not self.ended:  # for the clients' progress (an ended job's reader says nothing)
+            self.send(self.store, InputSized(self.job, size, 0))
         self._next()
 
     def handle(self, message: Message) -> None:
@@ -231,12 +261,17 @@ class LogReader(_UnitReader):
 
     def _read_block(self) -> None:
         assert self._file is not None
+        want = self.options.block_bytes
+        if self._compressed is not None:  # one byte past the limit tells it was passed
+            want = min(want, self.options.max_decompressed_bytes - self._bytes + 1)
         try:
-            chunk = self._file.read(self.options.block_bytes)
+            chunk = self._file.read(want)
         except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             self._done = True
             self._close()
             self._fail(f"cannot read {self.path}: {error}")
+            return
+        if self._compressed is not None and self._past_limit(self._bytes + len(chunk)):
             return
         self._bytes += len(chunk)
         if not chunk:
@@ -246,6 +281,31 @@ class LogReader(_UnitReader):
         if data:
             self._send_block(data)
         self._next()
+
+    def _past_limit(self, total: int) -> bool:
+        """Whether a gzip input has decompressed past its limits (`total` bytes so far): if
+        so, the job fails (the block that passed them is not sent)."""
+        assert self._compressed is not None
+        options = self.options
+        error = None
+        if total > options.max_decompressed_bytes:
+            error = (
+                f"max_decompressed_bytes: {self.path} decompresses to more than"
+                f" {options.max_decompressed_bytes} bytes"
+            )
+        else:
+            compressed = max(1, self._compressed.tell())
+            if total > LOG_RATIO_GRACE and total > options.max_ratio * compressed:
+                error = (
+                    f"max_ratio: {self.path} decompresses to more than {options.max_ratio}"
+                    f" times its compressed size ({total} bytes from {compressed})"
+                )
+        if error is None:
+            return False
+        self._done = True
+        self._close()
+        self._fail(f"the input is past a limit, {error}")
+        return True
 
     def _take_lines(self, chunk: bytes) -> bytes:
         # Whole lines from carry + chunk; cut over-long lines at max_line_bytes.
@@ -303,6 +363,9 @@ class LogReader(_UnitReader):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._compressed is not None:  # GzipFile leaves a fileobj it was given open
+            self._compressed.close()
+            self._compressed = None
 
 
 class ArrayReader(_UnitReader):
@@ -320,9 +383,11 @@ class ArrayReader(_UnitReader):
         window: int = 32,
         ended: JobEnded | None = None,
         shared: tuple[bool, bool] = (False, False),
+        roots: Sequence[str] | None = None,
     ) -> None:
         super().__init__(job, pool, writer, store, window, ended)
         self.path = path
+        self.roots = roots  # the allowed input roots (None: any file, as given)
         self.options = options
         # (input, output) under a root every Ray node mounts: a remote worker reads its chunk
         # by offset, and writes its result into the output, itself.
@@ -347,6 +412,8 @@ class ArrayReader(_UnitReader):
         elif not self._open(self.path):
             return
         n, h, w = self._shape
+        if not self.ended:  # for the clients' progress (an ended job's reader says nothing)
+            self.send(self.store, InputSized(self.job, 0, n))
         itemsize = 8 if self._dtype is None else int(self._dtype.itemsize)
         if not (self.by_path and self.remote_output):
             # The chunk or its result is held in memory here. Not on the shared path: a Ray
@@ -355,7 +422,11 @@ class ArrayReader(_UnitReader):
         out_w = w // 2 + 1 if options.transform is Transform.RFFT2 else w
         plan = ArrayPlan(self.job, (n, h, out_w), options.dtype, options.transform.value)
         # The writer creates the output first; the FFT workers then write into it directly.
-        layout = self.ask(self.writer, plan, timeout=60.0)
+        try:
+            layout = self.ask(self.writer, plan, timeout=60.0)
+        except (ActorDead, AskTimeout) as error:  # it could not start (it failed the job)
+            self._fail(f"the job's writer did not answer: {error}")
+            return
         if not isinstance(layout, OutputLayout):
             self._fail(layout.message if isinstance(layout, Rejected) else repr(layout))
             return
@@ -414,11 +485,14 @@ class ArrayReader(_UnitReader):
 
     def _open(self, path: str) -> bool:
         try:
-            with open(path, "rb") as file:
+            with os.fdopen(open_file(path, self.roots), "rb") as file:
                 shape, self._dtype = read_npy_header(path, file)
                 self._offset = file.tell()
                 self._fd = os.dup(file.fileno())
-        except (OSError, ActordError) as error:  # checked at submit: replaced since
+        except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
+            self._fail(_code_first(input_refused(path, error)))
+            return False
+        except ActordError as error:
             self._fail(f"cannot read {path} as .npy: {error}")
             return False
         if len(shape) != 3 or not np.issubdtype(self._dtype, np.number):
@@ -433,7 +507,9 @@ class ArrayReader(_UnitReader):
             return SyntheticSource(self.options.seed, index, (h, w))
         size = h * w * self._dtype.itemsize
         if self.by_path and self.path is not None:
-            return InputSlice(self.path, self._offset + index * size, self._dtype.str, (h, w))
+            roots = None if self.roots is None else tuple(self.roots)
+            offset = self._offset + index * size
+            return InputSlice(self.path, offset, self._dtype.str, (h, w), roots)
         data = os.pread(self._fd, size, self._offset + index * size)
         if len(data) < size:
             raise OSError(f"{self.path} ends before chunk {index}: it was cut while the job ran")

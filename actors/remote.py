@@ -261,7 +261,8 @@ class RemoteFFTWorker(_RemoteMember):
         if isinstance(data, SyntheticSource):
             source: list[Any] = ["synthetic", data.seed, data.index, list(data.shape)]
         elif isinstance(data, InputSlice):
-            source = ["file", data.path, data.offset, data.dtype, list(data.shape)]
+            roots = None if data.roots is None else list(data.roots)
+            source = ["file", data.path, data.offset, data.dtype, list(data.shape), roots]
         else:
             array = np.ascontiguousarray(data)
             source = ["bytes", array.data.cast("B"), array.dtype.str, list(array.shape)]
@@ -272,6 +273,7 @@ class RemoteFFTWorker(_RemoteMember):
                 layout.path,
                 layout.position(chunk.index),
                 layout.chunk_bytes,
+                None if layout.roots is None else list(layout.roots),
             ]
         else:
             target = ["return", layout.chunk_bytes]
@@ -291,7 +293,7 @@ class RemoteFFTWorker(_RemoteMember):
             self._counters.moved_bytes += len(reply.value)
             try:
                 result = np.frombuffer(reply.value, np.uint8)
-                write_chunk(layout.path, layout.position(chunk.index), result)
+                write_chunk(layout.path, layout.position(chunk.index), result, layout.roots)
             except OSError as error:  # a full disk, the file removed: the job's, not ours
                 self.send(chunk.reader, ChunkFailed(chunk, f"writing the output failed: {error}"))
                 return

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .beneath import open_file
 from .fft import DATA_ERRORS, transform_chunk, write_chunk
 from .model import Engine, Transform
 from .parser import parse_block
@@ -62,10 +63,10 @@ def _source(source: list[Any]) -> Any:
     if kind == "bytes":
         _, data, dtype, shape = source
         return np.frombuffer(data, np.dtype(dtype)).reshape(shape)
-    if kind == "file":
-        _, path, offset, dtype, shape = source
+    if kind == "file":  # opened beneath the input roots (None: as given)
+        _, path, offset, dtype, shape, roots = source
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path, roots)
         try:
             data = os.pread(fd, size, offset)
         finally:
@@ -80,13 +81,18 @@ def _source(source: list[Any]) -> Any:
 def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any], engine: str) -> list[Any]:
     """Transform one chunk with the daemon's `engine` (its fft.engine: the same library as a
     local pool). `target` is ``["return", nbytes]`` (the result's bytes come back) or
-    ``["file", path, offset, nbytes]`` (written there). Returns ``[OK, bytes or None,
+    ``["file", path, offset, nbytes, roots]`` (written there, opened beneath the output
+    roots; None: as given). Returns ``[OK, bytes or None,
     cpu_seconds]`` or ``[DATA | IO | GONE, message, cpu_seconds]``."""
     started = time.thread_time()
     _hold_for_test()
     try:
         result = transform_chunk(
-            _source(source), Transform(kind), dtype, target[-1], Engine(engine)
+            _source(source),
+            Transform(kind),
+            dtype,
+            target[1 if target[0] == "return" else 3],
+            Engine(engine),
         )
     except ImportError as error:  # this node lacks the daemon's engine: every unit would
         message = (
@@ -101,9 +107,9 @@ def fft_unit(source: list[Any], kind: str, dtype: str, target: list[Any], engine
         return [DATA, message, time.thread_time() - started]
     if target[0] == "return":
         return [OK, np.ascontiguousarray(result).tobytes(), time.thread_time() - started]
-    _, path, offset, _ = target
+    _, path, offset, _, roots = target
     try:
-        write_chunk(path, offset, result)
+        write_chunk(path, offset, result, roots)
     except FileNotFoundError:
         return [GONE, "its output file was removed", time.thread_time() - started]
     except OSError as error:

@@ -39,9 +39,19 @@ from actord.runtime.errors import ErrorCode, Refused
 from .client import JobClient, submit_job
 from .jobs_metrics import JobsCollector
 from .launcher import FFT_WORKERS, PARSERS, STORE, JobSystemConfig, start_job_system
-from .model import Cancel, Engine, Executor, GetJob, JobInfo, ListJobs, Progress, Rejected
+from .model import (
+    Cancel,
+    Engine,
+    Executor,
+    GetJob,
+    JobInfo,
+    JobState,
+    ListJobs,
+    Progress,
+    Rejected,
+)
 from .ray_metrics import RayCollector
-from .store import Drain, Drained, JobCounts, Release, SetMaxJobs, StoreStatus
+from .store import Drain, Drained, JobCounts, Release, Retention, SetMaxJobs, StoreStatus
 from .wire import info_to_wire, spec_from_wire
 
 __all__ = ["JobService"]
@@ -54,6 +64,13 @@ _WATCH_CHECK: Final = 1.0  # a quiet watch checks its client and re-reads the jo
 # waits: a slow reader has some in hand, and a notification never blocks the watch (the
 # socket's buffer is ~200 KiB), so the watch keeps draining the store's events.
 _WATCH_UNREAD: Final = 64 << 10
+
+
+_STATE_ALIASES: Final = {"queued": "accepted"}  # as `status` counts them
+
+
+def _retention(config: Config) -> Retention:
+    return Retention(config.daemon.retention_days, config.daemon.retention_jobs)
 
 
 def _answer(answer: object) -> Any:
@@ -107,6 +124,7 @@ class JobService:
                 ray_namespace=config.ray.namespace,
                 ray_cpus=config.ray.cpus_per_worker,
                 shared_roots=config.ray.shared_roots,
+                retention=_retention(config),
             ),
         )
 
@@ -178,7 +196,7 @@ class JobService:
         if config.fft.size != old.fft.size:
             self.system.resize("fft", config.fft.size)
         self.roots = (config.paths.input_roots, config.paths.output_roots)
-        self._ask(SetMaxJobs(config.daemon.max_jobs, self.roots))
+        self._ask(SetMaxJobs(config.daemon.max_jobs, self.roots, _retention(config)))
         for key in (
             "parser.executor",
             "parser.capacity",
@@ -239,21 +257,50 @@ class JobService:
         return info_to_wire(info)
 
     def jobs(self, call: Call) -> list[dict[str, Any]]:
-        """``jobs([limit])`` -> the newest jobs, oldest first."""
+        """``jobs([limit, [state]])`` -> the newest jobs (in `state` only), oldest first."""
         limit = param(call, 0, int, "limit", 1000)
         if not 1 <= limit <= 10_000:
             raise InvalidArgument("limit: must be between 1 and 10000")
-        infos = self._ask(ListJobs(limit))
-        return [info_to_wire(info) for info in infos]
+        state = param(call, 1, str, "state", None)
+        try:
+            wanted = None if state is None else JobState(_STATE_ALIASES.get(state, state))
+        except ValueError:
+            known = ", ".join([*(s.value for s in JobState), *_STATE_ALIASES])
+            raise InvalidArgument(f"state: must be one of {known}, got {state!r}") from None
+        infos = self._ask(ListJobs(limit, wanted))
+        members = self._members()
+        return [self._to_wire(info, members) for info in infos]
 
     def job(self, call: Call) -> dict[str, Any]:
         info = _answer(self._ask(GetJob(param(call, 0, str, "job"))))
-        return info_to_wire(info)
+        return self._to_wire(info, self._members())
+
+    def _members(self) -> dict[str, int]:
+        # How many pool members each job holds now: the fair pools' holdings by job id.
+        channel = self.system.channel
+        members: dict[str, int] = {}
+        for pool in (PARSERS, FFT_WORKERS):
+            share = channel.fair_share(pool)
+            for key, count in share.held.items() if share is not None else ():
+                if isinstance(key, str):
+                    members[key] = members.get(key, 0) + count
+        return members
+
+    @staticmethod
+    def _to_wire(info: JobInfo, members: Mapping[str, int]) -> dict[str, Any]:
+        wire = info_to_wire(info)
+        if info.state is JobState.RUNNING:
+            wire["members"] = members.get(info.id, 0)  # running jobs only: a figure of now
+        return wire
 
     def cancel(self, call: Call) -> dict[str, Any]:
-        info = _answer(self._ask(Cancel(param(call, 0, str, "job"))))
+        """The job as the cancel left it; ``already_ended``: it had ended before (a cancel
+        of a cancelled job cancels nothing)."""
+        job_id = param(call, 0, str, "job")
+        before = _answer(self._ask(GetJob(job_id)))
+        info = before if before.state.finished else _answer(self._ask(Cancel(job_id)))
         self._stale_counts()
-        return info_to_wire(info)
+        return {**info_to_wire(info), "already_ended": before.state.finished}
 
     def watch(self, call: Call) -> dict[str, Any]:
         """``watch(job)``: a ``progress`` notification as the job advances; the result is the

@@ -41,6 +41,7 @@ from .model import (
     Cancel,
     FFTSummary,
     GetJob,
+    InputSized,
     JobEnded,
     JobError,
     JobInfo,
@@ -57,7 +58,7 @@ from .model import (
     WriterStopped,
     WrittenProgress,
 )
-from .validate import Roots, expected_size, output_taken, recheck, written_paths
+from .validate import Roots, written_paths
 from .wire import pack, spec_from_wire, spec_to_wire, summary_from_wire, summary_to_wire, unpack
 from .writer import Publishing, Recorded, complete_publication, discard, remove_temps
 
@@ -67,8 +68,10 @@ __all__ = [
     "JobCounts",
     "JobStore",
     "Launch",
+    "Prune",
     "Release",
     "Released",
+    "Retention",
     "SetMaxJobs",
     "StoreStatus",
 ]
@@ -78,9 +81,11 @@ _ENDED_CACHE: Final = 4096  # ended jobs kept in memory for `job` and `watch`
 # Seconds between tries of journal writes kept waiting (the state directory full, say):
 # often enough to catch up soon after space is back, rare enough to cost nothing meanwhile.
 _JOURNAL_RETRY: Final = 1.0
+_PRUNE_EVERY: Final = 3600.0  # seconds between two applications of the retention
 
-# Spawns a job's actors: (job id, spec, its end flag) -> (reader, writer). See `Launcher`.
-Launch = Callable[[str, JobSpec, JobEnded], tuple[ActorRef, ActorRef]]
+# Spawns a job's actors: (job id, spec, its end flag, the allowed roots now) -> (reader,
+# writer). See `Launcher`. The reader and writer open the job's files beneath the roots.
+Launch = Callable[[str, JobSpec, JobEnded, Roots | None], tuple[ActorRef, ActorRef]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +118,31 @@ class Released:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """Which ended jobs leave the journal (their outputs stay): those that ended more than
+    `days` ago, and those beyond the newest `jobs` ended ones; 0 is no limit."""
+
+    days: float = 0.0
+    jobs: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.days > 0 or self.jobs > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Apply the retention now (at start, hourly, after a reload); replied with the number
+    of jobs removed from the journal."""
+
+
+@dataclass(frozen=True, slots=True)
 class SetMaxJobs:
-    """A reload: the job limit and the allowed roots (inputs, outputs)."""
+    """A reload: the job limit, the allowed roots (inputs, outputs) and the retention."""
 
     max_jobs: int
     roots: Roots | None = None
+    retention: Retention | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +197,14 @@ class JobStore(Actor):
         *,
         roots: Roots | None = None,
         max_crash_retries: int = 5,
+        retention: Retention | None = None,
     ) -> None:
         self.path = path
+        self.retention = retention or Retention()
         self.launch = launch
         self.max_jobs = max_jobs
-        self.roots = roots  # (input roots, output roots): paths are checked again at start
+        # (input roots, output roots): a job's reader and writer open its files beneath them
+        self.roots = roots
         self.max_crash_retries = max_crash_retries
         self.journal: Journal | None = None
         self.live: dict[str, _Live] = {}  # every unfinished job: queued, running or closing
@@ -228,7 +256,7 @@ class JobStore(Actor):
             except (InvalidArgument, ValueError) as error:
                 self._finish(job.id, job.kind, JobState.FAILED, error=f"unreadable spec: {error}")
                 continue
-            for temp in remove_temps(spec.output):
+            for temp in remove_temps(spec.output, self._output_roots):
                 _log.info("removed %s, left by an interrupted run of %s", temp, job.id)
             if job.crash_retries > self.max_crash_retries:
                 # A job that keeps taking the daemon down with it must not crash-loop it.
@@ -245,6 +273,8 @@ class JobStore(Actor):
                 )
         if self.queue:
             _log.warning("re-queued %d unfinished jobs from the journal", len(self.queue))
+        self._prune()
+        self.schedule(_PRUNE_EVERY, Prune(), interval=_PRUNE_EVERY)  # a timer, not a thread
         self._pump()
 
     def _recover_publication(self, job: JournaledJob) -> JournaledJob | None:
@@ -252,12 +282,12 @@ class JobStore(Actor):
         are in place (None: nothing left to run); if they never got there, back in the queue
         (the job, released as a crash)."""
         try:
-            published = complete_publication(job.publication)
+            published = complete_publication(job.publication, self._output_roots)
         except OSError as error:
             failed = f"its output could not be put in place after a restart: {error}"
             _log.error("job %s failed: %s", job.id, failed)
             for temp, _, _ in job.publication:
-                discard(temp)
+                discard(temp, self._output_roots)
             self._finish(job.id, job.kind, JobState.FAILED, error=failed)
             return None
         if published:
@@ -267,6 +297,10 @@ class JobStore(Actor):
         _log.warning("job %s: its output was lost before it was published: it runs again", job.id)
         self._write(job.id, partial(_release, job_id=job.id, crashed=True))
         return _recovered(replace(job, publication=()))
+
+    @property
+    def _output_roots(self) -> tuple[str, ...] | None:
+        return None if self.roots is None else self.roots[1]
 
     def on_stop(self) -> None:
         """Actor thread."""
@@ -285,6 +319,8 @@ class JobStore(Actor):
         payload = message.payload
         if isinstance(payload, WrittenProgress):
             self._advance(payload)
+        elif isinstance(payload, InputSized):
+            self._sized(payload)
         elif isinstance(payload, WriterStopped):
             self._writer_stopped(payload.job)
         elif isinstance(payload, JobError):
@@ -300,26 +336,19 @@ class JobStore(Actor):
         elif isinstance(payload, GetJob):
             self._answer(message, self._lookup(payload.job))
         elif isinstance(payload, ListJobs):
-            self._answer(message, self._list(payload.limit))
+            self._answer(message, self._list(payload.limit, payload.state))
         elif isinstance(payload, Cancel):
             self._answer(message, self._cancel(payload.job))
         elif isinstance(payload, WaitJob):
-            if payload.job not in self.live:
-                self._answer(message, self._lookup(payload.job))
-            elif message.correlation_id is not None:  # live until its files are gone
-                self.waiters.setdefault(payload.job, []).append(message)
+            self._wait(message, payload)
         elif isinstance(payload, Drain):
-            self.draining = True
-            if message.correlation_id is not None:
-                self.drain_waiters.append(message)
-            self._check_drained()
+            self._drain(message)
         elif isinstance(payload, Release):
             self._answer(message, self._release(payload.crashed))
         elif isinstance(payload, SetMaxJobs):
-            self.max_jobs = payload.max_jobs
-            self.roots = payload.roots or self.roots
-            self._pump()
-            self._answer(message, self._counts())
+            self._answer(message, self._set_max_jobs(payload))
+        elif isinstance(payload, Prune):
+            self._answer(message, self._prune())
         elif isinstance(payload, StoreStatus):
             self._answer(message, self._counts())
         elif isinstance(payload, _RetryJournal):
@@ -332,6 +361,27 @@ class JobStore(Actor):
                 if not live.closing
             )
             self._answer(message, self.stats.snapshot(unfinished))
+
+    def _wait(self, message: Message, request: WaitJob) -> None:
+        if request.job not in self.live:
+            self._answer(message, self._lookup(request.job))
+        elif message.correlation_id is not None:  # live until its files are gone
+            self.waiters.setdefault(request.job, []).append(message)
+
+    def _drain(self, message: Message) -> None:
+        self.draining = True
+        if message.correlation_id is not None:
+            self.drain_waiters.append(message)
+        self._check_drained()
+
+    def _set_max_jobs(self, request: SetMaxJobs) -> JobCounts:
+        self.max_jobs = request.max_jobs
+        self.roots = request.roots or self.roots
+        if request.retention is not None and request.retention != self.retention:
+            self.retention = request.retention
+            self._prune()
+        self._pump()
+        return self._counts()
 
     def _answer(self, request: Message, answer: object) -> None:
         # A request told rather than asked has nobody to answer: what it asked for is done.
@@ -357,9 +407,8 @@ class JobStore(Actor):
             return known
         if self.draining:
             return Rejected(ErrorCode.BUSY, "actord is shutting down and takes no new jobs")
-        taken = output_taken(spec)
-        if taken is not None:
-            return Rejected(ErrorCode.CONFLICT, taken)
+        if request.taken is not None:
+            return Rejected(ErrorCode.CONFLICT, request.taken)
         for path in written_paths(spec):
             other = self.outputs.get(path)
             if other is not None:
@@ -423,13 +472,43 @@ class JobStore(Actor):
         if len(self.ended_infos) > _ENDED_CACHE:
             self.ended_infos.popitem(last=False)
 
-    def _list(self, limit: int) -> tuple[JobInfo, ...]:
+    def _list(self, limit: int, state: JobState | None = None) -> tuple[JobInfo, ...]:
         infos = []
-        for job in self._journal.jobs(limit=limit):
+        for job in self._journal.jobs(limit=limit, state=state):
             live = self.live.get(job.id)
+            # As `job` shows it: the live record, else an end the journal does not have yet,
+            # else the ended one kept, else the journal's.
             known = live.info if live else self.unjournaled.get(job.id)
-            infos.append(known or self._info(job))
+            infos.append(known or self.ended_infos.get(job.id) or self._info(job))
         return tuple(infos)
+
+    def _prune(self) -> int:
+        """Apply the retention: ended jobs out of the journal (their outputs untouched)."""
+        retention = self.retention
+        if not retention.active:
+            return 0
+        try:
+            removed = self._journal.prune(
+                ended_before=time.time() - retention.days * 86400 if retention.days else None,
+                keep=retention.jobs or None,
+            )
+        except JournalUnavailable as error:  # the state directory is full: next time
+            self._unavailable(error)
+            return 0
+        for job_id, kind, state in removed:
+            self.ended_infos.pop(job_id, None)
+            if self.stats.ended[(kind, state)] > 0:
+                self.stats.ended[(kind, state)] -= 1
+            self.stats.pruned += 1
+        if removed:
+            _log.info(
+                "retention: %d ended jobs left the journal (retention_days %g, retention_jobs "
+                "%d; their outputs stay)",
+                len(removed),
+                retention.days,
+                retention.jobs,
+            )
+        return len(removed)
 
     def _publishing(self, request: Publishing) -> Recorded | Rejected:
         # The writer renames its files only after this commit: a job cancelled, failed or
@@ -439,7 +518,9 @@ class JobStore(Actor):
         live = self.live.get(job_id)
         if live is None or live.closing or job_id not in self.running:
             return Rejected(ErrorCode.CONFLICT, f"job {job_id!r} is not running")
-        result = _packed_result(request.done, request.total, request.bytes, request.summary)
+        result = _packed_result(
+            request.done, request.total, request.bytes, request.summary, live.info.input_bytes
+        )
         try:
             if not self._flush():  # its start first: the journal must say it runs
                 raise self._write_error()
@@ -579,6 +660,15 @@ class JobStore(Actor):
         live.info = replace(live.info, done=note.done, total=total, bytes=note.bytes)
         self._publish(live.info)
 
+    def _sized(self, note: InputSized) -> None:
+        live = self.live.get(note.job)
+        if live is None or live.closing:
+            return
+        live.info = replace(
+            live.info, input_bytes=note.input_bytes, total=live.info.total or note.units
+        )
+        self._publish(live.info)
+
     def _done(self, job_id: str, summary: LogSummary | FFTSummary) -> None:
         # The writer has renamed what the journal recorded (`_publishing`): the job is done.
         live = self.live.get(job_id)
@@ -592,7 +682,7 @@ class JobStore(Actor):
             summary=summary,
             total=live.info.total or live.info.done,
         )
-        result = _packed_result(info.done, info.total, info.bytes, summary)
+        result = _packed_result(info.done, info.total, info.bytes, summary, info.input_bytes)
         self._finish(job_id, info.kind.value, JobState.DONE, error=None, result=result)
         self._stop_actors(live, done=True)
         self._settle(live)
@@ -704,19 +794,20 @@ class JobStore(Actor):
     def _start(self, live: _Live) -> None:
         job_id, spec = live.info.id, live.spec
         # Paths were checked when the job was accepted; it may start much later (queued, or
-        # after a restart), so they are resolved again now, against the current roots.
-        refused = recheck(spec, self.roots)
-        if refused is None:
-            try:
-                live.reader, live.writer = self.launch(job_id, spec, live.ended)
-            except ActorStopping:
-                # The system is stopping under us (an in-process user that stopped without
-                # a drain): not the job's fault. It stays queued, for the next start.
-                self.queue.appendleft(job_id)
-                self.draining = True
-                return
-            except ActordError as error:
-                refused = f"its actors could not start: {error}"
+        # after a restart): its writer and reader open its files beneath the current roots
+        # as they start, and fail it if they cannot. Never here: a user's file (a FIFO, a
+        # symlink swapped in) must not be able to hold up the store.
+        refused = None
+        try:
+            live.reader, live.writer = self.launch(job_id, spec, live.ended, self.roots)
+        except ActorStopping:
+            # The system is stopping under us (an in-process user that stopped without a
+            # drain): not the job's fault. It stays queued, for the next start.
+            self.queue.appendleft(job_id)
+            self.draining = True
+            return
+        except ActordError as error:
+            refused = f"its actors could not start: {error}"
         if refused is None:
             self._write(job_id, lambda journal: journal.mark_running(job_id))
         else:
@@ -725,14 +816,7 @@ class JobStore(Actor):
             live.info = replace(live.info, state=JobState.FAILED, error=refused)
             self._settle(live)
             return
-        input_bytes, units = expected_size(spec)  # for the clients' progress bars
-        live.info = replace(
-            live.info,
-            state=JobState.RUNNING,
-            started=time.time(),
-            input_bytes=input_bytes,
-            total=live.info.total or units,
-        )
+        live.info = replace(live.info, state=JobState.RUNNING, started=time.time())
         live.started = time.monotonic()
         self.running.add(job_id)
         _log.info(
@@ -770,6 +854,7 @@ class JobStore(Actor):
             done=result.get("done", 0),
             total=result.get("total", 0),
             bytes=result.get("bytes", 0),
+            input_bytes=result.get("input_bytes", 0),
             error=job.error if spec is not None else (job.error or "its spec cannot be read"),
             summary=summary,
             crash_retries=job.crash_retries,
@@ -813,9 +898,19 @@ def _source(spec: JobSpec) -> str:
 
 
 def _packed_result(
-    done: int, total: int, nbytes: int, summary: LogSummary | FFTSummary | None
+    done: int,
+    total: int,
+    nbytes: int,
+    summary: LogSummary | FFTSummary | None,
+    input_bytes: int = 0,
 ) -> bytes:
     """A job's result as the journal keeps it (read back by `JobStore._info`)."""
     return pack(
-        {"done": done, "total": total, "bytes": nbytes, "summary": summary_to_wire(summary)}
+        {
+            "done": done,
+            "total": total,
+            "bytes": nbytes,
+            "input_bytes": input_bytes,
+            "summary": summary_to_wire(summary),
+        }
     )

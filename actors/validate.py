@@ -3,15 +3,18 @@
 `check_spec` runs at submit, on the caller's thread (a control connection, or an in-process
 `JobClient`), before the store journals the job: types and sizes of the options, FFT input
 headers (dtype, shape, limits), patterns and formats, and the paths (confined under the
-allowed roots when the daemon has any, an input that is a file, an output directory that
-exists, an output that is not the input). It returns the spec with its paths resolved, which
-is what the journal keeps.
+allowed roots when the daemon has any, an input that is a regular file, an output directory
+that exists, an output that is not the input). It returns the spec with its paths resolved,
+which is what the journal keeps. Every file is opened beneath its root (`beneath`): a FIFO
+or a symlink swapped in can only refuse this submit, never block it.
 
-Two checks depend on the store's state and are made by the store with the functions here:
-an output that already exists is refused unless the spec says ``overwrite`` (`output_taken`:
-after an idempotency key is looked up, so a retried submit of a finished job finds the job,
-not its output), and when a queued job starts, its paths are resolved again (`recheck`): it
-may start long after it was accepted, and a symlink may have been swapped in since.
+Whether the output already exists (`output_taken`) is found on the same thread and handed to
+the store with the spec: the store refuses it unless the spec says ``overwrite``, after an
+idempotency key is looked up (a retried submit of a finished job finds the job, not its
+output). The store never opens or stats a user's file itself: a job that starts long after
+it was accepted is checked again by its own reader and writer, which open its files beneath
+the roots as they start (a symlink may have been swapped in since), and fail the job if they
+cannot.
 
 A path problem is a `Refused` with `ErrorCode.INVALID_PATH`; anything else is an
 `InvalidArgument`.
@@ -21,15 +24,17 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import threading
 from typing import Any, Final
 
 import numpy as np
 
-from actord import ActordError, InvalidArgument
+from actord import InvalidArgument
 from actord.runtime.errors import ErrorCode, Refused
 
+from .beneath import Escape, NotRegular, open_directory, open_file
 from .formats import resolve_format
 from .model import (
     FFT_MAX_CHUNK_ELEMENTS,
@@ -38,8 +43,10 @@ from .model import (
     FFT_MAX_SEED,
     FFT_MAX_SIDE,
     LOG_MAX_BLOCK_BYTES,
+    LOG_MAX_DECOMPRESSED_BYTES,
     LOG_MAX_LINE_BYTES,
     LOG_MAX_PATTERN,
+    LOG_MAX_RATIO,
     REJECTS_SUFFIX,
     FFTOptions,
     JobKind,
@@ -52,10 +59,10 @@ from .paths import confine, confine_pair
 __all__ = [
     "Roots",
     "check_spec",
-    "expected_size",
+    "input_refused",
+    "output_refused",
     "output_taken",
     "read_npy_header",
-    "recheck",
     "resolve",
     "written_paths",
 ]
@@ -67,8 +74,8 @@ _FINAL_DTYPES: Final = ("complex128", "complex64")
 def check_spec(spec: JobSpec, roots: Roots | None = None) -> JobSpec:
     """The spec with its paths resolved, if it may be accepted; else raise (see the module)."""
     _check_types(spec)
-    spec = _check_paths(resolve(spec, roots))
-    _check_options(spec)
+    spec = _check_paths(resolve(spec, roots), roots)
+    _check_options(spec, roots)
     return spec
 
 
@@ -105,45 +112,23 @@ def written_paths(spec: JobSpec) -> tuple[str, ...]:
     return (spec.output,)
 
 
-def output_taken(spec: JobSpec) -> str | None:
-    """Why the job may not write its output (it exists, and `overwrite` is not set), or None."""
+def output_taken(spec: JobSpec, roots: Roots | None = None) -> str | None:
+    """Why the job may not write its output (it exists, and `overwrite` is not set), or None.
+    Its directory is opened beneath the output roots: one that cannot be is left to the
+    path checks (this answers None)."""
     if spec.overwrite:
         return None
-    for path in written_paths(spec):
-        if os.path.lexists(path):
-            return f"{path} already exists (submit with overwrite to replace it)"
+    try:
+        with open_directory(os.path.dirname(spec.output), None if roots is None else roots[1]) as d:
+            for path in written_paths(spec):
+                if d.lstat(os.path.basename(path)) is not None:
+                    return (
+                        f"{path} already exists: to replace it, submit again with --overwrite "
+                        '(actorctl submit ... --overwrite; "overwrite": true in the protocol)'
+                    )
+    except OSError:
+        return None
     return None
-
-
-def expected_size(spec: JobSpec) -> tuple[int, int]:
-    """(input bytes, units) a job will go through, where known before it runs (else 0): a
-    plain log's size (a gzip one's decompressed size is not known), an FFT stack's chunks.
-    For progress only: never raises."""
-    try:
-        if isinstance(spec.options, FFTOptions):
-            if spec.options.synthetic is not None:
-                return 0, spec.options.synthetic[0]
-            assert spec.input is not None
-            with open(spec.input, "rb") as file:
-                shape, _ = read_npy_header(spec.input, file)
-            return 0, shape[0]
-        assert spec.input is not None
-        with open(spec.input, "rb") as file:
-            if file.read(2) == b"\x1f\x8b":  # gzip: the reader counts decompressed bytes
-                return 0, 0
-            return os.fstat(file.fileno()).st_size, 0
-    except (OSError, ActordError, AssertionError):
-        return 0, 0
-
-
-def recheck(spec: JobSpec, roots: Roots | None) -> str | None:
-    """Why a queued job may not start now (its error, with its code), or None."""
-    try:
-        _check_paths(resolve(spec, roots))
-    except Refused as error:
-        return f"{error.code.value}: {error}"
-    taken = output_taken(spec)
-    return None if taken is None else f"{ErrorCode.CONFLICT.value}: {taken}"
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -153,19 +138,51 @@ def _refuse(message: str) -> Refused:
     return Refused(ErrorCode.INVALID_PATH, message)
 
 
-def _check_paths(resolved: JobSpec) -> JobSpec:
-    """What must hold of a resolved spec's paths for its job to run now."""
+def input_refused(source: str, error: OSError) -> Refused:
+    """The refusal of an input that cannot be opened beneath its root (at submit, or by its
+    reader as the job starts: the same words)."""
+    if isinstance(error, Escape):
+        return _refuse(f"the input {source} leads out of its allowed root: {error.strerror}")
+    if isinstance(error, FileNotFoundError):
+        return _refuse(f"the input {source} does not exist or is not a file")
+    return _refuse(f"the input {source} does not exist or is not a file: {error.strerror}")
+
+
+def output_refused(output: str, error: OSError) -> Refused:
+    """The refusal of an output whose directory cannot be opened beneath its root (at submit,
+    or by its writer as the job starts: the same words)."""
+    if isinstance(error, Escape):
+        return _refuse(f"the output {output} leads out of its allowed root: {error.strerror}")
+    return _refuse(f"no directory for the output {output}: {error.strerror}")
+
+
+def _check_paths(resolved: JobSpec, roots: Roots | None = None) -> JobSpec:
+    """What must hold of a resolved spec's paths for its job to run now, found by opening
+    them beneath their roots (`beneath`)."""
+    inputs, outputs = (None, None) if roots is None else roots
     output, source = resolved.output, resolved.input
-    directory = os.path.dirname(output)
-    if not os.path.isdir(directory):
-        raise _refuse(f"no directory for the output {output}")
-    for path in written_paths(resolved):
-        if os.path.isdir(path):
-            raise _refuse(f"{path} is a directory")
+    written: list[os.stat_result] = []
+    try:
+        directory = open_directory(os.path.dirname(output), outputs)
+    except OSError as error:
+        raise output_refused(output, error) from None
+    with directory:
+        for path in written_paths(resolved):
+            found = directory.lstat(os.path.basename(path))
+            if found is not None and stat.S_ISDIR(found.st_mode):
+                raise _refuse(f"{path} is a directory")
+            if found is not None:
+                written.append(found)
     if source is not None:
-        if not os.path.isfile(source):
-            raise _refuse(f"the input {source} does not exist or is not a file")
-        if any(os.path.realpath(path) == source for path in written_paths(resolved)):
+        try:
+            fd = open_file(source, inputs)
+        except OSError as error:
+            raise input_refused(source, error) from None
+        try:
+            found = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if any((f.st_dev, f.st_ino) == (found.st_dev, found.st_ino) for f in written):
             raise _refuse("the output (or its rejects file) would overwrite the input")
     return resolved
 
@@ -183,7 +200,7 @@ def _check_types(spec: JobSpec) -> None:
         for name in ("format", "pattern"):
             if not isinstance(getattr(options, name), str | None):
                 raise InvalidArgument(f"{name}: must be a string")
-        for name in ("block_bytes", "max_line_bytes"):
+        for name in ("block_bytes", "max_line_bytes", "max_decompressed_bytes", "max_ratio"):
             _integer(name, getattr(options, name))
     elif isinstance(options, FFTOptions):
         if not isinstance(options.dtype, str):
@@ -198,11 +215,11 @@ def _integer(name: str, value: object) -> None:
         raise InvalidArgument(f"{name}: must be an integer, got {value!r}")
 
 
-def _check_options(spec: JobSpec) -> None:
+def _check_options(spec: JobSpec, roots: Roots | None = None) -> None:
     if spec.kind is JobKind.LOG:
         _check_log(spec)
     else:
-        _check_fft(spec)
+        _check_fft(spec, None if roots is None else roots[0])
 
 
 def _check_log(spec: JobSpec) -> None:
@@ -219,6 +236,15 @@ def _check_log(spec: JobSpec) -> None:
         raise InvalidArgument(
             f"max_line_bytes must be between 1 and {LOG_MAX_LINE_BYTES}, got {log.max_line_bytes}"
         )
+    if not 1 <= log.max_decompressed_bytes <= LOG_MAX_DECOMPRESSED_BYTES:
+        raise InvalidArgument(
+            f"max_decompressed_bytes must be between 1 and {LOG_MAX_DECOMPRESSED_BYTES},"
+            f" got {log.max_decompressed_bytes}"
+        )
+    if not 1 <= log.max_ratio <= LOG_MAX_RATIO:
+        raise InvalidArgument(
+            f"max_ratio must be between 1 and {LOG_MAX_RATIO}, got {log.max_ratio}"
+        )
     if log.pattern is not None and len(log.pattern) > LOG_MAX_PATTERN:
         raise InvalidArgument(
             f"pattern: at most {LOG_MAX_PATTERN} characters, got {len(log.pattern)}"
@@ -226,7 +252,7 @@ def _check_log(spec: JobSpec) -> None:
     resolve_format(log.format, log.pattern)  # compiles a pattern: raises if it is not one
 
 
-def _check_fft(spec: JobSpec) -> None:
+def _check_fft(spec: JobSpec, inputs: tuple[str, ...] | None = None) -> None:
     if not isinstance(spec.options, FFTOptions):
         raise InvalidArgument("an FFT job takes FFTOptions")
     options = spec.options
@@ -237,7 +263,7 @@ def _check_fft(spec: JobSpec) -> None:
     if not isinstance(options.transform, Transform):
         raise InvalidArgument(f"transform must be one of {[t.value for t in Transform]}")
     if spec.input is not None:
-        _check_npy_input(spec.input, options.transform)
+        _check_npy_input(spec.input, options.transform, inputs)
         return
     shape = options.synthetic
     if (
@@ -268,7 +294,9 @@ def _check_fft_limits(shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def _check_npy_input(path: str, transform: Transform) -> None:
+def _check_npy_input(
+    path: str, transform: Transform, inputs: tuple[str, ...] | None = None
+) -> None:
     """Refuse an FFT input that is not a numeric (N, H, W) `.npy` stack within the limits.
 
     Only the header is read (a few hundred bytes), never the array: an input may be tens of
@@ -276,10 +304,12 @@ def _check_npy_input(path: str, transform: Transform) -> None:
     empty stack); a chunk with a zero side has no transform.
     """
     try:
-        with open(path, "rb") as file:
+        with open(open_file(path, inputs), "rb") as file:  # a descriptor opened beneath
             header = read_npy_header(path, file)
             data_offset = file.tell()
             size = os.fstat(file.fileno()).st_size
+    except (Escape, NotRegular) as error:  # swapped since its path was checked
+        raise input_refused(path, error) from None
     except OSError as error:
         raise InvalidArgument(f"cannot read the input {path}: {error.strerror or error}") from None
     shape, dtype = header

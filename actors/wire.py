@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -102,7 +102,7 @@ def _log_options(options: Mapping[Any, Any]) -> LogOptions:
     for key in ("format", "pattern"):
         if options.get(key) is not None:
             values[key] = _field(f"options.{key}", options[key], str)
-    for key in ("block_bytes", "max_line_bytes"):
+    for key in ("block_bytes", "max_line_bytes", "max_decompressed_bytes", "max_ratio"):
         if key in options:
             values[key] = _field(f"options.{key}", options[key], int)
     return LogOptions(**values)
@@ -129,8 +129,19 @@ def _fft_options(options: Mapping[Any, Any]) -> FFTOptions:
     return FFTOptions(**values)
 
 
+# Options added after specs were first journaled, with their defaults.
+_NEWER_DEFAULTS: Final = {
+    name: getattr(LogOptions(), name) for name in ("max_decompressed_bytes", "max_ratio")
+}
+
+
 def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
     options = {k: v for k, v in asdict(spec.options).items() if v is not None}
+    for key, default in _NEWER_DEFAULTS.items():
+        # Only when set: a spec journaled before the key existed packs the same (a retried
+        # submit with its idempotency key finds its job).
+        if options.get(key) == default:
+            del options[key]
     data: dict[str, Any] = {
         "kind": spec.kind.value,
         "input": spec.input,

@@ -2,7 +2,10 @@
 (the seed's barrier, done with messages), and publish the output atomically.
 
 Outputs go to a temporary file in the destination directory, are fsynced and renamed: no
-reader ever sees a partial output, and a failed or cancelled job leaves none behind.
+reader ever sees a partial output, and a failed or cancelled job leaves none behind. The
+directory is opened once, beneath its allowed output root (`beneath`), and every file of the
+job is created, renamed and removed in that directory's descriptor, never by its path again:
+a directory swapped for a symlink meanwhile changes nothing.
 
 Publication happens once, whatever instant the daemon is killed at. The order, for the one
 file of an FFT job and the two of a log job (the rejects file, then the output):
@@ -26,18 +29,19 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import numpy as np
 
 from actord import Actor, ActorDead, AskTimeout, Message
 from actord.runtime.errors import ErrorCode
 
+from .beneath import Directory, open_directory
 from .model import (
     REJECTS_SUFFIX,
     ArrayPlan,
@@ -54,6 +58,7 @@ from .model import (
     WriterStopped,
     WrittenProgress,
 )
+from .validate import output_refused
 
 __all__ = [
     "PAUSE_ENV",
@@ -95,52 +100,77 @@ class Recorded:
     job: str
 
 
-def create_temp(path: str) -> tuple[int, str]:
-    """A new, empty temporary file beside `path`: ``.<name>.<random>.tmp``.
+def create_temp(path: str, directory: Directory | None = None) -> tuple[int, str]:
+    """A new, empty temporary file beside `path`: ``.<name>.<random>.tmp``, in `directory`
+    (the output's, opened beneath its root; None: `path`'s directory, opened as given).
 
     Created with O_EXCL and mode 0666 less the umask, so the final output gets the ordinary
     permissions a new file would (mkstemp would make it 0600).
     """
-    directory, name = os.path.split(os.path.abspath(path))
+    name = os.path.basename(path)
+    if directory is None:
+        with open_directory(os.path.dirname(os.path.abspath(path)), None) as opened:
+            return create_temp(path, opened)
     while True:
-        temp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        temp = f".{name}.{secrets.token_hex(6)}.tmp"
         try:
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+            return directory.create(temp), directory.join(temp)
         except FileExistsError:
             continue
 
 
-def remove_temps(path: str) -> list[str]:
+def remove_temps(path: str, roots: Sequence[str] | None = None) -> list[str]:
     """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
-    output's and its rejects file's. Returns what was removed."""
-    directory, name = os.path.split(os.path.abspath(path))
+    output's and its rejects file's, in its directory opened beneath `roots` (the output
+    roots; None: as given). Returns what was removed."""
+    where, name = os.path.split(os.path.abspath(path))
     pattern = re.compile(
         rf"\.{re.escape(name)}(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
     )
     removed: list[str] = []
     try:
-        entries = os.listdir(directory)
-    except OSError as error:  # gone, not a directory, not ours to read: nothing to remove
+        directory = open_directory(where, roots)
+    except OSError as error:  # gone, not a directory, out of the roots: nothing to remove
         _log.warning("cannot look for temporary files of %s: %s", path, error)
         return removed
-    for entry in entries:
-        temp = os.path.join(directory, entry)
-        if pattern.fullmatch(entry) and discard(temp):
-            removed.append(temp)
+    with directory:
+        try:
+            entries = directory.names()
+        except OSError as error:  # not ours to read
+            _log.warning("cannot look for temporary files of %s: %s", path, error)
+            return removed
+        for entry in entries:
+            if pattern.fullmatch(entry) and _unlink(directory, entry):
+                removed.append(directory.join(entry))
     return removed
 
 
-def discard(path: str) -> bool:
-    """Remove a file we created; a failure is logged (the caller goes on cleaning up)."""
+def discard(path: str, roots: Sequence[str] | None = None) -> bool:
+    """Remove a file we created (in its directory, opened beneath `roots`); a failure is
+    logged (the caller goes on cleaning up)."""
     try:
-        Path(path).unlink(missing_ok=True)
+        directory = open_directory(os.path.dirname(os.path.abspath(path)), roots)
+    except FileNotFoundError:
+        return True
     except OSError as error:
         _log.warning("cannot remove %s: %s", path, error)
+        return False
+    with directory:
+        return _unlink(directory, os.path.basename(path))
+
+
+def _unlink(directory: Directory, name: str) -> bool:
+    try:
+        directory.unlink(name, missing_ok=True)
+    except OSError as error:
+        _log.warning("cannot remove %s: %s", directory.join(name), error)
         return False
     return True
 
 
-def complete_publication(files: Sequence[tuple[str, str, int]]) -> bool:
+def complete_publication(
+    files: Sequence[tuple[str, str, int]], roots: Sequence[str] | None = None
+) -> bool:
     """At a start, finish a publication the daemon died in (files as journaled: synced
     temporary file, final path and the file's inode, in rename order, the output last).
 
@@ -156,45 +186,68 @@ def complete_publication(files: Sequence[tuple[str, str, int]]) -> bool:
     renamed) is removed, so the run starts clean.
 
     The directories are synced before this returns, so the journal may then say done. (An
-    inode of 0, from a journal written before inodes were kept, matches any file.)
+    inode of 0, from a journal written before inodes were kept, matches any file.) Every
+    file is renamed and removed in its directory opened beneath `roots` (the output roots).
     """
-    last_temp, last_final, last_inode = files[-1]
-    if not os.path.exists(last_temp) and not _is_ours(last_final, last_inode):
-        for temp, final, inode in files:
-            Path(temp).unlink(missing_ok=True)
-            if inode and _is_ours(final, inode):
-                Path(final).unlink()
-        return False
-    for temp, final, _ in files:
-        if os.path.exists(temp):
-            os.replace(temp, final)
-    for directory in sorted({os.path.dirname(os.path.abspath(final)) for _, final, _ in files}):
-        _fsync_dir(directory)
+    # A job's files all lie in its output's directory (they were created in one descriptor).
+    with open_directory(os.path.dirname(os.path.abspath(files[-1][1])), roots) as directory:
+        named = [(os.path.basename(t), os.path.basename(f), i) for t, f, i in files]
+        last_temp, last_final, last_inode = named[-1]
+        if directory.lstat(last_temp) is None and not _is_ours(directory, last_final, last_inode):
+            for temp, final, inode in named:
+                directory.unlink(temp, missing_ok=True)
+                if inode and _is_ours(directory, final, inode):
+                    directory.unlink(final)
+            return False
+        for temp, final, _ in named:
+            if directory.lstat(temp) is not None:
+                directory.rename(temp, final)
+        directory.sync()
     return True
 
 
-def _is_ours(path: str, inode: int) -> bool:
-    """Whether `path` is the file a publication journaled (any file, for an inode of 0)."""
-    try:
-        found = os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
-    return inode in (0, found)
+def _is_ours(directory: Directory, name: str, inode: int) -> bool:
+    """Whether `name` is the file a publication journaled (any file, for an inode of 0)."""
+    found = directory.lstat(name)
+    return found is not None and inode in (0, found.st_ino)
 
 
 class AtomicFile:
-    """A temporary file beside `path` that becomes `path` only on `commit()`."""
+    """A temporary file beside `path` that becomes `path` only on `commit()`, in `directory`
+    (`path`'s, opened beneath its root by the caller, who closes it; None: opened here, as
+    given, and closed by `commit` or `abort`)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, directory: Directory | None = None) -> None:
         self.path = os.path.abspath(path)
-        fd, self.temp = create_temp(self.path)
+        self._own = directory is None
+        self.directory = directory or open_directory(os.path.dirname(self.path), None)
+        self.name = os.path.basename(self.path)
+        try:
+            fd, self.temp = create_temp(self.path, self.directory)
+        except BaseException:
+            self._release()
+            raise
         self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def _release(self) -> None:
+        if self._own:
+            self.directory.close()
 
     def commit(self) -> None:
         """Sync, rename into place, sync the directory (without a journal: the benches)."""
         self.sync()
-        os.replace(self.temp, self.path)
-        _fsync_dir(os.path.dirname(self.path))
+        try:
+            self.directory.rename(os.path.basename(self.temp), self.name)
+            self.directory.sync()
+        finally:
+            self._release()
+
+    def inode(self) -> int:
+        """The temporary file's inode (journaled with the publication)."""
+        found = self.directory.lstat(os.path.basename(self.temp))
+        if found is None:
+            raise FileNotFoundError(f"{self.temp} is gone")
+        return found.st_ino
 
     def sync(self) -> None:
         """Flush the data to disk and close (the first half of commit)."""
@@ -206,20 +259,13 @@ class AtomicFile:
     def abort(self) -> None:
         """Remove the temporary file (its unflushed data is dropped with it). Removed first:
         closing flushes, and a flush can fail (a full disk may be why the job ends)."""
-        discard(self.temp)
+        _unlink(self.directory, os.path.basename(self.temp))
+        self._release()
         if not self.file.closed:
             try:
                 self.file.close()
             except OSError as error:  # the data was going nowhere: only worth a note
                 _log.info("discarded %s: %s", self.temp, error)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pause_for_test(point: str, kind: str, job: str) -> None:
@@ -241,23 +287,76 @@ def _pause_for_test(point: str, kind: str, job: str) -> None:
         go.read()
 
 
+class _StartRefused(Exception):
+    """A writer cannot start its job (its output's directory is not beneath its root, the
+    output exists, ...): the job fails with this message, code first."""
+
+
 class _UnitWriter(Actor):
     """Counting units in, the end of the job once the reader's total is known, and the
     publication of its output."""
 
     kind: str  # the job kind, for the test hook
 
-    def __init__(self, job: str, output: str, store: str, reader: str) -> None:
+    def __init__(
+        self,
+        job: str,
+        output: str,
+        store: str,
+        reader: str,
+        *,
+        roots: Sequence[str] | None = None,
+        overwrite: bool = True,
+    ) -> None:
         self.job = job
-        self.output = output
+        self.output = os.path.abspath(output)
         self.store = store  # the job store: it journals the publication and hears every note
         self.reader = reader
+        self.roots = roots  # the allowed output roots (None: any directory, as given)
+        self.overwrite = overwrite  # False: an existing output fails the job at its start
+        self.directory: Directory | None = None  # the output's, opened beneath its root
+        self.refused = False  # its start found it cannot write the output: it is stopping
         self.total: int | None = None
         self.done = 0
         self.bytes = 0
         self.sealed = False  # every unit is in: the publication has begun (it happens once)
         self.committed = False  # published: nothing of the job's is removed any more
         self.started = time.monotonic()
+
+    def _open_directory(self, targets: Sequence[str]) -> Directory:
+        """Open the output's directory beneath its root and check the files the job will
+        publish there (`targets`): what a queued job's start must find (it may start long
+        after it was accepted). Raises `_StartRefused` (the job's error, code first)."""
+        try:
+            directory = self.directory = open_directory(os.path.dirname(self.output), self.roots)
+        except OSError as error:
+            refused = output_refused(self.output, error)
+            raise _StartRefused(f"{refused.code.value}: {refused}") from None
+        for target in targets:
+            found = directory.lstat(os.path.basename(target))
+            if found is not None and stat.S_ISDIR(found.st_mode):
+                raise _StartRefused(f"{ErrorCode.INVALID_PATH.value}: {target} is a directory")
+            if found is not None and not self.overwrite:
+                raise _StartRefused(
+                    f"{ErrorCode.CONFLICT.value}: {target} already exists"
+                    " (submit with overwrite to replace it)"
+                )
+        return directory
+
+    def _start(self, targets: Sequence[str]) -> Directory | None:
+        """`_open_directory`, or None once the job is failed (this writer then stops)."""
+        try:
+            return self._open_directory(targets)
+        except _StartRefused as error:
+            self.refused = True
+            self._fail(str(error))
+            self.ref.stop(graceful=False, wait=False)  # on_stop tells the store it stopped
+            return None
+
+    def _close_directory(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
+            self.directory = None
 
     def _progress(self) -> None:
         if self.stop_requested:
@@ -276,13 +375,15 @@ class _UnitWriter(Actor):
         """Remove whatever this writer created, unless it was committed."""
         raise NotImplementedError
 
-    def _publish(self, pairs: list[tuple[str, str]], summary: LogSummary | FFTSummary) -> None:
-        """Publish synced temporary files (rename order, the output last) once: journaled,
-        then renamed, then the directory synced, then the end told (see the module's doc)."""
+    def _publish(self, files: list[tuple[str, str, int]], summary: LogSummary | FFTSummary) -> None:
+        """Publish synced temporary files (temporary, final, inode; rename order, the output
+        last) once: journaled, then renamed in the output's directory, then the directory
+        synced, then the end told (see the module's doc). Each file's inode is journaled too:
+        a restart then knows its file from an older one at the same path (an output that
+        `overwrite` replaces)."""
         self.sealed = True
-        # Each file's inode is journaled too: a restart then knows its file from an older one
-        # at the same path (an output that `overwrite` replaces).
-        files = [(temp, final, os.stat(temp).st_ino) for temp, final in pairs]
+        directory = self.directory
+        assert directory is not None
         refused = self._record(files, summary)
         if refused is not None:
             # Cancelled or released meanwhile: the job is not ours to publish. The store
@@ -294,14 +395,14 @@ class _UnitWriter(Actor):
         renamed: list[str] = []
         try:
             for temp, final, _ in files:
-                os.replace(temp, final)
-                renamed.append(final)
-            _fsync_dir(os.path.dirname(files[-1][1]))
+                directory.rename(os.path.basename(temp), os.path.basename(final))
+                renamed.append(os.path.basename(final))
+            directory.sync()
         except OSError:
             # Nothing may stay published, since the job fails: what was renamed goes, and
             # `_abort` (from on_failure) removes the temporary files left.
             for final in renamed:
-                Path(final).unlink(missing_ok=True)
+                _unlink(directory, final)
             raise
         self.committed = True
         _pause_for_test("after-rename", self.kind, self.job)
@@ -328,6 +429,7 @@ class _UnitWriter(Actor):
         try:
             self._abort()
         finally:
+            self._close_directory()
             self.send(self.store, WriterStopped(self.job))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
@@ -336,6 +438,7 @@ class _UnitWriter(Actor):
         try:
             self._abort()
         finally:
+            self._close_directory()
             self._fail(f"writing {self.output} failed: {error}")
             self.send(self.store, WriterStopped(self.job))
             self.ref.stop(graceful=False, wait=False)
@@ -346,9 +449,18 @@ class LogWriter(_UnitWriter):
 
     kind = "log"
 
-    def __init__(self, job: str, output: str, store: str, reader: str) -> None:
-        super().__init__(job, output, store, reader)
-        self.rejects_path = output + REJECTS_SUFFIX
+    def __init__(
+        self,
+        job: str,
+        output: str,
+        store: str,
+        reader: str,
+        *,
+        roots: Sequence[str] | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        super().__init__(job, output, store, reader, roots=roots, overwrite=overwrite)
+        self.rejects_path = self.output + REJECTS_SUFFIX
         self._pending: dict[int, ParsedBlock] = {}  # blocks that arrived ahead of their turn
         self._counts: Counter[str] = Counter()
         self._levels: Counter[str] = Counter()
@@ -358,13 +470,19 @@ class LogWriter(_UnitWriter):
         self._rejects: AtomicFile | None = None
 
     def on_start(self) -> None:
-        """Actor thread: create the temporary output and rejects files."""
+        """Actor thread: create the temporary output and rejects files, in the output's
+        directory opened beneath its root (or fail the job and stop)."""
         super().on_start()
-        self._out = AtomicFile(self.output)
-        self._rejects = AtomicFile(self.rejects_path)
+        directory = self._start((self.output, self.rejects_path))
+        if directory is None:
+            return
+        self._out = AtomicFile(self.output, directory)
+        self._rejects = AtomicFile(self.rejects_path, directory)
 
     def handle(self, message: Message) -> None:
         """Actor thread: a parsed block, or the reader's end-of-input note."""
+        if self.refused:
+            return  # stopping: its job has failed
         payload = message.payload
         if isinstance(payload, ParsedBlock):
             self._pending[payload.index] = payload
@@ -411,7 +529,7 @@ class LogWriter(_UnitWriter):
             rejects=self._rejects.path,
         )
         # The output appears last: whoever sees it may read the rejects file too.
-        files = [(self._rejects.temp, self._rejects.path), (self._out.temp, self._out.path)]
+        files = [(part.temp, part.path, part.inode()) for part in (self._rejects, self._out)]
         self._publish(files, summary)
 
     def _abort(self) -> None:
@@ -438,8 +556,11 @@ class ArrayWriter(_UnitWriter):
         store: str,
         reader: str,
         sync_bytes: int = 64 << 20,
+        *,
+        roots: Sequence[str] | None = None,
+        overwrite: bool = True,
     ) -> None:
-        super().__init__(job, output, store, reader)
+        super().__init__(job, output, store, reader, roots=roots, overwrite=overwrite)
         self.sync_bytes = sync_bytes
         self._plan: ArrayPlan | None = None
         self._temp: str | None = None
@@ -447,9 +568,19 @@ class ArrayWriter(_UnitWriter):
         self._unsynced = 0
         self._seen: set[int] = set()
 
+    def on_start(self) -> None:
+        """Actor thread: open the output's directory beneath its root (or fail the job and
+        stop)."""
+        super().on_start()
+        self._start((self.output,))
+
     def handle(self, message: Message) -> None:
         """Actor thread: the reader's plan (a request), a written chunk, or the end note."""
         payload = message.payload
+        if self.refused:  # stopping: its job has failed
+            if isinstance(payload, ArrayPlan):
+                self.reply(message, Rejected(ErrorCode.INVALID_PATH, "the output cannot be made"))
+            return
         if isinstance(payload, ArrayPlan):
             self.reply(message, self._open(payload))
         elif isinstance(payload, ChunkWritten):
@@ -469,29 +600,27 @@ class ArrayWriter(_UnitWriter):
 
     def _open(self, plan: ArrayPlan) -> OutputLayout | Rejected:
         self._plan = plan
+        assert self.directory is not None, "opened in on_start"
         try:
-            fd, self._temp = create_temp(self.output)
-            os.close(fd)
-            # open_memmap writes the header and sizes the (sparse) file; workers fill it.
-            layout = np.lib.format.open_memmap(
-                self._temp, mode="w+", dtype=np.dtype(plan.dtype), shape=plan.shape
-            )
-            offset = int(layout.offset)
-            del layout
-            self._fd = os.open(self._temp, os.O_WRONLY)
+            self._fd, self._temp = create_temp(self.output, self.directory)
+            # The .npy header (as np.save writes it), then the (sparse) data: workers fill it.
+            offset = _write_npy_header(self._fd, np.dtype(plan.dtype), plan.shape)
+            item = np.dtype(plan.dtype).itemsize
+            os.ftruncate(self._fd, offset + item * plan.shape[0] * plan.shape[1] * plan.shape[2])
         except OSError as error:
             return Rejected(
                 ErrorCode.INTERNAL, f"cannot create the output beside {self.output}: {error}"
             )
-        item = np.dtype(plan.dtype).itemsize
-        return OutputLayout(self._temp, offset, item * plan.shape[1] * plan.shape[2])
+        roots = None if self.roots is None else tuple(self.roots)
+        return OutputLayout(self._temp, offset, item * plan.shape[1] * plan.shape[2], roots)
 
     def _commit(self) -> None:
         assert self._plan is not None and self._temp is not None and self._fd is not None
         os.fsync(self._fd)
+        inode = os.fstat(self._fd).st_ino
         os.close(self._fd)
         self._fd = None
-        final = os.path.abspath(self.output)
+        final = self.output
         plan = self._plan
         summary = FFTSummary(
             chunks=self.done,
@@ -502,11 +631,24 @@ class ArrayWriter(_UnitWriter):
             seconds=time.monotonic() - self.started,
             output=final,
         )
-        self._publish([(self._temp, final)], summary)
+        self._publish([(self._temp, final, inode)], summary)
 
     def _abort(self) -> None:
-        if not self.committed and self._temp is not None:
-            discard(self._temp)
+        if not self.committed and self._temp is not None and self.directory is not None:
+            _unlink(self.directory, os.path.basename(self._temp))
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # unbuffered: nothing is flushed, so this does not fail on a full disk
+
+
+def _write_npy_header(fd: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+    """Write a .npy header (format 1.0, as `np.save` writes one) at the start of `fd`;
+    returns the data's offset."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    with os.fdopen(os.dup(fd), "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        return file.tell()

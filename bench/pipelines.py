@@ -1,7 +1,7 @@
 """Pipeline benchmark: actord's log job and FFT job against plain loops and the seed's classes.
 
     python bench/pipelines.py [--lines 1000000] [--chunks 24] [--size 1000] [--repeat 9]
-                              [--dir DIR] [--disk DIR]
+                              [--dir DIR] [--disk DIR] [--fairness]
 
 One run, two tables of medians: the pipelines (in --dir, a temp dir by default: use
 /dev/shm for tmpfs) and the FFT job's write path (in --disk: the disk to measure, by default
@@ -26,6 +26,10 @@ Write path: the FFT job's output MB/s on --disk against the disk's own limit mea
 same run: a plain sequential write of the same bytes, 16 MB at a time, with the job's sync
 policy (fdatasync every 64 MB, then fsync, rename over the old file, fsync the directory).
 
+Fairness (--fairness, a table of its own): the log job and the FFT job alone, against two
+equal jobs submitted at once on the same (fair) pools: the two together against one alone
+(units per second), and each job's share of the units written by the time the first ended.
+
 Every row does the same work (the same regex, record and encoder; the same transform, dtype
 and file system), except that the seed's DataPipeline never fsyncs its output. The seed's
 classes never return as written (their workers put the None sentinel back, so the writer's
@@ -44,7 +48,7 @@ import threading
 import time
 import types
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +338,100 @@ def actord_fft(
     return chunks / elapsed
 
 
+# -- fairness: two equal jobs at once ------------------------------------------------------------
+
+
+def _fair_spec(kind: JobKind, scratch: str, job: int, log: str, chunks: int, size: int) -> JobSpec:
+    # Job `job` of a pair: the same work as job 0, on its own input copy and output.
+    if kind is JobKind.LOG:
+        source = f"{log}.{job}"
+        if not os.path.exists(source):
+            os.link(log, source)
+        options = LogOptions(block_bytes=BLOCK)
+        return JobSpec(kind, os.path.join(scratch, f"fair{job}.jsonl"), source, options, True)
+    fft = FFTOptions(synthetic=(chunks, size, size), seed=job)
+    return JobSpec(kind, os.path.join(scratch, f"fair{job}.npy"), None, fft, True)
+
+
+def _units(info: JobInfo) -> int:
+    return info.done
+
+
+def fair_alone(client: JobClient, spec: JobSpec) -> float:
+    """Units (blocks or chunks) per second of one job alone on the pools."""
+    elapsed, info = _run_job(client, spec)
+    return _units(info) / elapsed
+
+
+def fair_pair(client: JobClient, specs: tuple[JobSpec, JobSpec]) -> tuple[float, float, float]:
+    """Two equal jobs submitted at once: (units per second of both together, then each job's
+    share of the units written by the time the first of them ended)."""
+    start = time.perf_counter()
+    ids = [client.submit(spec).id for spec in specs]
+    with ThreadPoolExecutor(2, thread_name_prefix="fair-wait") as waiters:
+        waits = [waiters.submit(client.wait, job, 600) for job in ids]
+        first = next(as_completed(waits))
+        ended = first.result()
+        others = [client.get(job) for job in ids]  # the other job's units, written so far
+        infos = [w.result() for w in waits]
+    elapsed = time.perf_counter() - start
+    assert all(info.error is None for info in infos), infos
+    written = [ended.done if info.id == ended.id else info.done for info in others]
+    share_a, share_b = (w / sum(written) for w in written)
+    return sum(_units(info) for info in infos) / elapsed, share_a, share_b
+
+
+def fairness(args: argparse.Namespace) -> int:
+    """The fair pools' table: each of two equal jobs at once gets half of the throughput, and
+    the two together lose nothing against one job alone."""
+    rep, n, size = args.repeat, args.chunks, args.size
+    cases = [
+        (JobKind.LOG, "log: process parsers", "blocks/s", JobSystemConfig()),
+        (JobKind.FFT, "fft: numpy engine", "chunks/s", JobSystemConfig(fft_engine=Engine.NUMPY)),
+    ]
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="actord-bench-") as scratch:
+        log = os.path.join(scratch, "input.log")
+        write_sample_log(log, args.lines)
+        results = []
+        for kind, name, measure, config in cases:
+            with ActorSystem("bench") as system, tempfile.TemporaryDirectory() as state:
+                client = _warm_system(system, state, config)
+                one = _fair_spec(kind, scratch, 0, log, n, size)
+                pair = (one, _fair_spec(kind, scratch, 1, log, n, size))
+                fair_alone(client, one)  # warm-up round
+                fair_pair(client, pair)
+                alone: list[float] = []
+                together: list[tuple[float, float, float]] = []
+                for _ in range(rep):  # interleaved
+                    alone.append(fair_alone(client, one))
+                    together.append(fair_pair(client, pair))
+            total = statistics.median(t[0] for t in together)
+            shares = [statistics.median(t[i] for t in together) for i in (1, 2)]
+            worst = max(abs(t[i] - 0.5) for t in together for i in (1, 2))
+            results.append((name, measure, statistics.median(alone), total, shares, worst))
+    print(
+        f"\nTwo equal jobs at once on the fair pools ({args.lines:,}-line seed-format log in "
+        f"1 MiB blocks; {n} synthetic {size}x{size} chunks); medians of {rep} interleaved "
+        f"runs after a warm-up; Python {sys.version.split()[0]}, {os.cpu_count()} cores"
+    )
+    print(
+        f"| {'pool':<22} | {'measure':<8} | {'one alone':>9} | {'two at once':>11} "
+        f"| {'ratio':>6} | {'share A':>7} | {'share B':>7} | {'worst':>6} |"
+    )
+    print(f"|{'-' * 24}|{'-' * 10}|{'-' * 11}|{'-' * 13}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    for name, measure, one_alone, total, shares, worst in results:
+        print(
+            f"| {name:<22} | {measure:<8} | {one_alone:>9,.1f} | {total:>11,.1f} "
+            f"| {total / one_alone:>5.2f}x | {shares[0]:>7.1%} | {shares[1]:>7.1%} "
+            f"| {worst:>+6.1%} |"
+        )
+    print(
+        "goals: ratio (two at once / one alone) >= 0.95x; each job's share of the units "
+        "written when the first ended 50% +-15% (worst: the largest gap from 50% in any run)"
+    )
+    return 0
+
+
 # -- the write path ---------------------------------------------------------------------------
 
 
@@ -401,7 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         default=str(Path(__file__).resolve().parent.parent.parent),
         help="where the write path is measured (default: beside this checkout)",
     )
+    parser.add_argument(
+        "--fairness",
+        action="store_true",
+        help="only the fair pools' table: two equal jobs at once against one alone",
+    )
     args = parser.parse_args(argv)
+    if args.fairness:
+        return fairness(args)
     rep, n, size = args.repeat, args.chunks, args.size
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="actord-bench-") as scratch:
         log = os.path.join(scratch, "input.log")

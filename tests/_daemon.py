@@ -7,7 +7,9 @@ test when a reload or a stop has begun.
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +22,7 @@ from typing import Any
 from actord.control.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
+_RUNS = itertools.count(1)  # this process's harnesses: each its own socket directory
 
 
 def connect_unix(path: str, timeout: float = 10.0) -> socket.socket:
@@ -40,8 +43,12 @@ class DaemonProcess:
         self.outputs = base / "out"
         for d in (self.inputs, self.outputs):
             d.mkdir(parents=True, exist_ok=True)
-        # AF_UNIX paths are short (108 bytes): the socket lives in a short temp dir.
-        self._run_dir = tempfile.mkdtemp(prefix="actord-e2e-")
+        # AF_UNIX paths are short (108 bytes): the socket lives in a short temp dir, made
+        # (0700) by `start` and removed by `stop`: a harness never started (one only used for
+        # its paths) leaves nothing behind.
+        self._run_dir = os.path.join(
+            tempfile.gettempdir(), f"actord-e2e-{os.getpid()}-{next(_RUNS)}-{secrets.token_hex(4)}"
+        )
         self.socket = os.path.join(self._run_dir, "run", "actord.sock")
         self.extra = list(extra)
         # numpy's FFT engine unless a test says otherwise (None: the daemon's default, scipy

@@ -98,5 +98,9 @@ def test_a_state_dir_in_use_says_so_in_one_line(tmp_path: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = _actord("run", "--state-dir", str(state), "--socket", str(tmp_path / "s"))
     assert result.returncode == 2
-    (line,) = result.stderr.splitlines()
-    assert line == f"actord: daemon.state_dir: {state} is in use by another actord"
+    # The log's one line (which config) and the error's one line, no traceback.
+    starting, line = result.stderr.splitlines()
+    assert "starting; config: built-in defaults" in starting
+    assert line == (
+        f"actord: daemon.state_dir: {state} is in use by another actord [set by --state-dir]"
+    )

@@ -130,7 +130,7 @@ def test_bash_completes_commands_options_choices_and_files(tmp_path: Path, bin_d
     assert answers[4] == ["--format"]
     assert answers[5] == ["inputs/app.log"]
     assert answers[6] == ["bash", "zsh"]
-    assert answers[7] == ["--help", "--json", "--limit", "--socket", "--timeout"]
+    assert answers[7] == ["--help", "--json", "--limit", "--socket", "--state", "--timeout"]
 
 
 def test_bash_completes_the_names_the_daemon_knows(

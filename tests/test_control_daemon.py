@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import stat
 from collections.abc import Iterator
@@ -167,6 +168,8 @@ def test_a_peer_running_as_nobody_is_refused(daemon: DaemonProcess) -> None:
     assert seen == {"replies": [refusal], "write": "BrokenPipeError", "client": "forbidden"}
     assert daemon.call("ping") == "pong"  # the shutdown never ran
     assert daemon.call("status")["jobs_queued"] == before
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert f"actord.audit [actor=daemon cid=-] connection by uid {nobody} pid" in daemon.tail(400)
 
 
 def _escapes(daemon: DaemonProcess) -> list[tuple[str, dict[str, Any], str]]:
@@ -272,3 +275,21 @@ def test_pool_members_answer_to_the_names_actors_prints(daemon: DaemonProcess) -
                 client.call(*params)
             assert missing.value.code == "not_found"
             assert "members: parser#0, parser#1" in missing.value.message
+
+
+def test_refusals_and_changes_leave_an_audit_line_with_the_peer(daemon: DaemonProcess) -> None:
+    outside = str(daemon.base / "outside" / "some" / "deeply" / "nested" / "secret-file.log")
+    with daemon.client() as client:
+        with pytest.raises(RemoteError):
+            client.call("submit", {"kind": "log", "input": outside, "output": "/x/o.jsonl"})
+        client.call("scale", "parser", 2)
+        client.call("status")  # reads leave no audit line
+        log = daemon.tail(400).splitlines()
+    me = f"by uid {os.getuid()} pid {os.getpid()}"
+    (refused,) = [line for line in log if "actord.audit" in line and "secret-file" in line]
+    assert "[actor=daemon cid=-]" in refused
+    assert me in refused
+    assert "input=…/nested/secret-file.log" in refused  # a long path, shortened
+    assert "refused invalid_path:" in refused
+    assert any(f"scale {me} (parser 2): ok" in line for line in log), log[-5:]
+    assert not [line for line in log if "actord.audit" in line and "status" in line]

@@ -21,6 +21,7 @@ import pytest
 
 from actord.control.protocol import encode_request
 from actord.control.server import Call, ControlServer
+from actord.daemon.config import ConfigError
 from actord.runtime.errors import ErrorCode, Refused
 
 from ._daemon import connect_unix
@@ -250,8 +251,9 @@ def test_a_handler_streams_notifications_before_its_response(server: ControlServ
 
 def test_a_second_server_on_a_live_socket_is_refused(server: ControlServer) -> None:
     other = ControlServer(server.path, handler)
-    with pytest.raises(OSError, match="another server"):
+    with pytest.raises(ConfigError, match=r"^daemon\.socket: another server") as refused:
         other.start()
+    assert "Errno" not in str(refused.value)
     with connect_unix(server.path) as sock:  # the first one still serves
         assert _call(sock, 1, "echo", [1])[3] == [1]
 
@@ -271,7 +273,6 @@ def test_a_socket_group_owns_the_socket_and_its_directory(tmp_path: Path) -> Non
 
 
 def test_an_unknown_socket_group_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
-    from actord.daemon.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"daemon\.socket_group"):
         ControlServer(str(tmp_path / "s.sock"), handler, group="no-such-group-here")

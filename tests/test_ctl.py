@@ -20,6 +20,7 @@ from actord.control.client import default_socket
 from actord.control.ctl import main, parser
 from actord.control.methods import Dispatcher, runtime_methods
 from actord.control.server import Call, ControlServer
+from actord.runtime.errors import ErrorCode, Refused
 
 from .conftest import WAIT, Recorder, RecordingActor, ctrl_c_able
 
@@ -69,13 +70,20 @@ class _Jobs:
             "log-1": _job("log-1", "cancelled", error="cancelled"),  # cancelled now
             "log-2": _job("log-2", "done", ended="2026-12-01T04:00:01.000Z"),  # ended before
             "log-3": _job("log-3", "running"),  # publishing: too late to cancel
+            # cancelled before this cancel: nothing cancelled now
+            "log-4": _job("log-4", "cancelled", error="cancelled", already_ended=True),
         }
         self.submitted: list[dict[str, Any]] = []
         self.watching = threading.Event()  # a watch is under way
         self.release = threading.Event()  # lets a held watch end
 
     def methods(self) -> dict[str, Any]:
-        return {"cancel": self.cancel, "submit": self.submit, "watch": self.watch}
+        return {"cancel": self.cancel, "submit": self.submit, "watch": self.watch, "job": self.job}
+
+    def job(self, call: Call) -> dict[str, Any]:
+        if call.params[0] not in self.jobs:
+            raise Refused(ErrorCode.NOT_FOUND, f"no job {call.params[0]!r}")
+        return self.jobs[call.params[0]]
 
     def cancel(self, call: Call) -> dict[str, Any]:
         return self.jobs[call.params[0]]
@@ -88,6 +96,11 @@ class _Jobs:
         return _job("log-9", "accepted", started=None)
 
     def watch(self, call: Call) -> dict[str, Any]:
+        if call.params[0] == "log-big":  # a progress note per block: 200 blocks
+            for done in range(1, 201):
+                note = _job("log-big", "running", done=done, total=200, bytes=done * 10)
+                call.notify("progress", [note])
+            return _job("log-big", "done", done=200, total=200, bytes=2000, ended=None)
         if call.params[0] == "fft-9":  # the daemon does not know N yet: total 0
             call.notify("progress", [_job("fft-9", "running", kind="fft", done=2, input=None)])
             return _job("fft-9", "done", kind="fft", done=8, total=8, input=None)
@@ -240,6 +253,49 @@ def test_cancel_says_whether_it_cancelled(
     assert main(["--socket", socket_path, "cancel", "log-2", "--json"]) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["state"] == "done" and "already ended" in captured.err
+    # Cancelled before: the README's exit 1, not a second "cancelled".
+    assert main(["--socket", socket_path, "cancel", "log-4"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        "actorctl: log-4 had already ended (cancelled): nothing to cancel\n",
+    )
+
+
+def test_a_piped_watch_prints_a_line_per_tenth_not_per_block(
+    socket_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--socket", socket_path, "watch", "log-big"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    percents = [line.split()[2] for line in lines[:-1]]
+    tenths = ["0%", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%"]
+    assert percents == [*tenths, "100%"]  # 200 of 200 blocks written: 100, as the count says
+    assert lines[-1].startswith("log-big done")
+    assert main(["--socket", socket_path, "watch", "log-big", "--quiet"]) == 0
+    (only,) = capsys.readouterr().out.splitlines()
+    assert only.startswith("log-big done")
+    assert main(["--socket", socket_path, "watch", "log-big", "-q", "--json"]) == 0
+    (end,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert end["event"] == "end"
+
+
+def test_json_failures_are_json_on_stdout_too(
+    socket_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--socket", socket_path, "--json", "job", "nope"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": {"code": "not_found", "message": "no job 'nope'"}}
+    assert captured.err == "actorctl: not_found: no job 'nope'\n"
+    assert main(["--socket", str(tmp_path / "none.sock"), "--json", "jobs"]) == 3
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "not_running"
+
+
+def test_an_unknown_command_lists_no_internal_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["stauts"])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'stauts'" in err and "'status'" in err
+    assert "_names" not in err
 
 
 def test_a_failed_wait_says_why_on_stderr_and_exits_1(
@@ -253,6 +309,11 @@ def test_a_failed_wait_says_why_on_stderr_and_exits_1(
     assert lines[0].startswith("log-9  running  25%  1 of 4 blocks")  # off a terminal: lines
     assert lines[-1] == "log-9 failed after 2.0s (2 of 4 blocks done)"
     assert jobs.submitted[0]["input"] == os.path.abspath("i.log")
+    assert main([*argv, "--quiet"]) == 1  # only how it ended
+    assert capsys.readouterr() == (
+        "log-9 failed after 2.0s (2 of 4 blocks done)\n",
+        "actorctl: log-9 failed: boom\n",
+    )
 
 
 def test_submit_says_how_to_follow_the_job(
@@ -319,7 +380,8 @@ def test_a_reader_that_goes_away_ends_actorctl_quietly(socket_path: str) -> None
             env=_env(),
             timeout=60,
         )
-    assert (done.returncode, done.stderr) == (1, b"")
+    # Exit 0: `actorctl jobs | head -1` is no failure, under `set -o pipefail` either.
+    assert (done.returncode, done.stderr) == (0, b"")
 
 
 def test_ctrl_c_while_watching_says_the_job_goes_on(socket_path: str, jobs: _Jobs) -> None:

@@ -410,7 +410,7 @@ def test_validation_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(validate_module, "open", counting_open, raising=False)
     monkeypatch.setattr(np, "load", no_load)
     check_spec(fft_spec(tmp_path / "out.npy", tmp_path / "in.npy"))
-    assert opened == [str(tmp_path / "in.npy")]
+    assert len(opened) == 1  # one file (a descriptor opened beneath its root: `beneath`)
     assert 0 < sum(counts) <= 4096
 
 

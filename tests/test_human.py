@@ -32,7 +32,9 @@ from actord.control.human import (
     [
         (None, "-"),
         (-0.002, "0ms"),
-        (0.0004, "0.40ms"),
+        (0.0004, "400µs"),
+        (0.0000153, "15µs"),
+        (0.0009996, "1.0ms"),
         (0.0042, "4.2ms"),
         (0.4031811690000211, "403ms"),
         (0.9996, "1.0s"),
@@ -143,7 +145,7 @@ def test_metrics_figures_read_as_people_read_them() -> None:
         "depth": 3,
         "capacity": 8,
         "cpu_s": 1.234,
-        "handle_p99_ms": 1073.742,  # a power-of-two bucket's bound, not a measurement
+        "handle_p99": 1.073742,  # a power-of-two bucket's bound, not a measurement
     }
     totals = {"resident memory": 5.45219e07, "worker process cpu": 184.0, "jobs log done": 2.0}
     stream = io.StringIO()
@@ -166,4 +168,5 @@ def test_metrics_figures_read_as_people_read_them() -> None:
     ]
     stream = io.StringIO()
     scrape.show(([row], totals), True, Output(stream))  # scripts get the figures as they are
-    assert json.loads(stream.getvalue())["actors"][0]["handle_p99_ms"] == 1073.742
+    # In seconds, as `actors --json` gives its p99.
+    assert json.loads(stream.getvalue())["actors"][0]["handle_p99"] == 1.073742

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,17 +151,47 @@ def test_the_jobs_table_has_the_columns_people_read() -> None:
     stream = io.StringIO()
     jobs = [
         _job(state="done", bytes=10, ended="2027-01-15T08:00:01.500Z", input="/in/a.log"),
-        _job(id="fft-4", kind="fft", state="running", done=4, total=16),
+        _job(id="fft-4", kind="fft", state="running", done=4, total=16, members=2),
         _job(id="log-5", state="accepted", started=None),
     ]
     jobview.job_table(jobs, Output(stream, colour=False), now=T0 + 65)
     header, *rows = stream.getvalue().splitlines()
-    assert header.split() == ["ID", "KIND", "STATE", "PROGRESS", "STARTED", "DURATION", "INPUT"]
+    assert header.split() == [
+        "ID",
+        "KIND",
+        "STATE",
+        "PROGRESS",
+        "MEMBERS",
+        "STARTED",
+        "DURATION",
+        "INPUT",
+    ]
     cells = [row.split() for row in rows]
     assert [c[:4] for c in cells] == [
         ["log-3", "log", "done", "100%"],
         ["fft-4", "fft", "running", "25%"],
         ["log-5", "log", "accepted", "-"],
     ]
-    assert [c[5] for c in cells] == ["1.5s", "1m05s", "-"]
-    assert [c[6] for c in cells] == ["/in/a.log", "(synthetic)", "-"]
+    assert [c[4] for c in cells] == ["-", "2", "-"]  # pool members held by running jobs
+    assert [c[6] for c in cells] == ["1.5s", "1m05s", "-"]
+    assert [c[7] for c in cells] == ["/in/a.log", "(synthetic)", "-"]
+
+
+def test_a_running_jobs_details_say_how_many_pool_members_it_holds() -> None:
+    stream = io.StringIO()
+    jobview.job_details(_job(done=4, total=16, members=2), Output(stream, colour=False), T0 + 5)
+    assert re.search(r"^pool members\s+2$", stream.getvalue(), re.MULTILINE), stream.getvalue()
+    stream = io.StringIO()
+    ended = _job(state="done", ended="2027-01-15T08:00:01.500Z", members=2)
+    jobview.job_details(ended, Output(stream, colour=False), T0 + 5)
+    assert "pool members" not in stream.getvalue()  # a figure of now: running jobs only
+
+
+def test_every_unit_written_reads_100_percent_as_its_count_does() -> None:
+    stream = io.StringIO()
+    watcher = Watcher(Output(stream), as_json=False)
+    running = {"id": "fft-1", "kind": "fft", "state": "running", "done": 16, "total": 16}
+    watcher.progress(running)
+    assert "  100%  16 of 16 chunks" in stream.getvalue()
+    watcher.progress({**running, "done": 15})
+    assert "  93%  15 of 16 chunks" in stream.getvalue()

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,38 @@ def test_a_write_the_disk_cannot_take_is_rolled_back_and_the_journal_goes_on(
             assert journal.finish(first.id, JournalState.DONE).state is JournalState.DONE
     finally:
         subprocess.run(["umount", str(state)], capture_output=True, check=False, timeout=30)
+
+
+def _ended(journal: Journal, n: int, state: JournalState = JournalState.DONE) -> list[str]:
+    ids = []
+    for _ in range(n):
+        job, _ = journal.submit("log", b"\x80")
+        journal.mark_running(job.id)
+        journal.finish(job.id, state)
+        ids.append(job.id)
+    return ids
+
+
+def test_prune_removes_only_ended_jobs_beyond_the_newest_n(journal: Journal) -> None:
+    old = _ended(journal, 3)
+    waiting, _ = journal.submit("log", b"\x80")  # unfinished: always kept
+    newest = _ended(journal, 2, JournalState.FAILED)
+    removed = journal.prune(keep=3)
+    assert [job_id for job_id, _, _ in removed] == [old[1], old[0]]
+    assert removed[0][1:] == ("log", JournalState.DONE)
+    assert [j.id for j in journal.jobs()] == [old[2], waiting.id, *newest]
+    assert journal.prune(keep=3) == []
+
+
+def test_prune_by_age_and_jobs_by_state(journal: Journal) -> None:
+    first = _ended(journal, 2)
+    journal._db.execute("UPDATE jobs SET ended = ended - 86400 * 10 WHERE id = ?", (first[0],))
+    later = _ended(journal, 1, JournalState.CANCELLED)
+    running, _ = journal.submit("fft", b"\x80")
+    journal.mark_running(running.id)
+    journal._db.execute("UPDATE jobs SET updated = 0, created = 0")  # age is the end's
+    removed = journal.prune(ended_before=time.time() - 86400 * 5)
+    assert [job_id for job_id, _, _ in removed] == [first[0]]
+    assert [j.id for j in journal.jobs(state=JournalState.DONE)] == [first[1]]
+    assert [j.id for j in journal.jobs(state=JournalState.CANCELLED, limit=5)] == later
+    assert [j.id for j in journal.jobs(state=JournalState.RUNNING)] == [running.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -97,3 +98,28 @@ def test_configure_again_replaces_only_its_own_handler(root: logging.Logger) -> 
     assert second.getvalue().count("\n") == 1
     assert others in root.handlers
     assert sum(getattr(h, "stream", None) in (first, second) for h in root.handlers) == 1
+
+
+def test_json_lines_carry_the_actor_and_correlation_id_one_object_per_record(
+    root: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    logctx.configure("info", out, json_lines=True)
+    logctx.bind(_Cell())  # type: ignore[arg-type]
+    try:
+        logging.getLogger("a.b").info("two\nlines")
+    finally:
+        logctx.bind(None)
+    monkeypatch.setattr(logctx, "_outside", "-")
+    logctx.set_outside("daemon")
+    logging.getLogger("a.c").warning("outside")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("a.d").exception("failed")
+    first, second, third = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["actor"] == "parser-1" and first["correlation_id"] == "c-7"
+    assert first["message"] == "two\nlines" and first["level"] == "INFO"
+    assert first["logger"] == "a.b" and first["time"].endswith("Z")
+    assert second["actor"] == "daemon" and second["correlation_id"] == "-"
+    assert "ValueError: boom" in third["exception"]

@@ -416,3 +416,27 @@ def test_a_stateful_actor_that_crashes_escalates_at_once(system: ActorSystem) ->
     ref.tell("boom")
     assert system.escalated.wait(WAIT)
     assert system.escalations[0].actor == "stateful"
+
+
+def test_an_audit_line_names_the_peer_the_arguments_and_the_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def submit(call: Call) -> dict[str, Any]:
+        raise Refused(ErrorCode.CONFLICT, "taken")
+
+    dispatcher = Dispatcher(
+        {"submit": submit, "status": lambda call: {}, "scale": lambda call: {"pool": "p"}}
+    )
+    long = "/srv/actord/out/" + "d" * 40 + "/result.jsonl"
+    job = {"kind": "fft", "output": long, "options": {"seed": 0}, "overwrite": False}
+    with caplog.at_level(logging.INFO, logger="actord.audit"):
+        with pytest.raises(Refused):
+            dispatcher(Call(Request(1, "submit", (job,)), Peer(77, 1000, 1000), lambda d: None))
+        dispatcher(Call(Request(2, "status", ()), Peer(78, 1000, 1000), lambda d: None))
+        dispatcher(Call(Request(3, "scale", ("p", 3)), Peer(79, 0, 0), lambda d: None))
+    refused, scaled = (r.getMessage() for r in caplog.records)
+    assert refused == (
+        "submit by uid 1000 pid 77 (kind=fft output=…/result.jsonl options=seed=0): "
+        "refused conflict: taken"
+    )
+    assert scaled == "scale by uid 0 pid 79 (p 3): ok"  # and no line for the status read

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from actord import ActorRef, ActorSystem, RestartPolicy
+from actors.beneath import Directory
 from actors.demo import write_sample_log
 from actors.journal import Journal
 from actors.launcher import STORE, JobSystemConfig, start_job_system
@@ -180,13 +181,19 @@ class _WatchedOs:
                 raise error
             real_fsync(fd)
 
-        def renamer(real: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-            def rename(src: Any, dst: Any) -> None:
-                self._note(_Call("rename", os.stat(src).st_ino, os.path.abspath(dst)))
-                error = self.fail("rename", os.path.abspath(dst))
+        def renamer(real: Callable[..., None]) -> Callable[..., None]:
+            # The writers rename in their directory's descriptor (`beneath.Directory`).
+            def rename(
+                src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
+            ) -> None:
+                inode = os.stat(src, dir_fd=src_dir_fd, follow_symlinks=False).st_ino
+                where = "." if dst_dir_fd is None else os.readlink(f"/proc/self/fd/{dst_dir_fd}")
+                target = os.path.abspath(os.path.join(where, dst))
+                self._note(_Call("rename", inode, target))
+                error = self.fail("rename", target)
                 if error is not None:
                     raise error
-                real(src, dst)
+                real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
             return rename
 
@@ -291,8 +298,8 @@ class _FullOnClose(_FullDisk):
 def _full_on_close(monkeypatch: pytest.MonkeyPatch, *, writes_fail: bool) -> None:
     real_init = AtomicFile.__init__
 
-    def init(self: AtomicFile, path: str) -> None:
-        real_init(self, path)
+    def init(self: AtomicFile, path: str, directory: Directory | None = None) -> None:
+        real_init(self, path, directory)
         self.file = _FullOnClose(self.file, writes_fail=writes_fail)  # type: ignore[assignment]
 
     monkeypatch.setattr(AtomicFile, "__init__", init)
@@ -347,8 +354,8 @@ def test_a_write_that_fails_mid_log_fails_the_job_and_leaves_nothing(
 ) -> None:
     real_init = AtomicFile.__init__
 
-    def init(self: AtomicFile, path: str) -> None:
-        real_init(self, path)
+    def init(self: AtomicFile, path: str, directory: Directory | None = None) -> None:
+        real_init(self, path, directory)
         self.file = _FullDisk(self.file)  # type: ignore[assignment]
 
     monkeypatch.setattr(AtomicFile, "__init__", init)
@@ -406,7 +413,9 @@ class _StandIns:
         self.system = system
         self.ended: dict[str, JobEnded] = {}
 
-    def __call__(self, job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+    def __call__(
+        self, job: str, spec: JobSpec, ended: JobEnded, roots: object = None
+    ) -> tuple[ActorRef, ActorRef]:
         self.ended[job] = ended
         reader = self.system.spawn(lambda: RecordingActor(Recorder()), f"{job}.reader")
         return reader, self.system.spawn(lambda: RecordingActor(Recorder()), f"{job}.writer")

@@ -161,12 +161,14 @@ def test_the_daemon_example_runs_as_printed(session: dict[str, str], tmp_path: P
 def _installed_as_the_readme_says(tmp_path: Path) -> list[str]:
     """The units as the README's steps install them, the venv being this run's."""
     steps = _block("readme-systemd")
-    venv = re.search(r"^sudo python3 -m venv (/\S+)", steps, re.M)
+    # Debian's own interpreter, which the service user can run (not one under a home).
+    venv = re.search(r"^sudo /usr/bin/python3 -m venv (/\S+)$", steps, re.M)
     assert venv, steps
     prefix = venv.group(1)
-    # The wheel of this checkout, built first (as the user), goes into that venv.
+    # The wheel of this checkout, built first (as the user), goes into that venv, with the
+    # scipy extra: the service runs the fast FFT engine.
     assert re.search(r"^rm -rf dist && \.venv/bin/pip wheel -q --no-deps -w dist \.$", steps, re.M)
-    assert f"sudo {prefix}/bin/pip install -q dist/actord-*.whl" in steps
+    assert f'sudo {prefix}/bin/pip install -q "$(echo dist/actord-*.whl)[scipy]"' in steps
     config = re.search(r"install -D -m 0644 systemd/actord.toml (\S+)", steps)
     assert config, steps
     assert re.search(
@@ -266,3 +268,38 @@ def test_the_readme_links_only_files_in_the_repository() -> None:
     for link in links:
         assert not re.match(r"[a-z]+:|/", link), link
         assert (ROOT / link.split("#")[0]).exists(), link
+
+
+@pytest.mark.timeout(180)
+def test_the_jobs_example_runs_as_printed_and_again(tmp_path: Path) -> None:
+    found = re.search(
+        r"<!-- readme-jobs -->\n```python\n(.*?)```\n<!-- /readme-jobs -->", README, re.S
+    )
+    assert found, "no readme-jobs block"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for run in (1, 2):  # the second run finds the first one's output: it replaces it
+        done = subprocess.run(
+            [sys.executable, "-c", found.group(1)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"run {run}: {done.stderr}"
+        assert "lines=1000" in done.stdout and "matched=1000" in done.stdout, done.stdout
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1000
+
+
+def test_the_readme_says_how_long_the_test_command_takes() -> None:
+    after = README.split("<!-- /test-command -->", 1)[1].split("##", 1)[0]
+    assert re.search(r"about 5 minutes on 2 cores.*up to about 10", after, re.S), after
+
+
+def test_the_runtime_example_imports_only_what_it_uses() -> None:
+    example = README.split("## Using the runtime", 1)[1].split("```python\n", 1)[1]
+    example = example.split("```", 1)[0]
+    imports = re.findall(r"^import (\w+)", example, re.M)
+    for name in imports:
+        assert re.search(rf"\b{name}\.", example), f"{name} is imported and unused"

@@ -15,6 +15,7 @@ import pytest
 
 from actord import ActorRef, ActorStopping, ActorSystem, RestartPolicy
 from actord.runtime.errors import ErrorCode
+from actors.job_stats import GetJobMetrics
 from actors.journal import Journal
 from actors.launcher import STORE, JobSystemConfig, start_job_system
 from actors.model import (
@@ -40,12 +41,14 @@ from actors.store import (
     Drained,
     JobStore,
     Launch,
+    Prune,
     Release,
     Released,
+    Retention,
     SetMaxJobs,
     StoreStatus,
 )
-from actors.validate import Roots
+from actors.validate import Roots, output_taken
 from actors.wire import pack, spec_to_wire
 from actors.writer import create_temp
 
@@ -61,9 +64,16 @@ class Harness:
         self.journal = str(tmp / "journal.sqlite3")
         self.events = Recorder()
 
-    def start(self, max_jobs: int = 4, roots: Roots | None = None) -> None:
+    def start(
+        self, max_jobs: int = 4, roots: Roots | None = None, retention: Retention | None = None
+    ) -> None:
         # Worker processes: the slow regex would hold the GIL for 0.1 s at a time in threads.
-        config = JobSystemConfig(parser_executor=Executor.PROCESS, max_jobs=max_jobs, roots=roots)
+        config = JobSystemConfig(
+            parser_executor=Executor.PROCESS,
+            max_jobs=max_jobs,
+            roots=roots,
+            retention=retention or Retention(),
+        )
         start_job_system(self.system, self.journal, config)
         self.system.spawn(lambda: RecordingActor(self.events), "events")
         self.system.channel.subscribe(STORE, "events")
@@ -257,7 +267,9 @@ def test_a_job_that_keeps_killing_the_daemon_fails_instead_of_looping(harness: H
 def _idle_actors(system: ActorSystem) -> Launch:
     """A launcher whose jobs never end: a reader and a writer that only record."""
 
-    def launch(job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+    def launch(
+        job: str, spec: JobSpec, ended: JobEnded, roots: Roots | None
+    ) -> tuple[ActorRef, ActorRef]:
         reader = system.spawn(lambda: RecordingActor(Recorder()), f"{job}.reader")
         return reader, system.spawn(lambda: RecordingActor(Recorder()), f"{job}.writer")
 
@@ -332,9 +344,10 @@ def test_an_existing_output_is_refused_unless_the_job_says_overwrite(harness: Ha
     harness.start()
     spec = harness.fft("taken")
     Path(spec.output).write_bytes(b"precious")
-    refused = harness.ask(Accept(spec))
+    # What the submitting thread finds (`submit_job`): the store never looks at the file.
+    refused = harness.ask(Accept(spec, taken=output_taken(spec)))
     assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
-    assert "already exists" in refused.message and "overwrite" in refused.message
+    assert "already exists" in refused.message and "--overwrite" in refused.message
     assert harness.states() == {}  # nothing journaled
     assert Path(spec.output).read_bytes() == b"precious"
     replaced = harness.ask(Accept(dataclasses.replace(spec, overwrite=True)))
@@ -346,7 +359,7 @@ def test_a_log_jobs_existing_rejects_file_is_refused_too(harness: Harness) -> No
     harness.start()
     spec = harness.slow("r", lines=1)
     Path(spec.output + ".rejects").write_bytes(b"kept")
-    refused = harness.ask(Accept(spec))
+    refused = harness.ask(Accept(spec, taken=output_taken(spec)))
     assert isinstance(refused, Rejected) and refused.code is ErrorCode.CONFLICT
     assert ".rejects already exists" in refused.message
 
@@ -359,10 +372,11 @@ def test_a_retried_submit_of_a_finished_job_gets_the_job_not_a_conflict(
     first = harness.ask(Accept(spec, "key-once"))
     assert harness.wait(first.id).state is JobState.DONE
     inode = os.stat(spec.output).st_ino
-    again = harness.ask(Accept(spec, "key-once"))  # the output exists now: the key wins
+    again = harness.ask(Accept(spec, "key-once", output_taken(spec)))  # the key wins
     assert isinstance(again, JobInfo) and again.id == first.id and again.state is JobState.DONE
     assert os.stat(spec.output).st_ino == inode
-    fresh = harness.ask(Accept(spec, "key-other"))  # a new job for the same output: refused
+    # A new job for the same output: refused (as the submitting thread finds it taken).
+    fresh = harness.ask(Accept(spec, "key-other", output_taken(spec)))
     assert isinstance(fresh, Rejected) and fresh.code is ErrorCode.CONFLICT
 
 
@@ -411,15 +425,15 @@ def test_hundreds_of_queued_jobs_failing_at_start_fail_in_a_loop_not_a_recursion
     # Each failed start settles its job, and settling starts the next: once a recursion
     # (one stack frame set per job), which took the store down past ~330 jobs.
     harness.start(max_jobs=0)  # nothing starts yet
-    gone = tmp_path / "gone"
-    gone.mkdir()
+    # Every one of them fails to start: its pattern does not compile (as in a journal from an
+    # older release; the store takes what it is given, `check_spec` is the submit's).
+    options = LogOptions(pattern="(")
     specs = [
-        JobSpec(JobKind.FFT, str(gone / f"{i}.npy"), None, FFTOptions(synthetic=(1, 2, 2)))
+        JobSpec(JobKind.LOG, str(tmp_path / f"{i}.jsonl"), str(tmp_path / "in.log"), options)
         for i in range(450)
     ]
     for spec in specs:
         assert isinstance(harness.ask(Accept(spec)), JobInfo)
-    gone.rmdir()  # every one of them now fails its start check
     counts = harness.ask(SetMaxJobs(1))
     assert (counts.queued, counts.failed) == (0, 450)
     _store_alive(harness)
@@ -480,7 +494,9 @@ def test_a_system_stopping_under_a_start_leaves_the_job_queued(tmp_path: Path) -
     journal = str(tmp_path / "journal.sqlite3")
     system = ActorSystem("test", clock=FakeClock())
 
-    def stopping(job: str, spec: JobSpec, ended: JobEnded) -> tuple[ActorRef, ActorRef]:
+    def stopping(
+        job: str, spec: JobSpec, ended: JobEnded, roots: Roots | None
+    ) -> tuple[ActorRef, ActorRef]:
         raise ActorStopping("the actor system is stopping")
 
     try:
@@ -507,15 +523,78 @@ def test_a_cancel_after_a_release_is_journaled(harness: Harness) -> None:
 
 def test_a_started_job_says_how_far_it_has_to_go(harness: Harness, tmp_path: Path) -> None:
     # For the clients' progress: a plain log's size in bytes, an FFT stack's chunks, known
-    # from the start (a gzip log's decompressed size is not: 0).
+    # from the start (a gzip log's decompressed size is not: 0). The reader tells the store
+    # as it opens the input, before it sends a unit: so by a job's first progress.
     harness.start()
     log = harness.ask(Accept(harness.slow("s", lines=30)))
     fft = harness.ask(Accept(harness.fft("f")))
     assert log.state is JobState.RUNNING and fft.state is JobState.RUNNING
+
+    def first_progress(job: str) -> JobInfo:
+        harness.events.wait_for(
+            lambda: any(
+                isinstance(p, Progress) and p.job == job and p.done >= 1
+                for p in harness.events.payloads()
+            )
+        )
+        info = harness.ask(GetJob(job))
+        assert isinstance(info, JobInfo)
+        return info
+
+    log = first_progress(log.id)
+    fft = first_progress(fft.id)
     assert log.input_bytes == Path(log.input or "").stat().st_size == 30 * 23
     assert (fft.input_bytes, fft.total) == (0, 4)
     packed = tmp_path / "in.log.gz"
     packed.write_bytes(gzip.compress(b"x\n" * 10))
     zipped = harness.ask(Accept(JobSpec(JobKind.LOG, str(tmp_path / "z.jsonl"), str(packed))))
-    assert zipped.input_bytes == 0
+    assert harness.wait(zipped.id).input_bytes == 0
     harness.ask(Cancel(log.id))
+
+
+def test_retention_removes_ended_jobs_from_the_journal_and_leaves_their_outputs(
+    harness: Harness,
+) -> None:
+    harness.start(retention=Retention(jobs=1))
+    infos = [harness.ask(Accept(harness.fft(f"r{i}"))) for i in range(3)]
+    for info in infos:
+        assert harness.wait(info.id).state is JobState.DONE
+    assert harness.ask(Prune()) == 2  # as the hourly timer does
+    assert list(harness.states()) == [infos[2].id]
+    assert all(Path(info.output).exists() for info in infos)  # outputs untouched
+    assert isinstance(harness.ask(GetJob(infos[0].id)), Rejected)  # gone from `job` too
+    metrics = harness.ask(GetJobMetrics())
+    assert metrics.pruned == 2
+    assert ("fft", "done", 1) in metrics.jobs
+    assert harness.ask(StoreStatus()).done == 1
+    # Applied at start too: a journal with more ended jobs than kept is pruned as it opens.
+    harness.system.stop(timeout=WAIT)
+    with sqlite3.connect(harness.journal) as db:
+        db.execute("UPDATE jobs SET ended = ended - 86400 * 3")
+    harness.system = ActorSystem("again", clock=FakeClock())
+    try:
+        harness.start(retention=Retention(days=2))
+        assert harness.ask(StoreStatus()).done == 0  # answered once on_start has run
+        assert harness.states() == {}
+    finally:
+        harness.system.stop(timeout=WAIT)
+
+
+def test_jobs_by_state_and_input_bytes_as_job_shows_them(harness: Harness) -> None:
+    harness.start()
+    source = harness.tmp / "plain.log"
+    source.write_text("2026-11-25 10:00:00 [INFO] one\n" * 100)
+    spec = JobSpec(JobKind.LOG, str(harness.tmp / "plain.jsonl"), str(source), LogOptions())
+    log = harness.ask(Accept(spec))
+    fft = harness.ask(Accept(harness.fft("f")))
+    harness.wait(log.id)
+    harness.wait(fft.id)
+    cancelled = harness.ask(Accept(harness.slow("c")))  # a second of parsing: still running
+    harness.ask(Cancel(cancelled.id))
+    harness.wait(cancelled.id)
+    done = harness.ask(ListJobs(10, JobState.DONE))
+    assert [info.id for info in done] == [log.id, fft.id]
+    assert [i.id for i in harness.ask(ListJobs(10, JobState.CANCELLED))] == [cancelled.id]
+    listed = done[0]
+    assert listed.input_bytes == source.stat().st_size
+    assert listed == harness.ask(GetJob(log.id))

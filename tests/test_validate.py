@@ -84,8 +84,9 @@ def test_resolve_needs_nothing_to_exist_but_keeps_the_roots(
     spec = JobSpec(JobKind.LOG, str(tmp_path / "out" / "o.jsonl"), str(tmp_path / "in" / "gone"))
     assert resolve(spec, roots) == spec  # nothing exists: still resolved, and confined
     outside = JobSpec(JobKind.LOG, str(tmp_path / "o.jsonl"), str(tmp_path / "in" / "gone"))
-    with pytest.raises(Refused, match="not under an allowed root"):
+    with pytest.raises(Refused, match="not under an allowed root") as refused:
         resolve(outside, roots)
+    assert str(refused.value).endswith(f"(allowed: {', '.join(roots[1])})")  # the output roots
 
 
 def test_a_retried_submit_gets_its_job_even_once_its_input_is_gone(

@@ -24,9 +24,33 @@ from .protocol import (
     encode_request,
 )
 
-__all__ = ["SYSTEM_SOCKET", "Client", "NotRunning", "RemoteError", "default_socket"]
+__all__ = [
+    "REPLY_LIMIT",
+    "SYSTEM_SOCKET",
+    "Client",
+    "NotRunning",
+    "RemoteError",
+    "answer",
+    "default_socket",
+    "refusal",
+]
 
 SYSTEM_SOCKET = "/run/actord.sock"
+REPLY_LIMIT = DEFAULT_FRAME_LIMIT * 64  # a client's frame limit: replies may be larger
+
+
+def answer(message: Response) -> Any:
+    """The result a response carries, or its error raised as `RemoteError` (both clients)."""
+    if message.error is not None:
+        raise RemoteError(message.error["code"], str(message.error.get("message", "")))
+    return message.result
+
+
+def refusal(message: Response | Notification) -> RemoteError | None:
+    """The error of a server's refusal of the connection (msgid 0), if `message` is one."""
+    if isinstance(message, Response) and message.msgid == 0 and message.error:
+        return RemoteError(message.error["code"], str(message.error.get("message", "")))
+    return None
 
 
 class RemoteError(Exception):
@@ -73,7 +97,7 @@ class Client:
         except OSError:
             self._sock.close()
             raise
-        self._decoder = FrameDecoder(DEFAULT_FRAME_LIMIT * 64)  # replies may be larger
+        self._decoder = FrameDecoder(REPLY_LIMIT)
         self._pending: list[Response | Notification] = []
 
     def _connect(self, path: str, timeout: float) -> None:
@@ -133,9 +157,20 @@ class Client:
                 continue
             if message.msgid not in (msgid, 0):  # 0: the server refused the connection
                 continue
-            if message.error is not None:
-                raise RemoteError(message.error["code"], str(message.error.get("message", "")))
-            return message.result
+            return answer(message)
+
+    def closed_within(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the daemon to close this connection (as it does when it
+        stops); True once it has."""
+        self._sock.settimeout(timeout)
+        try:
+            while self._sock.recv(1 << 16):
+                pass  # a late notification: nothing for us
+        except TimeoutError:
+            return False
+        except OSError:
+            return True  # reset: gone as well
+        return True
 
     def _refusal(self) -> RemoteError | None:
         """After a failed write: the error the server sent before it closed, if it sent one."""
@@ -144,8 +179,9 @@ class Client:
                 message = self._next()
             except (OSError, ProtocolError):
                 return None  # closed (or reset) with no whole frame: nothing to tell
-            if isinstance(message, Response) and message.msgid == 0 and message.error:
-                return RemoteError(message.error["code"], str(message.error.get("message", "")))
+            refused = refusal(message)
+            if refused is not None:
+                return refused
 
     def _next(self) -> Response | Notification:
         while not self._pending:

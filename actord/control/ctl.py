@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,9 +35,16 @@ _POOL_LIMIT: Final = 4096
 _VERSION_TIMEOUT: Final = 2.0  # `--version` asks a running daemon for its own, briefly
 
 
+class _TopParser(argparse.ArgumentParser):
+    """An unknown command's error lists the commands people use, not the internal ones."""
+
+    def error(self, message: str) -> Any:
+        super().error(message.replace(", '_names'", ""))
+
+
 def parser() -> argparse.ArgumentParser:
     """actorctl's command line (also what `completion` generates the shell scripts from)."""
-    top = argparse.ArgumentParser(
+    top = _TopParser(
         prog="actorctl",
         description="Control a running actord over its Unix socket (msgpack-RPC). Exit codes: "
         "0 ok, 1 command failed, 2 bad usage, 3 actord not running, 130 interrupted.",
@@ -57,10 +65,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("actors", help="every actor and pool member, with the commands it takes")
     jobs = sub.add_parser("jobs", help="the newest jobs")
     jobs.add_argument("--limit", type=_between(1, _JOBS_LIMIT), default=100, help="how many (100)")
+    jobs.add_argument(
+        "--state",
+        choices=("queued", "running", "done", "failed", "cancelled"),
+        help="only the jobs in this state",
+    )
     for name, text in (("job", "one job"), ("cancel", "cancel a job"), ("watch", "follow a job")):
-        completion.mark(
-            sub.add_parser(name, help=text).add_argument("id", help="job id, e.g. log-3"), "jobs"
-        )
+        command = sub.add_parser(name, help=text)
+        completion.mark(command.add_argument("id", help="job id, e.g. log-3"), "jobs")
+        if name == "watch":
+            _quiet(command)
     _submit(sub.add_parser("submit", help="submit a log or FFT job"))
     send = sub.add_parser("send", help="send an admin message to an actor")
     completion.mark(send.add_argument("actor"), "actors")
@@ -75,7 +89,14 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
     sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
-    sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
+    sub.add_parser(
+        "config",
+        help="the running daemon's config, what reloads changed and what waits for a restart",
+    )
+    shutdown = sub.add_parser("shutdown", help="drain and stop the daemon (as SIGTERM)")
+    shutdown.add_argument(
+        "--wait", action="store_true", help="return once the daemon has exited (see --timeout)"
+    )
     shell = sub.add_parser(
         "completion",
         help="print a bash or zsh completion script",
@@ -114,6 +135,16 @@ def _submit(submit: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace an output that already exists"
     )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    _quiet(submit)
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress: only the line the job ends on (and the exit code)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -209,8 +240,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         out.flush()
         return code
     except OutputClosed:
+        # The reader had what it wanted (`actorctl jobs | head -1`): not a failure, and not
+        # one under `set -o pipefail` either.
         _quiet_stdout()
-        return FAILED
+        return OK
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return INTERRUPTED
@@ -233,20 +266,36 @@ def _main(cli: argparse.ArgumentParser, args: argparse.Namespace, path: str, out
             return NOT_RUNNING
         if args.command == "status" and args.json:
             out.line(json.dumps({"running": False, "socket": path}))
+        else:
+            _json_error(args, out, "not_running", str(error))
         _error(str(error))
         return NOT_RUNNING
     except RemoteError as error:
+        _json_error(args, out, error.code, error.message)
         _error(f"{error.code}: {error.message}")
         return FAILED
     except TimeoutError:
-        _error(f"no answer from actord at {path} within {args.timeout:g}s (see --timeout)")
+        message = f"no answer from actord at {path} within {args.timeout:g}s (see --timeout)"
+        _json_error(args, out, "timeout", message)
+        _error(message)
         return FAILED
     except PermissionError as error:
-        _error(f"{path}: {error.strerror} (is this user in the daemon's socket group?)")
+        message = f"{path}: {error.strerror} (is this user in the daemon's socket group?)"
+        _json_error(args, out, "forbidden", message)
+        _error(message)
         return FAILED
     except OSError as error:
-        _error(f"{path}: {error.strerror or error}")
+        message = f"{path}: {error.strerror or error}"
+        _json_error(args, out, "connection", message)
+        _error(message)
         return FAILED
+
+
+def _json_error(args: argparse.Namespace, out: Output, code: str, message: str) -> None:
+    """With --json, a failure is a JSON object on stdout too (its message also on stderr):
+    a script reads one JSON value whatever happened."""
+    if args.json:
+        out.line(json.dumps({"error": {"code": code, "message": message}}))
 
 
 def _error(message: str) -> None:
@@ -286,9 +335,12 @@ def _command(client: Client, args: argparse.Namespace, out: Output) -> int:
     if command == "submit":
         return _submit_job(client, args, out)
     if command == "watch":
-        return _follow(client, args.id, jobview.Watcher(out, as_json=args.json))
+        watcher = jobview.Watcher(out, as_json=args.json, quiet=args.quiet)
+        return _follow(client, args.id, watcher)
     if command == "cancel":
         return _cancel(client, args.id, args.json, out)
+    if command == "shutdown" and args.wait:
+        return _shutdown_and_wait(client, args, out)
     if command == "metrics":
         return _metrics(client, args, out)
     if command == "_names":
@@ -308,7 +360,7 @@ def _params(args: argparse.Namespace) -> list[Any]:
     if command == "job":
         return [args.id]
     if command == "jobs":
-        return [args.limit]
+        return [args.limit] + ([args.state] if args.state else [])
     if command == "restart":
         return [args.actor]
     if command == "scale":
@@ -350,7 +402,8 @@ def _submit_job(client: Client, args: argparse.Namespace, out: Output) -> int:
             )
         return OK
     total = args.synthetic[0] if args.synthetic else None  # N chunks: known from the start
-    watcher = jobview.Watcher(out, as_json=args.json, hints=jobview.Hints.of(job, total=total))
+    hints = jobview.Hints.of(job, total=total)
+    watcher = jobview.Watcher(out, as_json=args.json, hints=hints, quiet=args.quiet)
     watcher.event("submitted", job)
     return _follow(client, job["id"], watcher)
 
@@ -382,17 +435,48 @@ def _follow(client: Client, job_id: str, watcher: jobview.Watcher) -> int:
 def _cancel(client: Client, job_id: str, as_json: bool, out: Output) -> int:
     job = client.call("cancel", job_id)
     state = job.get("state")
+    cancelled_now = state == "cancelled" and not job.get("already_ended")
     if as_json:
         out.line(json.dumps(job))
-    elif state == "cancelled":
+    elif cancelled_now:
         out.line(f"{job_id} cancelled")
-    if state == "cancelled":
+    if cancelled_now:
         return OK
     if state in jobview.ENDED:
         _error(f"{job_id} had already ended ({state}): nothing to cancel")
     else:  # its output is being published: the job ends done
         _error(f"{job_id} is publishing its output: too late to cancel, it will end done")
     return FAILED
+
+
+def _shutdown_and_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """`shutdown --wait`: ask for the stop, then return once the daemon's process has
+    exited (1 if it has not within --timeout)."""
+    pid = int(client.call("status")["pid"])
+    try:
+        exited = os.pidfd_open(pid)  # readable once the process has exited: no polling
+    except OSError:
+        exited = None  # another pid namespace (a container): wait for the socket instead
+    try:
+        result = client.call("shutdown")
+        if not args.json:
+            out.line(f"actord (pid {pid}) is stopping: running jobs drain, then it exits")
+            out.flush()
+        if exited is not None:
+            gone = bool(select.select([exited], [], [], args.timeout)[0])
+        else:
+            gone = client.closed_within(args.timeout)
+    finally:
+        if exited is not None:
+            os.close(exited)
+    if not gone:
+        _error(f"actord (pid {pid}) has not exited within {args.timeout:g}s (see --timeout)")
+        return FAILED
+    if args.json:
+        out.line(json.dumps({**result, "exited": True, "pid": pid}))
+    else:
+        out.line(f"actord (pid {pid}) has exited")
+    return OK
 
 
 def _metrics(client: Client, args: argparse.Namespace, out: Output) -> int:

@@ -94,13 +94,13 @@ def use_colour(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
 
 
 def duration(seconds: float | None) -> str:
-    """``403ms``, ``1.2s``, ``3m04s``, ``2h05m``, ``3d04h``; ``-`` for none."""
+    """``16µs``, ``403ms``, ``1.2s``, ``3m04s``, ``2h05m``, ``3d04h``; ``-`` for none."""
     if seconds is None or math.isnan(seconds):
         return "-"
     if seconds < 0:
         return "0ms"  # two clocks a hair apart: never a negative time for people
-    if seconds < 0.001:
-        return f"{seconds * 1e3:.2f}ms"
+    if seconds < 0.0009995:  # would round to 1000µs: shown as 1.0ms instead
+        return f"{seconds * 1e6:.0f}µs"
     if seconds < 0.01:
         return f"{seconds * 1e3:.1f}ms"
     if seconds < 0.9995:  # would round to 1000ms: shown as 1.0s instead

@@ -131,10 +131,17 @@ def _units(job: Job) -> str:
 def _percent(job: Job, share: float | None) -> str:
     if share is None:
         return "-"
-    if job.get("state") == "done":
+    if job.get("state") == "done" or _all_written(job):
         return "100%"
     # Floored, and 99% at most: all read is not yet all written, synced and renamed.
     return f"{min(99, int(share * 100))}%"
+
+
+def _all_written(job: Job) -> bool:
+    """Every unit is written (``16 of 16 chunks``): what is left is the output's sync and
+    rename, and the percentage says 100 as the count does."""
+    total = job.get("total") or 0
+    return bool(total) and (job.get("done") or 0) >= total
 
 
 def _amount(job: Job, hints: Hints | None) -> str:
@@ -167,6 +174,12 @@ def _state_colour(row: Job) -> Colour | None:
     return _STATE_COLOURS.get(str(row.get("state")))
 
 
+def _members(job: Job) -> str:
+    # The pool members a running job holds now (the daemon sends it for running jobs only).
+    members = job.get("members")
+    return "-" if members is None else count(members)
+
+
 def input_of(job: Job) -> str:
     path = job.get("input")
     if path is None and job.get("kind") == "fft":
@@ -192,6 +205,7 @@ def job_table(jobs: list[Job], out: Output, now: float | None = None) -> None:
         Column("KIND", lambda j: str(j.get("kind"))),
         Column("STATE", lambda j: str(j.get("state")), _state_colour),
         Column("PROGRESS", progress, right=True),
+        Column("MEMBERS", _members, right=True),
         Column("STARTED", lambda j: local_time(j.get("started"), today)),
         Column("DURATION", took, right=True),
         Column("INPUT", input_of),
@@ -236,6 +250,8 @@ def job_details(job: Job, out: Output, now: float | None = None) -> None:
         _, eta = _pace(job, hints, moment)
         if eta:
             rows.append(("eta", eta))
+        if job.get("members") is not None:
+            rows.append(("pool members", _members(job)))
     if isinstance(summary, Mapping):
         rows += _summary_rows(summary)
     if job.get("crash_retries"):
@@ -306,25 +322,39 @@ class Watcher:
         as_json: bool,
         hints: Hints | None = None,
         clock: Callable[[], float] = time.time,
+        quiet: bool = False,
     ) -> None:
         self.out = out
         self.as_json = as_json
         self.hints = hints
         self.clock = clock
+        self.quiet = quiet  # only the end (and JSON's end event)
         self._drawn = False  # a bar is on the terminal's current line
+        # Piped: the last (state, tenth of the way) printed; a line only when it changes.
+        self._step: tuple[str, int] | None = None
 
     def event(self, name: str, job: Job) -> None:
         """A JSON line (``submitted``, ``progress``, ``end``); nothing for people."""
-        if self.as_json:
+        if self.as_json and not (self.quiet and name == "progress"):
             self.out.line(json.dumps({"event": name, "job": job}, default=list))
             self.out.flush()
 
     def progress(self, job: Job) -> None:
+        if self.quiet:
+            return
         if self.as_json:
             self.event("progress", job)
             return
         if self.hints is None:
             self.hints = Hints.of(job)
+        if not self.out.tty:
+            # A pipe or a file gets a line as the state changes and at each tenth of the
+            # way, not one per block (a big job would print hundreds).
+            share = fraction(job, self.hints)
+            step = (str(job.get("state")), -1 if share is None else int(share * 10))
+            if step == self._step:
+                return
+            self._step = step
         if self.out.tty:
             width = shutil.get_terminal_size((80, 24)).columns
             # Back to the line's start and clear it: a shorter line leaves nothing behind.

@@ -1,5 +1,5 @@
 """Control methods: the dispatcher that maps errors to stable codes, and the runtime's own
-methods (ping, status, actors, send, restart, scale, reload, shutdown).
+methods (ping, status, actors, send, restart, scale, reload, shutdown, config).
 
 Methods run on the connection's thread. They act through the actor system's public API and
 typed messages; they never reach into an actor's state.
@@ -28,9 +28,23 @@ from ..runtime.system import ActorSystem
 from .protocol import ProtocolError
 from .server import Call
 
-__all__ = ["Dispatcher", "Method", "RuntimeHooks", "param", "runtime_methods", "stats_to_wire"]
+__all__ = [
+    "READ_ONLY",
+    "Dispatcher",
+    "Method",
+    "RuntimeHooks",
+    "audit",
+    "param",
+    "runtime_methods",
+    "stats_to_wire",
+]
 
 _log: Final = logging.getLogger("actord.control")
+# Who did what: one line for each call that may change something, and for each refusal.
+_audit: Final = logging.getLogger("actord.audit")
+# Methods that only read: audited only when refused.
+READ_ONLY: Final = frozenset({"ping", "status", "actors", "jobs", "job", "watch", "config"})
+_SHOWN: Final = 48  # characters of one argument in an audit line
 _MISSING: Final = object()
 Method = Callable[[Call], Any]
 
@@ -69,23 +83,32 @@ class Dispatcher:
         if method is None:
             self._count("unknown", ErrorCode.UNKNOWN_METHOD)
             known = ", ".join(sorted(self.methods))
-            raise Refused(ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r} (known: {known})")
+            refused = Refused(
+                ErrorCode.UNKNOWN_METHOD, f"no method {call.method!r} (known: {known})"
+            )
+            audit(call, refused)
+            raise refused
         try:
             result = method(call)
         except Refused as error:  # a refusal with its own code (Refused, ProtocolError)
             self._count(call.method, error.code)
+            audit(call, error)
             raise
         except (ConnectionError, TimeoutError) as error:
             if not isinstance(error, ActordError):
                 raise  # the connection broke (a watcher went away): the server's business
             code, message = _classify(call.method, error)
             self._count(call.method, code)
+            audit(call, Refused(code, message))
             raise Refused(code, message) from None
         except Exception as error:
             code, message = _classify(call.method, error)
             self._count(call.method, code)
+            audit(call, Refused(code, message))
             raise Refused(code, message) from None
         self._count(call.method, None)
+        if call.method not in READ_ONLY:
+            audit(call, result)
         return result
 
     def _count(self, method: str, code: ErrorCode | None) -> None:
@@ -99,6 +122,53 @@ class Dispatcher:
         for method in self.methods:
             calls.setdefault((method, ""), 0)
         return calls
+
+
+def audit(call: Call, outcome: object) -> None:
+    """The audit line of a call: the method, the peer, the arguments (long paths shortened)
+    and how it ended (``ok`` and the job or pool it made or changed, or the refusal)."""
+    peer = call.peer
+    args = " ".join(_shown(value) for value in call.params)
+    if isinstance(outcome, Refused):
+        _audit.warning(
+            "%s by uid %d pid %d (%s): refused %s: %s",
+            call.method,
+            peer.uid,
+            peer.pid,
+            args,
+            outcome.code.value,
+            outcome,
+        )
+        return
+    what = ""
+    if isinstance(outcome, Mapping):
+        what = " ".join(str(outcome[k]) for k in ("id", "state") if k in outcome)
+    _audit.info(
+        "%s by uid %d pid %d (%s): ok%s",
+        call.method,
+        peer.uid,
+        peer.pid,
+        args,
+        f" {what}" * bool(what),
+    )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, Mapping):
+        return " ".join(
+            f"{key}={_shown(item)}"
+            for key, item in value.items()
+            if item is not None and item is not False and item != {}  # 0 is shown
+        )
+    if isinstance(value, list | tuple):
+        return ",".join(_shown(item) for item in value)
+    text = str(value)
+    if text.startswith("/") and len(text) > _SHOWN:  # a path: its last two parts say enough
+        parts = text.rsplit("/", 2)
+        text = "…/" + "/".join(parts[-2:])
+        if len(text) > _SHOWN:
+            text = "…/" + parts[-1]  # or its name alone
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
 def _classify(method: str, error: Exception) -> tuple[ErrorCode, str]:
@@ -130,6 +200,8 @@ class RuntimeHooks(Protocol):
     def shutdown(self) -> None: ...
 
     def scale(self, pool: str, size: int) -> dict[str, Any]: ...
+
+    def effective_config(self) -> dict[str, Any]: ...
 
 
 def stats_to_wire(stats: ActorStats) -> dict[str, Any]:
@@ -219,6 +291,9 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         hooks.shutdown()
         return {"stopping": True}
 
+    def config(call: Call) -> dict[str, Any]:
+        return hooks.effective_config()
+
     return {
         "ping": ping,
         "status": status,
@@ -228,4 +303,5 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         "scale": scale,
         "reload": reload,
         "shutdown": shutdown,
+        "config": config,
     }

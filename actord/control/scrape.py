@@ -64,7 +64,7 @@ def scrape(url: str, timeout: float) -> Figures:
     for actor, row in rows.items():
         row["cpu_s"] = round(row["cpu_s"], 3)
         p99 = _quantile(0.99, buckets.get(actor, []))
-        row["handle_p99_ms"] = None if p99 is None else round(p99 * 1e3, 3)
+        row["handle_p99"] = p99  # seconds, as `actors` gives it
     return list(rows.values()), totals
 
 
@@ -83,8 +83,8 @@ def _quantile(q: float, cumulative: list[tuple[float, float]]) -> float | None:
 
 def _p99(row: Mapping[str, Any]) -> str:
     # A bucket's upper bound (the buckets are powers of two), not a measured figure: "<=".
-    value = row.get("handle_p99_ms")
-    return "-" if value is None else f"<={duration(value / 1e3)}"
+    value = row.get("handle_p99")
+    return "-" if value is None else f"<={duration(value)}"
 
 
 _COLUMNS: Final = (

@@ -234,7 +234,10 @@ class ControlServer:
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
             _check_private(directory)
             if _listening(self.path):
-                raise OSError(errno.EADDRINUSE, f"another server is listening on {self.path}")
+                raise ConfigError(
+                    f"daemon.socket: another server (another actord?) is listening on "
+                    f"{self.path}: choose another path (--socket PATH, or daemon.socket)"
+                )
             Path(self.path).unlink(missing_ok=True)  # a stale socket from a previous run
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             old = os.umask(0o117)  # the socket file is created 0660: no window with more
@@ -355,7 +358,12 @@ class ControlServer:
         try:
             peer = _peer(conn)
             if not self.allowed(peer):
-                _log.warning("refused a control connection from uid %d pid %d", peer.uid, peer.pid)
+                logging.getLogger("actord.audit").warning(
+                    "connection by uid %d pid %d: refused forbidden (not root, our uid or in "
+                    "daemon.socket_group)",
+                    peer.uid,
+                    peer.pid,
+                )
                 self._reject(conn, ErrorCode.FORBIDDEN, "this user may not control actord")
                 return
             # Kernel timeouts on a blocking socket, not settimeout(): no poll() before every

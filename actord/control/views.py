@@ -3,6 +3,7 @@ them as they are): the actors table, the status, and a line for each action done
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -141,12 +142,59 @@ def _scale(result: Any, out: Output) -> None:
 
 def _reload(result: Any, out: Output) -> None:
     out.line(f"reloaded: config generation {result.get('generation')}")
+    changed = result.get("changed")
+    if isinstance(changed, Mapping):
+        _changes(changed, out, none="nothing changed")
     pending = result.get("restart_needed") or ()
     if pending:
-        out.line(f"a restart is needed for: {', '.join(str(k) for k in pending)}")
-    rest = {k: v for k, v in result.items() if k not in ("generation", "restart_needed")}
+        out.line("a restart is needed for:")
+        for key in pending:
+            out.line(f"  {key}")
+    shown = ("generation", "restart_needed", "changed")
+    rest = {k: v for k, v in result.items() if k not in shown}
     if rest:
         plain(rest, out)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _changes(changed: Mapping[str, Any], out: Output, *, none: str) -> None:
+    if not changed:
+        out.line(none)
+    for key, (before, after) in changed.items():
+        out.line(f"  {key}: {_toml(before)} -> {_toml(after)}")
+
+
+def _config(result: Any, out: Output) -> None:
+    """The running config as TOML (as `actord check-config` prints it), then what reloads
+    changed since the start and what waits for a restart, as comments."""
+    config = result.get("config") or {}
+    out.line(f"# config file: {result.get('path') or 'none (built-in defaults)'}")
+    out.line(f"# generation {result.get('generation')}")
+    tables = {k: v for k, v in config.items() if isinstance(v, Mapping)}
+    for key, value in config.items():
+        if key not in tables:
+            out.line(f"{key} = {_toml(value)}")
+    for name, section in tables.items():
+        out.line()
+        out.line(f"[{name}]")
+        for key, value in section.items():
+            out.line(f"{key} = {_toml(value)}")
+    out.line()
+    out.line("# changed since the start (by reloads):")
+    changed = result.get("changed_since_start") or {}
+    for key, (before, after) in changed.items():
+        out.line(f"#   {key}: {_toml(before)} -> {_toml(after)}")
+    if not changed:
+        out.line("#   nothing")
+    pending = result.get("restart_needed") or ()
+    out.line("# waiting for a restart: " + (", ".join(pending) if pending else "nothing"))
 
 
 def _shutdown(result: Any, out: Output) -> None:
@@ -162,5 +210,6 @@ VIEWS: Final[dict[str, Callable[[Any, Output], None]]] = {
     "restart": _restart,
     "scale": _scale,
     "reload": _reload,
+    "config": _config,
     "shutdown": _shutdown,
 }

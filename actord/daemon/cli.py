@@ -7,11 +7,10 @@ foreground; `actorctl` (in `control/ctl.py`) talks to it over the control socket
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import importlib
-import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from .. import __version__
@@ -51,7 +50,10 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"actord {__version__}")
     parser.add_argument(
-        "--log-level", default="WARNING", help="logging level for the runtime (default WARNING)"
+        "--log-level",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ...: for demo (default WARNING); for run and check-config "
+        "the same as their own --log-level (daemon.log_level, default INFO)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
@@ -84,16 +86,21 @@ def actord_main(argv: Sequence[str] | None = None) -> int:
     )
     _add_run(commands)
     args = parser.parse_args(argv)
+    if args.command == "check-config":
+        logctx.configure(args.log_level or "WARNING")
+        return _check_config(args)
     if args.command == "run":
         if signals is None:  # `actord --log-level X run`: options came first
             signals = SignalQueue().install()
-        # `kill -USR1` writes every thread's stack to stderr: what a stuck daemon is doing.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # `kill -USR1`: every thread's stack, named, in one log record (SIGUSR2: C level).
+        from .dump import install  # noqa: PLC0415 - after the handlers
+
+        install()
         notifier = Notifier()  # under systemd, `systemctl status` says so at once
         notifier.status("starting")
         notifier.close()
         return _run(args, signals)
-    logctx.configure(args.log_level)
+    logctx.configure(args.log_level or "WARNING")
     if args.command is None:
         parser.print_help()
         return 2
@@ -153,6 +160,21 @@ _RUN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--socket-group", "daemon.socket_group", str, "a group whose members may connect"),
     ("--max-connections", "daemon.max_connections", int, "open control connections allowed"),
     ("--idle-timeout", "daemon.idle_timeout", float, "seconds a silent connection stays open"),
+    ("--frame-limit", "daemon.frame_limit", int, "bytes one control request may take"),
+    ("--log-format", "daemon.log_format", str, "text (one line a record) or json"),
+    (
+        "--retention-days",
+        "daemon.retention_days",
+        float,
+        "ended jobs older than this leave the journal (0: kept)",
+    ),
+    (
+        "--retention-jobs",
+        "daemon.retention_jobs",
+        int,
+        "ended jobs beyond the newest N leave the journal (0: kept)",
+    ),
+    ("--app", "daemon.app", str, "what the daemon hosts, as module:factory"),
 ]
 
 
@@ -167,9 +189,29 @@ def _add_run(commands: Any) -> None:
         f"else {DEFAULT_CONFIG_PATH} if it exists, else the built-in defaults; every flag "
         "below overrides its config key. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.",
     )
+    _add_config_flags(run)
+    check = commands.add_parser(
+        "check-config",
+        help="check the config (and what a start needs of this host) without starting",
+        description="Load the config as `actord run` would (--config, else "
+        f"{DEFAULT_CONFIG_PATH} if it exists, else the built-in defaults; the same flags "
+        "override it), check what a start needs of this host (the socket group, the roots and "
+        "the state directory, the socket path, a free metrics port), and print the effective "
+        "config as TOML, each value with where it came from. Exit 0 if a start would go "
+        "ahead, 2 if not (each problem on stderr, naming its key).",
+    )
+    _add_config_flags(check)
+
+
+def _add_config_flags(run: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - after the handlers
+
     run.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
     run.add_argument(
-        "--log-level", dest="run_log_level", metavar="LEVEL", help="DEBUG, INFO (default), ..."
+        "--log-level",
+        dest="run_log_level",
+        metavar="LEVEL",
+        help="DEBUG, INFO (default), WARNING, ... [daemon.log_level]",
     )
     for flag, key, kind, text in _RUN_FLAGS:
         repeat = key.endswith("_roots")
@@ -191,13 +233,7 @@ def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
     from .config import ConfigError  # noqa: PLC0415
     from .main import Daemon, exit_hard_if_stuck  # noqa: PLC0415 - only `run` needs it
 
-    overrides: dict[str, object] = {}
-    for _, key, _, _ in _RUN_FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = tuple(value) if isinstance(value, list) else value
-    if args.run_log_level:
-        overrides["daemon.log_level"] = args.run_log_level
+    overrides = _overrides(args)
     logctx.configure("INFO")
     # A failed start says why in one line (the log has the details, if any) and exits 2 for
     # a bad config or flag, 1 for anything else.
@@ -205,12 +241,101 @@ def _run(args: argparse.Namespace, signals: SignalQueue) -> int:
         daemon = Daemon(args.config, overrides, signals=signals)
         code = daemon.run()
     except ConfigError as error:
-        print(f"actord: {error}", file=sys.stderr)
+        print(f"actord: {_named(str(error), args.config, overrides)}", file=sys.stderr)
         return exit_hard_if_stuck(2)
     except (OSError, ActordError) as error:
-        print(f"actord: cannot start: {error}", file=sys.stderr)
+        print(f"actord: cannot start: {_reason(error)}", file=sys.stderr)
         return exit_hard_if_stuck(1)
     return exit_hard_if_stuck(code)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for _, key, _, _ in _RUN_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = tuple(value) if isinstance(value, list) else value
+    level = args.run_log_level or args.log_level  # `actord --log-level X run` as well
+    if level:
+        overrides["daemon.log_level"] = level
+    return overrides
+
+
+def _flags() -> dict[str, str]:
+    return {key: flag for flag, key, _, _ in _RUN_FLAGS} | {"daemon.log_level": "--log-level"}
+
+
+def _config_path(path: str | None) -> str | None:
+    from .config import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - after the handlers
+
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        return str(DEFAULT_CONFIG_PATH)
+    return path
+
+
+def _named(message: str, path: str | None, overrides: dict[str, object]) -> str:
+    """A config error, and where the key it names got its value (the file, a flag)."""
+    from .checks import key_of, origin  # noqa: PLC0415 - after the handlers
+
+    key = key_of(message)
+    if key is None:
+        return message
+    return f"{message} [{origin(key, _config_path(path), overrides, _flags())}]"
+
+
+def _reason(error: BaseException) -> str:
+    from .checks import describe_os_error  # noqa: PLC0415 - after the handlers
+
+    return describe_os_error(error) if isinstance(error, OSError) else str(error)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """`actord check-config`: 0 if a start would go ahead, 2 if not."""
+    from ..control.client import Client, NotRunning, RemoteError  # noqa: PLC0415
+    from .app import load_app  # noqa: PLC0415
+    from .checks import Problem, host_problems, render  # noqa: PLC0415
+    from .config import ConfigError, load_config  # noqa: PLC0415
+    from .main import state_dir_in_use  # noqa: PLC0415
+
+    overrides = _overrides(args)
+    path = _config_path(args.config)
+    try:
+        unresolved = load_config(path, overrides)
+        config = unresolved.resolved()
+        load_app(config.daemon.app)
+    except ConfigError as error:
+        print(f"actord: {_named(str(error), path, overrides)}", file=sys.stderr)
+        return 2
+    running = None
+    if state_dir_in_use(Path(config.daemon.state_dir)):
+        # Its socket and metrics port are its own: a restart frees them.
+        try:
+            with Client(config.daemon.socket, timeout=5.0) as client:
+                running = client.call("status")
+        except (NotRunning, RemoteError, OSError):
+            running = {}
+    problems: list[Problem] = host_problems(config, running=running)
+    if running is not None:
+        problems.append(
+            Problem(
+                "daemon.state_dir",
+                f"{config.daemon.state_dir} is in use by a running actord "
+                f"(pid {running.get('pid', '?')}): stop it before another one starts on it",
+                fatal=False,
+            )
+        )
+    print(render(config, path, overrides, _flags(), unresolved), end="")
+    for problem in problems:
+        kind = "error" if problem.fatal else "warning"
+        print(f"actord: {kind}: {_named(str(problem), path, overrides)}", file=sys.stderr)
+    bad = sum(problem.fatal for problem in problems)
+    if bad:
+        print(
+            f"actord: a start would fail here ({bad} error{'s' * (bad > 1)})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def actorctl_main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Unknown keys and bad values are errors that name the key (``daemon.drain_deadlin
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
@@ -37,6 +38,9 @@ _ENGINES = ("scipy", "numpy")  # fft.engine ("" = scipy when installed, else num
 _MIN_CPUS, _MAX_CPUS = 0.0001, 1024.0  # what one Ray worker may ask for (Ray's own bounds)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MAX_POOL = 4096  # daemon.max_pool_size's own bound (actorctl scale's too)
+_LOG_FORMATS = ("text", "json")
+# Numbers for which 0 means "off" (keep every ended job), not an error.
+_ZERO_MEANS_OFF = frozenset({"daemon.retention_days", "daemon.retention_jobs"})
 
 
 class ConfigError(InvalidArgument):
@@ -67,6 +71,7 @@ class DaemonConfig:
     state_dir: str = ""  # "" -> the state directory (journal, outputs' bookkeeping)
     drain_deadline: float = 30.0  # seconds SIGTERM waits for in-flight jobs
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" (one line) or "json" (one object per record)
     socket_group: str = ""  # peers in this group may connect (besides root and our uid)
     max_connections: int = 64  # open control connections (each has its own thread)
     frame_limit: int = 1 << 20  # bytes per request frame
@@ -79,6 +84,11 @@ class DaemonConfig:
     # the watchdog pings stop: above the parse workers' 60 s limit on one block.
     stuck_after: float = 90.0
     app: str = "actors.service:JobService"  # what the daemon hosts (module:factory)
+    # Journal retention, applied at start and hourly: ended jobs older than retention_days,
+    # and those beyond the newest retention_jobs ended ones, leave the journal (their outputs
+    # stay). 0 keeps them all.
+    retention_days: float = 0.0
+    retention_jobs: int = 0
     # Members one pool may have (`scale`, and the pools' `size`): four per core by default,
     # room for pools that wait on I/O or on a Ray cluster without letting a typo start
     # hundreds of worker processes on a small host.
@@ -171,7 +181,8 @@ def load_config(
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
         except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, ...
-            raise ConfigError(f"{path}: cannot read the config: {error}") from None
+            why = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError(f"{path}: cannot read the config: {why}") from None
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if key:
@@ -195,8 +206,8 @@ def _build(data: Mapping[str, Any]) -> Config:
             default = getattr(Config(), name)
             values[name] = _section(name, default, value)
         else:
-            known = ", ".join(["mailbox_capacity", *_SECTIONS])
-            raise ConfigError(f"{name}: unknown key (known: {known})")
+            known = ["mailbox_capacity", *_SECTIONS]
+            raise ConfigError(f"{name}: unknown key{_did_you_mean(name, known)}")
     config = Config(**values)
     for pool in ("parser", "fft"):
         if getattr(config, pool).size > config.daemon.max_pool_size:
@@ -218,25 +229,40 @@ def _section(name: str, default: Any, table: Mapping[str, Any]) -> Any:
     for key, value in table.items():
         where = f"{name}.{key}"
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(allowed)})")
+            raise ConfigError(f"{where}: unknown key{_did_you_mean(key, list(allowed))}")
         changes[key] = _check(where, getattr(default, key), value)
     return replace(default, **changes)
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (known: {', '.join(known)})"
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
 def _check(where: str, default: object, value: object) -> object:
     key = where.rsplit(".", 1)[-1]
+    if where in _ZERO_MEANS_OFF and value == 0 and not isinstance(value, bool):
+        return 0.0 if isinstance(default, float) else 0  # off
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: must be true or false, got {value!r}")
         return value
     if isinstance(default, int) and not isinstance(default, bool):
+        if where in _ZERO_MEANS_OFF and isinstance(value, int) and value < 0:
+            raise ConfigError(f"{where}: must be a whole number >= 0 (0: no limit), got {value}")
         number = _positive_int(where, value)
         if where == "daemon.max_pool_size" and number > _MAX_POOL:
             raise ConfigError(f"{where}: must be at most {_MAX_POOL}, got {number}")
         return number
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigError(f"{where}: must be a number > 0, got {value!r}")
+            off = ", or 0 for no limit" if where in _ZERO_MEANS_OFF else ""
+            raise ConfigError(f"{where}: must be a number > 0{off}, got {value!r}")
         if not math.isfinite(value):
             raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         if where == "ray.cpus_per_worker" and not _MIN_CPUS <= value <= _MAX_CPUS:
@@ -255,17 +281,19 @@ def _check(where: str, default: object, value: object) -> object:
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     section = where.split(".", 1)[0]
     if key == "executor" and value not in _EXECUTORS[section]:
-        raise ConfigError(f"{where}: must be one of {_EXECUTORS[section]}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {_one_of(_EXECUTORS[section])}, got {value!r}")
     if where == "fft.engine" and value:
         if value not in _ENGINES:
-            raise ConfigError(f"{where}: must be one of {_ENGINES}, got {value!r}")
+            raise ConfigError(f"{where}: must be one of {_one_of(_ENGINES)}, got {value!r}")
         if importlib.util.find_spec(value) is None:
             raise ConfigError(
                 f"{where}: {value} is not installed (pip install 'actord[{value}]'), "
                 'or set fft.engine = "numpy"'
             )
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
-        raise ConfigError(f"{where}: must be one of {_LOG_LEVELS}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {_one_of(_LOG_LEVELS)}, got {value!r}")
+    if key == "log_format" and value not in _LOG_FORMATS:
+        raise ConfigError(f"{where}: must be one of {_one_of(_LOG_FORMATS)}, got {value!r}")
     if where == "ray.address" and value and not _is_ray_address(value):
         raise ConfigError(
             f'{where}: must be "", "local", "auto", host:port or ray://host:port, got {value!r}'

@@ -76,11 +76,15 @@ class Monitor(Actor):
         *,
         interval: float = 1.0,
         stuck_after: float = 30.0,
+        blocked_after: float = 1.0,
         on_healthy: Callable[[], object] | None = None,
     ):
         self.system = system
         self.interval = interval
         self.stuck_after = stuck_after
+        # An async actor holding the system's event loop (a blocking call in `async def`)
+        # for this long is stuck too: every other async actor waits for it.
+        self.blocked_after = blocked_after
         self.on_healthy = on_healthy  # the systemd watchdog ping: only while all are healthy
         self.latest: MonitorSample | None = None
         self._timer: Timer | None = None
@@ -103,10 +107,16 @@ class Monitor(Actor):
     def sample(self) -> MonitorSample:
         cpu = thread_cpu_times()
         actors = []
+        blocking: set[str] = set()  # async actors holding the event loop
         for stats in self.system.stats():
+            if stats.loop_blocked_seconds > self.blocked_after:
+                blocking.add(stats.name)
             user, system = cpu.get(stats.native_thread_id, (0.0, 0.0))
             # The monitor is always busy while it samples: it never flags itself.
-            stuck = stats.busy_seconds > self.stuck_after and stats.name != self.member
+            stuck = (
+                stats.busy_seconds > self.stuck_after
+                or stats.loop_blocked_seconds > self.blocked_after
+            ) and stats.name != self.member
             actors.append(
                 ActorSample(
                     name=stats.name,
@@ -126,7 +136,12 @@ class Monitor(Actor):
             )
         stuck_names = tuple(a.name for a in actors if a.stuck)
         for name in set(stuck_names) - self._flagged:
-            _log.warning("actor %s has been on one message for over %.0fs", name, self.stuck_after)
+            if name in blocking:
+                _log.warning("actor %s is blocking the event loop of the async actors", name)
+            else:
+                _log.warning(
+                    "actor %s has been on one message for over %.0fs", name, self.stuck_after
+                )
         self._flagged = set(stuck_names)
         return MonitorSample(tuple(actors), stuck_names)
 

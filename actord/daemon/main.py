@@ -16,7 +16,9 @@ queue (as gunicorn's arbiter does); control methods that change the lifecycle (`
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -28,7 +30,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +39,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from .. import __version__
 from ..control.methods import Dispatcher, runtime_methods
 from ..control.server import ControlServer, bound_address
+from ..runtime import logctx
 from ..runtime.errors import (
     ActorDead,
     ActordError,
@@ -49,7 +52,9 @@ from ..runtime.errors import (
 from ..runtime.scaler import PoolScaler
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
+from . import dump
 from .app import App, load_app
+from .checks import describe_os_error, dotted_keys, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor
 from .limits import connection_caps, raise_nofile
@@ -57,7 +62,7 @@ from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_add
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue
 
-__all__ = ["Daemon", "ExitCode"]
+__all__ = ["Daemon", "ExitCode", "state_dir_in_use"]
 
 _log: Final = logging.getLogger("actord.daemon")
 MONITOR: Final = "monitor"  # the health actor's name
@@ -131,6 +136,7 @@ class Daemon:
         # reports them.
         self._restart_keys: dict[str, None] = dict.fromkeys(_RESTART_KEYS)
         self.generation = 1  # bumped by each applied reload
+        self._pending: list[str] = []  # restart-only keys changed (as of the last reload)
         self.started = time.monotonic()
         self.pid = os.getpid()
         self._fixed_status: dict[str, Any] = {}  # the figures of `status` that never change
@@ -153,7 +159,7 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 3),
             "generation": self.generation,
             "draining": self.draining,
-            "actors": self.system.count(),
+            "actors": self.system.member_count(),  # as many as `actors` lists
             "connections": self.server.connections,
             **self.app.status(),
         }
@@ -197,15 +203,21 @@ class Daemon:
 
     def run(self) -> int:
         self._signals.install()  # idempotent: `actord run` did it first thing
+        logctx.set_outside("daemon")  # records of threads that run no actor say so
         try:
             return self._run()
         finally:
+            logctx.set_outside("-")
             if self._owns_signals:
                 self._signals.restore()
 
     def _run(self) -> int:
         config = self.config
+        if config.daemon.log_format == "json":
+            logctx.configure(config.daemon.log_level, json_lines=True)
         logging.getLogger().setLevel(config.daemon.log_level)
+        _log.info("actord %s starting; config: %s", __version__, self._config_origin())
+        self._check_host(config)
         self._nofile = raise_nofile()  # first: the parse workers inherit it
         state = Path(config.daemon.state_dir)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,13 +226,31 @@ class Daemon:
             default_capacity=config.mailbox_capacity,
             on_escalate=lambda escalation: self._signals.put(_Escalated(escalation)),
         )
+        dump.watch_actors(self.system.stats)  # SIGUSR1's dump names the actors' threads
         try:
             return self._serve(config)
         except _StartStopped:
             _log.info("stopped while starting: nothing is left running")
             return ExitCode.OK
         finally:
+            dump.watch_actors(None)
             lock.close()
+
+    def _config_origin(self) -> str:
+        if self.config_path is None:
+            return f"built-in defaults (no --config, and no {DEFAULT_CONFIG_PATH})"
+        if self.config_path == str(DEFAULT_CONFIG_PATH):
+            return f"{self.config_path} (the default path; --config FILE reads another)"
+        return self.config_path
+
+    def _check_host(self, config: Config) -> None:
+        # Before anything starts: a missing group or an unreachable root is named by its key
+        # now, not found by a pool or a connection later. The socket and the metrics port are
+        # checked where they are bound (they may come from systemd).
+        for problem in host_problems(config, listeners=False):
+            if problem.fatal:
+                raise ConfigError(str(problem))
+            _log.warning("%s", problem)
 
     def _check_start(self) -> None:
         # Between start-up steps: a SIGTERM/SIGINT that came meanwhile ends the start.
@@ -367,14 +397,22 @@ class Daemon:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         host, port = parse_address(config.metrics.address or "127.0.0.1:0")
-        self.metrics = MetricsServer(
-            registry,
-            host,
-            port,
-            listener=listener,
-            max_connections=self._caps[1],
-            read_timeout=config.metrics.read_timeout,
-        )
+        try:
+            self.metrics = MetricsServer(
+                registry,
+                host,
+                port,
+                listener=listener,
+                max_connections=self._caps[1],
+                read_timeout=config.metrics.read_timeout,
+            )
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(metrics_in_use(config.metrics.address)) from None
+            raise ConfigError(
+                f"metrics.address: cannot serve on {config.metrics.address}: "
+                f"{describe_os_error(error)}"
+            ) from None
         self.metrics.start()
         _log.info("metrics at %s", self.metrics.url)
 
@@ -420,16 +458,41 @@ class Daemon:
             self._reload_failed(done, "failed", error)
             return
         pending = self._restart_needed(config, reported)
+        if config.daemon.log_format != self.config.daemon.log_format:
+            logctx.configure(config.daemon.log_level, json_lines=config.daemon.log_format == "json")
         logging.getLogger().setLevel(config.daemon.log_level)
+        changed = config_changes(self.config, config)
         self.config = config
         self.scaler.max_size = config.daemon.max_pool_size
+        self._pending = pending
         self.generation += 1
         if pending:
-            _log.warning("reloaded; these changes apply at the next start: %s", pending)
-        _log.info("config generation %d applied", self.generation)
+            _log.warning("reloaded; these changes apply at the next start: %s", ", ".join(pending))
+        _log.info(
+            "config generation %d applied: %s",
+            self.generation,
+            ", ".join(
+                f"{key} {json.dumps(old)} -> {json.dumps(new)}"
+                for key, (old, new) in changed.items()
+            )
+            or "nothing changed",
+        )
         self.notifier.ready(self._summary())
         if done is not None:
-            done.set_result({"generation": self.generation, "restart_needed": pending})
+            done.set_result(
+                {"generation": self.generation, "restart_needed": pending, "changed": changed}
+            )
+
+    def effective_config(self) -> dict[str, Any]:
+        """For `actorctl config`: the running config, where it came from, what reloads have
+        changed since the start, and what of that waits for a restart."""
+        return {
+            "path": self.config_path,
+            "generation": self.generation,
+            "config": _wire(asdict(self.config)),
+            "changed_since_start": config_changes(self._started_config, self.config),
+            "restart_needed": list(self._pending),
+        }
 
     def _restart_needed(self, config: Config, reported: list[str]) -> list[str]:
         """Every restart-only key whose value now differs from the one the daemon started
@@ -456,9 +519,10 @@ class Daemon:
         # The drain has the whole deadline; stopping what is left then takes under a second.
         began = time.monotonic()
         deadline = began + self._deadline
+        self.draining = True  # before STOPPING=1: whoever hears that sees `draining`
         self.notifier.stopping()
-        self.draining = True
-        self.server.close_listener()
+        # The socket stays open while jobs drain: `status` says `draining` (a submit is
+        # refused by the store); it closes once the drain is over.
         if drain:
             try:
                 left = self.app.drain(max(0.0, deadline - time.monotonic()))
@@ -470,6 +534,7 @@ class Daemon:
             else:
                 _log.info("drained; %d jobs stay journaled for the next start", left)
         drained = time.monotonic()
+        self.server.close_listener()
         self._release_quietly(crashed=crashed)
         # Every actor told at once, before the connections are closed: a pool busy with CPU
         # work (a thread parser holds the GIL) ends after its unit, and the rest is quick.
@@ -522,6 +587,24 @@ class Daemon:
 _NO_SETTING: Final = object()
 
 
+def config_changes(before: Config, after: Config) -> dict[str, list[Any]]:
+    """Every key whose value differs: key -> [before, after] (msgpack-able)."""
+    changes = {}
+    for key in dotted_keys(before):
+        old, new = _setting(before, key), _setting(after, key)
+        if old != new:
+            changes[key] = [_wire(old), _wire(new)]
+    return changes
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _wire(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_wire(item) for item in value]
+    return value
+
+
 def _setting(config: Config, key: str) -> object:
     """The value of a dotted key (``parser.executor``, ``mailbox_capacity``) in `config`."""
     value: object = config
@@ -530,6 +613,19 @@ def _setting(config: Config, key: str) -> object:
         if value is _NO_SETTING:
             break
     return value
+
+
+def state_dir_in_use(state: Path) -> bool:
+    """Whether a running actord holds `state` (its lock), without taking it for long."""
+    try:
+        with open(state / "actord.lock", "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    except OSError:
+        return False  # no lock file: nothing ran there, or we cannot tell
+    return False
 
 
 def _stuck_threads() -> list[str]:

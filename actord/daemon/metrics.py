@@ -3,7 +3,8 @@
 Per actor (labels `actor` — the member — and `pool` — the mailbox it serves): messages handled
 by type, errors, restarts, up, mailbox depth and capacity, handle-time and queue-wait
 histograms, and CPU seconds by mode from psutil's per-thread times matched by native thread id
-(each actor's own CPU, not the process's). Daemon-wide (`DaemonCollector`): dead letters by
+(each actor's own CPU, not the process's). Per fair pool (label `pool` only): busy members,
+keys (jobs) sharing it, turns given back. Daemon-wide (`DaemonCollector`): dead letters by
 reason, control requests by method and code, open connections, worker-process CPU. Served over
 HTTP on loopback by `scrape_http.ScrapeServer`: named, non-daemon threads that
 `MetricsServer.stop` joins, none per connection.
@@ -136,8 +137,10 @@ class RuntimeCollector(Collector):
             "actord_actor_queue_wait_seconds", "Time a message waited in the mailbox", labels=labels
         )
         bounds = [repr(b) for b in HISTOGRAM_BOUNDS] + ["+Inf"]
+        pools: set[str] = set()
         for (actor, pool), row in self._rows().items():
             key = [actor, pool]
+            pools.add(pool)
             for mtype in MessageType:
                 messages.add_metric([*key, mtype.name.lower()], row.by_type[mtype])
             errors.add_metric(key, row.errors)
@@ -152,6 +155,7 @@ class RuntimeCollector(Collector):
             wait.add_metric(key, list(zip(bounds, row.wait, strict=True)), row.wait_sum)
         yield from (messages, errors, restarts, up, depth, capacity, cpu, handle, wait)
         if self._channel is not None:
+            yield from self._fair_pools(self._channel, pools)
             dead = CounterMetricFamily(
                 "actord_dead_letters", "Messages not handled, by reason", labels=["reason"]
             )
@@ -159,6 +163,33 @@ class RuntimeCollector(Collector):
             for reason in DeadLetterReason:  # every reason, zeros too: a bounded, stable set
                 dead.add_metric([reason.value], counts.get(reason, 0))
             yield dead
+
+    @staticmethod
+    def _fair_pools(channel: ThreadChannel, pools: set[str]) -> Iterator[Metric]:
+        # Fair pools (a FairMailbox): by pool only; never a key's own label (a job id is
+        # unbounded): how many members are busy and how many keys share them.
+        busy = GaugeMetricFamily(
+            "actord_pool_busy_members",
+            "Members of a fair pool holding a key's message now",
+            labels=["pool"],
+        )
+        keys = GaugeMetricFamily(
+            "actord_pool_sharing_keys",
+            "Keys (jobs) holding a member of a fair pool or waiting for one",
+            labels=["pool"],
+        )
+        yields = CounterMetricFamily(
+            "actord_pool_yields",
+            "Messages a member of a fair pool gave back for a key owed its turn",
+            labels=["pool"],
+        )
+        for pool in sorted(pools):
+            share = channel.fair_share(pool)
+            if share is not None:
+                busy.add_metric([pool], share.busy)
+                keys.add_metric([pool], share.keys)
+                yields.add_metric([pool], share.yields)
+        yield from (busy, keys, yields)
 
 
 class DaemonCollector(Collector):

@@ -11,11 +11,11 @@ import logging
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from . import interrupt, logctx
+from . import aio, interrupt, logctx
 from .channel import Inbox, ThreadChannel
 from .clock import Clock
 from .errors import ActorStopping, ChannelClosed, MailboxClosed, MailboxFull
@@ -25,6 +25,8 @@ from .stats import ActorState, ActorStats, _Counters
 from .supervisor import Escalation, Supervisor
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .timers import Timer
 
 __all__ = ["Actor", "ActorRef"]
@@ -49,6 +51,7 @@ class Actor:
     # ``actorctl actors`` lists them. Declare them on the class, for example
     # ``commands: ClassVar[frozenset[str]] = frozenset({"flush"})``.
     commands: ClassVar[frozenset[str]] = frozenset()
+    _is_async: ClassVar[bool] = False  # True for an AsyncActor: runs on the system's loop
 
     _channel: ThreadChannel
     _name: str
@@ -56,6 +59,7 @@ class Actor:
     _ref: ActorRef
     _token: StopToken
     _own_lane: Callable[..., None]  # its cell's `tell`: this member's own lane
+    _yield_turn: Callable[[Message], bool]  # its inbox's `yield_turn`
     _timers: list[Timer]  # scheduled by this instance: cancelled when it ends
     _timers_kept: int  # how many were live at the last pruning
 
@@ -126,6 +130,14 @@ class Actor:
         except (MailboxFull, ChannelClosed):
             return False
         return True
+
+    def yield_turn(self, message: Message) -> bool:
+        """For a member of a fair pool (`ActorSystem.spawn_pool(fair=True)`), while it
+        handles `message`: True if the pool took this member's turn back for another key's
+        waiting messages (its key holds more members than its share). `message` is then
+        queued again, first of its key, and the handler must drop its work on it and return.
+        Call it now and then from long, restartable work; always False in a plain pool."""
+        return self._yield_turn(message)
 
     def reply(self, message: Message, payload: Any) -> None:
         """Answer a request (`ask`/`request`) with `payload`."""
@@ -242,6 +254,28 @@ class ActorRef:
     ) -> Future[Any]:
         return self._channel.request(self.name, payload, sender=sender, timeout=timeout)
 
+    def ask_async(
+        self, payload: Any, *, timeout: float = 5.0, sender: str = "$ask"
+    ) -> asyncio.Future[Any]:
+        """From a running event loop: sends the request now and returns an asyncio future
+        of the reply's payload (``await`` it): `ask` without blocking the loop and without
+        a thread. Same errors as `ask`; cancelling the future (or the task awaiting it)
+        withdraws the request (a reply that comes later is a `late_reply` dead letter)."""
+        return aio.ask(self._channel, self.name, payload, sender, timeout)
+
+    def send_async(
+        self,
+        payload: Any,
+        *,
+        mtype: MessageType = MessageType.DATA,
+        sender: str = "$ref",
+        timeout: float | None = None,
+    ) -> Awaitable[None]:
+        """``await`` it from any running event loop: `tell`, awaiting room while the mailbox
+        is full without blocking the loop; `MailboxFull` after `timeout`. Sent at once when
+        there is room (awaiting then ends at once)."""
+        return aio.send(self._channel, self.name, payload, sender, mtype, timeout)
+
     def ping(self, *, timeout: float = 5.0) -> Pong:
         """Ask the receive loop itself (control lane) whether it is turning."""
         result: Pong = self._channel.ask_control(self.name, ControlKind.PING, timeout=timeout)
@@ -282,6 +316,8 @@ _STOPPED: Final = _Outcome(stop_kind=ControlKind.STOP)
 
 class _Cell:
     """One thread running one actor instance at a time on a (possibly shared) mailbox."""
+
+    _is_async: ClassVar[bool] = False  # the kind of actor it runs (see `_make`)
 
     __slots__ = (
         "_backoff",
@@ -437,17 +473,7 @@ class _Cell:
         while not self.token.stopping:
             actor: Actor | None = None
             try:
-                actor = self._factory()
-                self.commands = frozenset(actor.commands)
-                self.made.set()
-                actor._channel = self._channel
-                actor._name = self.mailbox
-                actor._member = self.member
-                actor._ref = self._ref
-                actor._token = self.token
-                actor._own_lane = self.tell
-                actor._timers = []
-                actor._timers_kept = 8
+                actor = self._make()
                 self._enter("on_start")
                 actor.on_start()
                 self._leave()
@@ -468,6 +494,28 @@ class _Cell:
             return actor
         return None
 
+    def _make(self) -> Actor:
+        # A fresh instance from the factory, bound to this cell (before its on_start).
+        actor = self._factory()
+        if getattr(actor, "_is_async", False) is not self._is_async:
+            kind = "an AsyncActor" if self._is_async else "a thread Actor"
+            raise TypeError(
+                f"{self.member}: the factory made {type(actor).__name__}, not {kind}; spawn an "
+                "AsyncActor by its class (or a functools.partial of it)"
+            )
+        self.commands = frozenset(actor.commands)
+        self.made.set()
+        actor._channel = self._channel
+        actor._name = self.mailbox
+        actor._member = self.member
+        actor._ref = self._ref
+        actor._token = self.token
+        actor._own_lane = self.tell
+        actor._yield_turn = self._inbox.yield_turn
+        actor._timers = []
+        actor._timers_kept = 8
+        return actor
+
     def _is_stop(self, error: Exception) -> bool:
         # A wait the stop cut short, or the channel closed under a stopping system: a stop.
         return isinstance(error, ActorStopping) or (
@@ -483,10 +531,21 @@ class _Cell:
         self.counters.busy_since_ns = 0
 
     def _restart_after_backoff(self, error: Exception) -> bool:
+        delay = self._restart_delay(error)
+        if delay is None:
+            return False
+        if self._clock.sleep(delay, self._backoff) or self._stopping():
+            return False
+        self.counters.restarts += 1
+        return True
+
+    def _restart_delay(self, error: Exception) -> float | None:
+        # The supervisor's decision: the backoff before a restart, or None (stopping, or
+        # escalated: the escalation is reported here).
         if self.token.stopping or self._stopping():
             # Stopping: neither a restart nor an escalation, however it failed.
             _log.info("actor %s failed while stopping: not restarted", self.member)
-            return False
+            return None
         decision = self._supervisor.record_failure()
         if decision.escalate:
             self.counters.state = ActorState.FAILED
@@ -501,13 +560,10 @@ class _Cell:
                     self.mailbox, error, decision.failures_in_period, self._supervisor.policy.period
                 )
             )
-            return False
+            return None
         self.counters.state = ActorState.RESTARTING
         _log.warning("restarting actor %s in %.3fs", self.member, decision.delay)
-        if self._clock.sleep(decision.delay, self._backoff) or self._stopping():
-            return False
-        self.counters.restarts += 1
-        return True
+        return decision.delay
 
     def _serve(self, actor: Actor) -> _Outcome:
         # The hot loop: locals for everything it touches per message.

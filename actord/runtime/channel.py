@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from . import interrupt
 from .errors import (
@@ -32,7 +32,8 @@ from .errors import (
     NameTaken,
     UnknownActor,
 )
-from .mailbox import Mailbox
+from .fair import FairMailbox, FairShare
+from .mailbox import Mailbox, Wakeable
 from .message import (
     _MUTABLE_TYPES,
     Control,
@@ -56,6 +57,15 @@ _log: Final = logging.getLogger("actord.channel")
 _RESPONSE: Final = MessageType.RESPONSE
 _allocate_lock: Final = _thread.allocate_lock
 _monotonic: Final = time.monotonic
+
+
+class Resolvable(Protocol):
+    """What waits in `_pending` for a reply: a `Future`, a `_ReplySlot`, or an asyncio
+    reply (see `aio.py`). Resolved once, from any thread, by whoever pops it."""
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class _ReplySlot:
@@ -107,6 +117,22 @@ class Inbox:
                 raise ChannelClosed("the channel is closed") from None
             raise
 
+    def poll(self, max_items: int) -> list[Message]:
+        """`receive` without waiting (an asyncio receiver): [] when nothing is there now."""
+        try:
+            return self._mailbox.poll(max_items, self.member)
+        except MailboxClosed:
+            if self._channel.closed:
+                raise ChannelClosed("the channel is closed") from None
+            raise
+
+    def wait(self, waiter: Wakeable) -> bool:
+        """Register an asyncio receiver's `waiter` (see `Mailbox.wait_message`)."""
+        return self._mailbox.wait_message(waiter, self.member)
+
+    def cancel_wait(self, waiter: Wakeable) -> None:
+        self._mailbox.cancel_wait(waiter)
+
     def requeue(self, messages: list[Message]) -> None:
         """Put taken-but-unhandled messages back at the front, in order; dead letters
         (STOPPED) if the mailbox has been drained for good meanwhile."""
@@ -117,6 +143,13 @@ class Inbox:
     def close(self) -> None:
         """Refuse new data; receivers drain what is queued, then get `MailboxClosed`."""
         self._mailbox.close()
+
+    def yield_turn(self, message: Message) -> bool:
+        """This member, busy with `message`: True if a fair mailbox took its turn back for
+        another key (`message` is queued again; see `FairMailbox.yield_turn`). Always False
+        on a plain mailbox."""
+        mailbox = self._mailbox
+        return type(mailbox) is FairMailbox and mailbox.yield_turn(self.member, message)
 
     def detach(self) -> None:
         """Free the name: remove the route to this mailbox, if it is still the one under
@@ -179,7 +212,7 @@ class ThreadChannel:
         self._closed = False
         # Open requests by correlation id. Single dict operations are atomic; whoever pops an
         # entry is the one that resolves its future.
-        self._pending: dict[str, Future[Any] | _ReplySlot] = {}
+        self._pending: dict[str, Resolvable] = {}
         self._correlation = itertools.count(1)
         # _dead_lock guards _dead_ring, _dead_counts, _gone and _abandoned.
         self._dead_lock = threading.Lock()
@@ -194,8 +227,9 @@ class ThreadChannel:
 
     # -- mailboxes -------------------------------------------------------------------------
 
-    def register(self, name: str, capacity: int = 1024) -> None:
-        """Create the bounded mailbox `name`. Raises `NameTaken` if it exists."""
+    def register(self, name: str, capacity: int = 1024, *, fair: bool = False) -> None:
+        """Create the bounded mailbox `name`. Raises `NameTaken` if it exists. With `fair`,
+        a `FairMailbox`: one FIFO of `capacity` per key, served in turn (for a pool)."""
         if capacity < 1:
             raise InvalidArgument(f"mailbox capacity must be >= 1, got {capacity}")
         if not name or name.startswith("$"):
@@ -205,7 +239,8 @@ class ThreadChannel:
                 raise ChannelClosed("the channel is closed")
             if name in self._routes:
                 raise NameTaken(f"a mailbox named {name!r} already exists")
-            self._routes = {**self._routes, name: Mailbox(name, capacity)}
+            mailbox = FairMailbox(name, capacity) if fair else Mailbox(name, capacity)
+            self._routes = {**self._routes, name: mailbox}
         with self._dead_lock:
             self._gone.pop(name, None)
 
@@ -281,6 +316,12 @@ class ThreadChannel:
         for readers (statistics) racing with actors being removed."""
         mailbox = self._routes.get(name)  # one read of the table: no check-then-act
         return (0, 0) if mailbox is None else (len(mailbox), mailbox.capacity)
+
+    def fair_share(self, name: str) -> FairShare | None:
+        """For a fair mailbox: who holds what now, who waits (see `FairMailbox.share`);
+        None for a plain or unknown one. Never raises (for statistics)."""
+        mailbox = self._routes.get(name)
+        return mailbox.share() if type(mailbox) is FairMailbox else None
 
     def _mailbox(self, name: str) -> Mailbox:
         mailbox = self._routes.get(name)
@@ -373,6 +414,56 @@ class ThreadChannel:
             raise ChannelClosed("the channel is closed")
         token = interrupt.current()
         raise ActorStopping(f"{token.owner if token else message.sender} is stopping")
+
+    def offer(self, message: Message) -> Mailbox | None:
+        """Deliver without waiting (an asyncio sender): None once delivered, dead-lettered
+        or resolved (as `post`); the recipient's mailbox if it is full, for the sender to
+        wait on (`wait_room`) and offer again. Raises `ChannelClosed` once closed."""
+        if message.type is _RESPONSE:
+            self._resolve(message)
+            return None
+        mailbox = self._routes.get(message.recipient)
+        if mailbox is None:
+            self.post(message, 0)
+            return None
+        try:
+            mailbox.put(message, 0)
+        except MailboxFull:
+            return mailbox
+        except MailboxClosed:
+            self.post(message, 0)  # a dead letter, or ChannelClosed
+        return None
+
+    def offer_new(
+        self, recipient: str, payload: Any, sender: str, mtype: MessageType, /
+    ) -> Message | None:
+        """`deliver` without waiting, for an asyncio sender (`aio.send`): build the message
+        and `offer` it. None once delivered, dead-lettered or resolved; the message itself
+        if the recipient's mailbox is full (offer it again once there is room)."""
+        if type(payload) in _MUTABLE_TYPES:
+            check_payload(payload)
+        message = new_message(mtype, sender, recipient, payload, None)
+        # The common case of `offer` inline: one call less per message (the async hot path).
+        mailbox = self._routes.get(recipient) if mtype is not _RESPONSE else None
+        if mailbox is not None:
+            try:
+                mailbox.put(message, 0)
+            except MailboxFull:
+                return message
+            except MailboxClosed:
+                pass  # offer it again: a dead letter, or ChannelClosed
+            else:
+                return None
+        return None if self.offer(message) is None else message
+
+    @staticmethod
+    def wait_room(mailbox: Mailbox, waiter: Wakeable) -> bool:
+        """Register an asyncio sender's `waiter` on a full mailbox (see `Mailbox.wait_room`)."""
+        return mailbox.wait_room(waiter)
+
+    @staticmethod
+    def cancel_wait(mailbox: Mailbox, waiter: Wakeable) -> None:
+        mailbox.cancel_wait(waiter)
 
     def try_post(self, message: Message) -> bool:
         """Deliver without waiting; a full mailbox makes it a dead letter (MAILBOX_FULL).

@@ -10,12 +10,23 @@ root logger with it (use it instead of ``logging.basicConfig(format=LOG_FORMAT)`
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
+import time
 from typing import Any, Final, Protocol, TextIO
 
-__all__ = ["LOG_FORMAT", "bind", "configure", "current_actor", "formatter", "install"]
+__all__ = [
+    "LOG_FORMAT",
+    "JsonFormatter",
+    "bind",
+    "configure",
+    "current_actor",
+    "formatter",
+    "install",
+    "set_outside",
+]
 
 LOG_FORMAT: Final = (
     "%(asctime)s %(levelname)s %(name)s [actor=%(actor)s cid=%(correlation_id)s] %(message)s"
@@ -37,6 +48,15 @@ _install_lock = threading.Lock()
 _installed = False
 _handler: logging.Handler | None = None  # the root handler configure() added last
 _DEFAULTS: Final = {"actor": "-", "correlation_id": "-"}
+# What `actor` says on a thread that runs no actor ("daemon" in `actord run`): one str,
+# replaced whole (set_outside), read by every record's factory without a lock.
+_outside = "-"
+
+
+def set_outside(name: str) -> None:
+    """Name the process's threads that run no actor, in their records (``actor=daemon``)."""
+    global _outside  # noqa: PLW0603 - a process-wide label, one str replaced whole
+    _outside = name
 
 
 def bind(cell: _HasContext | None) -> None:
@@ -62,7 +82,7 @@ def install() -> None:
             record = previous(*args, **kwargs)
             cell: _HasContext | None = getattr(_local, "cell", None)
             if cell is None:
-                record.actor = "-"
+                record.actor = _outside
                 record.correlation_id = "-"
             else:
                 record.actor = cell.member
@@ -79,14 +99,35 @@ def formatter() -> logging.Formatter:
     return logging.Formatter(LOG_FORMAT, defaults=_DEFAULTS)
 
 
-def configure(level: str | int, stream: TextIO | None = None) -> None:
-    """Log records of `level` and above to `stream` (stderr if None) in LOG_FORMAT, with the
-    context fields installed. Idempotent: a second call replaces the handler the first one
-    added to the root logger (and only that one), so nothing is logged twice."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (what journald and log shippers read best):
+    ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``actor``, ``correlation_id``,
+    ``message`` (a multi-line message stays one record), and ``exception`` if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        data: dict[str, Any] = {
+            "time": f"{moment}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "actor": getattr(record, "actor", _DEFAULTS["actor"]),
+            "correlation_id": getattr(record, "correlation_id", _DEFAULTS["correlation_id"]),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure(level: str | int, stream: TextIO | None = None, *, json_lines: bool = False) -> None:
+    """Log records of `level` and above to `stream` (stderr if None) in LOG_FORMAT (or one
+    JSON object per record: `json_lines`), with the context fields installed. Idempotent: a
+    second call replaces the handler the first one added to the root logger (and only that
+    one), so nothing is logged twice."""
     global _handler  # noqa: PLW0603 - the one root handler this module owns
     install()
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(formatter())
+    handler.setFormatter(JsonFormatter() if json_lines else formatter())
     root = logging.getLogger()
     with _install_lock:
         if _handler is not None:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from . import interrupt
 from .errors import MailboxClosed, MailboxFull
@@ -46,11 +47,21 @@ _monotonic = time.monotonic
 _allocate_lock = _thread.allocate_lock
 
 
-class _WaitQueue(deque[_thread.LockType]):
-    """Threads blocked on one condition of a mailbox, woken one at a time in FIFO order.
+class Wakeable(Protocol):
+    """A waiter of a `_WaitQueue`: a locked lock a thread blocks on, or an asyncio waiter
+    (see `aio.py`) whose `release` completes a future on its loop. Called once, with the
+    mailbox lock held: it must not block."""
 
-    Each entry is a locked lock its thread blocks on. A deque subclass so that "is anyone
-    waiting?" is a C-level truth test. Used with the mailbox lock held, as a Condition is.
+    def release(self) -> None: ...
+
+
+class _WaitQueue(deque[Wakeable]):
+    """Threads (and asyncio tasks) blocked on one condition of a mailbox, woken one at a time
+    in FIFO order.
+
+    Each entry is a locked lock its thread blocks on, or an asyncio waiter. A deque subclass
+    so that "is anyone waiting?" is a C-level truth test. Used with the mailbox lock held, as
+    a Condition is.
     """
 
     __slots__ = ()
@@ -336,6 +347,67 @@ class Mailbox:
                 if (self._control or self._data) and self._not_empty:
                     self._not_empty.notify()  # a wake-up we may have taken: pass it on
                 token.check()
+
+    # -- asyncio waiters: registered here, woken by the same notifies as blocked threads ---
+
+    def poll(self, max_items: int = 1, member: str | None = None) -> list[Message]:
+        """`take` without waiting: [] when nothing is there for this receiver now. Raises
+        `MailboxClosed` once the mailbox is closed and its data lane is drained."""
+        with self._lock:
+            if self._targeted and member in self._targeted:
+                return [self._own_control(member)]
+            if self._control:
+                return [self._control.popleft()]
+            data = self._data
+            if data:
+                popleft = data.popleft  # item by item (see take)
+                items = [popleft() for _ in range(min(len(data), max_items))]
+                if self._not_full:
+                    self._not_full.notify(len(items))
+                return items
+            if self._closed:
+                raise MailboxClosed(f"mailbox {self.name!r} is closed and drained")
+            return []
+
+    def wait_message(self, waiter: Wakeable, member: str | None = None) -> bool:
+        """Register `waiter` as a receiver waiting for a message: True if registered (its
+        `release` is called once when one may be there, or the mailbox closes); False if
+        there is something to `poll` now (or the mailbox is closed): poll again at once."""
+        with self._lock:
+            if (
+                self._closed
+                or self._control
+                or self._data
+                or (self._targeted and member in self._targeted)
+            ):
+                return False
+            self._not_empty.append(waiter)
+            return True
+
+    def wait_room(self, waiter: Wakeable) -> bool:
+        """Register `waiter` as a sender waiting for room: True if registered (its `release`
+        is called once when room may be there, or the mailbox closes); False if there is
+        room now (or the mailbox is closed): put again at once."""
+        with self._lock:
+            if self._closed or len(self._data) < self.capacity:
+                return False
+            self._not_full.append(waiter)
+            return True
+
+    def cancel_wait(self, waiter: Wakeable) -> None:
+        """An asyncio waiter gives up (cancelled, timed out): removed if still waiting; if
+        it was woken already, its wake-up goes to the next waiter, never lost."""
+        with self._lock:
+            for queue in (self._not_full, self._not_empty):
+                try:
+                    queue.remove(waiter)  # by identity: a waiter has no __eq__
+                except ValueError:
+                    continue
+                return
+            if len(self._data) < self.capacity and self._not_full:
+                self._not_full.notify()
+            if (self._control or self._data) and self._not_empty:
+                self._not_empty.notify()
 
     def close(self) -> None:
         """Refuse new data and wake every blocked sender and receiver.

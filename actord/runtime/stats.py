@@ -137,6 +137,9 @@ class ActorStats:
     role: str | None = None
     cpu_at_exit: tuple[float, float] = (0.0, 0.0)  # (user, system), for retired totals only
     commands: frozenset[str] = frozenset()  # the admin commands it accepts (`Actor.commands`)
+    # An async actor holding its event loop now without awaiting (a blocking call inside
+    # `async def handle`): how long the loop has been held past its heartbeat; 0 otherwise.
+    loop_blocked_seconds: float = 0.0
 
     @property
     def processed_total(self) -> int:
@@ -152,6 +155,7 @@ class ActorStats:
         capacity: int,
         role: str | None = None,
         commands: frozenset[str] = frozenset(),
+        loop_blocked: float = 0.0,
     ) -> ActorStats:
         busy_since = counters.busy_since_ns
         busy = (time.monotonic_ns() - busy_since) / 1e9 if busy_since else 0.0
@@ -172,4 +176,5 @@ class ActorStats:
             role=role,
             cpu_at_exit=counters.cpu_at_exit,
             commands=commands,
+            loop_blocked_seconds=loop_blocked,
         )

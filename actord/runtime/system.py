@@ -10,6 +10,7 @@ queued becomes dead letters, pending asks fail with `ActorDead` at once, its nam
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any, Final
 
 from . import logctx
 from .actor import Actor, ActorRef, _Cell, schedule_message
+from .async_actor import BATCH as ASYNC_BATCH
+from .async_actor import LoopHost, _AsyncCell, is_async_factory
 from .channel import Inbox, ThreadChannel
 from .clock import Clock, SystemClock
 from .errors import (
@@ -60,6 +63,7 @@ class _Group:
         self.role = role  # counted under this name in metrics (short-lived actors)
         self._system = system
         self._factory = factory
+        self.is_async = is_async_factory(factory)  # its members are tasks on the system's loop
         self.policy = policy
         self._supervisor = Supervisor(policy, system.clock)
         self.ref = ActorRef(name, system.channel, self)
@@ -87,7 +91,14 @@ class _Group:
         self._next_index += 1
         member = f"{self.name}#{index}" if self.pooled else self.name
         channel = self._system.channel
-        return _Cell(
+        cell: Callable[..., _Cell] = _Cell
+        batch = _SINGLE_BATCH
+        if self.is_async:
+            host = self._system._aio  # started by the spawn, before any lock was taken
+            assert host is not None
+            cell = functools.partial(_AsyncCell, host=host)
+            batch = ASYNC_BATCH
+        return cell(
             inbox=channel.inbox(self.name, member),
             mailbox=self.name,
             member=member,
@@ -96,7 +107,7 @@ class _Group:
             ref=self.ref,
             supervisor=self._supervisor,
             clock=self._system.clock,
-            batch=_POOL_BATCH if self.pooled else _SINGLE_BATCH,
+            batch=_POOL_BATCH if self.pooled else batch,
             stopping=self._stopping,
             on_escalate=self._escalated,
             on_exit=self._cell_exited,
@@ -295,6 +306,9 @@ class ActorSystem:
         self._cells_lock = threading.Lock()
         self._cells: set[_Cell] = set()  # every member thread started and not yet exited
         self._retired: dict[str, _Counters] = {}  # summed counters of a role's stopped actors
+        # The event-loop thread of the async actors: started with the first one (guarded by
+        # _lock), stopped and joined last.
+        self._aio: LoopHost | None = None
         self.escalations: list[Escalation] = []  # appended once per escalated actor
         self.escalated = threading.Event()  # set on the first escalation
 
@@ -334,9 +348,14 @@ class ActorSystem:
         *,
         capacity: int | None = None,
         policy: RestartPolicy | None = None,
+        fair: bool = False,
     ) -> ActorRef:
-        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next."""
-        return self._spawn(factory, name, size, pooled=True, capacity=capacity, policy=policy)
+        """Start `size` actors sharing the mailbox `name`: whoever is free takes the next.
+        With `fair`, the next in turn by the payloads' `fair_key` (see `FairMailbox`):
+        `capacity` then bounds each key's queue."""
+        return self._spawn(
+            factory, name, size, pooled=True, capacity=capacity, policy=policy, fair=fair
+        )
 
     def _spawn(
         self,
@@ -348,15 +367,18 @@ class ActorSystem:
         capacity: int | None,
         policy: RestartPolicy | None,
         role: str | None = None,
+        fair: bool = False,
     ) -> ActorRef:
         if size < 1:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
+        if is_async_factory(factory):
+            self._loop_host()
         with self._lock:
             if self._stopping:
                 raise ActorStopping(f"the actor system is stopping: {name!r} was not started")
             if name in self._groups:
                 raise NameTaken(f"an actor named {name!r} is already running")
-            self.channel.register(name, capacity or self.default_capacity)
+            self.channel.register(name, capacity or self.default_capacity, fair=fair)
             group = _Group(
                 self, name, factory, pooled=pooled, policy=policy or self.default_policy, role=role
             )
@@ -457,6 +479,13 @@ class ActorSystem:
         """How many actors (a pool counts once) are running."""
         return len(self._order)  # one read of a list's length: no lock needed
 
+    def member_count(self) -> int:
+        """How many actor threads there are, each pool member counted (the rows of
+        `stats()`), without building their statistics."""
+        return sum(  # each group's list read once, as `stats()` does; no lock needed
+            sum(not cell.retired for cell in tuple(group.cells)) for group in tuple(self._order)
+        )
+
     def names(self) -> tuple[str, ...]:
         with self._lock:
             return tuple(g.name for g in self._order)
@@ -514,6 +543,15 @@ class ActorSystem:
     ) -> Timer:
         """Send `payload` to `recipient` after `delay` seconds, then every `interval` if given."""
         return schedule_message(self.channel, sender, recipient, payload, delay, interval)
+
+    def _loop_host(self) -> LoopHost:
+        # Called with no lock held (a group's lock is taken after ours, never before).
+        with self._lock:
+            if self._stopping:
+                raise ActorStopping("the actor system is stopping: no async actor starts")
+            if self._aio is None:
+                self._aio = LoopHost(f"{self.name}-aio")
+            return self._aio
 
     def _escalated(self, escalation: Escalation) -> None:
         self.escalations.append(escalation)
@@ -581,6 +619,9 @@ class ActorSystem:
         for cell in left:
             cell.thread.join(max(0.0, last - time.monotonic()))
         stuck = [c.doing() for c in left if c.thread.is_alive()]
+        host = self._aio
+        if host is not None and not host.stop(max(0.0, last - time.monotonic()) + _KILL_GRACE):
+            stuck.append(f"{host.thread.name} (its event loop is blocked)")
         if stuck:
             text = ", ".join(stuck)
             raise StopTimeout(f"still busy after the stop deadline: {text}", tuple(stuck))
