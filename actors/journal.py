@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from actord.runtime.errors import ActordError, ErrorCode, InvalidArgument
 
@@ -54,10 +54,13 @@ __all__ = [
     "JournalDamaged",
     "JournalMissing",
     "JournalState",
+    "JournalUnavailable",
     "JournaledJob",
     "Publication",
     "UnknownJob",
 ]
+
+_log: Final = logging.getLogger("actors.journal")
 
 
 class UnknownJob(ActordError, LookupError):
@@ -74,7 +77,13 @@ class JournalMissing(InvalidArgument):
     """The journal is missing or empty where one existed (its marker is there)."""
 
 
-_log = logging.getLogger("actors.journal")
+class JournalUnavailable(ActordError):
+    """A write failed for lack of space, an I/O error or a read-only state directory: the
+    transaction is rolled back (the journal is as it was), and the same write may succeed
+    once the directory can take it again. The message names the state directory."""
+
+    code = ErrorCode.UNAVAILABLE
+
 
 SCHEMA_VERSION = 3  # the latest version: what a new journal is created at
 
@@ -477,7 +486,7 @@ class Journal:
             )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 def job_of_row(r: Sequence[Any]) -> JournaledJob:
@@ -598,13 +607,44 @@ def _publication(column: str | None) -> Publication:
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): a write lock for the whole
-    read-then-write, so two daemons on one file cannot both insert the same idempotency key."""
+    read-then-write, so two daemons on one file cannot both insert the same idempotency key.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    A write the state directory cannot take (SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY: any
+    `OperationalError`), at any step, commit included, is rolled back and raised as
+    `JournalUnavailable`: the connection stays usable for the next try."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from None
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                self._rollback()
+                raise self._unavailable(error) from None
+            return
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise self._unavailable(exc) from None
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled the transaction back itself (after SQLITE_FULL, say).
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError as error:
+                _log.warning("journal %s: rollback failed: %s", self._path, error)
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> JournalUnavailable:
+        return JournalUnavailable(
+            f"the state directory {self._path.parent} cannot take a journal write ({error}): "
+            "free space there, or make it writable again"
+        )

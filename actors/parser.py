@@ -47,6 +47,7 @@ __all__ = ["Parser", "parse_block"]
 _POLL = 0.25  # how often a member waiting on its worker checks for a stop or a job's end
 _YIELD_AFTER = 1.0  # seconds a block runs before its member may be given to another job
 _TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
+_WARM_UP = BUILTIN_FORMATS["seed"]  # what a new worker parses (no line) to say it is up
 
 
 @lru_cache(maxsize=32)
@@ -161,8 +162,10 @@ class _Worker:
         yielded: Callable[[float], bool],
     ) -> None:
         # Wait for the reply's first byte in short slices, so a stop is noticed quickly.
-        fd = self._stdout.fileno()
-        while not select.select([fd], [], [], _POLL)[0]:
+        # poll(), not select(): the pipe's descriptor may be past select's 1024.
+        ready = select.poll()
+        ready.register(self._stdout.fileno(), select.POLLIN | select.POLLHUP)
+        while not ready.poll(_POLL * 1000):
             if cancelled():
                 self.kill()
                 raise _Stopped("parse worker stopped: the actor is stopping")
@@ -207,9 +210,22 @@ class Parser(Actor):
         self.block_timeout = block_timeout  # a worker busy longer on one block is killed
         self._worker: _Worker | None = None
 
-    # The worker process starts with this member's first block (`handle`), not with the
-    # member: a daemon's start does not wait for, nor share its cores with, the workers'
-    # imports (0.1 s of CPU each).
+    def on_start(self) -> None:
+        """Actor thread: start the worker process when this pool runs in processes, and wait
+        until it answers (an empty block): the member counts as started only once its worker
+        is, so that a pool grown in steps (`PoolScaler`) never has more workers starting at
+        once than a step."""
+        if self.executor is Executor.PROCESS:
+            self._worker = _Worker()
+            try:
+                self._worker.parse(
+                    b"", 1, _WARM_UP, timeout=self.block_timeout, cancelled=self._stopping
+                )
+            except _Stopped:
+                self._close_worker()  # stopped while its worker started: nothing to serve
+
+    def _stopping(self) -> bool:
+        return self.stop_requested
 
     def handle(self, message: Message) -> None:
         """Actor thread: parse one block."""

@@ -31,7 +31,7 @@ from actord import (
     UnknownActor,
 )
 from actord.control.methods import param
-from actord.control.server import Call
+from actord.control.server import Call, Hangup
 from actord.daemon.app import Method
 from actord.daemon.config import Config
 from actord.runtime.errors import ErrorCode, Refused
@@ -60,6 +60,10 @@ _log: Final = logging.getLogger("actors.service")
 _ASK: Final = 30.0  # seconds a method waits for the store (a journal commit is milliseconds)
 _COUNTS_FRESH: Final = 0.1  # seconds `status` reuses the store's job counts
 _WATCH_CHECK: Final = 1.0  # a quiet watch checks its client and re-reads the job this often
+# Progress a watcher may leave unread (bytes queued on its socket) before the next state
+# waits: a slow reader has some in hand, and a notification never blocks the watch (the
+# socket's buffer is ~200 KiB), so the watch keeps draining the store's events.
+_WATCH_UNREAD: Final = 64 << 10
 
 
 _STATE_ALIASES: Final = {"queued": "accepted"}  # as `status` counts them
@@ -177,6 +181,8 @@ class JobService:
                     "jobs_failed": counts.failed,
                     "jobs_cancelled": counts.cancelled,
                 }
+                if counts.unjournaled:  # the state directory is full or read-only
+                    cached["journal_writes_waiting"] = counts.unjournaled
                 self._counts_cache = (cached, time.monotonic())
             return cached
 
@@ -299,7 +305,12 @@ class JobService:
 
     def watch(self, call: Call) -> dict[str, Any]:
         """``watch(job)``: a ``progress`` notification as the job advances; the result is the
-        job once it has ended (as journaled)."""
+        job once it has ended (as journaled).
+
+        Progress is a state, not a stream: the store's events are drained as they come and
+        only the latest state is sent, once the client has read what it was sent (at most
+        _WATCH_UNREAD bytes of it wait unread). A client that reads nothing for
+        ``daemon.watch_timeout`` while there is news is told why and disconnected."""
         job_id = param(call, 0, str, "job")
         channel = self.system.channel
         inbox = f"control.watch-{next(self._watchers)}-{uuid.uuid4().hex[:8]}"
@@ -310,10 +321,15 @@ class JobService:
             channel.subscribe(STORE, inbox)
             info = _answer(self._ask(GetJob(job_id)))  # after subscribing: no end is missed
             sent: JobInfo | None = None
+            stalled = 0.0  # when the client stopped reading (monotonic; 0: it reads)
             while not info.state.finished:
                 if info != sent:
-                    call.notify("progress", [info_to_wire(info)])
-                    sent = info
+                    if call.unread() <= _WATCH_UNREAD:
+                        call.notify("progress", [info_to_wire(info)])
+                        sent, stalled = info, 0.0
+                    else:
+                        stalled = stalled or time.monotonic()
+                        self._check_reader(job_id, stalled)
                 info = self._next(call, inbox, info)
             return info_to_wire(info)
         finally:
@@ -321,6 +337,16 @@ class JobService:
                 self._inboxes.discard(inbox)
             channel.unsubscribe(STORE, inbox)
             self._close_inbox(inbox)
+
+    def _check_reader(self, job_id: str, stalled: float) -> None:
+        bound = self.config.daemon.watch_timeout
+        if time.monotonic() - stalled > bound:
+            _log.warning("watch of %s: no read for %gs: disconnected", job_id, bound)
+            raise Hangup(
+                ErrorCode.BUSY,
+                f"watch of {job_id} ended: the client read nothing for {bound:g}s "
+                "(daemon.watch_timeout); the job goes on",
+            )
 
     def _close_inbox(self, inbox: str) -> None:
         # The store may still be publishing to the inbox, from a subscriber list read before

@@ -30,6 +30,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Final
 
 from actord import (
@@ -42,7 +43,7 @@ from actord import (
     Timer,
 )
 from actord.runtime.errors import ErrorCode
-from actors.journal import Journal, JournaledJob, UnknownJob
+from actors.journal import Journal, JournaledJob, JournalState, JournalUnavailable, UnknownJob
 
 from .job_stats import GetJobMetrics, JobStats
 from .model import (
@@ -104,6 +105,9 @@ class _Sweep:
 
 
 _SWEEP: Final = _Sweep()
+# Seconds between tries of journal writes kept waiting (the state directory full, say):
+# often enough to catch up soon after space is back, rare enough to cost nothing meanwhile.
+_JOURNAL_RETRY: Final = 1.0
 _PRUNE_EVERY: Final = 3600.0  # seconds between two applications of the retention
 
 # Spawns a job's actors: (job id, spec, its end flag, the allowed roots now) -> (reader,
@@ -180,6 +184,12 @@ class JobCounts:
     done: int
     failed: int
     cancelled: int
+    unjournaled: int = 0  # journal writes waiting for the state directory to take them
+
+
+@dataclass(frozen=True, slots=True)
+class _RetryJournal:
+    """Timer tick to the store itself: try the journal writes kept waiting."""
 
 
 class _Live:
@@ -251,13 +261,29 @@ class JobStore(Actor):
         self.draining = False
         self.ended_infos: OrderedDict[str, JobInfo] = OrderedDict()  # newest last, bounded
         self.stats = JobStats(Counter())
+        # Journal writes the state directory could not take (full, read-only), in order,
+        # tried again before every write and on a timer: a job's start or end is kept here,
+        # never lost while the daemon runs. With the ended jobs whose end waits in it.
+        self.deferred: deque[tuple[str, Callable[[Journal], object]]] = deque()
+        self.unjournaled: dict[str, JobInfo] = {}
+        self.retry_armed = False  # a _RetryJournal tick is scheduled
+        self.journal_down = False  # the last write failed (logged once per episode)
+        self.write_error: JournalUnavailable | None = None  # why, the last time
 
     # -- hooks -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
         """Actor thread: open the journal and re-queue what a crash left unfinished."""
         journal = self.journal = Journal(self.path, new_journal=self.new_journal)
-        found = journal.recover()
+        try:
+            found = journal.recover()
+        except JournalUnavailable as error:
+            # The state directory is full (or read-only): start all the same, or systemd
+            # would restart us into the same wall. What was running is re-queued here now,
+            # and in the journal once it takes the write (first of those waiting).
+            self.deferred.append(("", _recover))
+            self._unavailable(error)
+            found = [_recovered(job) for job in journal.jobs(unfinished=True)]
         self.stats = JobStats(
             Counter({key: n for key, n in journal.counts_by_kind().items() if key[1].finished})
         )
@@ -325,7 +351,8 @@ class JobStore(Actor):
             self._finish(job.id, job.kind, JobState.DONE, error=None, result=job.result)
             return None
         _log.warning("job %s: its output was lost before it was published: it runs again", job.id)
-        return self._journal.release(job.id, crashed=True)
+        self._write(job.id, partial(_release, job_id=job.id, crashed=True))
+        return _recovered(replace(job, publication=()))
 
     @property
     def _output_roots(self) -> tuple[str, ...] | None:
@@ -334,6 +361,13 @@ class JobStore(Actor):
     def on_stop(self) -> None:
         """Actor thread."""
         if self.journal is not None:
+            if self.deferred and not self._flush():
+                _log.error(
+                    "stopping with %d journal writes the state directory did not take (jobs "
+                    "%s): those jobs run again at the next start",
+                    len(self.deferred),
+                    ", ".join(sorted({job for job, _ in self.deferred})),
+                )
             self.journal.close()
 
     def handle(self, message: Message) -> None:
@@ -375,6 +409,9 @@ class JobStore(Actor):
             self._answer(message, self._prune())
         elif isinstance(payload, StoreStatus):
             self._answer(message, self._counts())
+        elif isinstance(payload, _RetryJournal):
+            self.retry_armed = False
+            self._flush()
         elif isinstance(payload, GetJobMetrics):
             unfinished = Counter(
                 (live.spec.kind.value, live.info.state.value)
@@ -434,7 +471,13 @@ class JobStore(Actor):
             other = self.outputs.get(path)
             if other is not None:
                 return Rejected(ErrorCode.CONFLICT, f"{path} is already written by job {other}")
-        job, _ = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
+        try:
+            if not self._flush():
+                raise self._write_error()
+            job, _ = self._journal.submit(spec.kind.value, packed, idempotency_key=key)
+        except JournalUnavailable as error:
+            self._unavailable(error)
+            return Rejected(ErrorCode.UNAVAILABLE, f"the job was not accepted: {error}")
         _log.info(
             "job %s submitted: %s %s -> %s", job.id, spec.kind.value, _source(spec), spec.output
         )
@@ -491,8 +534,10 @@ class JobStore(Actor):
         infos = []
         for job in self._journal.jobs(limit=limit, state=state):
             live = self.live.get(job.id)
-            # As `job` shows it: the live record, else the ended one kept, else the journal's.
-            infos.append(live.info if live else self.ended_infos.get(job.id) or self._info(job))
+            # As `job` shows it: the live record, else an end the journal does not have yet,
+            # else the ended one kept, else the journal's.
+            known = live.info if live else self.unjournaled.get(job.id)
+            infos.append(known or self.ended_infos.get(job.id) or self._info(job))
         return tuple(infos)
 
     def _prune(self) -> int:
@@ -500,10 +545,14 @@ class JobStore(Actor):
         retention = self.retention
         if not retention.active:
             return 0
-        removed = self._journal.prune(
-            ended_before=time.time() - retention.days * 86400 if retention.days else None,
-            keep=retention.jobs or None,
-        )
+        try:
+            removed = self._journal.prune(
+                ended_before=time.time() - retention.days * 86400 if retention.days else None,
+                keep=retention.jobs or None,
+            )
+        except JournalUnavailable as error:  # the state directory is full: next time
+            self._unavailable(error)
+            return 0
         for job_id, kind, state in removed:
             self.ended_infos.pop(job_id, None)
             if self.stats.ended[(kind, state)] > 0:
@@ -531,10 +580,15 @@ class JobStore(Actor):
             request.done, request.total, request.bytes, request.summary, live.info.input_bytes
         )
         try:
+            if not self._flush():  # its start first: the journal must say it runs
+                raise self._write_error()
             # The journal refuses a job that is not running there (released, or asking twice).
             self._journal.record_publication(job_id, request.files, result=result)
         except InvalidArgument as error:
             return Rejected(ErrorCode.CONFLICT, str(error))
+        except JournalUnavailable as error:
+            self._unavailable(error)
+            return Rejected(ErrorCode.UNAVAILABLE, str(error))
         live.publishing = True
         return Recorded(job_id)
 
@@ -571,7 +625,7 @@ class JobStore(Actor):
             # done, now if its writer gets there, else at the next start. An ending one has
             # its end journaled already.
             if not live.closing and not live.publishing:
-                self._journal.release(job_id, crashed=crashed)
+                self._write(job_id, partial(_release, job_id=job_id, crashed=crashed))
                 live.released = True
                 released.append(job_id)
                 _log.info(
@@ -592,8 +646,50 @@ class JobStore(Actor):
         error: str | None,
         result: bytes | None = None,
     ) -> None:
-        self._journal.finish(job_id, state, error=error, result=result)
+        self._write(
+            job_id, lambda journal: journal.finish(job_id, state, error=error, result=result)
+        )
         self.stats.ended[(kind, state)] += 1
+
+    def _write(self, job_id: str, write: Callable[[Journal], object]) -> None:
+        """A journal write that may wait (a job's start, end or release): done now, after
+        those waiting, or kept in order and tried again before the next write and on a
+        timer. The job goes on in memory meanwhile."""
+        self.deferred.append((job_id, write))
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Try the journal writes kept waiting, oldest first; True once none is left."""
+        while self.deferred:
+            job_id, write = self.deferred[0]
+            try:
+                write(self._journal)
+            except JournalUnavailable as error:
+                self._unavailable(error)
+                return False
+            except InvalidArgument as error:  # it no longer applies (an end is final)
+                _log.warning("job %s: a journal write kept waiting was dropped: %s", job_id, error)
+            self.deferred.popleft()
+            if not any(job == job_id for job, _ in self.deferred):
+                self.unjournaled.pop(job_id, None)
+        if self.journal_down:
+            self.journal_down = False
+            _log.warning("the journal takes writes again: every waiting write is done")
+        return True
+
+    def _write_error(self) -> JournalUnavailable:
+        assert self.write_error is not None, "set by the write that failed"
+        return self.write_error
+
+    def _unavailable(self, error: JournalUnavailable) -> None:
+        # A write failed: logged once per episode; the waiting ones are tried on a timer.
+        self.write_error = error
+        if not self.journal_down:
+            self.journal_down = True
+            _log.error("%s; submits are refused, job ends wait in memory", error)
+        if self.deferred and not self.retry_armed:
+            self.retry_armed = True
+            self.schedule(_JOURNAL_RETRY, _RetryJournal())
 
     def _counts(self) -> JobCounts:
         # Kept in memory: `status` is asked often and must not query the journal each time.
@@ -606,6 +702,7 @@ class JobStore(Actor):
             done=ended[JobState.DONE],
             failed=ended[JobState.FAILED],
             cancelled=ended[JobState.CANCELLED],
+            unjournaled=len(self.deferred),
         )
 
     # -- a running job's notes, and its end --------------------------------------------------
@@ -725,6 +822,8 @@ class JobStore(Actor):
             f": {info.error}" if info.error and info.state is JobState.FAILED else "",
         )
         self._remember(info)
+        if any(job == job_id for job, _ in self.deferred):
+            self.unjournaled[job_id] = info  # `jobs` shows it as it ended, not as journaled
         self._publish(info)
         for waiter in self.waiters.pop(job_id, []):
             self.reply(waiter, info)
@@ -793,7 +892,7 @@ class JobStore(Actor):
         except ActordError as error:
             refused = f"its actors could not start: {error}"
         if refused is None:
-            self._journal.mark_running(job_id)
+            self._write(job_id, lambda journal: journal.mark_running(job_id))
         else:
             _log.error("job %s failed: %s", job_id, refused)
             self._finish(job_id, spec.kind.value, JobState.FAILED, error=refused)
@@ -846,6 +945,22 @@ class JobStore(Actor):
             started=job.started,
             ended=job.ended,
         )
+
+
+def _recover(journal: Journal) -> None:
+    journal.recover()
+
+
+def _recovered(job: JournaledJob) -> JournaledJob:
+    """`job` as `Journal.recover` will leave it: one that was running (and not publishing)
+    back in the queue, with one more crash retry."""
+    if job.state is not JournalState.RUNNING or job.publication:
+        return job
+    return replace(job, state=JournalState.ACCEPTED, crash_retries=job.crash_retries + 1)
+
+
+def _release(journal: Journal, *, job_id: str, crashed: bool) -> None:
+    journal.release(job_id, crashed=crashed)
 
 
 def _kind(value: str) -> JobKind:

@@ -115,21 +115,27 @@ def test_after_thousands_of_bad_frames_memory_is_bounded_and_others_are_served(
     assert grown < 64 << 20, f"RSS grew by {grown >> 20} MiB"
 
 
-def test_idle_and_half_sent_clients_past_the_cap_get_busy(tmp_path: Path) -> None:
+def test_at_the_cap_the_idlest_client_makes_room(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path, "--max-connections", "4", "--idle-timeout", "1")
     daemon.start()
     try:
         with daemon.client() as good:
+            assert good.call("ping") == "pong"
             idle = [connect_unix(daemon.socket) for _ in range(2)]
             half = connect_unix(daemon.socket)
             half.sendall(msgpack.packb([0, 1, "ping", []])[:3])
-            # good + 2 idle + 1 half-sent = 4: the cap. The next one is turned away.
+            # good + 2 idle + 1 half-sent = 4: the cap. The next one is served, and the
+            # client idle the longest that never asked anything is told why and closed.
             with connect_unix(daemon.socket) as over:
-                assert _error_code(_replies_until_closed(over)) == "busy"
+                over.sendall(msgpack.packb([0, 9, "ping", []]))
+                over.shutdown(socket.SHUT_WR)
+                assert _replies_until_closed(over)[-1][3] == "pong"
+            assert _error_code(_replies_until_closed(idle[0])) == "busy"
             assert good.call("ping") == "pong"  # served meanwhile
-            for sock in [*idle, half]:  # closed by the server after the idle timeout
+            for sock in [*idle[1:], half]:  # closed by the server after the idle timeout
                 sock.settimeout(10)
                 assert sock.recv(100) == b""
+            for sock in [*idle, half]:
                 sock.close()
             with daemon.client() as later:  # room again
                 assert later.call("ping") == "pong"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import resource
 import shutil
 import socket
 import stat
@@ -23,6 +26,7 @@ from actord.runtime.errors import ErrorCode, Refused
 
 from ._daemon import connect_unix
 from ._peers import probe_as_nobody
+from .conftest import WAIT
 
 
 def handler(call: Call) -> Any:
@@ -103,19 +107,73 @@ def test_an_oversized_frame_is_refused(server: ControlServer) -> None:
         assert _closed(sock)
 
 
-def test_connections_over_the_cap_get_busy(tmp_path: Path) -> None:
+def test_at_the_cap_the_idlest_connection_makes_room(tmp_path: Path) -> None:
     srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
     srv.start()
     try:
         first, second = connect_unix(srv.path), connect_unix(srv.path)
-        assert _call(first, 1, "echo", [])[2] is None  # both admitted and served
-        assert _call(second, 1, "echo", [])[2] is None
+        assert _call(second, 1, "echo", [])[2] is None  # both admitted and served
+        assert _call(first, 1, "echo", [])[2] is None  # second is now the idlest
         with connect_unix(srv.path) as third:
-            _, _, error, _ = _read(third)
+            assert _call(third, 1, "echo", ["in"])[3] == ["in"]  # served at once
+            _, _, error, _ = _read(second)  # told why, then closed
             assert error["code"] == "busy"
+            assert "daemon.max_connections" in error["message"]
+            assert _closed(second)
+            assert _call(first, 2, "echo", [])[2] is None  # the other one goes on
         first.close()
         second.close()
     finally:
+        srv.stop()
+
+
+def test_a_connection_that_never_asked_goes_first(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, max_connections=2, idle_timeout=5.0)
+    srv.start()
+    try:
+        silent = connect_unix(srv.path)
+        user = connect_unix(srv.path)
+        assert _call(user, 1, "echo", [])[2] is None  # idle since later, but it asked
+        with connect_unix(srv.path) as third:
+            assert _call(third, 1, "echo", [])[2] is None
+            assert _read(silent)[2]["code"] == "busy"
+            assert _call(user, 2, "echo", [])[2] is None
+        silent.close()
+        user.close()
+    finally:
+        srv.stop()
+
+
+def test_connections_over_the_cap_all_in_calls_get_busy(tmp_path: Path) -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def blocking(call: Call) -> Any:
+        if call.method == "block":
+            entered.release()
+            release.wait(WAIT)
+            return "released"
+        return handler(call)
+
+    srv = ControlServer(str(tmp_path / "s.sock"), blocking, max_connections=2, idle_timeout=5.0)
+    srv.start()
+    try:
+        first, second = connect_unix(srv.path), connect_unix(srv.path)
+        for sock in (first, second):
+            sock.sendall(encode_request(1, "block", []))
+        for _ in range(2):
+            assert entered.acquire(timeout=WAIT)  # both in a call: none is idle
+        with connect_unix(srv.path) as third:
+            _, _, error, _ = _read(third)
+            assert error["code"] == "busy"
+            assert _closed(third)
+        release.set()
+        assert _read(first)[3] == "released"
+        assert _read(second)[3] == "released"
+        first.close()
+        second.close()
+    finally:
+        release.set()
         srv.stop()
 
 
@@ -303,3 +361,57 @@ def test_a_socket_directory_another_user_owns_is_refused(tmp_path: Path) -> None
 
 def _ok(call: Call) -> str:
     return "ok"
+
+
+class _Seen(logging.Handler):
+    """Sets an event per message text seen (a substring), and keeps every message."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.events = {text: threading.Event() for text in texts}
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        for text, event in self.events.items():
+            if text in message:
+                event.set()
+
+
+@contextlib.contextmanager
+def no_free_descriptors() -> Iterator[None]:
+    """This process cannot open a descriptor (EMFILE) until the block ends: its soft limit
+    is lowered to its lowest free descriptor number (those open stay usable)."""
+    lowest = os.dup(0)
+    os.close(lowest)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_accept_loop_survives_running_out_of_descriptors(tmp_path: Path) -> None:
+    seen = _Seen("cannot accept", "accepting connections again")
+    logger = logging.getLogger("actord.control")
+    logger.addHandler(seen)
+    srv = ControlServer(str(tmp_path / "s.sock"), handler, idle_timeout=5.0)
+    srv.start()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # made before the limit
+    try:
+        with no_free_descriptors():
+            client.connect(srv.path)  # queued by the kernel; accept() fails with EMFILE
+            assert seen.events["cannot accept"].wait(WAIT)
+            threading.Event().wait(0.3)  # an episode long enough for several retries
+        assert seen.events["accepting connections again"].wait(WAIT)
+        client.settimeout(WAIT)
+        assert _call(client, 1, "echo", ["after"])[3] == ["after"]  # served once it could be
+        assert sum("cannot accept" in m for m in seen.messages) == 1  # once per episode
+        with connect_unix(srv.path) as other:  # and it goes on accepting
+            assert _call(other, 1, "echo", [])[2] is None
+    finally:
+        logger.removeHandler(seen)
+        client.close()
+        srv.stop()

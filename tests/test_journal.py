@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from actord import InvalidArgument
-from actors.journal import SCHEMA_VERSION, Journal, JournalState, UnknownJob
+from actors.journal import SCHEMA_VERSION, Journal, JournalState, JournalUnavailable, UnknownJob
 
 
 @pytest.fixture
@@ -252,6 +252,44 @@ def test_a_new_journal_is_created_at_the_latest_schema_version(tmp_path: Path) -
     db = sqlite3.connect(tmp_path / "jobs.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_write_the_disk_cannot_take_is_rolled_back_and_the_journal_goes_on(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        with Journal(state / "journal.sqlite3") as journal:
+            first, _ = journal.submit("log", b"spec")
+            filler = state / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            with pytest.raises(OSError):  # ENOSPC: the disk is full
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            os.close(fd)
+            for _ in range(3):
+                with pytest.raises(JournalUnavailable) as refused:
+                    journal.submit("log", b"x" * 8192)
+                assert str(state) in str(refused.value) and "full" in str(refused.value)
+                assert refused.value.code.value == "unavailable"
+            assert [job.id for job in journal.jobs()] == [first.id]  # nothing half-written
+            assert journal.get(first.id).state is JournalState.ACCEPTED
+            filler.unlink()
+            second, created = journal.submit("log", b"x" * 8192)  # the same connection
+            assert created and [job.id for job in journal.jobs()] == [first.id, second.id]
+            assert journal.finish(first.id, JournalState.DONE).state is JournalState.DONE
+    finally:
+        subprocess.run(["umount", str(state)], capture_output=True, check=False, timeout=30)
 
 
 def _ended(journal: Journal, n: int, state: JournalState = JournalState.DONE) -> list[str]:

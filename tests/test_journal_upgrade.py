@@ -18,7 +18,7 @@ import pytest
 
 from actord import InvalidArgument
 from actors import journal as journal_module
-from actors.journal import SCHEMA_VERSION, Journal, JournalState
+from actors.journal import SCHEMA_VERSION, Journal, JournalState, JournalUnavailable
 from actors.reader import synthetic_chunk
 from actors.wire import spec_from_wire, summary_from_wire, unpack
 
@@ -196,7 +196,7 @@ def test_a_failed_upgrade_leaves_the_old_journal_as_it_was(
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(journal_module, "_STEPS", (journal_module._v1_to_v2, broken))
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(JournalUnavailable, match="disk I/O error"):  # rolled back, said so
         Journal(path)
     assert raw(path) == before
     monkeypatch.undo()

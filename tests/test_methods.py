@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
 from actord import (
+    Actor,
     ActorSystem,
     AdminCommand,
     AskTimeout,
@@ -22,6 +24,7 @@ from actord.control.methods import Dispatcher, runtime_methods
 from actord.control.protocol import ProtocolError, Request
 from actord.control.server import Call, Peer
 from actord.runtime.errors import ErrorCode, Refused
+from actord.runtime.scaler import PoolScaler
 
 from .conftest import WAIT, Gate, Recorder, RecordingActor
 from .conftest import Call as CallThread
@@ -32,9 +35,14 @@ def _call(method: str, *params: Any) -> Call:
 
 
 class _Hooks:
-    def __init__(self) -> None:
+    def __init__(self, scaler: PoolScaler | None = None) -> None:
         self.shutdowns = 0
         self.reloads: list[float] = []  # the timeout of each reload asked for
+        self.scaler = scaler
+
+    def scale(self, pool: str, size: int) -> dict[str, Any]:
+        assert self.scaler is not None, "this test resizes nothing"
+        return self.scaler.request(pool, size).to_wire()
 
     def status(self) -> dict[str, Any]:
         return {"pid": 1}
@@ -303,17 +311,79 @@ def test_restart_replaces_the_instance_and_keeps_what_is_queued(system: ActorSys
     assert stats.processed_total >= 7  # nothing queued was lost
 
 
-def test_scale_resizes_a_pool_and_refuses_a_bad_size(
-    system: ActorSystem, recorder: Recorder
+@pytest.fixture
+def scaler(system: ActorSystem) -> Iterator[PoolScaler]:
+    scaler = PoolScaler(system, max_size=16, step=2)
+    scaler.start()
+    try:
+        yield scaler
+    finally:
+        scaler.stop(WAIT)
+
+
+def test_scale_answers_with_a_plan_grows_in_steps_and_refuses_a_bad_size(
+    system: ActorSystem, recorder: Recorder, scaler: PoolScaler
 ) -> None:
     system.spawn_pool(lambda: RecordingActor(recorder), "pool", 2)
-    dispatch = Dispatcher(runtime_methods(system, _Hooks()))
-    assert dispatch(_call("scale", "pool", 4)) == {"pool": "pool", "size": 4}
-    assert len(system.lookup("pool").stats()) == 4
-    for size in (0, 1000, "3", True):
+    dispatch = Dispatcher(runtime_methods(system, _Hooks(scaler)))
+    plan = dispatch(_call("scale", "pool", 7))
+    assert plan == {"pool": "pool", "size": 7, "from": 2, "step": 2}
+    assert scaler.settled(WAIT)
+    assert len(system.lookup("pool").stats()) == 7
+    assert dispatch(_call("scale", "pool", 3))["from"] == 7  # a shrink
+    assert scaler.settled(WAIT)
+    assert system.size("pool") == 3
+    for size, code in ((0, "bad_request"), (17, "bad_request"), ("3", "bad_request")):
         with pytest.raises(Refused) as raised:
             dispatch(_call("scale", "pool", size))
-        assert raised.value.code is ErrorCode.BAD_REQUEST
+        assert raised.value.code.value == code
+    with pytest.raises(Refused) as raised:
+        dispatch(_call("scale", "pool", 17))
+    assert "daemon.max_pool_size" in str(raised.value) and "16" in str(raised.value)
+    with pytest.raises(Refused) as raised:
+        dispatch(_call("scale", "nope", 3))
+    assert raised.value.code is ErrorCode.NOT_FOUND
+
+
+class _SlowStart(Actor):
+    """A member whose start waits for the test's permit; `starting` counts those waiting."""
+
+    def __init__(self, gate: threading.Semaphore, starting: list[int], cond: threading.Condition):
+        self.gate, self.starting, self.cond = gate, starting, cond
+
+    def on_start(self) -> None:
+        with self.cond:
+            self.starting[0] += 1
+            self.starting[1] = max(self.starting[1], self.starting[0])
+            self.cond.notify_all()
+        assert self.gate.acquire(timeout=WAIT)
+        with self.cond:
+            self.starting[0] -= 1
+
+    def handle(self, message: Message) -> None:
+        """Nothing to do."""
+
+
+def test_a_growth_never_starts_more_than_a_step_at_once(system: ActorSystem) -> None:
+    gate = threading.Semaphore(1)  # the first member starts at once
+    starting, cond = [0, 0], threading.Condition()  # starting now, the most at once
+    system.spawn_pool(lambda: _SlowStart(gate, starting, cond), "slow", 1)
+    system.lookup("slow").ping(timeout=WAIT)  # started
+    scaler = PoolScaler(system, max_size=64, step=3)
+    scaler.start()
+    try:
+        assert scaler.request("slow", 13).current == 1  # answered before any start
+        with cond:
+            assert cond.wait_for(lambda: starting[0] == 3, WAIT)
+        # The first step's members wait to start: the pool has not grown past them.
+        assert system.size("slow") == 4
+        for _ in range(12):
+            gate.release()
+        assert scaler.settled(WAIT)
+    finally:
+        scaler.stop(WAIT)
+    assert len(system.lookup("slow").stats()) == 13
+    assert starting[1] <= 3, starting
 
 
 def test_shutdown_and_reload_go_to_the_daemon(system: ActorSystem) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 
 import pytest
 
+from actord.control.protocol import encode_request
 from actord.daemon.config import Config
 from actors.demo import write_sample_log
 
 from ._daemon import DaemonProcess
+from ._logjobs import BACKTRACKING, log_job
 from .test_sigterm import SLOW, _slow_width
 
 
@@ -100,6 +103,10 @@ CHANGES: dict[str, dict[str, object]] = {
     "daemon.drain_deadline": {"daemon.drain_deadline": 0.5},
     "daemon.log_level": {"daemon.log_level": "ERROR"},
     "daemon.log_format": {"daemon.log_format": "json"},
+    "daemon.watch_timeout": {"daemon.watch_timeout": 0.5},
+    "daemon.max_pool_size": {"daemon.max_pool_size": 2},
+    "metrics.max_connections": {"metrics.max_connections": 7},
+    "metrics.read_timeout": {"metrics.read_timeout": 2.0},
     "daemon.retention_days": {"daemon.retention_days": 0.00001},  # under a second
     "daemon.retention_jobs": {"daemon.retention_jobs": 1},
     "daemon.socket_group": {"daemon.socket_group": "root"},
@@ -204,6 +211,23 @@ class _Live:
             states = sorted(daemon.call("job", job_id)["state"] for job_id in ids)
             assert states == ["accepted", "running"], states  # one runs, one waits
             for job_id in ids:
+                daemon.call("cancel", job_id)
+        elif key == "daemon.max_pool_size":
+            with pytest.raises(Exception, match="bad_request"):
+                daemon.call("scale", "parser", 3)
+        elif key == "daemon.watch_timeout":
+            source = daemon.inputs / "watched.log"
+            source.write_text(("a" * 16 + "!\n") * 3000)  # progress all along
+            job = log_job(daemon, "watched", pattern=BACKTRACKING, block_bytes=18)
+            job_id = daemon.call("submit", job)["id"]
+            silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a stalled reader
+            try:
+                silent.connect(daemon.socket)
+                silent.sendall(encode_request(7, "watch", [job_id]))
+                _wait_log(daemon, offset, "no read for 0.5s: disconnected")
+            finally:
+                silent.close()
                 daemon.call("cancel", job_id)
         elif key == "daemon.retention_days":
             assert _ended(daemon) == []  # all ended over a second ago: out of the journal

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -88,7 +90,7 @@ class Client:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(path)
+            self._connect(path, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             self._sock.close()
             raise NotRunning(f"actord is not running at {path} ({error.strerror})") from None
@@ -97,6 +99,22 @@ class Client:
             raise
         self._decoder = FrameDecoder(REPLY_LIMIT)
         self._pending: list[Response | Notification] = []
+
+    def _connect(self, path: str, timeout: float) -> None:
+        # A Unix socket whose listen queue is full refuses at once (EAGAIN) rather than
+        # wait: a daemon busy accepting a flood of connections. Try again until `timeout`.
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            try:
+                self._sock.connect(path)
+            except BlockingIOError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                threading.Event().wait(pause)  # nothing to wait on: the queue has no event
+                pause = min(pause * 2, 0.2)
+                continue
+            return
 
     def close(self) -> None:
         self._sock.close()

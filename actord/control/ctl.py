@@ -30,7 +30,8 @@ __all__ = ["main", "parser"]
 OK, FAILED, USAGE, NOT_RUNNING = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING
 INTERRUPTED: Final = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C stopped
 _JOBS_LIMIT: Final = 10_000  # the daemon's own bound on `jobs` (actors/service.py)
-_POOL_LIMIT: Final = 256  # the daemon's own bound on `scale` (control/methods.py)
+# A sanity bound on `scale`; the daemon refuses above its daemon.max_pool_size.
+_POOL_LIMIT: Final = 4096
 _VERSION_TIMEOUT: Final = 2.0  # `--version` asks a running daemon for its own, briefly
 
 
@@ -83,7 +84,9 @@ def parser() -> argparse.ArgumentParser:
     completion.mark(restart.add_argument("actor"), "actors")
     scale = sub.add_parser("scale", help="resize a pool")
     completion.mark(scale.add_argument("pool"), "pools")
-    scale.add_argument("size", type=_between(1, _POOL_LIMIT), help="members (1-256)")
+    scale.add_argument(
+        "size", type=_between(1, _POOL_LIMIT), help="members (1 to the daemon's max_pool_size)"
+    )
     sub.add_parser("metrics", help="key figures from the daemon's Prometheus endpoint")
     sub.add_parser("reload", help="reload the daemon's config (as SIGHUP)")
     sub.add_parser(

@@ -199,6 +199,8 @@ class RuntimeHooks(Protocol):
 
     def shutdown(self) -> None: ...
 
+    def scale(self, pool: str, size: int) -> dict[str, Any]: ...
+
     def effective_config(self) -> dict[str, Any]: ...
 
 
@@ -279,12 +281,8 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
         return {"actor": name, "members": system.restart(name)}
 
     def scale(call: Call) -> dict[str, Any]:
-        name = param(call, 0, str, "pool")
-        size = param(call, 1, int, "size")
-        if not 1 <= size <= 256:
-            raise InvalidArgument(f"size: must be between 1 and 256, got {size}")
-        system.resize(name, size)
-        return {"pool": name, "size": size}
+        # Answered at once with the plan; the members start off this thread, in steps.
+        return hooks.scale(param(call, 0, str, "pool"), param(call, 1, int, "size"))
 
     def reload(call: Call) -> dict[str, Any]:
         return hooks.reload(timeout=30.0)

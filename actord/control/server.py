@@ -1,7 +1,9 @@
 """The control socket server: msgpack-RPC over a Unix stream socket.
 
 One named thread accepts; one named thread serves each connection (at most
-`max_connections`; the one over the cap gets a ``busy`` error and is closed). Every peer is
+`max_connections`: at the cap, the connection idle the longest is closed to make room, and
+when every one is in a call the newcomer gets a ``busy`` error and is closed). Out of
+descriptors, the accept loop pauses and goes on. Every peer is
 checked with SO_PEERCRED before anything runs: root, the daemon's own uid and members of a
 configured group are allowed, anyone else gets ``forbidden``. A connection that breaks the
 framing gets an error and is closed; a silent one is closed after `idle_timeout`. The server
@@ -11,7 +13,9 @@ messages to actors).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import grp
 import logging
 import os
@@ -19,6 +23,7 @@ import pwd
 import select
 import socket
 import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +42,32 @@ from .protocol import (
     encode_response,
 )
 
-__all__ = ["Call", "ControlServer", "Handler", "Peer", "bound_address"]
+__all__ = ["Call", "ControlServer", "Handler", "Hangup", "Peer", "bound_address"]
 
 _log: Final = logging.getLogger("actord.control")
 _CRED: Final = struct.Struct("3i")
+# Accept failing (out of descriptors): the first pause, doubled up to the last, in seconds.
+_BACKOFF: Final = (0.05, 1.0)
+_BUMPED: Final = encode_response(
+    0,
+    {
+        "code": ErrorCode.BUSY.value,
+        "message": "closed: idle while the connections reached daemon.max_connections",
+    },
+    None,
+)
+
+
+class _Conn:
+    """The server's record of one connection (its thread writes `idle_since` and `used`;
+    the accept thread reads them under the server's lock to pick one to close)."""
+
+    __slots__ = ("idle_since", "thread", "used")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.idle_since = 0.0  # monotonic time it began waiting for a request; 0 in a call
+        self.used = False  # it has sent a request
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +85,7 @@ class Call:
     class (cheaper to build than a frozen dataclass on this hot path).
     """
 
-    __slots__ = ("_conn", "_send", "method", "params", "peer", "request")
+    __slots__ = ("_conn", "_send", "hangup", "method", "params", "peer", "request")
 
     def __init__(
         self,
@@ -73,6 +100,17 @@ class Call:
         self.peer = peer
         self._send = send
         self._conn = conn
+        self.hangup = False  # set by the server: close the connection after the answer
+
+    def unread(self) -> int:
+        """Bytes sent to the client that it has not read yet (0 if not known)."""
+        if self._conn is None:
+            return 0
+        try:
+            queued = fcntl.ioctl(self._conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", queued)[0])
 
     def peer_gone(self) -> bool:
         """True once the client has closed its end (for a long call such as ``watch``, which
@@ -93,6 +131,11 @@ class Call:
 
 
 Handler = Callable[[Call], Any]
+
+
+class Hangup(Refused):
+    """Raised by a handler: the request is answered with this error, then the connection is
+    closed (a ``watch`` whose client stopped reading)."""
 
 
 def _error(msgid: int, code: ErrorCode, message: str) -> bytes:
@@ -159,12 +202,16 @@ class ControlServer:
         self._group_gid, self._group_members = self._group(group)
         self._listener = listener
         self._owns_path = listener is None
-        # _lock guards _connections and _stopping.
+        # _lock guards _connections (each open connection: its thread, and since when it
+        # waits for a request), _full (the last admission found the cap reached) and
+        # _stopping.
         self._lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections: dict[socket.socket, _Conn] = {}
+        self._full = False
         self._stopping = False
         self._accept_thread: threading.Thread | None = None
         self._wake = os.pipe()  # written once by close_listener: ends the accept loop
+        self._closing = threading.Event()  # set with it: ends a pause of the accept loop
 
     @staticmethod
     def _group(name: str) -> tuple[int | None, frozenset[str]]:
@@ -201,7 +248,7 @@ class ControlServer:
             if self._group_gid is not None:  # the group may reach the socket, not write the dir
                 os.chown(directory, -1, self._group_gid)
                 os.chown(self.path, -1, self._group_gid)
-            listener.listen(128)
+            listener.listen(socket.SOMAXCONN)  # a flood waits in the kernel's queue, not in us
             self._listener = listener
         assert self._listener is not None
         self._listener.setblocking(False)  # select() says when; accept() must never block
@@ -226,6 +273,7 @@ class ControlServer:
         assert self._listener is not None
         listener, wake = self._listener, self._wake[0]
         watched = [listener.fileno(), wake]
+        backoff = 0.0  # > 0 while accept fails: the pause before the next try
         while True:
             # Wait on the listener and on our wake-up pipe: stopping never has to shut the
             # listening socket down, which would break it for systemd when it is activated.
@@ -236,9 +284,21 @@ class ControlServer:
                 conn, _ = listener.accept()
             except BlockingIOError:
                 continue  # another accept took it (or the peer gave up)
+            except ConnectionAbortedError:
+                continue  # that one peer's trouble
             except OSError as error:
-                _log.error("control listener failed: %s", error)
-                return
+                # Out of descriptors (EMFILE, ENFILE) or memory: the listener stays readable,
+                # so pause (the closing event cuts it short) rather than spin, then try again.
+                # Logged once per episode; the listener never ends on its own.
+                if not backoff:
+                    _log.warning("control socket: cannot accept (%s): pausing", error)
+                backoff = min(max(backoff * 2, _BACKOFF[0]), _BACKOFF[1])
+                if self._closing.wait(backoff):
+                    return
+                continue
+            if backoff:
+                _log.warning("control socket: accepting connections again")
+                backoff = 0.0
             conn.setblocking(True)
             self._admit(conn)
 
@@ -247,16 +307,43 @@ class ControlServer:
             if self._stopping:
                 conn.close()
                 return
-            over = len(self._connections) >= self.max_connections
+            idle = None
+            full = len(self._connections) >= self.max_connections
+            if full:
+                idle = self._idlest()  # None: every connection is in a call
+            over = full and idle is None
+            report, self._full = full and not self._full, full  # once per episode
             if not over:
                 thread = threading.Thread(
                     target=self._serve, args=(conn,), name="actord-control-conn", daemon=False
                 )
-                self._connections[conn] = thread
+                self._connections[conn] = _Conn(thread)
+        if report:
+            _log.warning(
+                "control socket: %d connections open (daemon.max_connections): the idlest "
+                "make room, or newcomers are refused while all are in a call",
+                self.max_connections,
+            )
+        if idle is not None:
+            # At the cap: the connection idle the longest (one that never asked anything
+            # first) makes room, told why; a flood of idle connections cannot lock people out.
+            with contextlib.suppress(OSError):  # it may be closing on its own
+                idle.send(_BUMPED, socket.MSG_DONTWAIT)
+                idle.shutdown(socket.SHUT_RDWR)
         if over:
             self._reject(conn, ErrorCode.BUSY, "too many connections; try again")
             return
         thread.start()
+
+    def _idlest(self) -> socket.socket | None:
+        # Called with _lock held: the connection waiting for a request the longest, those
+        # that never sent one first; None if every one is in a call.
+        waiting = [(c.used, c.idle_since, s) for s, c in self._connections.items() if c.idle_since]
+        if not waiting:
+            return None
+        _, _, sock = min(waiting, key=lambda w: (w[0], w[1]))
+        self._connections[sock].idle_since = 0.0  # closing: not chosen twice
+        return sock
 
     def _reject(self, conn: socket.socket, code: ErrorCode, message: str) -> None:
         try:
@@ -286,18 +373,25 @@ class ControlServer:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
             decoder = FrameDecoder(self.frame_limit)
+            state = self._connections[conn]
             while True:
+                state.idle_since = time.monotonic()  # a plain store: read by _idlest
                 try:
                     data = conn.recv(65536)
                 except BlockingIOError:
                     return  # idle past the timeout: close
                 if not data:
                     return
+                state.idle_since = 0.0
+                state.used = True
                 decoder.feed(data)
                 for message in decoder:
                     if not isinstance(message, Request):
                         raise ProtocolError(ErrorCode.BAD_REQUEST, "only requests are accepted")
-                    conn.sendall(self._answer(Call(message, peer, conn.sendall, conn)))
+                    call = Call(message, peer, conn.sendall, conn)
+                    conn.sendall(self._answer(call))
+                    if call.hangup:
+                        return
         except ProtocolError as error:
             self._reject(conn, error.code, str(error))
         except OSError as error:
@@ -312,6 +406,7 @@ class ControlServer:
         try:
             result = self.handler(call)
         except Refused as error:  # a refusal with its own code (a handler's, a bad param)
+            call.hangup = isinstance(error, Hangup)
             return _error(request.msgid, error.code, str(error))
         except ActordError as error:  # the runtime's own refusals (a timeout, a dead actor)
             return _error(request.msgid, ErrorCode.INTERNAL, f"{error.code.value}: {error}")
@@ -324,6 +419,7 @@ class ControlServer:
             if self._stopping:
                 return
             self._stopping = True
+        self._closing.set()
         os.write(self._wake[1], b"x")
         if self._accept_thread is not None:
             self._accept_thread.join(5.0)
@@ -339,7 +435,7 @@ class ControlServer:
         """Stop accepting, close every connection, join the threads, remove the socket."""
         self.close_listener()
         with self._lock:
-            connections = list(self._connections.items())
+            connections = [(conn, c.thread) for conn, c in self._connections.items()]
         for conn, _ in connections:
             try:
                 conn.shutdown(socket.SHUT_RDWR)

@@ -130,7 +130,14 @@ def _restart(result: Any, out: Output) -> None:
 
 
 def _scale(result: Any, out: Output) -> None:
-    out.line(f"{result.get('pool')} resized to {count(result.get('size'))}")
+    size, current = result.get("size"), result.get("from")
+    if not isinstance(current, int) or not isinstance(size, int) or size <= current:
+        out.line(f"{result.get('pool')} resized to {count(size)}")
+        return
+    out.line(
+        f"{result.get('pool')} growing from {count(current)} to {count(size)} members, "
+        f"{count(result.get('step'))} started at a time (actorctl actors shows them)"
+    )
 
 
 def _reload(result: Any, out: Output) -> None:

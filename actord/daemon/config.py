@@ -37,6 +37,7 @@ _EXECUTORS = {"parser": ("thread", "process", "ray"), "fft": ("thread", "ray")}
 _ENGINES = ("scipy", "numpy")  # fft.engine ("" = scipy when installed, else numpy)
 _MIN_CPUS, _MAX_CPUS = 0.0001, 1024.0  # what one Ray worker may ask for (Ray's own bounds)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAX_POOL = 4096  # daemon.max_pool_size's own bound (actorctl scale's too)
 _LOG_FORMATS = ("text", "json")
 # Numbers for which 0 means "off" (keep every ended job), not an error.
 _ZERO_MEANS_OFF = frozenset({"daemon.retention_days", "daemon.retention_jobs"})
@@ -72,9 +73,12 @@ class DaemonConfig:
     log_level: str = "INFO"
     log_format: str = "text"  # "text" (one line) or "json" (one object per record)
     socket_group: str = ""  # peers in this group may connect (besides root and our uid)
-    max_connections: int = 64
+    max_connections: int = 64  # open control connections (each has its own thread)
     frame_limit: int = 1 << 20  # bytes per request frame
     idle_timeout: float = 60.0  # seconds a connection may stay silent
+    # Seconds a `watch` whose client reads nothing is kept: its progress waits, coalesced
+    # (only the latest state is sent once it reads), and past this it is disconnected.
+    watch_timeout: float = 60.0
     max_jobs: int = 4  # jobs running at once; the rest wait, journaled, in order
     # Seconds on one message (or in on_start/on_stop) before an actor counts as wedged and
     # the watchdog pings stop: above the parse workers' 60 s limit on one block.
@@ -88,6 +92,10 @@ class DaemonConfig:
     # stay). 0 keeps them all.
     retention_days: float = 0.0
     retention_jobs: int = 0
+    # Members one pool may have (`scale`, and the pools' `size`): four per core by default,
+    # room for pools that wait on I/O or on a Ray cluster without letting a typo start
+    # hundreds of worker processes on a small host.
+    max_pool_size: int = field(default_factory=lambda: max(8, 4 * (os.cpu_count() or 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ class FFTConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     address: str = "127.0.0.1:9464"  # "" disables the HTTP endpoint
+    max_connections: int = 128  # open at once; past it, 503 (no thread per connection)
+    read_timeout: float = 5.0  # seconds a client has to send its whole request
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,11 @@ def _build(data: Mapping[str, Any]) -> Config:
             raise ConfigError(f"{name}: unknown key{_did_you_mean(name, known)}")
     config = Config(**values)
     for pool in ("parser", "fft"):
+        if getattr(config, pool).size > config.daemon.max_pool_size:
+            raise ConfigError(
+                f"{pool}.size: must be at most daemon.max_pool_size "
+                f"({config.daemon.max_pool_size}), got {getattr(config, pool).size}"
+            )
         if getattr(config, pool).executor == "ray" and not config.ray.address:
             raise ConfigError(
                 f'{pool}.executor: "ray" needs ray.address ("local", "auto", "host:port" '
@@ -243,7 +258,10 @@ def _check(where: str, default: object, value: object) -> object:
     if isinstance(default, int) and not isinstance(default, bool):
         if where in _ZERO_MEANS_OFF and isinstance(value, int) and value < 0:
             raise ConfigError(f"{where}: must be a whole number >= 0 (0: no limit), got {value}")
-        return _positive_int(where, value)
+        number = _positive_int(where, value)
+        if where == "daemon.max_pool_size" and number > _MAX_POOL:
+            raise ConfigError(f"{where}: must be at most {_MAX_POOL}, got {number}")
+        return number
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             off = ", or 0 for no limit" if where in _ZERO_MEANS_OFF else ""

@@ -49,6 +49,7 @@ from ..runtime.errors import (
     StopTimeout,
     UnknownActor,
 )
+from ..runtime.scaler import PoolScaler
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from . import dump
@@ -56,6 +57,7 @@ from .app import App, load_app
 from .checks import describe_os_error, dotted_keys, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .health import Monitor, SetStuckAfter
+from .limits import connection_caps, raise_nofile
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
 from .signals import STOPS, SignalQueue, StartInterrupted
@@ -81,6 +83,8 @@ _RESTART_KEYS: Final = (
     "daemon.idle_timeout",
     "daemon.new_journal",  # read when the journal is opened, at the start
     "metrics.address",
+    "metrics.max_connections",
+    "metrics.read_timeout",
 )
 _MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
 _MONITOR_ASK: Final = 5.0  # seconds a reload waits for the monitor to take a new threshold
@@ -192,6 +196,11 @@ class Daemon:
     def shutdown(self) -> None:
         self._signals.put(_Shutdown("requested over the control socket"))
 
+    def scale(self, pool: str, size: int) -> dict[str, Any]:
+        if self.draining:
+            raise Refused(ErrorCode.BUSY, "actord is stopping: no resize now")
+        return self.scaler.request(pool, size).to_wire()
+
     # -- the main thread ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -211,6 +220,7 @@ class Daemon:
         logging.getLogger().setLevel(config.daemon.log_level)
         _log.info("actord %s starting; config: %s", __version__, self._config_origin())
         self._check_host(config)
+        self._nofile = raise_nofile()  # first: the parse workers inherit it
         state = Path(config.daemon.state_dir)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = self._lock_state_dir(state)
@@ -261,6 +271,7 @@ class Daemon:
     def _serve(self, config: Config) -> int:
         # Until the application starts its actors, a stop raises wherever the main thread is
         # (the application's imports take most of a start): nothing is started to release.
+        self.scaler = PoolScaler(self.system, max_size=config.daemon.max_pool_size)
         self.app: App = load_app(config.daemon.app)(self.system, config)
         self.metrics: MetricsServer | None = None
         activated = self._activated()
@@ -278,13 +289,17 @@ class Daemon:
             if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
                 failed = self.system.escalations[0]
                 raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
+            self.scaler.start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
+            self._caps = connection_caps(
+                self._nofile, config.daemon.max_connections, config.metrics.max_connections
+            )
             self.server = ControlServer(
                 config.daemon.socket,
                 self.dispatcher,
                 group=config.daemon.socket_group,
-                max_connections=config.daemon.max_connections,
+                max_connections=self._caps[0],
                 frame_limit=config.daemon.frame_limit,
                 idle_timeout=config.daemon.idle_timeout,
                 listener=activated.get("control"),
@@ -391,7 +406,14 @@ class Daemon:
         GCCollector(registry=registry)
         host, port = parse_address(config.metrics.address or "127.0.0.1:0")
         try:
-            self.metrics = MetricsServer(registry, host, port, listener=listener)
+            self.metrics = MetricsServer(
+                registry,
+                host,
+                port,
+                listener=listener,
+                max_connections=self._caps[1],
+                read_timeout=config.metrics.read_timeout,
+            )
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise ConfigError(metrics_in_use(config.metrics.address)) from None
@@ -457,6 +479,7 @@ class Daemon:
                 return
         changed = config_changes(self.config, config)
         self.config = config
+        self.scaler.max_size = config.daemon.max_pool_size
         self._pending = pending
         self.generation += 1
         if pending:
@@ -561,11 +584,14 @@ class Daemon:
     def _stop_system(self, timeout: float) -> bool:
         # A handler that will not return cannot be interrupted: its job is journaled (it
         # runs again at the next start), so the stop still succeeds; the log says which.
+        self.scaler.close()  # no further step; one under way ends as its members stop
         try:
             self.system.stop(graceful=False, timeout=timeout)
         except StopTimeout as error:
             _log.error("stopping without waiting for: %s", ", ".join(error.stuck))
             return False
+        finally:
+            self.scaler.stop(timeout)
         return True
 
     def _summary(self) -> str:

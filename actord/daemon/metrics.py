@@ -6,21 +6,16 @@ histograms, and CPU seconds by mode from psutil's per-thread times matched by na
 (each actor's own CPU, not the process's). Per fair pool (label `pool` only): busy members,
 keys (jobs) sharing it, turns given back. Daemon-wide (`DaemonCollector`): dead letters by
 reason, control requests by method and code, open connections, worker-process CPU. Served over
-HTTP on loopback by a named, non-daemon thread that `MetricsServer.stop` joins.
+HTTP on loopback by `scrape_http.ScrapeServer`: named, non-daemon threads that
+`MetricsServer.stop` joins, none per connection.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from socketserver import ThreadingMixIn
-from typing import Any, Final
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from typing import Final
 
 import psutil
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -36,6 +31,7 @@ from ..runtime.channel import ThreadChannel
 from ..runtime.message import DeadLetterReason, MessageType
 from ..runtime.stats import ActorState, ActorStats
 from .health import thread_cpu_times
+from .scrape_http import ScrapeServer
 
 __all__ = [
     "HISTOGRAM_BOUNDS",
@@ -47,6 +43,7 @@ __all__ = [
 
 # Every other power of two nanoseconds from ~1 us to ~17 s: exact on the runtime's log2 buckets.
 HISTOGRAM_BOUNDS: Final = tuple(2.0**k / 1e9 for k in range(10, 35, 2))
+_BACKLOG: Final = 512  # connects the kernel queues for us: a flood waits there, not in us
 
 
 class _Row:
@@ -267,94 +264,29 @@ class DaemonCollector(Collector):
         return user, system
 
 
-class _QuietHandler(WSGIRequestHandler):
-    timeout = 5.0  # seconds a client may take to send its request: an idle one cannot stall us
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Scrapes are not logged line by line."""
-
-
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9464`` for IPv6) as (host, port)."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    """A WSGI server with a thread per request (one slow client never holds up a scrape)
-    that may take an already-listening socket (socket activation).
-
-    Its accept loop waits on the listener and on a wake-up pipe (no poll interval), and its
-    request threads are kept, so that `close` ends everything within a given time: it wakes
-    the loop, shuts in-flight connections down (a keep-alive client idling in `recv` would
-    otherwise hold its thread for the handler timeout) and joins what is left."""
-
-    daemon_threads = False
-    block_on_close = False  # `close` joins the request threads itself, under a deadline
-
-    def __init__(self, address: tuple[str, int], listener: socket.socket | None) -> None:
-        # _lock guards _requests: the connections being served, and their threads.
-        self._lock = threading.Lock()
-        self._requests: dict[socket.socket, threading.Thread] = {}
-        self._wake = os.pipe()  # written once by close: ends the accept loop
-        if listener is None:
-            if ":" in address[0]:
-                self.address_family = socket.AF_INET6
-            super().__init__(address, _QuietHandler)
-            return
-        self.address_family = listener.family
-        super().__init__(address, _QuietHandler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = listener
-        self.server_address = listener.getsockname()
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-        self.setup_environ()
-
-    def serve(self) -> None:
-        """The accept loop (its own thread), until `close`."""
-        watched = [self.socket.fileno(), self._wake[0]]
-        while self._wake[0] not in select.select(watched, [], [])[0]:
-            self.handle_request()  # ready: it accepts at once
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self._serve_request,
-            args=(request, client_address),
-            name="actord-metrics-request",
-            daemon=False,
-        )
-        with self._lock:
-            self._requests[request] = thread
-        thread.start()
-
-    def _serve_request(self, request: Any, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._lock:
-                self._requests.pop(request, None)
-
-    def close(self, thread: threading.Thread, timeout: float) -> None:
-        """Stop accepting, end the connections in flight, join everything until `timeout`."""
-        deadline = time.monotonic() + timeout
-        os.write(self._wake[1], b"x")
-        thread.join(timeout)
-        with self._lock:
-            requests = dict(self._requests)
-        for request in requests:
-            with contextlib.suppress(OSError):  # already closed by its own thread
-                request.shutdown(socket.SHUT_RDWR)
-        for request_thread in requests.values():
-            request_thread.join(max(0.0, deadline - time.monotonic()))
-        self.server_close()  # our descriptor only: an activated socket stays with systemd
-        for fd in self._wake:
-            os.close(fd)
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(_BACKLOG)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 class MetricsServer:
     """Serves `registry` at http://host:port/metrics (loopback by default), or on a listening
-    socket handed over by systemd."""
+    socket handed over by systemd: one selector thread and a few render threads, at most
+    `max_connections` open (see `scrape_http`)."""
 
     def __init__(
         self,
@@ -363,21 +295,35 @@ class MetricsServer:
         port: int = 9464,
         *,
         listener: socket.socket | None = None,
+        max_connections: int = 128,
+        read_timeout: float = 5.0,
     ):
-        self._server = _Server((host, port), listener)
-        self._server.set_app(make_wsgi_app(registry))
-        address = self._server.server_address
+        sock = _listen(host, port) if listener is None else listener
+        address = sock.getsockname()
         self.host: str = str(address[0])
         self.port: int = int(address[1])
+        self._server = ScrapeServer(
+            sock,
+            make_wsgi_app(registry),
+            max_connections=max_connections,
+            read_timeout=read_timeout,
+        )
         self._thread = threading.Thread(
             target=self._server.serve, name="actord-metrics", daemon=False
         )
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (reading a request, or being answered)."""
+        return self._server.connections
 
     def start(self) -> None:
+        self._server.start_workers()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -133,6 +133,12 @@ class _Group:
             for _ in range(max(-delta, 0)):
                 self._inbox.control(ControlKind.RETIRE, anyone=True)
 
+    @property
+    def size(self) -> int:
+        """Members wanted (retiring ones no longer count)."""
+        with self._lock:
+            return self._size
+
     def _check_running(self) -> None:
         # Called with _lock held.
         if self._state != "running":
@@ -387,6 +393,14 @@ class ActorSystem:
         if not group.pooled:
             raise InvalidArgument(f"{name!r} is a single actor, not a pool")
         group.resize(size)
+
+    def size(self, name: str) -> int:
+        """How many members pool `name` has been asked for (its size; retiring members no
+        longer count)."""
+        group = self._group(name)
+        if not group.pooled:
+            raise InvalidArgument(f"{name!r} is a single actor, not a pool")
+        return group.size
 
     def restart(self, name: str) -> int:
         """Restart an actor (each member of a pool), or one pool member (``pool#i``), on its
