@@ -242,7 +242,7 @@ class LogReader(_UnitReader):
         """Actor thread: open the input and start reading."""
         try:
             self._file = open_log(self.path, self.roots)
-            self._input = InputIdentity.of(self.path, self._file.fileno())
+            self._input = InputIdentity.of(self.path, self._file.fileno(), self.roots)
         except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
             self._done = True
             self._close()
@@ -509,7 +509,7 @@ class ArrayReader(_UnitReader):
             with os.fdopen(open_file(path, self.roots), "rb") as file:
                 shape, self._dtype = read_npy_header(path, file)
                 self._offset = file.tell()
-                self._input = InputIdentity.of(path, file.fileno())
+                self._input = InputIdentity.of(path, file.fileno(), self.roots)
                 self._fd = os.dup(file.fileno())
         except OSError as error:  # checked at submit: replaced since (a symlink, a FIFO)
             self._fail(_code_first(input_refused(path, error)))

@@ -78,13 +78,22 @@ class _Flipper:
 
     def _run(self) -> None:
         try:
-            # A short pause between swaps (the adversary's schedule, not a synchronisation):
-            # in a tight loop nearly every submit is refused, and no job would get as far as
-            # its reader and writer with the swap still racing them.
-            while not self.stopping.wait(0.001):
-                for a, b in self.pairs:
-                    _exchange(a, b)
-                self.flips += 1
+            # The adversary's schedule, not a synchronisation: bursts of 8 swaps 1 ms apart
+            # (an even number: each burst ends with the real directories back), then 20 ms of
+            # calm. In a tight loop nearly every submit is refused, and a job that met a burst
+            # anywhere (its open, a block, its end, its publication) fails: the calm lets some
+            # jobs run whole with the swaps still racing the others.
+            while not self.stopping.wait(0.02):
+                for _ in range(8):
+                    if self.stopping.wait(0.001):
+                        break
+                    for a, b in self.pairs:
+                        _exchange(a, b)
+                    self.flips += 1
+                if self.flips % 2:  # stopped mid-burst: put the real directories back
+                    for a, b in self.pairs:
+                        _exchange(a, b)
+                    self.flips += 1
         except BaseException as error:
             self.error = error
 
