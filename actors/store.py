@@ -324,8 +324,9 @@ class JobStore(Actor):
             with contextlib.suppress(InvalidArgument, ValueError):
                 ended[spec_from_wire(unpack(packed)).output] = job_id
         for directory, names in _by_directory(ended).items():
-            for temp, output in temps_in(directory, names):  # one listing a directory
-                if discard(temp):
+            # One listing a directory, opened beneath the output roots.
+            for temp, output in temps_in(directory, names, self._output_roots):
+                if discard(temp, self._output_roots):
                     _log.info("removed %s, left by job %s", temp, ended[output])
                 else:
                     self._sweep(output, ended[output])  # tried again every sweep_every
@@ -837,9 +838,9 @@ class JobStore(Actor):
         if self.outputs.get(output) not in (None, job_id):
             self.leftovers[output] = job_id  # after that job
         else:
-            for temp in remove_temps(output):
+            for temp in remove_temps(output, self._output_roots):
                 _log.info("removed %s, left by job %s", temp, job_id)
-            if not temps_of(output):
+            if not temps_of(output, self._output_roots):
                 self.leftovers.pop(output, None)
                 return
             self.leftovers[output] = job_id

@@ -127,12 +127,16 @@ _ANY_TEMP: Final = re.compile(
 )
 
 
-def temps_in(directory: str, names: dict[str, str]) -> list[tuple[str, str]]:
-    """(temp file, output) of each temporary file in `directory` of an output named in
-    `names` ({file name: output path}): one listing for a directory of many outputs."""
+def temps_in(
+    directory: str, names: dict[str, str], roots: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(temp file, output) of each temporary file in `directory` (opened beneath `roots`, the
+    output roots; None: as given) of an output named in `names` ({file name: output path}):
+    one listing for a directory of many outputs."""
     try:
-        entries = os.listdir(directory)
-    except OSError as error:  # gone, not a directory, not ours to read: nothing to remove
+        with open_directory(directory, roots) as opened:
+            entries = opened.names()
+    except OSError as error:  # gone, out of the roots, not ours to read: nothing to remove
         _log.warning("cannot look for temporary files in %s: %s", directory, error)
         return []
     found = []
@@ -143,46 +147,18 @@ def temps_in(directory: str, names: dict[str, str]) -> list[tuple[str, str]]:
     return found
 
 
-def temps_of(path: str) -> list[str]:
+def temps_of(path: str, roots: Sequence[str] | None = None) -> list[str]:
     """The temporary files of a writer of `path` (the output's and its rejects file's) that
-    are there now."""
+    are there now, in its directory opened beneath `roots`."""
     directory, name = os.path.split(os.path.abspath(path))
-    try:
-        entries = os.listdir(directory)
-    except OSError as error:  # gone, not a directory, not ours to read: nothing there
-        _log.warning("cannot look for temporary files of %s: %s", path, error)
-        return []
-    return [
-        os.path.join(directory, entry)
-        for entry in entries
-        if (match := _ANY_TEMP.fullmatch(entry)) is not None and match["name"] == name
-    ]
+    return [temp for temp, _ in temps_in(directory, {name: path}, roots)]
 
 
 def remove_temps(path: str, roots: Sequence[str] | None = None) -> list[str]:
     """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
     output's and its rejects file's, in its directory opened beneath `roots` (the output
     roots; None: as given). Returns what was removed."""
-    where, name = os.path.split(os.path.abspath(path))
-    pattern = re.compile(
-        rf"\.{re.escape(name)}(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
-    )
-    removed: list[str] = []
-    try:
-        directory = open_directory(where, roots)
-    except OSError as error:  # gone, not a directory, out of the roots: nothing to remove
-        _log.warning("cannot look for temporary files of %s: %s", path, error)
-        return removed
-    with directory:
-        try:
-            entries = directory.names()
-        except OSError as error:  # not ours to read
-            _log.warning("cannot look for temporary files of %s: %s", path, error)
-            return removed
-        for entry in entries:
-            if pattern.fullmatch(entry) and _unlink(directory, entry):
-                removed.append(directory.join(entry))
-    return removed
+    return [temp for temp in temps_of(path, roots) if discard(temp, roots)]
 
 
 def discard(path: str, roots: Sequence[str] | None = None) -> bool:
