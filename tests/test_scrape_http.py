@@ -163,3 +163,67 @@ def test_a_bad_request_and_a_huge_one_get_an_error(small: MetricsServer) -> None
             urllib.request.Request(small.url, method="POST", data=b"x"), timeout=WAIT
         )
     assert refused.value.code == 405
+
+
+def _ask(server: MetricsServer, method: str, path: str) -> tuple[str, dict[str, str], bytes]:
+    """One raw request: the status line, the headers (lower-case names), the body."""
+    with _connect(server) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = _answer(sock).partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+class _Probe:
+    """What a probe says: None (all well) or why not; changed by the test."""
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.why
+
+
+def test_metrics_healthz_readyz_and_404_are_separate_paths(registry: CollectorRegistry) -> None:
+    healthy, ready = _Probe(), _Probe()
+    server = MetricsServer(registry, "127.0.0.1", 0, healthy=healthy, ready=ready)
+    server.start()
+    try:
+        status, _, body = _ask(server, "GET", "/metrics")
+        assert status == "HTTP/1.1 200 OK" and b"scraped_things_total 1.0" in body
+        for path in ("/healthz", "/readyz"):
+            status, headers, body = _ask(server, "GET", path)
+            assert (status, body) == ("HTTP/1.1 200 OK", b"ok\n")
+            assert headers["content-type"].startswith("text/plain")
+        healthy.why = "unhealthy: stuck on one message: parser#1"
+        ready.why = "draining: actord is stopping and takes no new jobs"
+        status, _, body = _ask(server, "GET", "/healthz")
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert body == b"unhealthy: stuck on one message: parser#1\n"
+        status, _, body = _ask(server, "GET", "/readyz?verbose")
+        assert status == "HTTP/1.1 503 Service Unavailable" and body.startswith(b"draining")
+        for path in ("/", "/healthz/x", "/metrics/", "/favicon.ico"):
+            status, _, body = _ask(server, "GET", path)
+            assert status == "HTTP/1.1 404 Not Found", path
+            assert b"scraped_things" not in body
+    finally:
+        server.stop()
+
+
+def test_head_answers_as_get_without_a_body_and_other_methods_get_405(
+    small: MetricsServer,
+) -> None:
+    for path in ("/metrics", "/healthz", "/readyz", "/nope"):
+        got = _ask(small, "GET", path)
+        status, headers, body = _ask(small, "HEAD", path)
+        assert (status, body) == (got[0], b""), path
+        assert headers.keys() == got[1].keys()
+        assert headers["content-length"] == str(len(got[2])), path
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        status, headers, body = _ask(small, method, "/metrics")
+        assert status == "HTTP/1.1 405 Method Not Allowed", method
+        assert headers["allow"] == "GET, HEAD" and b"scraped_things" not in body

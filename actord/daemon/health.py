@@ -86,6 +86,7 @@ class Monitor(Actor):
         stuck_after: float = 30.0,
         blocked_after: float = 1.0,
         on_healthy: Callable[[], object] | None = None,
+        on_sample: Callable[[MonitorSample], object] | None = None,
     ):
         self.system = system
         self.interval = interval
@@ -94,6 +95,7 @@ class Monitor(Actor):
         # for this long is stuck too: every other async actor waits for it.
         self.blocked_after = blocked_after
         self.on_healthy = on_healthy  # the systemd watchdog ping: only while all are healthy
+        self.on_sample = on_sample  # each tick's sample (the metrics server's /healthz)
         self.latest: MonitorSample | None = None
         self._timer: Timer | None = None
         self._flagged: set[str] = set()
@@ -107,6 +109,8 @@ class Monitor(Actor):
         if isinstance(message.payload, _Tick):
             self.latest = self.sample()
             self.publish(self.latest, timeout=0)
+            if self.on_sample is not None:
+                self.on_sample(self.latest)
             if self.on_healthy is not None and self.latest.healthy:
                 self.on_healthy()
         elif isinstance(message.payload, GetSample):

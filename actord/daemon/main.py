@@ -50,13 +50,14 @@ from ..runtime.errors import (
     UnknownActor,
 )
 from ..runtime.scaler import PoolScaler
+from ..runtime.stats import ActorState
 from ..runtime.supervisor import Escalation
 from ..runtime.system import ActorSystem
 from . import dump
 from .app import App, load_app
 from .checks import describe_os_error, dotted_keys, host_problems, metrics_in_use
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from .health import Monitor, SetStuckAfter
+from .health import GetSample, Monitor, MonitorSample, SetStuckAfter
 from .limits import connection_caps, raise_nofile
 from .metrics import DaemonCollector, MetricsServer, RuntimeCollector, parse_address
 from .sdnotify import Notifier, listen_fds, watchdog_interval
@@ -88,6 +89,7 @@ _RESTART_KEYS: Final = (
 )
 _MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
 _MONITOR_ASK: Final = 5.0  # seconds a reload waits for the monitor to take a new threshold
+_STALE_AFTER: Final = 5.0  # seconds without a monitor sample before /healthz says 503
 
 
 class _StartStopped(Exception):
@@ -143,6 +145,11 @@ class Daemon:
         self.pid = os.getpid()
         self._fixed_status: dict[str, Any] = {}  # the figures of `status` that never change
         self.draining = False
+        self.ready = False  # READY=1 sent (and not yet stopping): `/readyz` says 200
+        # The monitor's latest sample and when it came (monotonic), replaced whole by the
+        # monitor's thread, read by the metrics server's (`/healthz`).
+        self._sample: tuple[float, MonitorSample] | None = None
+        self._monitor_every = _MONITOR_EVERY
         # Signals, reload and shutdown requests and escalations, for the main loop. The
         # handlers may be installed long before (by `actord run`, first thing).
         self._owns_signals = signals is None
@@ -192,6 +199,31 @@ class Daemon:
             raise Refused(
                 ErrorCode.BUSY, f"the main loop did not reload within {timeout:.0f}s"
             ) from None
+
+    def unhealthy(self) -> str | None:
+        """Why the daemon is not healthy (`/healthz`), or None: the watchdog's view, an actor
+        stuck or failed, or a monitor that stopped sampling."""
+        seen = self._sample
+        if seen is None:
+            return "no health sample yet: the daemon is starting"
+        at, sample = seen
+        age = time.monotonic() - at
+        if age > max(_STALE_AFTER, 5 * self._monitor_every):
+            return f"the monitor has not sampled for {age:.0f}s"
+        if sample.healthy:
+            return None
+        failed = [a.name for a in sample.actors if a.state is ActorState.FAILED]
+        why = [f"stuck on one message: {', '.join(sample.stuck)}"] if sample.stuck else []
+        why += [f"failed: {', '.join(failed)}"] if failed else []
+        return "unhealthy: " + "; ".join(why)
+
+    def not_ready(self) -> str | None:
+        """Why the daemon takes no work now (`/readyz`), or None once READY, until a stop."""
+        if self.draining:
+            return "draining: actord is stopping and takes no new jobs"
+        if not self.ready:
+            return "starting: not ready yet"
+        return None
 
     def shutdown(self) -> None:
         self._signals.put(_Shutdown("requested over the control socket"))
@@ -289,6 +321,9 @@ class Daemon:
             if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
                 failed = self.system.escalations[0]
                 raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
+            # `/healthz` has the watchdog's view from READY on, not only from the next tick.
+            with self._signals.interrupted():
+                self._sampled(self.system.lookup(MONITOR).ask(GetSample(), timeout=_MONITOR_ASK))
             self.scaler.start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
@@ -324,6 +359,7 @@ class Daemon:
         try:
             _log.info("actord %s listening on %s", __version__, self.server.path)
             self.notifier.ready(self._summary())
+            self.ready = True
             return self._loop()
         except BaseException:
             _log.exception("the main loop failed: stopping")
@@ -346,6 +382,7 @@ class Daemon:
                 2 * wanted,
                 every,
             )
+        self._monitor_every = every
         ping = self.notifier.watchdog if wanted is not None else None
         self.system.spawn(
             lambda: Monitor(
@@ -353,9 +390,13 @@ class Daemon:
                 interval=every,
                 stuck_after=self.config.daemon.stuck_after,  # a restarted one: the reloaded
                 on_healthy=ping,
+                on_sample=self._sampled,
             ),
             MONITOR,
         )
+
+    def _sampled(self, sample: MonitorSample) -> None:
+        self._sample = (time.monotonic(), sample)  # the monitor's thread
 
     def _ping_every_actor(self, timeout: float) -> None:
         # spawn() returns before on_start has run; a ping is answered by the receive loop, so
@@ -413,6 +454,8 @@ class Daemon:
                 listener=listener,
                 max_connections=self._caps[1],
                 read_timeout=config.metrics.read_timeout,
+                healthy=self.unhealthy,
+                ready=self.not_ready,
             )
         except OSError as error:
             if error.errno == errno.EADDRINUSE:

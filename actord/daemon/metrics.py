@@ -7,7 +7,8 @@ histograms, and CPU seconds by mode from psutil's per-thread times matched by na
 keys (jobs) sharing it, turns given back. Daemon-wide (`DaemonCollector`): dead letters by
 reason, control requests by method and code, open connections, worker-process CPU. Served over
 HTTP on loopback by `scrape_http.ScrapeServer`: named, non-daemon threads that
-`MetricsServer.stop` joins, none per connection.
+`MetricsServer.stop` joins, none per connection. The same server answers `/healthz` and
+`/readyz` (200, or 503 with why); any other path is 404.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import psutil
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -31,10 +32,11 @@ from ..runtime.channel import ThreadChannel
 from ..runtime.message import DeadLetterReason, MessageType
 from ..runtime.stats import ActorState, ActorStats
 from .health import thread_cpu_times
-from .scrape_http import ScrapeServer
+from .scrape_http import ScrapeServer, WsgiApp
 
 __all__ = [
     "HISTOGRAM_BOUNDS",
+    "Check",
     "DaemonCollector",
     "MetricsServer",
     "RuntimeCollector",
@@ -44,6 +46,37 @@ __all__ = [
 # Every other power of two nanoseconds from ~1 us to ~17 s: exact on the runtime's log2 buckets.
 HISTOGRAM_BOUNDS: Final = tuple(2.0**k / 1e9 for k in range(10, 35, 2))
 _BACKLOG: Final = 512  # connects the kernel queues for us: a flood waits there, not in us
+_TEXT: Final = [("Content-Type", "text/plain; charset=utf-8")]
+
+# A probe (`/healthz`, `/readyz`): None when all is well, else a short text saying why not.
+Check = Callable[[], str | None]
+
+
+def _ok() -> str | None:
+    return None
+
+
+def _routes(metrics: WsgiApp, checks: Mapping[str, Check]) -> WsgiApp:
+    """`/metrics` to `metrics`; each probe path to its check (200 ``ok``, or 503 and why);
+    404 for any other path."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        check = checks.get(path)
+        if check is None:
+            start_response("404 Not Found", _TEXT)
+            paths = ", ".join(["/metrics", *checks])
+            return [f"not found: {path} (this server answers {paths})\n".encode()]
+        why = check()
+        if why is None:
+            start_response("200 OK", _TEXT)
+            return [b"ok\n"]
+        start_response("503 Service Unavailable", _TEXT)
+        return [f"{why}\n".encode()]
+
+    return app
 
 
 class _Row:
@@ -286,7 +319,8 @@ def _listen(host: str, port: int) -> socket.socket:
 class MetricsServer:
     """Serves `registry` at http://host:port/metrics (loopback by default), or on a listening
     socket handed over by systemd: one selector thread and a few render threads, at most
-    `max_connections` open (see `scrape_http`)."""
+    `max_connections` open (see `scrape_http`). `/healthz` and `/readyz` answer what
+    `healthy` and `ready` say (called on a render thread at each request)."""
 
     def __init__(
         self,
@@ -297,6 +331,8 @@ class MetricsServer:
         listener: socket.socket | None = None,
         max_connections: int = 128,
         read_timeout: float = 5.0,
+        healthy: Check = _ok,
+        ready: Check = _ok,
     ):
         sock = _listen(host, port) if listener is None else listener
         address = sock.getsockname()
@@ -304,7 +340,7 @@ class MetricsServer:
         self.port: int = int(address[1])
         self._server = ScrapeServer(
             sock,
-            make_wsgi_app(registry),
+            _routes(make_wsgi_app(registry), {"/healthz": healthy, "/readyz": ready}),
             max_connections=max_connections,
             read_timeout=read_timeout,
         )

@@ -12,7 +12,9 @@ shut scrapes out); when every slot holds a request that came in, the newcomer is
 503 and closed at once. Out of descriptors (EMFILE, ENFILE), the loop stops accepting for a
 moment, logged once per episode, and goes on: the listener never dies.
 
-One request per connection (``Connection: close``), which is what Prometheus needs.
+One request per connection (``Connection: close``), which is what Prometheus needs. GET and
+HEAD only (HEAD: the status and headers GET would have, no body); any other method is
+answered 405 with ``Allow: GET, HEAD``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ _TOO_LARGE: Final = _response(
     "431 Request Header Fields Too Large", b"request too large\n", [("Content-Type", "text/plain")]
 )
 _BAD: Final = _response("400 Bad Request", b"bad request\n", [("Content-Type", "text/plain")])
+_METHODS: Final = ("GET", "HEAD")
+_NOT_ALLOWED: Final = _response(
+    "405 Method Not Allowed",
+    b"only GET and HEAD\n",
+    [("Content-Type", "text/plain"), ("Allow", ", ".join(_METHODS))],
+)
 
 
 class _Conn:
@@ -320,9 +328,11 @@ class ScrapeServer:
             method, target, _ = line.split(" ", 2)
         except ValueError:
             return _BAD
+        if method not in _METHODS:
+            return _NOT_ALLOWED
         path, _, query = target.partition("?")
         environ: dict[str, Any] = {
-            "REQUEST_METHOD": method,
+            "REQUEST_METHOD": "GET",  # HEAD: rendered as GET, and the body left off below
             "PATH_INFO": path,
             "QUERY_STRING": query,
         }
@@ -336,7 +346,8 @@ class ScrapeServer:
             answer[:] = [status, headers]
 
         body = b"".join(self._app(environ, start_response))
-        return _response(answer[0], body, answer[1])
+        response = _response(answer[0], body, answer[1])
+        return response[: len(response) - len(body)] if method == "HEAD" else response
 
     def _wake(self) -> None:
         # A full pipe: the selector thread has wake-ups waiting already.
