@@ -328,3 +328,24 @@ def test_a_member_that_left_the_pool_answers_to_its_name_no_more(system: ActorSy
     assert system.ping(left, timeout=WAIT).actor == left
     assert system.restart(left) == 1
     assert system.channel.dead_letters() == ()
+
+
+def test_a_shrink_retires_the_highest_numbers_and_a_growth_reuses_the_lowest(
+    system: ActorSystem,
+) -> None:
+    stopped: list[str] = []
+    event = threading.Event()
+    pool = system.spawn_pool(lambda: _SaysWhenItStops(stopped, event), "pool", 4)
+    system.resize("pool", 9)
+    assert {s.name for s in pool.stats()} == {f"pool#{i}" for i in range(9)}
+    threads = {t.name: t for t in _actord_threads()}
+    system.resize("pool", 2)
+    for i in range(2, 9):
+        threads[f"actord:pool#{i}"].join(WAIT)
+        assert not threads[f"actord:pool#{i}"].is_alive()
+    assert sorted(stopped) == sorted(f"pool#{i}" for i in range(2, 9))
+    assert {s.name for s in pool.stats()} == {"pool#0", "pool#1"}
+    assert system.ping("pool#0", timeout=WAIT).actor == "pool#0"
+    system.resize("pool", 4)  # the numbers the shrink freed, not pool#9 on
+    assert {s.name for s in pool.stats()} == {f"pool#{i}" for i in range(4)}
+    assert system.ping("pool#3", timeout=WAIT).actor == "pool#3"

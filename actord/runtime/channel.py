@@ -105,6 +105,7 @@ class Inbox:
         self._channel = channel
         self._mailbox = mailbox
         self.member = member
+        mailbox.join(member)  # a name a member that left had: it is this one's now
 
     def receive(self, max_items: int) -> list[Message]:
         """Block for up to `max_items` messages, control messages first (this member's own

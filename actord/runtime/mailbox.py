@@ -272,6 +272,12 @@ class Mailbox:
             if self._not_empty:
                 self._not_empty.notify_all()
 
+    def join(self, member: str) -> None:
+        """`member` takes messages (again): a pool member started under the name of one that
+        left (a pool that shrank, then grew)."""
+        with self._lock:
+            self._left.discard(member)
+
     def leave(self, member: str) -> list[Message]:
         """`member` will take nothing more (its thread is exiting): remove its own lane and
         return what in it must not vanish (data, and requests someone waits on); the other

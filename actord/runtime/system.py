@@ -11,6 +11,7 @@ queued becomes dead letters, pending asks fail with `ActorDead` at once, its nam
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -45,6 +46,12 @@ _KILL_GRACE: Final = 1.0  # after a graceful deadline, how long an immediate sto
 _CLOSE_GRACE: Final = 0.05  # an immediate stop: time for threads the channel's close woke
 
 
+def _index(cell: _Cell) -> int:
+    """A pool member's number (``pool#3``: 3); 0 for a single actor."""
+    _, sep, number = cell.member.rpartition("#")
+    return int(number) if sep else 0
+
+
 class _Group:
     """The system's record of one actor or pool: its mailbox, members and supervisor."""
 
@@ -68,12 +75,13 @@ class _Group:
         self._supervisor = Supervisor(policy, system.clock)
         self.ref = ActorRef(name, system.channel, self)
         self._inbox = system.channel.inbox(name, "$group")  # our mailbox itself, not its name
-        # _lock guards cells, _size, _live, _next_index, _state and _finalized.
+        # _lock guards cells, _size, _live, _next_index, _leaving, _state and _finalized.
         self._lock = threading.Lock()
         self.cells: list[_Cell] = []  # every member started and not yet pruned
         self._size = 0  # members wanted: retiring ones are no longer counted
         self._live = 0  # member threads started and not yet exited
         self._next_index = 0
+        self._leaving: set[str] = set()  # members asked to retire, until their thread leaves
         self._state = "running"  # running | failed | stopping | stopped
         self._finalized = False  # mailbox unregistered and the system has forgotten us
 
@@ -85,10 +93,11 @@ class _Group:
     def alive(self) -> bool:
         return self._state == "running"
 
-    def _new_cell(self) -> _Cell:
+    def _new_cell(self, index: int | None = None) -> _Cell:
         # Called with _lock held.
-        index = self._next_index
-        self._next_index += 1
+        if index is None:
+            index = self._next_index
+        self._next_index = max(self._next_index, index + 1)
         member = f"{self.name}#{index}" if self.pooled else self.name
         channel = self._system.channel
         cell: Callable[..., _Cell] = _Cell
@@ -119,18 +128,31 @@ class _Group:
             raise InvalidArgument(f"pool size must be >= 1, got {size}")
         with self._lock:
             self._check_running()
+            # A member's number is free once its thread has left: a growth takes the lowest
+            # free ones, a shrink retires the highest-numbered members, so after any resizes
+            # a pool of n is pool#0 to pool#n-1 again (names one can `send` to; metric labels
+            # stay bounded).
+            taken = {_index(c) for c in self.cells if not c.retired or c.thread.is_alive()}
             self.cells = [c for c in self.cells if not c.retired]
+            self._leaving &= {c.member for c in self.cells}
             delta = size - self._size
             self._size = size
-            started = [self._new_cell() for _ in range(max(delta, 0))]
+            free = (i for i in itertools.count() if i not in taken)
+            started = [self._new_cell(next(free)) for _ in range(max(delta, 0))]
             self.cells.extend(started)
             self._live += len(started)
             # Started under the lock: a concurrent stop never sees a cell it cannot join.
             for cell in started:
                 self._system._started(cell)
                 cell.thread.start()
-            # Into our own mailbox, under the lock: never a pool that reuses the name.
-            for _ in range(max(-delta, 0)):
+            staying = [c for c in self._members() if c.member not in self._leaving]
+            leaving = sorted(staying, key=_index, reverse=True)[: max(-delta, 0)]
+            for cell in leaving:
+                self._leaving.add(cell.member)
+                cell.control(ControlKind.RETIRE)
+            # Into our own mailbox, under the lock: never a pool that reuses the name. Only
+            # when fewer members serve than leave (some exited on a failure).
+            for _ in range(max(-delta, 0) - len(leaving)):
                 self._inbox.control(ControlKind.RETIRE, anyone=True)
 
     @property
