@@ -40,8 +40,9 @@ class _Hooks:
         self.reloads: list[float] = []  # the timeout of each reload asked for
         self.scaler = scaler
 
-    def scale(self, pool: str, size: int) -> dict[str, Any]:
+    def scale(self, pool: str, size: int, asker: str = "") -> dict[str, Any]:
         assert self.scaler is not None, "this test resizes nothing"
+        assert asker == "uid 0 pid 1"  # who asked, for the daemon's log line
         return self.scaler.request(pool, size).to_wire()
 
     def status(self) -> dict[str, Any]:

@@ -199,7 +199,7 @@ class RuntimeHooks(Protocol):
 
     def shutdown(self) -> None: ...
 
-    def scale(self, pool: str, size: int) -> dict[str, Any]: ...
+    def scale(self, pool: str, size: int, asker: str = ...) -> dict[str, Any]: ...
 
     def effective_config(self) -> dict[str, Any]: ...
 
@@ -282,7 +282,8 @@ def runtime_methods(system: ActorSystem, hooks: RuntimeHooks) -> dict[str, Metho
 
     def scale(call: Call) -> dict[str, Any]:
         # Answered at once with the plan; the members start off this thread, in steps.
-        return hooks.scale(param(call, 0, str, "pool"), param(call, 1, int, "size"))
+        pool, size = param(call, 0, str, "pool"), param(call, 1, int, "size")
+        return hooks.scale(pool, size, asker=f"uid {call.peer.uid} pid {call.peer.pid}")
 
     def reload(call: Call) -> dict[str, Any]:
         return hooks.reload(timeout=30.0)

@@ -53,6 +53,7 @@ _STATUS_SHOWN: Final = (
     "state_dir",
     "metrics",
     "actors",
+    "pools",
     "connections",
     "draining",
 )
@@ -73,6 +74,7 @@ def _status(result: Any, out: Output) -> None:
         ("state dir", _value("state_dir", status.get("state_dir"))),
         ("metrics", _value("metrics", status.get("metrics")) if status.get("metrics") else "off"),
         ("actors", _value("actors", status.get("actors"))),
+        ("pools", _pools(status.get("pools"))),
         ("connections", _value("connections", status.get("connections"))),
     ]
     counts = {name: status.get(f"jobs_{name}") for name in _JOB_COUNTS}
@@ -81,6 +83,22 @@ def _status(result: Any, out: Output) -> None:
     shown = {*_STATUS_SHOWN, *(f"jobs_{name}" for name in _JOB_COUNTS)}
     rows += [(k.replace("_", " "), _value(k, v)) for k, v in status.items() if k not in shown]
     pairs(rows, out)
+
+
+def _pool(pool: Mapping[str, Any]) -> str:
+    """``2 (configured 4, scaled)``: the size now, and the configured one if it differs."""
+    size, configured = pool.get("size"), pool.get("configured")
+    if pool.get("scaled") and size != configured:
+        return f"{_value('size', size)} (configured {_value('size', configured)}, scaled)"
+    return _value("size", size)
+
+
+def _pools(pools: Any) -> str:
+    if not isinstance(pools, Mapping) or not pools:
+        return "-"
+    return ", ".join(
+        f"{name} {_pool(pool)}" for name, pool in pools.items() if isinstance(pool, Mapping)
+    )
 
 
 def _value(key: str, value: Any) -> str:
@@ -150,7 +168,9 @@ def _reload(result: Any, out: Output) -> None:
         out.line("a restart is needed for:")
         for key in pending:
             out.line(f"  {key}")
-    shown = ("generation", "restart_needed", "changed")
+    for pool, members in (result.get("scaled_kept") or {}).items():
+        out.line(f"pool {pool} keeps its scaled size {members}: `actorctl scale` undoes it")
+    shown = ("generation", "restart_needed", "changed", "scaled_kept")
     rest = {k: v for k, v in result.items() if k not in shown}
     if rest:
         plain(rest, out)
@@ -181,11 +201,17 @@ def _config(result: Any, out: Output) -> None:
     for key, value in config.items():
         if key not in tables:
             out.line(f"{key} = {_toml(value)}")
+    pools = result.get("pools") or {}
     for name, section in tables.items():
         out.line()
         out.line(f"[{name}]")
         for key, value in section.items():
-            out.line(f"{key} = {_toml(value)}")
+            pool = pools.get(name) if key == "size" else None
+            if isinstance(pool, Mapping) and pool.get("scaled") and pool.get("size") != value:
+                # Beside the configured size: the one `scale` set, which a reload keeps.
+                out.line(f"{key} = {_toml(value)}  # scaled to {pool.get('size')} (actorctl scale)")
+            else:
+                out.line(f"{key} = {_toml(value)}")
     out.line()
     out.line("# changed since the start (by reloads):")
     changed = result.get("changed_since_start") or {}

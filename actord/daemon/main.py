@@ -145,6 +145,11 @@ class Daemon:
         self.pid = os.getpid()
         self._fixed_status: dict[str, Any] = {}  # the figures of `status` that never change
         self.draining = False
+        # _scaled_lock guards _scaled: pool -> the size `scale` last asked for it, while that
+        # differs from its configured size (connection threads write it, the main loop's
+        # reload and `status` read it).
+        self._scaled_lock = threading.Lock()
+        self._scaled: dict[str, int] = {}
         self.ready = False  # READY=1 sent (and not yet stopping): `/readyz` says 200
         # The monitor's latest sample and when it came (monotonic), replaced whole by the
         # monitor's thread, read by the metrics server's (`/healthz`).
@@ -169,6 +174,7 @@ class Daemon:
             "generation": self.generation,
             "draining": self.draining,
             "actors": self.system.member_count(),  # as many as `actors` lists
+            "pools": self._pools(),
             "connections": self.server.connections,
             **self.app.status(),
         }
@@ -228,10 +234,46 @@ class Daemon:
     def shutdown(self) -> None:
         self._signals.put(_Shutdown("requested over the control socket"))
 
-    def scale(self, pool: str, size: int) -> dict[str, Any]:
+    def scale(self, pool: str, size: int, asker: str = "an embedding caller") -> dict[str, Any]:
         if self.draining:
             raise Refused(ErrorCode.BUSY, "actord is stopping: no resize now")
-        return self.scaler.request(pool, size).to_wire()
+        with self._scaled_lock:  # one scale at a time: the scaler's target and ours agree
+            plan = self.scaler.request(pool, size)
+            configured = _setting(self.config, f"{pool}.size")
+            if size == configured:
+                self._scaled.pop(pool, None)
+            else:
+                self._scaled[pool] = size
+        _log.info(
+            "scale: pool %s from %d to %d members (configured %s), asked by %s",
+            pool,
+            plan.current,
+            size,
+            configured if isinstance(configured, int) else "-",
+            asker,
+        )
+        return plan.to_wire()
+
+    def _pools(self) -> dict[str, dict[str, Any]]:
+        """Each pool with a configured size: its size now, the configured one, and whether
+        `scale` changed it (for `status` and `config`)."""
+        with self._scaled_lock:
+            scaled = dict(self._scaled)
+        pools = {}
+        for name in self.system.names():
+            configured = _setting(self.config, f"{name}.size")
+            if not isinstance(configured, int) and name not in scaled:
+                continue
+            try:
+                size = self.system.size(name)
+            except ActordError:
+                continue  # a single actor, or one gone meanwhile
+            pools[name] = {
+                "size": size,
+                "configured": configured if isinstance(configured, int) else None,
+                "scaled": name in scaled,
+            }
+        return pools
 
     # -- the main thread ---------------------------------------------------------------------
 
@@ -521,6 +563,7 @@ class Daemon:
                 self._reload_failed(done, "failed", error)
                 return
         changed = config_changes(self.config, config)
+        kept = self._scaled_after_reload(config)
         self.config = config
         self.scaler.max_size = config.daemon.max_pool_size
         self._pending = pending
@@ -539,8 +582,38 @@ class Daemon:
         self.notifier.ready(self._summary())
         if done is not None:
             done.set_result(
-                {"generation": self.generation, "restart_needed": pending, "changed": changed}
+                {
+                    "generation": self.generation,
+                    "restart_needed": pending,
+                    "changed": changed,
+                    "scaled_kept": kept,
+                }
             )
+
+    def _scaled_after_reload(self, config: Config) -> dict[str, int]:
+        """A reload keeps each scaled pool's size, unless it changes that pool's configured
+        size (the pool has that size now: the application resized it). Says so in the log;
+        returns the pools that keep a scaled size."""
+        kept = {}
+        with self._scaled_lock:
+            for pool, size in list(self._scaled.items()):
+                before = _setting(self.config, f"{pool}.size")
+                after = _setting(config, f"{pool}.size")
+                if before != after:
+                    del self._scaled[pool]
+                    _log.info("pool %s: the reload set its configured size, %s", pool, after)
+                    continue
+                kept[pool] = size
+                _log.info(
+                    "pool %s keeps its scaled size %d (configured %s): a reload does not undo "
+                    "a scale; actorctl scale %s %s does",
+                    pool,
+                    size,
+                    after,
+                    pool,
+                    after,
+                )
+        return kept
 
     def effective_config(self) -> dict[str, Any]:
         """For `actorctl config`: the running config, where it came from, what reloads have
@@ -551,6 +624,7 @@ class Daemon:
             "config": _wire(asdict(self.config)),
             "changed_since_start": config_changes(self._started_config, self.config),
             "restart_needed": list(self._pending),
+            "pools": self._pools(),
         }
 
     def _restart_needed(self, config: Config, reported: list[str]) -> list[str]:
