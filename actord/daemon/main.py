@@ -363,9 +363,8 @@ class Daemon:
             if self.system.escalations:  # an actor that cannot start (a refused journal, ...)
                 failed = self.system.escalations[0]
                 raise _StartFailed(f"actor {failed.actor} failed: {failed.error}")
-            # `/healthz` has the watchdog's view from READY on, not only from the next tick.
             with self._signals.interrupted():
-                self._sampled(self.system.lookup(MONITOR).ask(GetSample(), timeout=_MONITOR_ASK))
+                self._first_sample()
             self.scaler.start()
             methods = {**runtime_methods(self.system, self), **self.app.methods()}
             self.dispatcher = Dispatcher(methods)
@@ -436,6 +435,13 @@ class Daemon:
             ),
             MONITOR,
         )
+
+    def _first_sample(self) -> None:
+        # `/healthz` has the watchdog's view from READY on, not only from the next tick.
+        try:
+            self._sampled(self.system.lookup(MONITOR).ask(GetSample(), timeout=_MONITOR_ASK))
+        except ActordError as error:  # its tick brings one; until then 503, and why
+            _log.warning("no health sample before READY: %s", error)
 
     def _sampled(self, sample: MonitorSample) -> None:
         self._sample = (time.monotonic(), sample)  # the monitor's thread
