@@ -401,9 +401,12 @@ class WrittenProgress:
 
 @dataclass(frozen=True, slots=True)
 class WriterStopped:
-    """A writer's last word: it has stopped and removed whatever it did not publish."""
+    """A writer's last word: it has stopped and removed whatever it did not publish, or
+    could not remove all of it (`left`: a directory made read-only under the job), which
+    the store then sweeps."""
 
     job: str
+    left: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ from .writer import (
     complete_publication,
     discard,
     remove_temps,
+    temp_target,
     temps_in,
     temps_of,
 )
@@ -207,7 +208,8 @@ class _Live:
         self.closing = False  # its end is decided: waiting for its writer to remove its files
         self.released = False  # put back in the journal's queue by a stop: no failure recorded
         self.silent = False  # stopped by the shutdown: it stays queued, nobody is told
-        self.writer_stopped = False  # its temporary files are gone
+        self.writer_stopped = False  # its writer has stopped (and told whether temps are left)
+        self.temps_left = False  # its writer could not remove its temporary files: swept
 
 
 def _by_directory(outputs: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -325,7 +327,12 @@ class JobStore(Actor):
                 ended[spec_from_wire(unpack(packed)).output] = job_id
         for directory, names in _by_directory(ended).items():
             # One listing a directory, opened beneath the output roots.
-            for temp, output in temps_in(directory, names, self._output_roots):
+            try:
+                temps = temps_in(directory, names, self._output_roots)
+            except OSError as error:  # gone, out of the roots, not ours to read
+                _log.warning("cannot look for temporary files in %s: %s", directory, error)
+                continue
+            for temp, output in temps:
                 if discard(temp, self._output_roots):
                     _log.info("removed %s, left by job %s", temp, ended[output])
                 else:
@@ -379,7 +386,7 @@ class JobStore(Actor):
         elif isinstance(payload, InputSized):
             self._sized(payload)
         elif isinstance(payload, WriterStopped):
-            self._writer_stopped(payload.job)
+            self._writer_stopped(payload)
         elif payload is _SWEEP:
             self._sweep_leftovers()
         elif isinstance(payload, JobError):
@@ -790,11 +797,12 @@ class JobStore(Actor):
         if live.writer is not None:  # stopping is idempotent; a failed actor must go too
             live.writer.stop(graceful=False, wait=False)
 
-    def _writer_stopped(self, job_id: str) -> None:
-        live = self.live.get(job_id)
+    def _writer_stopped(self, stopped: WriterStopped) -> None:
+        live = self.live.get(stopped.job)
         if live is None:
             return
         live.writer_stopped = True
+        live.temps_left = stopped.left
         if live.closing and not live.silent:
             self._settle(live)
 
@@ -804,8 +812,8 @@ class JobStore(Actor):
         del self.live[job_id]
         self.running.discard(job_id)
         self._release_outputs(live)
-        if live.info.state in (JobState.FAILED, JobState.CANCELLED):
-            self._sweep(live.spec.output, job_id)  # what its writer could not remove
+        if live.temps_left:  # what its writer could not remove (it says so)
+            self._sweep(live.spec.output, job_id)
         seconds = time.monotonic() - live.started if live.started else 0.0
         if live.started:
             self.stats.ran(live.spec.kind, seconds, live.info.summary)
@@ -837,15 +845,35 @@ class JobStore(Actor):
         again every `sweep_every` seconds, and at the next start."""
         if self.outputs.get(output) not in (None, job_id):
             self.leftovers[output] = job_id  # after that job
+        elif self._remove_left(output, job_id):
+            self.leftovers.pop(output, None)
+            return
         else:
-            for temp in remove_temps(output, self._output_roots):
-                _log.info("removed %s, left by job %s", temp, job_id)
-            if not temps_of(output, self._output_roots):
-                self.leftovers.pop(output, None)
-                return
             self.leftovers[output] = job_id
         if self._sweeping is None:
             self._sweeping = self.schedule(self.sweep_every, _SWEEP, interval=self.sweep_every)
+
+    def _remove_left(self, output: str, job_id: str) -> bool:
+        """Remove the temp files beside `output` that its ended job left; True once none is
+        left. A temp file of a path another unfinished job writes is that job's own (an
+        output named like this one's rejects file): never touched."""
+        roots = self._output_roots
+        try:
+            found = temps_of(output, roots)
+        except FileNotFoundError:  # its directory is gone, and its temp files with it
+            return True
+        except OSError as error:  # not listable now (unreadable, not a directory): later
+            _log.warning("cannot look for temporary files of %s: %s", output, error)
+            return False
+        gone = True
+        for temp in found:
+            if self.outputs.get(temp_target(temp)) not in (None, job_id):
+                continue
+            if discard(temp, roots):
+                _log.info("removed %s, left by job %s", temp, job_id)
+            else:
+                gone = False
+        return gone
 
     def _sweep_leftovers(self) -> None:
         for output, job_id in list(self.leftovers.items()):

@@ -71,6 +71,7 @@ __all__ = [
     "create_temp",
     "discard",
     "remove_temps",
+    "temp_target",
     "temps_in",
     "temps_of",
 ]
@@ -121,35 +122,44 @@ def create_temp(path: str, directory: Directory | None = None) -> tuple[int, str
             continue
 
 
-# A writer's temporary file (`create_temp`) of an output or of its rejects file.
-_ANY_TEMP: Final = re.compile(
-    rf"\.(?P<name>.+?)(?:{re.escape(REJECTS_SUFFIX)})?\.[0-9a-f]{{12}}\.tmp"
-)
+# A writer's temporary file (`create_temp`): ``.<name>.<random>.tmp`` beside the file it
+# becomes (a job's output, or a log job's rejects file: the output's name + ".rejects").
+_ANY_TEMP: Final = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def temp_target(temp: str) -> str:
+    """The file a temporary file of `create_temp` becomes (its path without the dot and the
+    random part)."""
+    directory, entry = os.path.split(temp)
+    match = _ANY_TEMP.fullmatch(entry)
+    return os.path.join(directory, match["name"] if match is not None else entry)
 
 
 def temps_in(
     directory: str, names: dict[str, str], roots: Sequence[str] | None = None
 ) -> list[tuple[str, str]]:
     """(temp file, output) of each temporary file in `directory` (opened beneath `roots`, the
-    output roots; None: as given) of an output named in `names` ({file name: output path}):
-    one listing for a directory of many outputs."""
-    try:
-        with open_directory(directory, roots) as opened:
-            entries = opened.names()
-    except OSError as error:  # gone, out of the roots, not ours to read: nothing to remove
-        _log.warning("cannot look for temporary files in %s: %s", directory, error)
-        return []
+    output roots; None: as given) of an output named in `names` ({file name: output path}),
+    or of its rejects file: one listing for a directory of many outputs. Raises OSError when
+    the directory cannot be opened or listed."""
+    with open_directory(directory, roots) as opened:
+        entries = opened.names()
     found = []
     for entry in entries:
         match = _ANY_TEMP.fullmatch(entry)
-        if match is not None and match["name"] in names:
-            found.append((os.path.join(directory, entry), names[match["name"]]))
+        if match is None:
+            continue
+        name = match["name"]
+        output = names.get(name) or names.get(name.removesuffix(REJECTS_SUFFIX))
+        if output is not None:
+            found.append((os.path.join(directory, entry), output))
     return found
 
 
 def temps_of(path: str, roots: Sequence[str] | None = None) -> list[str]:
     """The temporary files of a writer of `path` (the output's and its rejects file's) that
-    are there now, in its directory opened beneath `roots`."""
+    are there now, in its directory opened beneath `roots`. Raises OSError when the
+    directory cannot be opened or listed."""
     directory, name = os.path.split(os.path.abspath(path))
     return [temp for temp, _ in temps_in(directory, {name: path}, roots)]
 
@@ -158,7 +168,12 @@ def remove_temps(path: str, roots: Sequence[str] | None = None) -> list[str]:
     """Remove the temporary files a writer of `path` left behind (a crash, a kill -9): the
     output's and its rejects file's, in its directory opened beneath `roots` (the output
     roots; None: as given). Returns what was removed."""
-    return [temp for temp in temps_of(path, roots) if discard(temp, roots)]
+    try:
+        found = temps_of(path, roots)
+    except OSError as error:  # gone, out of the roots, not ours to read: nothing to remove
+        _log.warning("cannot look for temporary files of %s: %s", path, error)
+        return []
+    return [temp for temp in found if discard(temp, roots)]
 
 
 def discard(path: str, roots: Sequence[str] | None = None) -> bool:
@@ -272,16 +287,18 @@ class AtomicFile:
             os.fsync(self.file.fileno())
             self.file.close()
 
-    def abort(self) -> None:
-        """Remove the temporary file (its unflushed data is dropped with it). Removed first:
-        closing flushes, and a flush can fail (a full disk may be why the job ends)."""
-        _unlink(self.directory, os.path.basename(self.temp))
+    def abort(self) -> bool:
+        """Remove the temporary file (its unflushed data is dropped with it); False if it
+        could not be. Removed first: closing flushes, and a flush can fail (a full disk may
+        be why the job ends)."""
+        removed = _unlink(self.directory, os.path.basename(self.temp))
         self._release()
         if not self.file.closed:
             try:
                 self.file.close()
             except OSError as error:  # the data was going nowhere: only worth a note
                 _log.info("discarded %s: %s", self.temp, error)
+        return removed
 
 
 def _pause_for_test(point: str, kind: str, job: str) -> None:
@@ -387,8 +404,9 @@ class _UnitWriter(Actor):
     def _fail(self, error: str) -> None:
         self.send(self.store, JobError(self.job, error))
 
-    def _abort(self) -> None:
-        """Remove whatever this writer created, unless it was committed."""
+    def _abort(self) -> bool:
+        """Remove whatever this writer created, unless it was committed; False if something
+        could not be removed."""
         raise NotImplementedError
 
     def _publish(self, files: list[tuple[str, str, int]], summary: LogSummary | FFTSummary) -> None:
@@ -442,11 +460,12 @@ class _UnitWriter(Actor):
     def on_stop(self) -> None:
         """Actor thread: a job stopped before its end leaves no output and no temp file.
         The store settles the job when it hears `WriterStopped`: it is always sent."""
+        left = True  # until the files are known to be gone
         try:
-            self._abort()
+            left = not self._abort()
         finally:
             self._close_directory()
-            self.send(self.store, WriterStopped(self.job))
+            self.send(self.store, WriterStopped(self.job, left))
 
     def on_failure(self, error: Exception, message: Message | None) -> None:
         """Actor thread: a write failed (disk full, ...) or the writer crashed: the job fails,
@@ -457,11 +476,12 @@ class _UnitWriter(Actor):
             self._fail(f"writing {self.output} failed: {error}")
         else:
             self._fail(f"the job's writer failed: {type(error).__name__}: {error}")
+        left = True  # until the files are known to be gone
         try:
-            self._abort()
+            left = not self._abort()
         finally:
             self._close_directory()
-            self.send(self.store, WriterStopped(self.job))
+            self.send(self.store, WriterStopped(self.job, left))
             self.ref.stop(graceful=False, wait=False)
 
 
@@ -553,11 +573,11 @@ class LogWriter(_UnitWriter):
         files = [(part.temp, part.path, part.inode()) for part in (self._rejects, self._out)]
         self._publish(files, summary)
 
-    def _abort(self) -> None:
-        if not self.committed:
-            for part in (self._out, self._rejects):
-                if part is not None:
-                    part.abort()
+    def _abort(self) -> bool:
+        if self.committed:
+            return True
+        removed = [part.abort() for part in (self._out, self._rejects) if part is not None]
+        return all(removed)
 
 
 class ArrayWriter(_UnitWriter):
@@ -654,12 +674,14 @@ class ArrayWriter(_UnitWriter):
         )
         self._publish([(self._temp, final, inode)], summary)
 
-    def _abort(self) -> None:
+    def _abort(self) -> bool:
+        removed = True
         if not self.committed and self._temp is not None and self.directory is not None:
-            _unlink(self.directory, os.path.basename(self._temp))
+            removed = _unlink(self.directory, os.path.basename(self._temp))
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # unbuffered: nothing is flushed, so this does not fail on a full disk
+        return removed
 
 
 def _write_npy_header(fd: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:

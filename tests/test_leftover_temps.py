@@ -113,3 +113,40 @@ def test_the_next_start_removes_the_temp_files_of_a_job_that_is_not_running(
         assert temp_files(outputs) == []
     finally:
         system.stop(timeout=WAIT)
+
+
+def test_a_sweep_never_removes_a_temp_file_of_a_path_another_job_writes(tmp_path: Path) -> None:
+    # FFT job A (output a.jsonl) ended; log job B writes the output a.jsonl.rejects: B's temp
+    # file is named like A's rejects temp. Only A's own go.
+    from actors.store import JobStore
+
+    mine = tmp_path / ".a.jsonl.0123456789ab.tmp"
+    theirs = tmp_path / ".a.jsonl.rejects.0123456789ab.tmp"
+    for temp in (mine, theirs):
+        temp.write_bytes(b"x")
+    store = JobStore(str(tmp_path / "journal.sqlite3"), lambda *args: None, 4)  # type: ignore[arg-type,return-value]
+    store.outputs[str(tmp_path / "a.jsonl.rejects")] = "log-2"
+    assert store._remove_left(str(tmp_path / "a.jsonl"), "fft-1")
+    assert not mine.exists() and theirs.exists()
+    # Once B has ended, a sweep for A takes what is named like its rejects temp too.
+    del store.outputs[str(tmp_path / "a.jsonl.rejects")]
+    assert store._remove_left(str(tmp_path / "a.jsonl"), "fft-1")
+    assert not theirs.exists()
+
+
+def test_the_temp_files_of_an_output_named_like_a_rejects_file_are_found(tmp_path: Path) -> None:
+    from actors.writer import temp_target, temps_of
+
+    temp = tmp_path / ".b.rejects.0123456789ab.tmp"
+    temp.write_bytes(b"x")
+    assert temps_of(str(tmp_path / "b.rejects")) == [str(temp)]
+    assert temp_target(str(temp)) == str(tmp_path / "b.rejects")
+
+
+def test_a_sweep_keeps_what_it_cannot_list_for_later(tmp_path: Path) -> None:
+    from actors.store import JobStore
+
+    store = JobStore(str(tmp_path / "journal.sqlite3"), lambda *args: None, 4)  # type: ignore[arg-type,return-value]
+    assert store._remove_left(str(tmp_path / "gone" / "a.jsonl"), "log-1")  # nothing left
+    (tmp_path / "file").write_bytes(b"")  # a directory replaced by a file: tried again later
+    assert not store._remove_left(str(tmp_path / "file" / "a.jsonl"), "log-1")

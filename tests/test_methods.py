@@ -441,3 +441,24 @@ def test_an_audit_line_names_the_peer_the_arguments_and_the_outcome(
         "refused conflict: taken"
     )
     assert scaled == "scale by uid 0 pid 79 (p 3): ok"  # and no line for the status read
+
+
+def test_the_scaler_outlives_a_thread_it_could_not_start(
+    system: ActorSystem, recorder: Recorder, scaler: PoolScaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system.spawn_pool(lambda: RecordingActor(recorder), "pool", 1)
+    resize = system.resize
+    failures = [RuntimeError("can't start new thread")]
+
+    def resize_once_failing(pool: str, size: int) -> None:
+        if failures:
+            raise failures.pop()
+        resize(pool, size)
+
+    monkeypatch.setattr(system, "resize", resize_once_failing)
+    scaler.request("pool", 3)
+    assert scaler.settled(WAIT)  # abandoned, and said so in the log
+    assert system.size("pool") == 1
+    scaler.request("pool", 3)  # the scaler's thread is still there to take it
+    assert scaler.settled(WAIT)
+    assert system.size("pool") == 3

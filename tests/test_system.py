@@ -349,3 +349,23 @@ def test_a_shrink_retires_the_highest_numbers_and_a_growth_reuses_the_lowest(
     system.resize("pool", 4)  # the numbers the shrink freed, not pool#9 on
     assert {s.name for s in pool.stats()} == {f"pool#{i}" for i in range(4)}
     assert system.ping("pool#3", timeout=WAIT).actor == "pool#3"
+
+
+def test_stats_take_no_lock_a_resize_holds(system: ActorSystem) -> None:
+    # The SIGUSR1 dump asks for stats in a signal handler on the main thread, which may be
+    # inside `resize` (holding the system's and the pool's locks, starting a thread).
+    class Idle(Actor):
+        def handle(self, message: Message) -> None:
+            pass
+
+    system.spawn_pool(Idle, "idle", size=2)
+    group = system._order[-1]
+    answered: list[int] = []
+    with system._lock, group._lock:
+        asker = threading.Thread(target=lambda: answered.append(len(system.stats())))
+        asker.start()
+        asker.join(WAIT)
+        still_waiting = asker.is_alive()
+    asker.join(WAIT)
+    assert not still_waiting, "stats() waited for a lock a resize holds"
+    assert answered and answered[0] >= 2

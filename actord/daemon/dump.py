@@ -45,8 +45,18 @@ def install() -> None:
     faulthandler.register(signal.SIGUSR2, all_threads=True)
 
 
+_dumping = False  # a dump is being written (main thread): a signal during it is not nested
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
-    _log.warning("%s", format_dump(_actors() if _actors is not None else ()))
+    global _dumping  # noqa: PLW0603 - the handler's own re-entry flag
+    if _dumping:  # a burst of SIGUSR1: the dump under way answers it
+        return
+    _dumping = True
+    try:
+        _log.warning("%s", format_dump(_actors() if _actors is not None else ()))
+    finally:
+        _dumping = False
 
 
 def format_dump(

@@ -137,6 +137,9 @@ class PoolScaler:
         except ActordError as error:  # the pool or the system is stopping
             _log.warning("pool %s: resize to %d abandoned: %s", pool, target, error)
             return True
+        except RuntimeError as error:  # "can't start new thread": the host's limit
+            _log.error("pool %s: resize to %d abandoned: %s", pool, target, error)
+            return True
         return size == target
 
     def _await_started(self, pool: str) -> None:

@@ -210,9 +210,9 @@ class _Group:
         return frozenset.intersection(*known) if known else frozenset()
 
     def stats(self) -> tuple[ActorStats, ...]:
-        with self._lock:
-            cells = list(self.cells)
-        return tuple(c.stats(self.role) for c in cells if not c.retired)
+        # No lock: copying the list is one C call under the GIL, and a signal handler (the
+        # SIGUSR1 dump) may ask on the main thread while it holds _lock in `resize`.
+        return tuple(c.stats(self.role) for c in tuple(self.cells) if not c.retired)
 
     def _escalated(self, escalation: Escalation) -> None:
         # The failing member's thread: stop the whole pool now, then tell the system.
@@ -522,10 +522,9 @@ class ActorSystem:
             return live, self._retired_stats()
 
     def stats(self) -> tuple[ActorStats, ...]:
-        """A snapshot of every member of every actor, in start order."""
-        with self._lock:
-            groups = list(self._order)
-        return tuple(s for g in groups for s in g.stats())
+        """A snapshot of every member of every actor, in start order. Takes no lock (the list
+        is copied in one C call): a signal handler on a thread that holds one may ask."""
+        return tuple(s for g in tuple(self._order) for s in g.stats())
 
     def retired(self) -> tuple[ActorStats, ...]:
         """Totals of the actors of each role that have stopped (for monotonic metrics)."""
