@@ -462,3 +462,28 @@ def test_the_scaler_outlives_a_thread_it_could_not_start(
     scaler.request("pool", 3)  # the scaler's thread is still there to take it
     assert scaler.settled(WAIT)
     assert system.size("pool") == 3
+
+
+def test_a_cancelled_scale_takes_no_step_after_the_one_under_way(system: ActorSystem) -> None:
+    # A reload that sets a pool's size cancels a scale in progress first: no later step of
+    # the scale may undo the reload's size.
+    gate = threading.Semaphore(1)
+    starting, cond = [0, 0], threading.Condition()
+    system.spawn_pool(lambda: _SlowStart(gate, starting, cond), "slow", 1)
+    system.lookup("slow").ping(timeout=WAIT)
+    scaler = PoolScaler(system, max_size=64, step=3)
+    scaler.start()
+    try:
+        scaler.request("slow", 13)
+        with cond:
+            assert cond.wait_for(lambda: starting[0] == 3, WAIT)  # a step is under way
+        assert scaler.pending() == ("slow",)
+        assert not scaler.cancel("slow", 0.05)  # it waits for that step to end...
+        for _ in range(3):
+            gate.release()
+        assert scaler.cancel("slow", WAIT)  # ...which then does
+        system.resize("slow", 2)  # what the reload does next
+        assert scaler.settled(WAIT) and scaler.pending() == ()
+    finally:
+        scaler.stop(WAIT)
+    assert system.size("slow") == 2

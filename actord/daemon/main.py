@@ -89,6 +89,7 @@ _RESTART_KEYS: Final = (
 )
 _MONITOR_EVERY: Final = 1.0  # seconds between the monitor's samples (and watchdog pings)
 _MONITOR_ASK: Final = 5.0  # seconds a reload waits for the monitor to take a new threshold
+_SCALE_CANCEL: Final = 10.0  # seconds a reload waits for a scale step under way to end
 _STALE_AFTER: Final = 5.0  # seconds without a monitor sample before /healthz says 503
 
 
@@ -549,6 +550,10 @@ class Daemon:
         except ConfigError as error:
             self._reload_failed(done, "refused", error)
             return
+        for pool in self.scaler.pending():  # a reload that sets a pool's size wins over a scale
+            resized = _setting(self.config, f"{pool}.size") != _setting(config, f"{pool}.size")
+            if resized and not self.scaler.cancel(pool, _SCALE_CANCEL):
+                _log.warning("pool %s: a scale step is still under way", pool)
         try:
             reported = self.app.reconfigure(config)
         except ActordError as error:

@@ -58,10 +58,12 @@ class PoolScaler:
         self.cores = os.cpu_count() or 1
         self.step = step or self.cores
         self.start_timeout = start_timeout  # how long one step waits for a member's start
-        # _cond guards _targets (pool -> the size last asked, until reached) and _stopping;
-        # notified by request and stop (to the thread) and by the thread (to `settled`).
+        # _cond guards _targets (pool -> the size last asked, until reached), _stepping (the
+        # pool a step is under way on) and _stopping; notified by request, cancel and stop
+        # (to the thread) and by the thread (to `settled` and `cancel`).
         self._cond = threading.Condition()
         self._targets: dict[str, int] = {}
+        self._stepping: str | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="actord-scaler", daemon=False)
 
@@ -93,6 +95,21 @@ class PoolScaler:
             self._cond.notify_all()
         return ScalePlan(pool, size, current, self.step)
 
+    def cancel(self, pool: str, timeout: float) -> bool:
+        """Drop what was asked of `pool` and wait (up to `timeout`) for a step under way on it
+        to end: whoever resizes it next (a reload) is not undone by a later step. True if no
+        step is under way on it now."""
+        with self._cond:
+            self._targets.pop(pool, None)
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._stepping != pool, timeout)
+
+    def pending(self) -> tuple[str, ...]:
+        """The pools a resize is asked of or under way on."""
+        with self._cond:
+            stepping = () if self._stepping is None else (self._stepping,)
+            return tuple(dict.fromkeys((*self._targets, *stepping)))
+
     def settled(self, timeout: float) -> bool:
         """Wait until every resize asked for is done (or `timeout`); True if none is left."""
         with self._cond:
@@ -119,7 +136,13 @@ class PoolScaler:
                 if self._stopping:
                     return
                 pool, target = next(iter(self._targets.items()))
-            done = self._step(pool, target)
+                self._stepping = pool
+            try:
+                done = self._step(pool, target)
+            finally:
+                with self._cond:
+                    self._stepping = None
+                    self._cond.notify_all()
             with self._cond:
                 if done and self._targets.get(pool) == target:
                     del self._targets[pool]
