@@ -48,6 +48,9 @@ _POLL = 0.25  # how often a member waiting on its worker checks for a stop or a 
 _YIELD_AFTER = 1.0  # seconds a block runs before its member may be given to another job
 _TRUSTED = frozenset(BUILTIN_FORMATS.values())  # patterns that may run in a thread
 _WARM_UP = BUILTIN_FORMATS["seed"]  # what a new worker parses (no line) to say it is up
+# How long a new worker may take to start (an interpreter and its imports: seconds on a busy
+# machine), whatever the block timeout, which bounds a block's parsing, not a start.
+_START_TIMEOUT = 60.0
 
 
 @lru_cache(maxsize=32)
@@ -216,13 +219,27 @@ class Parser(Actor):
         is, so that a pool grown in steps (`PoolScaler`) never has more workers starting at
         once than a step."""
         if self.executor is Executor.PROCESS:
-            self._worker = _Worker()
             try:
-                self._worker.parse(
-                    b"", 1, _WARM_UP, timeout=self.block_timeout, cancelled=self._stopping
-                )
+                self._worker = self._start_worker(self._stopping)
             except _Stopped:
-                self._close_worker()  # stopped while its worker started: nothing to serve
+                return  # stopped while its worker started: nothing to serve
+
+    def _start_worker(self, cancelled: Callable[[], bool]) -> _Worker:
+        """A new worker process, once it has answered (an empty block): its start is bounded
+        by `_START_TIMEOUT`, never by the block timeout, which bounds a block's parsing."""
+        worker = _Worker()
+        try:
+            worker.parse(
+                b"",
+                1,
+                _WARM_UP,
+                timeout=max(self.block_timeout, _START_TIMEOUT),
+                cancelled=cancelled,
+            )
+        except BaseException:
+            worker.close()
+            raise
+        return worker
 
     def _stopping(self) -> bool:
         return self.stop_requested
@@ -234,15 +251,19 @@ class Parser(Actor):
         if ended:
             return  # its job is over (cancelled, failed): nobody waits for this block
         if self.executor is Executor.PROCESS or block.pattern not in _TRUSTED:
-            if self._worker is None:
-                self._worker = _Worker()  # after a kill, or a first user pattern in a thread
+
+            def stopped() -> bool:
+                return self.stop_requested or bool(ended)
+
             try:
+                if self._worker is None:  # after a kill, or a first user pattern in a thread
+                    self._worker = self._start_worker(stopped)
                 fields = self._worker.parse(
                     block.data,
                     block.first_line,
                     block.pattern,
                     timeout=self.block_timeout,
-                    cancelled=lambda: self.stop_requested or bool(ended),
+                    cancelled=stopped,
                     yielded=lambda ran: ran >= _YIELD_AFTER and self.yield_turn(message),
                 )
             except _Stopped:

@@ -129,3 +129,26 @@ def test_a_pattern_past_the_block_timeout_fails_its_job_not_the_pool(
         assert jobs.wait(good.id, WAIT).state is JobState.DONE
     finally:
         system.stop(timeout=WAIT)
+
+
+def test_a_block_timeout_shorter_than_a_worker_start_still_starts_the_pool(
+    journal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker process takes far more than 1 ms to start (an interpreter and its imports):
+    # the block timeout bounds a block's parsing, not the start of the member's worker. The
+    # member looks at the time every millisecond here (every 250 ms by default: a quiet
+    # machine starts a worker within one look, a busy one does not).
+    monkeypatch.setattr(parser_module, "_POLL", 0.001)
+    system = ActorSystem("starts", clock=FakeClock(), default_policy=RestartPolicy(max_restarts=0))
+    try:
+        start_job_system(
+            system,
+            journal,
+            JobSystemConfig(parsers=2, parser_executor=Executor.PROCESS, block_timeout=0.001),
+        )
+        system.lookup("parser").ping(timeout=WAIT)
+        assert not system.escalations
+        parsers = [s for s in system.stats() if s.pool == "parser"]
+        assert len(parsers) == 2 and all(s.errors == 0 for s in parsers)
+    finally:
+        system.stop(timeout=WAIT)
