@@ -460,6 +460,11 @@ class _UnitWriter(Actor):
     def on_stop(self) -> None:
         """Actor thread: a job stopped before its end leaves no output and no temp file.
         The store settles the job when it hears `WriterStopped`: it is always sent."""
+        self._abort_and_tell()
+
+    def _abort_and_tell(self) -> None:
+        # Remove what was not published, then tell the store (always), and whether some of
+        # it could not be removed (the store sweeps it then).
         left = True  # until the files are known to be gone
         try:
             left = not self._abort()
@@ -476,12 +481,9 @@ class _UnitWriter(Actor):
             self._fail(f"writing {self.output} failed: {error}")
         else:
             self._fail(f"the job's writer failed: {type(error).__name__}: {error}")
-        left = True  # until the files are known to be gone
         try:
-            left = not self._abort()
+            self._abort_and_tell()
         finally:
-            self._close_directory()
-            self.send(self.store, WriterStopped(self.job, left))
             self.ref.stop(graceful=False, wait=False)
 
 
