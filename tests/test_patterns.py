@@ -37,18 +37,20 @@ def jobs(journal: str, request: pytest.FixtureRequest) -> Iterator[JobClient]:
 
 
 class _Entered:
-    """Counts parse calls into worker processes; `wait(n)` returns once n have begun."""
+    """Counts parse calls of blocks into worker processes (not a new worker's warm-up, an
+    empty block); `wait(n)` returns once n have begun."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.pids: list[int] = []
 
     def wrap(self, parse: Any) -> Any:
-        def entering(worker: Any, *args: Any, **kwargs: Any) -> Any:
-            with self._cond:
-                self.pids.append(worker.process.pid)
-                self._cond.notify_all()
-            return parse(worker, *args, **kwargs)
+        def entering(worker: Any, data: bytes, *args: Any, **kwargs: Any) -> Any:
+            if data:
+                with self._cond:
+                    self.pids.append(worker.process.pid)
+                    self._cond.notify_all()
+            return parse(worker, data, *args, **kwargs)
 
         return entering
 
