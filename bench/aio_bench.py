@@ -1,6 +1,6 @@
 """asyncio benchmark: awaiting actors from a loop, and coroutine actors, in one run.
 
-    python bench/asyncio.py [--asks 10000] [--messages 100000] [--repeat 5]
+    python bench/aio_bench.py [--asks 10000] [--messages 100000] [--repeat 5]
 
 - asks: ASKS concurrent round trips from one event loop, answered by one thread actor:
   `ref.ask_async` against `loop.run_in_executor(None, ref.ask)` (the default executor)
