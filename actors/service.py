@@ -49,6 +49,7 @@ from .model import (
     ListJobs,
     Progress,
     Rejected,
+    WaitJob,
 )
 from .ray_metrics import RayCollector
 from .store import Drain, Drained, JobCounts, Release, Retention, SetMaxJobs, StoreStatus
@@ -319,7 +320,7 @@ class JobService:
             self._inboxes.add(inbox)
         try:
             channel.subscribe(STORE, inbox)
-            info = _answer(self._ask(GetJob(job_id)))  # after subscribing: no end is missed
+            info = self._current(job_id)  # after subscribing: no end is missed
             sent: JobInfo | None = None
             stalled = 0.0  # when the client stopped reading (monotonic; 0: it reads)
             while not info.state.finished:
@@ -361,6 +362,15 @@ class JobService:
                 pass
         channel.unregister(inbox)
 
+    def _current(self, job_id: str) -> JobInfo:
+        # The job as the store has it now; once its end is decided, as it ended: its files
+        # gone (a failed job's temp files), as a `progress` event of its end says.
+        info: JobInfo = _answer(self._ask(GetJob(job_id)))
+        if info.state.finished:
+            ended: JobInfo = _answer(self._ask(WaitJob(job_id)))
+            return ended
+        return info
+
     def _next(self, call: Call, inbox: str, info: JobInfo) -> JobInfo:
         # The next state of the job: from the store's events, or asked for after a quiet spell
         # (when the client may also have gone: then the watch ends and frees its connection).
@@ -369,7 +379,7 @@ class JobService:
         except TimeoutError:
             if call.peer_gone():
                 raise ConnectionAbortedError("the watching client went away") from None
-            return _answer(self._ask(GetJob(info.id)))  # type: ignore[no-any-return]
+            return self._current(info.id)
         except MailboxClosed:
             raise Refused(ErrorCode.BUSY, "actord is stopping; watch again later") from None
         latest = info
